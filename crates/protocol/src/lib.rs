@@ -1,0 +1,30 @@
+//! vigie wire protocol, version 1.
+//!
+//! The agent and the collector both depend on this crate and on nothing else
+//! of each other. It holds the MQTT topic layout, the JSON payload types and
+//! their validation. It does no I/O and reads no clock: validation takes the
+//! current time as an argument.
+//!
+//! Energies travel as integer microjoules (`*_uj`) so that totals are exact;
+//! times as integer Unix milliseconds (`*_ms`).
+
+mod ids;
+mod payload;
+mod topic;
+mod validate;
+
+pub use ids::{IdError, is_valid_host_or_site, is_valid_sensor};
+pub use payload::{
+    GpuMeta, HostMeta, Quality, RackPosition, Reading, SensorMeta, Status, StatusMessage,
+    TelemetryBatch,
+};
+pub use topic::{Topic, TopicError, TopicKind};
+pub use validate::{Limits, Rejection, decode_telemetry};
+
+/// Version of the payload schema this crate reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Prefix of every vigie topic.
+pub const TOPIC_PREFIX: &str = "vigie/v1";
+
+pub mod samples;

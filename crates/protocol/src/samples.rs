@@ -1,0 +1,92 @@
+//! Sample payloads, the same as the golden files under `golden/`.
+//! A test fails when the types and the files disagree.
+
+use crate::{
+    GpuMeta, HostMeta, Quality, RackPosition, Reading, SCHEMA_VERSION, SensorMeta, Status,
+    StatusMessage, TelemetryBatch,
+};
+
+/// A two-sensor telemetry batch.
+pub fn telemetry() -> TelemetryBatch {
+    TelemetryBatch {
+        schema: SCHEMA_VERSION,
+        site: "par1".into(),
+        host: "node-01".into(),
+        boot_id: "2f1c7f0e-8c1e-4d55-9a57-0c6d3f6f2b11".into(),
+        epoch: 1_795_000_000_000,
+        seq: 42,
+        readings: vec![
+            Reading {
+                sensor: "rapl:package-0".into(),
+                start_ms: 1_795_000_010_000,
+                end_ms: 1_795_000_011_000,
+                energy_uj: 85_250_113,
+                cumulative_uj: 3_566_102_774,
+                power_w: Some(85.250113),
+                quality: Quality::Measured,
+            },
+            Reading {
+                sensor: "rapl:dram-0".into(),
+                start_ms: 1_795_000_010_000,
+                end_ms: 1_795_000_011_000,
+                energy_uj: 9_870_004,
+                cumulative_uj: 411_004_370,
+                power_w: None,
+                quality: Quality::Measured,
+            },
+        ],
+    }
+}
+
+/// The retained online status.
+pub fn status_online() -> StatusMessage {
+    StatusMessage {
+        schema: SCHEMA_VERSION,
+        state: Status::Online,
+        epoch: Some(1_795_000_000_000),
+        agent_version: Some("0.1.0".into()),
+        since_ms: Some(1_795_000_000_000),
+    }
+}
+
+/// The last will.
+pub fn status_offline() -> StatusMessage {
+    StatusMessage {
+        schema: SCHEMA_VERSION,
+        state: Status::Offline,
+        epoch: None,
+        agent_version: None,
+        since_ms: None,
+    }
+}
+
+/// A host inventory.
+pub fn meta() -> HostMeta {
+    HostMeta {
+        schema: SCHEMA_VERSION,
+        site: "par1".into(),
+        host: "node-01".into(),
+        agent_version: "0.1.0".into(),
+        cpu_model: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz".into(),
+        sockets: 2,
+        logical_cpus: 128,
+        memory_bytes: 549_755_813_888,
+        gpus: vec![GpuMeta {
+            index: 0,
+            name: "NVIDIA A100-SXM4-40GB".into(),
+            uuid: "GPU-5b2c1f9e-0000-4a4b-9c7d-000000000000".into(),
+        }],
+        sensors: vec![SensorMeta {
+            name: "rapl:package-0".into(),
+            kind: "rapl".into(),
+            domain: "package".into(),
+            source: "/sys/class/powercap/intel-rapl:0".into(),
+            max_range_uj: Some(262_143_328_850),
+        }],
+        rack: Some(RackPosition {
+            room: "hall-a".into(),
+            rack: "r12".into(),
+            unit: Some(20),
+        }),
+    }
+}

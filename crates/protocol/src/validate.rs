@@ -1,0 +1,457 @@
+//! Decoding and validating a telemetry payload against its topic.
+
+use crate::{
+    IdError, SCHEMA_VERSION, TelemetryBatch, Topic, TopicError, is_valid_host_or_site,
+    is_valid_sensor,
+};
+use serde::Deserialize;
+
+/// Bounds a telemetry batch must respect. Defaults suit a datacenter:
+/// a single sensor above 10 MW is a broken or hostile sender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most readings in one batch.
+    pub max_readings: usize,
+    /// Highest average power one reading may imply, in watts.
+    pub max_power_w: f64,
+    /// How far in the future an interval may end, in milliseconds (clock skew).
+    pub max_future_ms: i64,
+    /// Longest interval one reading may cover, in milliseconds.
+    pub max_interval_ms: i64,
+    /// Earliest accepted timestamp, Unix milliseconds.
+    pub min_timestamp_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 256 * 1024,
+            max_readings: 10_000,
+            max_power_w: 10_000_000.0,
+            max_future_ms: 5 * 60 * 1000,
+            max_interval_ms: 7 * 24 * 3600 * 1000,
+            // 2020-01-01T00:00:00Z: nothing older is live telemetry.
+            min_timestamp_ms: 1_577_836_800_000,
+        }
+    }
+}
+
+/// Why a telemetry message was refused. [`Rejection::reason`] gives the
+/// stable label counted in `vigie_ingest_rejected_total{reason}`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// Topic is not a vigie v1 telemetry topic.
+    #[error("bad topic: {0}")]
+    BadTopic(#[from] TopicError),
+    /// Payload larger than the limit.
+    #[error("payload of {len} bytes exceeds the {max}-byte limit")]
+    Oversized {
+        /// Payload length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Not JSON, or truncated.
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// JSON, but a field is missing, unknown or of the wrong type.
+    #[error("invalid field: {0}")]
+    InvalidField(String),
+    /// A schema version this collector does not read.
+    #[error("unsupported schema version {0} (this collector reads {SCHEMA_VERSION})")]
+    UnsupportedSchema(u64),
+    /// Payload host differs from the topic host.
+    #[error("payload host {payload:?} differs from topic host {topic:?}")]
+    HostMismatch {
+        /// Host in the topic.
+        topic: String,
+        /// Host in the payload.
+        payload: String,
+    },
+    /// Payload site differs from the topic site.
+    #[error("payload site {payload:?} differs from topic site {topic:?}")]
+    SiteMismatch {
+        /// Site in the topic.
+        topic: String,
+        /// Site in the payload.
+        payload: String,
+    },
+    /// A host, site, sensor or boot id with forbidden characters or length.
+    #[error("bad identifier in {field}: {source}")]
+    BadIdentifier {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        source: IdError,
+    },
+    /// No readings.
+    #[error("batch has no readings")]
+    Empty,
+    /// More readings than allowed.
+    #[error("batch has {count} readings, limit {max}")]
+    TooManyReadings {
+        /// Readings in the batch.
+        count: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Interval ends before it starts, or is too long.
+    #[error("reading {index}: bad interval [{start_ms}, {end_ms})")]
+    BadInterval {
+        /// Reading index.
+        index: usize,
+        /// Start.
+        start_ms: i64,
+        /// End.
+        end_ms: i64,
+    },
+    /// Two readings of the same sensor overlap or are out of order.
+    #[error("reading {index}: sensor {sensor:?} overlaps or precedes its previous reading")]
+    Overlap {
+        /// Reading index.
+        index: usize,
+        /// Sensor.
+        sensor: String,
+    },
+    /// Energy implies a power above the limit (or energy over an empty interval).
+    #[error("reading {index}: {energy_uj} µJ over {duration_ms} ms exceeds {max_power_w} W")]
+    EnergyOutOfRange {
+        /// Reading index.
+        index: usize,
+        /// Energy.
+        energy_uj: u64,
+        /// Interval length.
+        duration_ms: i64,
+        /// Limit.
+        max_power_w: f64,
+    },
+    /// Cumulative energy smaller than the interval's own energy.
+    #[error("reading {index}: cumulative {cumulative_uj} µJ below interval energy {energy_uj} µJ")]
+    CumulativeInconsistent {
+        /// Reading index.
+        index: usize,
+        /// Interval energy.
+        energy_uj: u64,
+        /// Cumulative energy.
+        cumulative_uj: u64,
+    },
+    /// Average power negative, or above the limit.
+    #[error("reading {index}: power {power_w} W out of range")]
+    PowerOutOfRange {
+        /// Reading index.
+        index: usize,
+        /// Reported power.
+        power_w: f64,
+    },
+    /// Interval ends too far in the future (sender clock or hostile).
+    #[error("reading {index}: ends at {end_ms}, more than {max_future_ms} ms after now ({now_ms})")]
+    FutureTimestamp {
+        /// Reading index.
+        index: usize,
+        /// Interval end.
+        end_ms: i64,
+        /// Collector time.
+        now_ms: i64,
+        /// Allowed skew.
+        max_future_ms: i64,
+    },
+    /// Interval starts before the earliest accepted time.
+    #[error("reading {index}: starts at {start_ms}, before {min_ms}")]
+    AncientTimestamp {
+        /// Reading index.
+        index: usize,
+        /// Interval start.
+        start_ms: i64,
+        /// Earliest accepted.
+        min_ms: i64,
+    },
+}
+
+impl Rejection {
+    /// Stable, low-cardinality label for metrics and the quarantine table.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::BadTopic(_) => "bad_topic",
+            Rejection::Oversized { .. } => "oversized",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::InvalidField(_) => "invalid_field",
+            Rejection::UnsupportedSchema(_) => "unsupported_schema",
+            Rejection::HostMismatch { .. } => "host_mismatch",
+            Rejection::SiteMismatch { .. } => "site_mismatch",
+            Rejection::BadIdentifier { .. } => "bad_identifier",
+            Rejection::Empty => "empty_batch",
+            Rejection::TooManyReadings { .. } => "too_many_readings",
+            Rejection::BadInterval { .. } => "bad_interval",
+            Rejection::Overlap { .. } => "overlapping_readings",
+            Rejection::EnergyOutOfRange { .. } => "energy_out_of_range",
+            Rejection::CumulativeInconsistent { .. } => "cumulative_inconsistent",
+            Rejection::PowerOutOfRange { .. } => "power_out_of_range",
+            Rejection::FutureTimestamp { .. } => "future_timestamp",
+            Rejection::AncientTimestamp { .. } => "ancient_timestamp",
+        }
+    }
+
+    /// Every reason label, for pre-registering metrics so that a zero shows.
+    pub const ALL_REASONS: &'static [&'static str] = &[
+        "bad_topic",
+        "oversized",
+        "malformed",
+        "invalid_field",
+        "unsupported_schema",
+        "host_mismatch",
+        "site_mismatch",
+        "bad_identifier",
+        "empty_batch",
+        "too_many_readings",
+        "bad_interval",
+        "overlapping_readings",
+        "energy_out_of_range",
+        "cumulative_inconsistent",
+        "power_out_of_range",
+        "future_timestamp",
+        "ancient_timestamp",
+    ];
+}
+
+fn short(e: &serde_json::Error) -> String {
+    let mut s = e.to_string();
+    s.truncate(200);
+    s
+}
+
+/// Decodes a telemetry payload received on `topic` and checks it against
+/// `limits`, with `now_ms` the receiver's clock. On success the batch is
+/// safe to account: identifiers are clean, intervals are ordered per sensor
+/// and energies are plausible.
+pub fn decode_telemetry(
+    topic: &Topic,
+    payload: &[u8],
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<TelemetryBatch, Rejection> {
+    if payload.len() > limits.max_payload_bytes {
+        return Err(Rejection::Oversized {
+            len: payload.len(),
+            max: limits.max_payload_bytes,
+        });
+    }
+    let batch: TelemetryBatch = match serde_json::from_slice(payload) {
+        Ok(b) => b,
+        Err(e) => return Err(classify(payload, &e)),
+    };
+    if batch.schema != SCHEMA_VERSION {
+        return Err(Rejection::UnsupportedSchema(u64::from(batch.schema)));
+    }
+    validate(topic, &batch, now_ms, limits)?;
+    Ok(batch)
+}
+
+/// Tells a newer schema (whose fields we may not know) from a broken payload.
+fn classify(payload: &[u8], e: &serde_json::Error) -> Rejection {
+    use serde_json::error::Category;
+    if matches!(e.classify(), Category::Syntax | Category::Eof | Category::Io) {
+        return Rejection::Malformed(short(e));
+    }
+    #[derive(Deserialize)]
+    struct Version {
+        schema: u64,
+    }
+    match serde_json::from_slice::<Version>(payload) {
+        Ok(v) if v.schema != u64::from(SCHEMA_VERSION) => Rejection::UnsupportedSchema(v.schema),
+        _ => Rejection::InvalidField(short(e)),
+    }
+}
+
+fn validate(
+    topic: &Topic,
+    batch: &TelemetryBatch,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Rejection> {
+    let id = |field: &'static str| move |source| Rejection::BadIdentifier { field, source };
+    is_valid_host_or_site(&batch.host).map_err(id("host"))?;
+    is_valid_host_or_site(&batch.site).map_err(id("site"))?;
+    if batch.host != topic.host {
+        return Err(Rejection::HostMismatch {
+            topic: topic.host.clone(),
+            payload: batch.host.clone(),
+        });
+    }
+    if batch.site != topic.site {
+        return Err(Rejection::SiteMismatch {
+            topic: topic.site.clone(),
+            payload: batch.site.clone(),
+        });
+    }
+    // boot_id is a UUID on Linux; allow any short identifier for other OSes.
+    is_valid_host_or_site(&batch.boot_id).map_err(id("boot_id"))?;
+
+    let n = batch.readings.len();
+    if n == 0 {
+        return Err(Rejection::Empty);
+    }
+    if n > limits.max_readings {
+        return Err(Rejection::TooManyReadings {
+            count: n,
+            max: limits.max_readings,
+        });
+    }
+    // mW, so that the energy bound is integer arithmetic: µJ / ms = mW.
+    let max_power_mw = (limits.max_power_w * 1000.0) as u128;
+    // Last end per sensor; batches hold few sensors, so a small vector beats a map.
+    let mut last_end: Vec<(&str, i64)> = Vec::new();
+    for (index, r) in batch.readings.iter().enumerate() {
+        is_valid_sensor(&r.sensor).map_err(id("sensor"))?;
+        let duration_ms = r.end_ms.checked_sub(r.start_ms).unwrap_or(-1);
+        if duration_ms < 0 || duration_ms > limits.max_interval_ms {
+            return Err(Rejection::BadInterval {
+                index,
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+            });
+        }
+        if r.start_ms < limits.min_timestamp_ms {
+            return Err(Rejection::AncientTimestamp {
+                index,
+                start_ms: r.start_ms,
+                min_ms: limits.min_timestamp_ms,
+            });
+        }
+        if r.end_ms > now_ms.saturating_add(limits.max_future_ms) {
+            return Err(Rejection::FutureTimestamp {
+                index,
+                end_ms: r.end_ms,
+                now_ms,
+                max_future_ms: limits.max_future_ms,
+            });
+        }
+        let max_energy = max_power_mw * duration_ms as u128;
+        if u128::from(r.energy_uj) > max_energy {
+            return Err(Rejection::EnergyOutOfRange {
+                index,
+                energy_uj: r.energy_uj,
+                duration_ms,
+                max_power_w: limits.max_power_w,
+            });
+        }
+        if r.cumulative_uj < r.energy_uj {
+            return Err(Rejection::CumulativeInconsistent {
+                index,
+                energy_uj: r.energy_uj,
+                cumulative_uj: r.cumulative_uj,
+            });
+        }
+        if let Some(p) = r.power_w
+            && !(p.is_finite() && p >= 0.0 && p <= limits.max_power_w)
+        {
+            return Err(Rejection::PowerOutOfRange { index, power_w: p });
+        }
+        match last_end.iter_mut().find(|(s, _)| *s == r.sensor) {
+            Some((_, end)) if r.start_ms < *end => {
+                return Err(Rejection::Overlap {
+                    index,
+                    sensor: r.sensor.clone(),
+                });
+            }
+            Some((_, end)) => *end = r.end_ms,
+            None => last_end.push((&r.sensor, r.end_ms)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::{TopicKind, samples};
+
+    const NOW: i64 = 1_795_000_020_000;
+
+    fn topic() -> Topic {
+        Topic::new("par1", "node-01", TopicKind::Telemetry).unwrap()
+    }
+
+    fn reason_of(payload: &[u8]) -> &'static str {
+        decode_telemetry(&topic(), payload, NOW, &Limits::default())
+            .unwrap_err()
+            .reason()
+    }
+
+    fn with(f: impl FnOnce(&mut TelemetryBatch)) -> Vec<u8> {
+        let mut b = samples::telemetry();
+        f(&mut b);
+        serde_json::to_vec(&b).unwrap()
+    }
+
+    #[test]
+    fn accepts_the_sample() {
+        let payload = serde_json::to_vec(&samples::telemetry()).unwrap();
+        let b = decode_telemetry(&topic(), &payload, NOW, &Limits::default()).unwrap();
+        assert_eq!(b, samples::telemetry());
+    }
+
+    #[test]
+    fn each_bad_input_has_its_reason() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("malformed", b"{\"schema\":1,".to_vec()),
+            ("malformed", b"\xff\xfe".to_vec()),
+            ("invalid_field", with(|_| ()).replace_str("\"seq\":42", "\"seq\":\"42\"")),
+            ("invalid_field", with(|_| ()).replace_str("\"seq\":42", "\"seq\":42,\"x\":1")),
+            ("invalid_field", with(|_| ()).replace_str("\"energy_uj\":85250113", "\"energy_uj\":-5")),
+            ("unsupported_schema", with(|b| b.schema = 2)),
+            ("unsupported_schema", with(|_| ()).replace_str("\"schema\":1", "\"schema\":7,\"new\":true")),
+            ("host_mismatch", with(|b| b.host = "node-02".into())),
+            ("site_mismatch", with(|b| b.site = "lyo1".into())),
+            ("bad_identifier", with(|b| b.readings[0].sensor = "a/b".into())),
+            ("bad_identifier", with(|b| b.boot_id = "x y".into())),
+            ("empty_batch", with(|b| b.readings.clear())),
+            ("bad_interval", with(|b| b.readings[0].end_ms = b.readings[0].start_ms - 1)),
+            ("overlapping_readings", with(|b| b.readings[1].sensor = "rapl:package-0".into())),
+            ("energy_out_of_range", with(|b| b.readings[0].energy_uj = u64::MAX / 2)),
+            ("energy_out_of_range", with(|b| {
+                b.readings[0].end_ms = b.readings[0].start_ms;
+            })),
+            ("cumulative_inconsistent", with(|b| b.readings[0].cumulative_uj = 1)),
+            ("power_out_of_range", with(|b| b.readings[0].power_w = Some(-1.0))),
+            ("future_timestamp", with(|b| b.readings[0].end_ms = NOW + 3_600_000)),
+            ("ancient_timestamp", with(|b| {
+                b.readings[0].start_ms = 0;
+                b.readings[0].end_ms = 1000;
+            })),
+        ];
+        for (want, payload) in cases {
+            assert_eq!(reason_of(&payload), want, "{}", String::from_utf8_lossy(&payload[..payload.len().min(200)]));
+        }
+        let big = vec![b' '; 300 * 1024];
+        assert_eq!(reason_of(&big), "oversized");
+        let few = Limits {
+            max_readings: 1,
+            ..Limits::default()
+        };
+        let payload = with(|_| ());
+        let err = decode_telemetry(&topic(), &payload, NOW, &few).unwrap_err();
+        assert_eq!(err.reason(), "too_many_readings");
+    }
+
+    #[test]
+    fn reasons_are_listed() {
+        for r in Rejection::ALL_REASONS {
+            assert_eq!(Rejection::ALL_REASONS.iter().filter(|x| *x == r).count(), 1);
+        }
+        assert!(Rejection::ALL_REASONS.contains(&Rejection::Empty.reason()));
+    }
+
+    trait ReplaceStr {
+        fn replace_str(self, from: &str, to: &str) -> Vec<u8>;
+    }
+    impl ReplaceStr for Vec<u8> {
+        fn replace_str(self, from: &str, to: &str) -> Vec<u8> {
+            let s = String::from_utf8(self).unwrap();
+            assert!(s.contains(from), "{from} not in {s}");
+            s.replacen(from, to, 1).into_bytes()
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The golden payloads under `golden/` are the wire contract. This test
+//! fails when the types change without the files changing with them.
+//! After an intended change, run with `VIGIE_BLESS=1` and review the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::fmt::Debug;
+use std::path::PathBuf;
+use vigie_protocol::samples;
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + Debug>(file: &str, value: T) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(file);
+    let want = serde_json::to_string_pretty(&value).unwrap() + "\n";
+    if std::env::var_os("VIGIE_BLESS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with VIGIE_BLESS=1 to create)", path.display()));
+    assert_eq!(have, want, "{file} and the types disagree");
+    let parsed: T = serde_json::from_str(&have).unwrap();
+    assert_eq!(parsed, value, "{file} does not parse back to the sample");
+}
+
+#[test]
+fn telemetry() {
+    check("telemetry-v1.json", samples::telemetry());
+}
+
+#[test]
+fn status() {
+    check("status-online-v1.json", samples::status_online());
+    check("status-offline-v1.json", samples::status_offline());
+}
+
+#[test]
+fn meta() {
+    check("meta-v1.json", samples::meta());
+}
