@@ -1,0 +1,101 @@
+//! A real Mosquitto broker on 127.0.0.1, one per test, killed on drop.
+
+use anyhow::Context;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `mosquitto` process listening on a free loopback port.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto (from `$PATH`, `/usr/sbin` or `/usr/local/sbin`)
+    /// with persistence in a temporary directory, and waits until it listens.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = crate::free_port()?;
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    fn binary() -> anyhow::Result<PathBuf> {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join("mosquitto")).collect())
+            .unwrap_or_default();
+        candidates.push("/usr/sbin/mosquitto".into());
+        candidates.push("/usr/local/sbin/mosquitto".into());
+        candidates.into_iter().find(|p| p.is_file()).context(
+            "mosquitto not found: install it (Debian: apt-get install -y mosquitto) to run the end-to-end tests",
+        )
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                port = self.port,
+                dir = self.dir.path().display()
+            ),
+        )?;
+        let child = Command::new(Self::binary()?)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        self.child = Some(child);
+        let addr = self.addr();
+        crate::wait_for(
+            "mosquitto to listen",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || TcpStream::connect(addr).ok(),
+        )?;
+        Ok(())
+    }
+
+    /// Port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Stops the broker (SIGKILL: persistence is flushed on a schedule, so
+    /// a test that needs queued messages to survive uses [`Self::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same persistence directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
