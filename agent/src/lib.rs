@@ -1,1 +1,215 @@
-//! placeholder
+//! vigie-agent: reads host energy counters and publishes interval energy
+//! to MQTT.
+//!
+//! Pipeline: sensors ([`rapl`]) -> [`sampler::Sampler`] (wrap-corrected
+//! interval readings) -> [`batcher::Batcher`] (numbered batches) ->
+//! [`mqtt::Link`] (QoS 1, delivery tracked, re-sent until acknowledged).
+//! [`run`] wires them together and takes its shutdown signal as an argument.
+
+pub mod batcher;
+pub mod config;
+pub mod host;
+pub mod mqtt;
+pub mod rapl;
+pub mod sampler;
+
+use batcher::{Batcher, Identity};
+use config::AgentConfig;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::MissedTickBehavior;
+use vigie_protocol::{SCHEMA_VERSION, SensorMeta, Status, StatusMessage, TelemetryBatch};
+
+/// Batches kept in memory while the broker is unreachable. Beyond this the
+/// oldest are dropped with an error (a durable spool replaces this bound).
+const MAX_UNACKED: usize = 8_640;
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// RAPL discovery failed; the message says how to fix it.
+    #[error(transparent)]
+    Rapl(#[from] rapl::RaplError),
+    /// No sensor is enabled.
+    #[error("no energy sensor enabled: enable [rapl] or another source")]
+    NoSensors,
+    /// A counter declared an unusable range.
+    #[error("bad counter: {0}")]
+    Counter(#[from] vigie_energy::CounterError),
+    /// Site or host name unusable in a topic.
+    #[error("bad site or host name: {0}")]
+    Name(#[from] vigie_protocol::IdError),
+    /// The state directory could not be written.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// Directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serialising our own plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Runs the agent until `shutdown` completes, then takes a last sample,
+/// publishes it, marks the host offline and disconnects.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let host = cfg.host.clone().unwrap_or_else(host::host_name);
+    vigie_protocol::is_valid_host_or_site(&host)?;
+    vigie_protocol::is_valid_host_or_site(&cfg.site)?;
+
+    let zones = if cfg.rapl.enabled {
+        rapl::discover(&cfg.rapl.root)?
+    } else {
+        Vec::new()
+    };
+    if zones.is_empty() {
+        return Err(AgentError::NoSensors);
+    }
+    let sensors: Vec<SensorMeta> = zones
+        .iter()
+        .map(|z| SensorMeta {
+            name: z.sensor.clone(),
+            kind: "rapl".into(),
+            domain: z.domain.as_str().into(),
+            source: z.path.display().to_string(),
+            max_range_uj: Some(z.max_range_uj),
+        })
+        .collect();
+    let sockets = zones
+        .iter()
+        .filter(|z| z.domain == rapl::Domain::Package)
+        .count() as u32;
+    let mut sampler = sampler::Sampler::new(zones)?;
+    let period_ms = cfg.sampling.interval.as_millis() as u64;
+    for (sensor, safe_ms) in sampler.too_slow_for(period_ms) {
+        tracing::warn!(%sensor, period_ms, safe_ms, "sampling period too long for this counter's range: a double wrap could go unseen");
+    }
+
+    let epoch = host::next_epoch(&cfg.state_dir, now_ms()).map_err(|source| AgentError::State {
+        path: cfg.state_dir.display().to_string(),
+        source,
+    })?;
+    let started_ms = now_ms();
+    let mut batcher = Batcher::new(Identity {
+        site: cfg.site.clone(),
+        host: host.clone(),
+        boot_id: host::boot_id(),
+        epoch,
+    });
+    // Baseline before announcing ourselves online.
+    for e in sampler.sample(started_ms, batcher.pending_mut()) {
+        tracing::warn!(error = %e, "sample failed");
+    }
+    let meta = json(&host::inventory(&cfg.site, &host, sockets, sensors, cfg.rack.clone()));
+    let online = json(&StatusMessage {
+        schema: SCHEMA_VERSION,
+        state: Status::Online,
+        epoch: Some(epoch),
+        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+        since_ms: Some(started_ms),
+    });
+    let offline = |since| StatusMessage {
+        schema: SCHEMA_VERSION,
+        state: Status::Offline,
+        epoch: None,
+        agent_version: None,
+        since_ms: since,
+    };
+    let client_id = cfg
+        .mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("vigie-agent-{host}"));
+    let (link, mut events) = mqtt::Link::start(&cfg.mqtt, &client_id, &cfg.site, &host, json(&offline(None)))?;
+    tracing::info!(%host, site = %cfg.site, epoch, sensors = sampler.zones().count(), "agent started");
+
+    let mut unacked: BTreeMap<u64, TelemetryBatch> = BTreeMap::new();
+    let mut sample_tick = tokio::time::interval(cfg.sampling.interval);
+    sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    sample_tick.tick().await;
+    let mut publish_tick = tokio::time::interval(cfg.sampling.publish_interval);
+    publish_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    publish_tick.tick().await;
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = sample_tick.tick() => {
+                for e in sampler.sample(now_ms(), batcher.pending_mut()) {
+                    tracing::warn!(error = %e, "sample failed");
+                }
+            }
+            _ = publish_tick.tick() => {
+                if let Some(batch) = batcher.cut() {
+                    send(&link, &mut unacked, batch).await;
+                }
+            }
+            Some(ev) = events.recv() => match ev {
+                mqtt::LinkEvent::Connected => {
+                    let _ = link.publish_status(online.clone()).await;
+                    let _ = link.publish_meta(meta.clone()).await;
+                }
+                mqtt::LinkEvent::Delivered { seq, ok: true } => {
+                    unacked.remove(&seq);
+                }
+                mqtt::LinkEvent::Delivered { seq, ok: false } => {
+                    // Lost with the session: publish again (the collector dedupes).
+                    if let Some(batch) = unacked.remove(&seq) {
+                        send(&link, &mut unacked, batch).await;
+                    }
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+
+    tracing::info!("stopping: last sample and publish");
+    for e in sampler.sample(now_ms(), batcher.pending_mut()) {
+        tracing::warn!(error = %e, "sample failed");
+    }
+    if let Some(batch) = batcher.cut() {
+        send(&link, &mut unacked, batch).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !unacked.is_empty() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(mqtt::LinkEvent::Delivered { seq, ok: true })) => {
+                unacked.remove(&seq);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if !unacked.is_empty() {
+        tracing::error!(batches = unacked.len(), "stopping with unacknowledged batches: they are lost");
+    }
+    let _ = link.publish_status(json(&offline(Some(now_ms())))).await;
+    link.close(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+async fn send(link: &mqtt::Link, unacked: &mut BTreeMap<u64, TelemetryBatch>, batch: TelemetryBatch) {
+    let seq = batch.seq;
+    if let Err(e) = link.publish_batch(seq, json(&batch)).await {
+        tracing::warn!(seq, error = %e, "publish failed; kept for retry");
+    }
+    unacked.insert(seq, batch);
+    while unacked.len() > MAX_UNACKED {
+        if let Some((old, _)) = unacked.pop_first() {
+            tracing::error!(seq = old, "too many unacknowledged batches: dropping the oldest");
+        }
+    }
+}

@@ -128,15 +128,6 @@ impl FakePowercap {
         self.set_energy(dir, next)?;
         Ok(next)
     }
-
-    /// Makes a zone's counter unreadable to non-root users, as kernels
-    /// since 5.10 do (mode 0400).
-    pub fn make_root_only(&self, dir: &str) -> anyhow::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let p = self.root.join(dir).join("energy_uj");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000))?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

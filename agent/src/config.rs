@@ -1,0 +1,176 @@
+//! Agent configuration (TOML). Every field is documented in the README's
+//! configuration reference; defaults work on a stock Linux server.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use vigie_protocol::RackPosition;
+
+/// Top-level agent configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Site name, the second topic level.
+    #[serde(default = "default_site")]
+    pub site: String,
+    /// Host name; defaults to the machine's host name, cleaned to `[A-Za-z0-9._-]`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Where the agent keeps its state (epoch, counters).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Broker connection.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Sampling and publishing periods.
+    #[serde(default)]
+    pub sampling: SamplingConfig,
+    /// RAPL through powercap.
+    #[serde(default)]
+    pub rapl: RaplConfig,
+    /// Rack position, published in the host inventory.
+    #[serde(default)]
+    pub rack: Option<RackPosition>,
+}
+
+/// Broker connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; defaults to `vigie-agent-{host}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive interval.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+/// Sampling settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// How often counters are read.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How often a batch is published.
+    #[serde(default = "default_publish_interval", with = "humantime_serde")]
+    pub publish_interval: Duration,
+}
+
+/// RAPL settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaplConfig {
+    /// Read RAPL at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Powercap root (tests and the demo point it at a fake tree).
+    #[serde(default = "default_powercap_root")]
+    pub root: PathBuf,
+}
+
+fn default_site() -> String {
+    "default".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/vigie-agent".into()
+}
+fn default_mqtt_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_publish_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_powercap_root() -> PathBuf {
+    "/sys/class/powercap".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: default_mqtt_host(),
+            port: default_mqtt_port(),
+            client_id: None,
+            keep_alive: default_keep_alive(),
+        }
+    }
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            interval: default_interval(),
+            publish_interval: default_publish_interval(),
+        }
+    }
+}
+
+impl Default for RaplConfig {
+    fn default() -> Self {
+        RaplConfig {
+            enabled: true,
+            root: default_powercap_root(),
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            site: default_site(),
+            host: None,
+            state_dir: default_state_dir(),
+            mqtt: MqttConfig::default(),
+            sampling: SamplingConfig::default(),
+            rapl: RaplConfig::default(),
+            rack: None,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = AgentConfig::from_toml("").unwrap();
+        assert_eq!(c.sampling.interval, Duration::from_secs(1));
+        assert_eq!(c.sampling.publish_interval, Duration::from_secs(10));
+        assert_eq!(c.rapl.root, PathBuf::from("/sys/class/powercap"));
+        assert_eq!(c.mqtt.port, 1883);
+    }
+
+    #[test]
+    fn durations_and_unknown_fields() {
+        let c = AgentConfig::from_toml("site = \"par1\"\n[sampling]\ninterval = \"250ms\"\n").unwrap();
+        assert_eq!(c.sampling.interval, Duration::from_millis(250));
+        assert!(AgentConfig::from_toml("[sampling]\nintervall = \"1s\"\n").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! The agent's only MQTT module: connection, last will, publishing and
+//! delivery tracking. Everything else hands it bytes and topics.
+
+use crate::config::MqttConfig;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, PublishOptions, QoS,
+};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use vigie_protocol::{Topic, TopicKind};
+
+/// What the connection tells the run loop.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// (Re)connected: retained status and inventory must be published again.
+    Connected,
+    /// A tracked telemetry publish finished: acknowledged by the broker, or failed.
+    Delivered {
+        /// Batch sequence number.
+        seq: u64,
+        /// Whether the broker acknowledged it.
+        ok: bool,
+    },
+}
+
+/// Publisher bound to one host's topics.
+pub struct Link {
+    client: AsyncClient,
+    telemetry: String,
+    status: String,
+    meta: String,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Starts connecting (in the background; [`LinkEvent::Connected`] tells
+    /// when it is up). The last will marks the host offline, retained.
+    pub fn start(
+        cfg: &MqttConfig,
+        client_id: &str,
+        site: &str,
+        host: &str,
+        offline_payload: Vec<u8>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<LinkEvent>), vigie_protocol::IdError> {
+        let topic = |kind| Topic::new(site, host, kind).map(|t| t.to_string());
+        let (telemetry, status, meta) = (
+            topic(TopicKind::Telemetry)?,
+            topic(TopicKind::Status)?,
+            topic(TopicKind::Meta)?,
+        );
+        let mut opts = MqttOptions::new(client_id, (cfg.host.clone(), cfg.port));
+        opts.set_keep_alive(u16::try_from(cfg.keep_alive.as_secs()).unwrap_or(u16::MAX).max(5));
+        opts.set_last_will(LastWill::new(
+            status.clone(),
+            offline_payload,
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+        let (client, mut eventloop) = AsyncClient::builder(opts).capacity(64).build();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = tx.clone();
+        let server = format!("{}:{}", cfg.host, cfg.port);
+        let task = tokio::spawn(async move {
+            let mut was_down = false;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!(broker = %server, "connected");
+                        was_down = false;
+                        let _ = tx.send(LinkEvent::Connected);
+                    }
+                    Ok(_) => {}
+                    Err(ConnectionError::RequestsDone) => break,
+                    Err(e) => {
+                        if !was_down {
+                            tracing::warn!(broker = %server, error = %e, "broker connection lost; retrying every second");
+                            was_down = true;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok((
+            Link {
+                client,
+                telemetry,
+                status,
+                meta,
+                events,
+                task,
+            },
+            rx,
+        ))
+    }
+
+    /// Publishes a telemetry batch (QoS 1) and reports its fate as a
+    /// [`LinkEvent::Delivered`].
+    pub async fn publish_batch(&self, seq: u64, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
+        let notice = self
+            .client
+            .publish_tracked(self.telemetry.clone(), payload, PublishOptions::at_least_once())
+            .await?;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let ok = notice.wait_async().await.is_ok();
+            let _ = events.send(LinkEvent::Delivered { seq, ok });
+        });
+        Ok(())
+    }
+
+    /// Publishes the retained status.
+    pub async fn publish_status(&self, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
+        self.client
+            .publish(self.status.clone(), payload, PublishOptions::at_least_once().retained())
+            .await
+    }
+
+    /// Publishes the retained inventory.
+    pub async fn publish_meta(&self, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
+        self.client
+            .publish(self.meta.clone(), payload, PublishOptions::at_least_once().retained())
+            .await
+    }
+
+    /// Disconnects cleanly (the broker then does not send the last will)
+    /// and waits for the connection task, at most `timeout`.
+    pub async fn close(self, timeout: Duration) {
+        let _ = self.client.disconnect_with_timeout(timeout).await;
+        drop(self.client);
+        let _ = tokio::time::timeout(timeout, self.task).await;
+    }
+}

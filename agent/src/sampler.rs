@@ -1,0 +1,187 @@
+//! Turns counter reads into interval readings. The caller says what time it
+//! is, so the logic is tested with made-up clocks and fake trees.
+
+use crate::rapl::{RaplError, Zone};
+use vigie_energy::{CounterError, CounterStep, Microjoules, Watts, WrappingCounter, average_power};
+use vigie_protocol::{Quality, Reading};
+
+/// Peak power assumed per zone when checking that the sampling period
+/// cannot miss a wrap (a large server package).
+const ASSUMED_PEAK: Watts = Watts(500.0);
+
+struct Tracked {
+    zone: Zone,
+    counter: WrappingCounter,
+    last_ms: Option<i64>,
+}
+
+/// Reads every zone, keeps its wrapping counter, and emits one reading per
+/// zone per sample covering the time since that zone's last good read.
+pub struct Sampler {
+    tracked: Vec<Tracked>,
+}
+
+/// A zone that could not be read this time (it is retried next sample; the
+/// next good read covers the gap, so no energy is lost).
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// Reading the counter failed.
+    #[error("{sensor}: {source}")]
+    Read {
+        /// Sensor.
+        sensor: String,
+        /// Cause.
+        source: RaplError,
+    },
+    /// The counter went above its declared range: the baseline is reset.
+    #[error("{sensor}: {source}; counter re-baselined")]
+    Range {
+        /// Sensor.
+        sensor: String,
+        /// Cause.
+        source: CounterError,
+    },
+}
+
+impl Sampler {
+    /// Tracks `zones`; the first [`Sampler::sample`] sets the baselines.
+    pub fn new(zones: Vec<Zone>) -> Result<Self, CounterError> {
+        let tracked = zones
+            .into_iter()
+            .map(|zone| {
+                Ok(Tracked {
+                    counter: WrappingCounter::new(zone.max_range_uj)?,
+                    zone,
+                    last_ms: None,
+                })
+            })
+            .collect::<Result<_, CounterError>>()?;
+        Ok(Sampler { tracked })
+    }
+
+    /// Zones whose counter can wrap twice within `period_ms` at a plausible
+    /// peak power, with the longest safe period for each.
+    pub fn too_slow_for(&self, period_ms: u64) -> Vec<(String, u64)> {
+        self.tracked
+            .iter()
+            .filter_map(|t| {
+                let safe = t.counter.max_safe_period_ms(ASSUMED_PEAK)?;
+                (period_ms > safe).then(|| (t.zone.sensor.clone(), safe))
+            })
+            .collect()
+    }
+
+    /// The zones being read.
+    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
+        self.tracked.iter().map(|t| &t.zone)
+    }
+
+    /// Reads every zone at `now_ms`, appending a reading per zone that has
+    /// a baseline. Zones that fail are reported and retried next time.
+    pub fn sample(&mut self, now_ms: i64, out: &mut Vec<Reading>) -> Vec<SampleError> {
+        let mut errors = Vec::new();
+        for t in &mut self.tracked {
+            let value = match t.zone.read_energy_uj() {
+                Ok(v) => v,
+                Err(source) => {
+                    errors.push(SampleError::Read {
+                        sensor: t.zone.sensor.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            match t.counter.observe(value) {
+                Ok(None) => t.last_ms = Some(now_ms),
+                Ok(Some(step)) => {
+                    let start_ms = t.last_ms.unwrap_or(now_ms);
+                    t.last_ms = Some(now_ms);
+                    out.push(reading(&t.zone.sensor, start_ms, now_ms, step, t.counter.total()));
+                }
+                Err(source) => {
+                    // Out of range: a broken or reset counter. Start afresh
+                    // rather than invent energy.
+                    if let Ok(c) = WrappingCounter::new(t.zone.max_range_uj) {
+                        t.counter = c;
+                    }
+                    t.last_ms = None;
+                    errors.push(SampleError::Range {
+                        sensor: t.zone.sensor.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        errors
+    }
+}
+
+fn reading(sensor: &str, start_ms: i64, end_ms: i64, step: CounterStep, total: Microjoules) -> Reading {
+    let energy = step.energy();
+    Reading {
+        sensor: sensor.to_owned(),
+        start_ms,
+        end_ms,
+        energy_uj: energy.0,
+        cumulative_uj: total.0,
+        power_w: average_power(energy, end_ms - start_ms).map(|w| (w.0 * 1000.0).round() / 1000.0),
+        quality: Quality::Measured,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::rapl::discover;
+    use vigie_testkit::FakePowercap;
+
+    #[test]
+    fn readings_follow_the_counters_through_a_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FakePowercap::single_socket(dir.path(), 1_000_000, 999_000).unwrap();
+        let mut s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        let mut out = Vec::new();
+        assert!(s.sample(1_000, &mut out).is_empty());
+        assert!(out.is_empty(), "first sample only sets the baseline");
+        p.advance("intel-rapl:0", 500).unwrap();
+        s.sample(2_000, &mut out);
+        p.advance("intel-rapl:0", 2_000).unwrap(); // wraps
+        s.sample(3_000, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].start_ms, out[0].end_ms, out[0].energy_uj), (1_000, 2_000, 500));
+        assert_eq!((out[1].start_ms, out[1].end_ms, out[1].energy_uj), (2_000, 3_000, 2_000));
+        assert_eq!(out[1].cumulative_uj, 2_500);
+        assert_eq!(out[1].power_w, Some(0.002));
+    }
+
+    #[test]
+    fn a_failed_read_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FakePowercap::single_socket(dir.path(), 1_000_000, 0).unwrap();
+        let mut s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        let mut out = Vec::new();
+        s.sample(0, &mut out);
+        p.advance("intel-rapl:0", 100).unwrap();
+        let energy = dir.path().join("intel-rapl:0/energy_uj");
+        std::fs::write(&energy, "garbage").unwrap();
+        assert_eq!(s.sample(1_000, &mut out).len(), 1);
+        p.set_energy("intel-rapl:0", 300).unwrap();
+        s.sample(2_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start_ms, out[0].end_ms, out[0].energy_uj), (0, 2_000, 300));
+    }
+
+    #[test]
+    fn warns_when_period_too_long_for_range() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 J range at 500 W wraps every 2 ms.
+        FakePowercap::single_socket(dir.path(), 1_000_000, 0).unwrap();
+        let s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        assert_eq!(s.too_slow_for(1_000), vec![("rapl:package-0".to_owned(), 2)]);
+        let dir = tempfile::tempdir().unwrap();
+        FakePowercap::single_socket(dir.path(), 262_143_328_850, 0).unwrap();
+        let s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        assert!(s.too_slow_for(1_000).is_empty());
+    }
+}
