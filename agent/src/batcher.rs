@@ -73,11 +73,13 @@ mod tests {
             epoch: 7,
         });
         assert!(b.cut().is_none());
-        b.pending_mut().push(samples::telemetry().readings[0].clone());
+        b.pending_mut()
+            .push(samples::telemetry().readings[0].clone());
         let first = b.cut().unwrap();
         assert_eq!((first.epoch, first.seq, first.readings.len()), (7, 0, 1));
         assert!(b.cut().is_none());
-        b.pending_mut().push(samples::telemetry().readings[1].clone());
+        b.pending_mut()
+            .push(samples::telemetry().readings[1].clone());
         assert_eq!(b.cut().unwrap().seq, 1);
     }
 }

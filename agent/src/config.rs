@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn durations_and_unknown_fields() {
-        let c = AgentConfig::from_toml("site = \"par1\"\n[sampling]\ninterval = \"250ms\"\n").unwrap();
+        let c =
+            AgentConfig::from_toml("site = \"par1\"\n[sampling]\ninterval = \"250ms\"\n").unwrap();
         assert_eq!(c.sampling.interval, Duration::from_millis(250));
         assert!(AgentConfig::from_toml("[sampling]\nintervall = \"1s\"\n").is_err());
     }

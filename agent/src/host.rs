@@ -9,7 +9,13 @@ pub fn clean_name(raw: &str) -> String {
     let s: String = raw
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     if s.is_empty() { "unknown".into() } else { s }
@@ -42,7 +48,9 @@ pub fn next_epoch(state_dir: &Path, now_ms: i64) -> std::io::Result<u64> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    let epoch = u64::try_from(now_ms).unwrap_or(0).max(last.saturating_add(1));
+    let epoch = u64::try_from(now_ms)
+        .unwrap_or(0)
+        .max(last.saturating_add(1));
     let tmp = state_dir.join("epoch.tmp");
     std::fs::write(&tmp, format!("{epoch}\n"))?;
     std::fs::rename(&tmp, &path)?;
@@ -50,7 +58,13 @@ pub fn next_epoch(state_dir: &Path, now_ms: i64) -> std::io::Result<u64> {
 }
 
 /// Host inventory for the retained `meta` topic.
-pub fn inventory(site: &str, host: &str, sockets: u32, sensors: Vec<SensorMeta>, rack: Option<vigie_protocol::RackPosition>) -> HostMeta {
+pub fn inventory(
+    site: &str,
+    host: &str,
+    sockets: u32,
+    sensors: Vec<SensorMeta>,
+    rack: Option<vigie_protocol::RackPosition>,
+) -> HostMeta {
     use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
     let sys = System::new_with_specifics(
         RefreshKind::nothing()

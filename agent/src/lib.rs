@@ -113,7 +113,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     for e in sampler.sample(started_ms, batcher.pending_mut()) {
         tracing::warn!(error = %e, "sample failed");
     }
-    let meta = json(&host::inventory(&cfg.site, &host, sockets, sensors, cfg.rack.clone()));
+    let meta = json(&host::inventory(
+        &cfg.site,
+        &host,
+        sockets,
+        sensors,
+        cfg.rack.clone(),
+    ));
     let online = json(&StatusMessage {
         schema: SCHEMA_VERSION,
         state: Status::Online,
@@ -133,7 +139,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         .client_id
         .clone()
         .unwrap_or_else(|| format!("vigie-agent-{host}"));
-    let (link, mut events) = mqtt::Link::start(&cfg.mqtt, &client_id, &cfg.site, &host, json(&offline(None)))?;
+    let (link, mut events) = mqtt::Link::start(
+        &cfg.mqtt,
+        &client_id,
+        &cfg.site,
+        &host,
+        json(&offline(None)),
+    )?;
     tracing::info!(%host, site = %cfg.site, epoch, sensors = sampler.zones().count(), "agent started");
 
     let mut unacked: BTreeMap<u64, TelemetryBatch> = BTreeMap::new();
@@ -194,14 +206,21 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         }
     }
     if !unacked.is_empty() {
-        tracing::error!(batches = unacked.len(), "stopping with unacknowledged batches: they are lost");
+        tracing::error!(
+            batches = unacked.len(),
+            "stopping with unacknowledged batches: they are lost"
+        );
     }
     let _ = link.publish_status(json(&offline(Some(now_ms())))).await;
     link.close(Duration::from_secs(2)).await;
     Ok(())
 }
 
-async fn send(link: &mqtt::Link, unacked: &mut BTreeMap<u64, TelemetryBatch>, batch: TelemetryBatch) {
+async fn send(
+    link: &mqtt::Link,
+    unacked: &mut BTreeMap<u64, TelemetryBatch>,
+    batch: TelemetryBatch,
+) {
     let seq = batch.seq;
     if let Err(e) = link.publish_batch(seq, json(&batch)).await {
         tracing::warn!(seq, error = %e, "publish failed; kept for retry");
@@ -209,7 +228,10 @@ async fn send(link: &mqtt::Link, unacked: &mut BTreeMap<u64, TelemetryBatch>, ba
     unacked.insert(seq, batch);
     while unacked.len() > MAX_UNACKED {
         if let Some((old, _)) = unacked.pop_first() {
-            tracing::error!(seq = old, "too many unacknowledged batches: dropping the oldest");
+            tracing::error!(
+                seq = old,
+                "too many unacknowledged batches: dropping the oldest"
+            );
         }
     }
 }

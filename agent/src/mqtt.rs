@@ -50,7 +50,11 @@ impl Link {
             topic(TopicKind::Meta)?,
         );
         let mut opts = MqttOptions::new(client_id, (cfg.host.clone(), cfg.port));
-        opts.set_keep_alive(u16::try_from(cfg.keep_alive.as_secs()).unwrap_or(u16::MAX).max(5));
+        opts.set_keep_alive(
+            u16::try_from(cfg.keep_alive.as_secs())
+                .unwrap_or(u16::MAX)
+                .max(5),
+        );
         opts.set_last_will(LastWill::new(
             status.clone(),
             offline_payload,
@@ -98,10 +102,18 @@ impl Link {
 
     /// Publishes a telemetry batch (QoS 1) and reports its fate as a
     /// [`LinkEvent::Delivered`].
-    pub async fn publish_batch(&self, seq: u64, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
+    pub async fn publish_batch(
+        &self,
+        seq: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), rumqttc::ClientError> {
         let notice = self
             .client
-            .publish_tracked(self.telemetry.clone(), payload, PublishOptions::at_least_once())
+            .publish_tracked(
+                self.telemetry.clone(),
+                payload,
+                PublishOptions::at_least_once(),
+            )
             .await?;
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -114,14 +126,22 @@ impl Link {
     /// Publishes the retained status.
     pub async fn publish_status(&self, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
         self.client
-            .publish(self.status.clone(), payload, PublishOptions::at_least_once().retained())
+            .publish(
+                self.status.clone(),
+                payload,
+                PublishOptions::at_least_once().retained(),
+            )
             .await
     }
 
     /// Publishes the retained inventory.
     pub async fn publish_meta(&self, payload: Vec<u8>) -> Result<(), rumqttc::ClientError> {
         self.client
-            .publish(self.meta.clone(), payload, PublishOptions::at_least_once().retained())
+            .publish(
+                self.meta.clone(),
+                payload,
+                PublishOptions::at_least_once().retained(),
+            )
             .await
     }
 

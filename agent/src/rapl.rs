@@ -248,7 +248,12 @@ mod tests {
         let zones = discover(dir.path()).unwrap();
         assert_eq!(
             sensors(&zones),
-            ["rapl:dram-0", "rapl:dram-1", "rapl:package-0", "rapl:package-1"]
+            [
+                "rapl:dram-0",
+                "rapl:dram-1",
+                "rapl:package-0",
+                "rapl:package-1"
+            ]
         );
         assert_eq!(zones[0].max_range_uj, 262_143_328_850);
     }
@@ -265,7 +270,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:dram-0", "rapl:package-0"]);
+        assert_eq!(
+            sensors(&discover(dir.path()).unwrap()),
+            ["rapl:dram-0", "rapl:package-0"]
+        );
     }
 
     #[test]
@@ -281,14 +289,22 @@ mod tests {
         .unwrap();
         assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:package-0"]);
         let dir = tempfile::tempdir().unwrap();
-        FakePowercap::create(dir.path(), vec![ZoneSpec::new("intel-rapl:1", "psys", 1000, 1)]).unwrap();
+        FakePowercap::create(
+            dir.path(),
+            vec![ZoneSpec::new("intel-rapl:1", "psys", 1000, 1)],
+        )
+        .unwrap();
         assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:psys"]);
     }
 
     #[test]
     fn mmio_used_only_when_alone() {
         let dir = tempfile::tempdir().unwrap();
-        FakePowercap::create(dir.path(), vec![ZoneSpec::new("intel-rapl-mmio:0", "package-0", 1000, 1)]).unwrap();
+        FakePowercap::create(
+            dir.path(),
+            vec![ZoneSpec::new("intel-rapl-mmio:0", "package-0", 1000, 1)],
+        )
+        .unwrap();
         assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:package-0"]);
     }
 
@@ -305,6 +321,9 @@ mod tests {
         // mapping from the kernel's EACCES is tested directly.
         let denied = std::io::Error::from(ErrorKind::PermissionDenied);
         let e = io_error(Path::new("/x/energy_uj"), denied).to_string();
-        assert!(e.contains("CVE-2020-8694") && e.contains("group 'vigie'"), "{e}");
+        assert!(
+            e.contains("CVE-2020-8694") && e.contains("group 'vigie'"),
+            "{e}"
+        );
     }
 }

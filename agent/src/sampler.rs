@@ -96,7 +96,13 @@ impl Sampler {
                 Ok(Some(step)) => {
                     let start_ms = t.last_ms.unwrap_or(now_ms);
                     t.last_ms = Some(now_ms);
-                    out.push(reading(&t.zone.sensor, start_ms, now_ms, step, t.counter.total()));
+                    out.push(reading(
+                        &t.zone.sensor,
+                        start_ms,
+                        now_ms,
+                        step,
+                        t.counter.total(),
+                    ));
                 }
                 Err(source) => {
                     // Out of range: a broken or reset counter. Start afresh
@@ -116,7 +122,13 @@ impl Sampler {
     }
 }
 
-fn reading(sensor: &str, start_ms: i64, end_ms: i64, step: CounterStep, total: Microjoules) -> Reading {
+fn reading(
+    sensor: &str,
+    start_ms: i64,
+    end_ms: i64,
+    step: CounterStep,
+    total: Microjoules,
+) -> Reading {
     let energy = step.energy();
     Reading {
         sensor: sensor.to_owned(),
@@ -149,8 +161,14 @@ mod tests {
         p.advance("intel-rapl:0", 2_000).unwrap(); // wraps
         s.sample(3_000, &mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!((out[0].start_ms, out[0].end_ms, out[0].energy_uj), (1_000, 2_000, 500));
-        assert_eq!((out[1].start_ms, out[1].end_ms, out[1].energy_uj), (2_000, 3_000, 2_000));
+        assert_eq!(
+            (out[0].start_ms, out[0].end_ms, out[0].energy_uj),
+            (1_000, 2_000, 500)
+        );
+        assert_eq!(
+            (out[1].start_ms, out[1].end_ms, out[1].energy_uj),
+            (2_000, 3_000, 2_000)
+        );
         assert_eq!(out[1].cumulative_uj, 2_500);
         assert_eq!(out[1].power_w, Some(0.002));
     }
@@ -169,7 +187,10 @@ mod tests {
         p.set_energy("intel-rapl:0", 300).unwrap();
         s.sample(2_000, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].start_ms, out[0].end_ms, out[0].energy_uj), (0, 2_000, 300));
+        assert_eq!(
+            (out[0].start_ms, out[0].end_ms, out[0].energy_uj),
+            (0, 2_000, 300)
+        );
     }
 
     #[test]
@@ -178,7 +199,10 @@ mod tests {
         // 1 J range at 500 W wraps every 2 ms.
         FakePowercap::single_socket(dir.path(), 1_000_000, 0).unwrap();
         let s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
-        assert_eq!(s.too_slow_for(1_000), vec![("rapl:package-0".to_owned(), 2)]);
+        assert_eq!(
+            s.too_slow_for(1_000),
+            vec![("rapl:package-0".to_owned(), 2)]
+        );
         let dir = tempfile::tempdir().unwrap();
         FakePowercap::single_socket(dir.path(), 262_143_328_850, 0).unwrap();
         let s = Sampler::new(discover(dir.path()).unwrap()).unwrap();

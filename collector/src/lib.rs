@@ -1,1 +1,203 @@
-//! placeholder
+//! vigie-collector: MQTT -> exact energy ledger -> metrics and API.
+//!
+//! [`mqtt`] receives, [`ingest`] decodes, validates, dedupes and commits
+//! groups of messages into the SQLite ledger ([`store`]) on a dedicated
+//! writer thread, acknowledging each message only after its commit;
+//! [`metrics`] and [`api`] serve what the ledger holds. [`run`] wires it
+//! all and takes its listener and shutdown signal as arguments.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod ingest;
+pub mod metrics;
+pub mod mqtt;
+pub mod store;
+
+use config::CollectorConfig;
+use ingest::{Ingestor, Message, Outcome};
+use metrics::Metrics;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use vigie_energy::{GramsPerKwh, Microjoules};
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The ledger could not be opened.
+    #[error("ledger {path}: {source}")]
+    Store {
+        /// File.
+        path: String,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+    /// I/O (ledger directory, HTTP server).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the collector until `shutdown` completes, serving HTTP on `listener`.
+pub async fn run(
+    cfg: CollectorConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CollectorError> {
+    let path = cfg.store.path.clone();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| CollectorError::Io {
+            context: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    let store_err = |source| CollectorError::Store {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = store::open(&path).map_err(store_err)?;
+    let metrics = Arc::new(Metrics::new(
+        &cfg.carbon.zone,
+        GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
+    ));
+    for (host, sensor, a) in store::totals(&conn).map_err(store_err)? {
+        metrics.seed(
+            &host,
+            &sensor,
+            Microjoules(a.measured),
+            Microjoules(a.estimated),
+        );
+    }
+    for h in store::hosts(&conn).map_err(store_err)? {
+        if let Some(online) = h.online {
+            metrics.online(&h.host, online);
+        }
+    }
+    let ingestor = Ingestor::new(conn, cfg.limits());
+
+    let (tx, rx) = mpsc::channel::<mqtt::Delivery>(4 * cfg.ingest.max_group.max(1));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let metrics = metrics.clone();
+        let stopping = stopping.clone();
+        let max_group = cfg.ingest.max_group.max(1);
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer_loop(ingestor, rx, &metrics, max_group, &stopping))
+            .map_err(|source| CollectorError::Io {
+                context: "starting the ledger writer".into(),
+                source,
+            })?
+    };
+    let subscription = mqtt::subscribe(&cfg.mqtt, tx);
+
+    let state = api::AppState::new(
+        path.clone(),
+        metrics.clone(),
+        api::Factor {
+            zone: cfg.carbon.zone.clone(),
+            g_per_kwh: cfg.carbon.intensity_g_per_kwh,
+            kind: "average",
+            source: cfg.carbon.source.clone(),
+            estimated: false,
+        },
+    );
+    let local = listener.local_addr().ok();
+    tracing::info!(http = ?local, ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+
+    shutdown.await;
+    tracing::info!("stopping");
+    stopping.store(true, Ordering::SeqCst);
+    subscription.close(Duration::from_secs(3)).await;
+    let _ = stop_tx.send(());
+    match server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    // The channel is closed now; the writer commits what it holds and exits.
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    Ok(())
+}
+
+/// Commits groups of deliveries and acknowledges them after each commit.
+/// A failed commit is retried (nothing is acknowledged, nothing dropped)
+/// until it succeeds or the collector stops, in which case the broker
+/// redelivers the messages to the next run.
+fn writer_loop(
+    mut ingestor: Ingestor,
+    mut rx: mpsc::Receiver<mqtt::Delivery>,
+    metrics: &Metrics,
+    max_group: usize,
+    stopping: &AtomicBool,
+) {
+    let mut messages: Vec<Message> = Vec::with_capacity(max_group);
+    let mut acks: Vec<mqtt::Ack> = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        messages.clear();
+        acks.clear();
+        let mut next = Some(first);
+        while let Some(d) = next {
+            messages.push(d.message);
+            acks.push(d.ack);
+            next = if messages.len() < max_group {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        loop {
+            let started = Instant::now();
+            let now = now_ms();
+            match ingestor.ingest_group(&messages, now) {
+                Ok(outcomes) => {
+                    metrics.commit(started.elapsed().as_secs_f64());
+                    for o in &outcomes {
+                        metrics.message();
+                        match o {
+                            Outcome::Accepted(batch) => metrics.accepted(batch, now),
+                            Outcome::Duplicate => metrics.duplicate(),
+                            Outcome::Rejected { reason, .. } => metrics.rejected(reason),
+                            Outcome::Status { host, online } => metrics.online(host, *online),
+                            Outcome::Meta | Outcome::Cleared => {}
+                        }
+                    }
+                    for ack in acks.drain(..) {
+                        ack();
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, messages = messages.len(), "ledger commit failed; retrying, nothing acknowledged");
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

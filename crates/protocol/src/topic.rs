@@ -125,17 +125,38 @@ mod tests {
 
     #[test]
     fn refuses_bad_topics() {
-        assert_eq!(Topic::parse("vigie/v2/a/b/telemetry"), Err(TopicError::Shape));
+        assert_eq!(
+            Topic::parse("vigie/v2/a/b/telemetry"),
+            Err(TopicError::Shape)
+        );
         assert_eq!(Topic::parse("vigie/v1/a/b"), Err(TopicError::Shape));
-        assert_eq!(Topic::parse("vigie/v1/a/b/telemetry/x"), Err(TopicError::Shape));
-        assert!(matches!(Topic::parse("vigie/v1/a/b/power"), Err(TopicError::Kind(_))));
-        assert!(matches!(Topic::parse("vigie/v1/a/+/telemetry"), Err(TopicError::Id(_))));
-        assert!(matches!(Topic::parse("vigie/v1//b/telemetry"), Err(TopicError::Id(_))));
+        assert_eq!(
+            Topic::parse("vigie/v1/a/b/telemetry/x"),
+            Err(TopicError::Shape)
+        );
+        assert!(matches!(
+            Topic::parse("vigie/v1/a/b/power"),
+            Err(TopicError::Kind(_))
+        ));
+        assert!(matches!(
+            Topic::parse("vigie/v1/a/+/telemetry"),
+            Err(TopicError::Id(_))
+        ));
+        assert!(matches!(
+            Topic::parse("vigie/v1//b/telemetry"),
+            Err(TopicError::Id(_))
+        ));
     }
 
     #[test]
     fn filters() {
-        assert_eq!(Topic::filter(None, TopicKind::Telemetry), "vigie/v1/+/+/telemetry");
-        assert_eq!(Topic::filter(Some("par1"), TopicKind::Meta), "vigie/v1/par1/+/meta");
+        assert_eq!(
+            Topic::filter(None, TopicKind::Telemetry),
+            "vigie/v1/+/+/telemetry"
+        );
+        assert_eq!(
+            Topic::filter(Some("par1"), TopicKind::Meta),
+            "vigie/v1/par1/+/meta"
+        );
     }
 }

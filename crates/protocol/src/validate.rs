@@ -251,7 +251,10 @@ pub fn decode_telemetry(
 /// Tells a newer schema (whose fields we may not know) from a broken payload.
 fn classify(payload: &[u8], e: &serde_json::Error) -> Rejection {
     use serde_json::error::Category;
-    if matches!(e.classify(), Category::Syntax | Category::Eof | Category::Io) {
+    if matches!(
+        e.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) {
         return Rejection::Malformed(short(e));
     }
     #[derive(Deserialize)]
@@ -398,32 +401,76 @@ mod tests {
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("malformed", b"{\"schema\":1,".to_vec()),
             ("malformed", b"\xff\xfe".to_vec()),
-            ("invalid_field", with(|_| ()).replace_str("\"seq\":42", "\"seq\":\"42\"")),
-            ("invalid_field", with(|_| ()).replace_str("\"seq\":42", "\"seq\":42,\"x\":1")),
-            ("invalid_field", with(|_| ()).replace_str("\"energy_uj\":85250113", "\"energy_uj\":-5")),
+            (
+                "invalid_field",
+                with(|_| ()).replace_str("\"seq\":42", "\"seq\":\"42\""),
+            ),
+            (
+                "invalid_field",
+                with(|_| ()).replace_str("\"seq\":42", "\"seq\":42,\"x\":1"),
+            ),
+            (
+                "invalid_field",
+                with(|_| ()).replace_str("\"energy_uj\":85250113", "\"energy_uj\":-5"),
+            ),
             ("unsupported_schema", with(|b| b.schema = 2)),
-            ("unsupported_schema", with(|_| ()).replace_str("\"schema\":1", "\"schema\":7,\"new\":true")),
+            (
+                "unsupported_schema",
+                with(|_| ()).replace_str("\"schema\":1", "\"schema\":7,\"new\":true"),
+            ),
             ("host_mismatch", with(|b| b.host = "node-02".into())),
             ("site_mismatch", with(|b| b.site = "lyo1".into())),
-            ("bad_identifier", with(|b| b.readings[0].sensor = "a/b".into())),
+            (
+                "bad_identifier",
+                with(|b| b.readings[0].sensor = "a/b".into()),
+            ),
             ("bad_identifier", with(|b| b.boot_id = "x y".into())),
             ("empty_batch", with(|b| b.readings.clear())),
-            ("bad_interval", with(|b| b.readings[0].end_ms = b.readings[0].start_ms - 1)),
-            ("overlapping_readings", with(|b| b.readings[1].sensor = "rapl:package-0".into())),
-            ("energy_out_of_range", with(|b| b.readings[0].energy_uj = u64::MAX / 2)),
-            ("energy_out_of_range", with(|b| {
-                b.readings[0].end_ms = b.readings[0].start_ms;
-            })),
-            ("cumulative_inconsistent", with(|b| b.readings[0].cumulative_uj = 1)),
-            ("power_out_of_range", with(|b| b.readings[0].power_w = Some(-1.0))),
-            ("future_timestamp", with(|b| b.readings[0].end_ms = NOW + 3_600_000)),
-            ("ancient_timestamp", with(|b| {
-                b.readings[0].start_ms = 0;
-                b.readings[0].end_ms = 1000;
-            })),
+            (
+                "bad_interval",
+                with(|b| b.readings[0].end_ms = b.readings[0].start_ms - 1),
+            ),
+            (
+                "overlapping_readings",
+                with(|b| b.readings[1].sensor = "rapl:package-0".into()),
+            ),
+            (
+                "energy_out_of_range",
+                with(|b| b.readings[0].energy_uj = u64::MAX / 2),
+            ),
+            (
+                "energy_out_of_range",
+                with(|b| {
+                    b.readings[0].end_ms = b.readings[0].start_ms;
+                }),
+            ),
+            (
+                "cumulative_inconsistent",
+                with(|b| b.readings[0].cumulative_uj = 1),
+            ),
+            (
+                "power_out_of_range",
+                with(|b| b.readings[0].power_w = Some(-1.0)),
+            ),
+            (
+                "future_timestamp",
+                with(|b| b.readings[0].end_ms = NOW + 3_600_000),
+            ),
+            (
+                "ancient_timestamp",
+                with(|b| {
+                    b.readings[0].start_ms = 0;
+                    b.readings[0].end_ms = 1000;
+                }),
+            ),
         ];
         for (want, payload) in cases {
-            assert_eq!(reason_of(&payload), want, "{}", String::from_utf8_lossy(&payload[..payload.len().min(200)]));
+            assert_eq!(
+                reason_of(&payload),
+                want,
+                "{}",
+                String::from_utf8_lossy(&payload[..payload.len().min(200)])
+            );
         }
         let big = vec![b' '; 300 * 1024];
         assert_eq!(reason_of(&big), "oversized");

@@ -31,7 +31,11 @@ impl Mosquitto {
 
     fn binary() -> anyhow::Result<PathBuf> {
         let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join("mosquitto")).collect())
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("mosquitto"))
+                    .collect()
+            })
             .unwrap_or_default();
         candidates.push("/usr/sbin/mosquitto".into());
         candidates.push("/usr/local/sbin/mosquitto".into());

@@ -79,7 +79,12 @@ impl FakePowercap {
     pub fn single_socket(root: &Path, max_range_uj: u64, start_uj: u64) -> anyhow::Result<Self> {
         Self::create(
             root,
-            vec![ZoneSpec::new("intel-rapl:0", "package-0", max_range_uj, start_uj)],
+            vec![ZoneSpec::new(
+                "intel-rapl:0",
+                "package-0",
+                max_range_uj,
+                start_uj,
+            )],
         )
     }
 

@@ -1,0 +1,352 @@
+//! HTTP: `/metrics` and the JSON API. Queries read the ledger through
+//! their own connection (WAL: they never block ingest) on the blocking pool.
+
+use crate::metrics::Metrics;
+use crate::store::{self, Resolution};
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vigie_energy::{GramsPerKwh, HOUR_MS, MINUTE_MS, Microjoules, emissions};
+
+/// Static grid factor and its provenance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Factor {
+    /// Grid zone.
+    pub zone: String,
+    /// gCO2e/kWh.
+    pub g_per_kwh: f64,
+    /// Always `average` here: marginal factors never enter inventories.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Where the figure comes from.
+    pub source: String,
+    /// Whether the factor is itself an estimate.
+    pub estimated: bool,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    db: Arc<Mutex<Option<Connection>>>,
+    db_path: Arc<PathBuf>,
+    metrics: Arc<Metrics>,
+    factor: Arc<Factor>,
+}
+
+impl AppState {
+    /// State reading the ledger at `db_path`.
+    pub fn new(db_path: PathBuf, metrics: Arc<Metrics>, factor: Factor) -> Self {
+        AppState {
+            db: Arc::new(Mutex::new(None)),
+            db_path: Arc::new(db_path),
+            metrics,
+            factor: Arc::new(factor),
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let db = self.db.clone();
+        let path = self.db_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = db
+                .lock()
+                .map_err(|_| ApiError::Internal("lock poisoned".into()))?;
+            if guard.is_none() {
+                *guard = Some(store::open(&path)?);
+            }
+            let conn = guard
+                .as_ref()
+                .ok_or_else(|| ApiError::Internal("no connection".into()))?;
+            Ok(f(conn)?)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    }
+}
+
+/// API failures, rendered as JSON with a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong; the message says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Storage trouble.
+    #[error("storage: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// Anything else on our side.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            _ => {
+                tracing::error!(error = %self, "API error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// The router: `/metrics`, `/healthz`, `/api/v1/{hosts,energy,emissions}`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/energy", get(energy))
+        .route("/api/v1/emissions", get(emissions_route))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds.
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(v)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name}: expected RFC 3339 (2026-11-23T12:00:00Z) or Unix milliseconds, got {v:?}"
+            ))
+        })
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A time range: `from` and `to` floored to the bucket width, and the
+/// hour table used when both fall on hours.
+fn range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64, Resolution), ApiError> {
+    let from = from
+        .map(|v| parse_time("from", v))
+        .transpose()?
+        .unwrap_or(0);
+    let to = match to {
+        Some(v) => parse_time("to", v)?,
+        // Up to the end of the current minute, so the open minute counts.
+        None => (now_ms() / MINUTE_MS + 1) * MINUTE_MS,
+    };
+    if to < from {
+        return Err(ApiError::BadRequest("to is before from".into()));
+    }
+    let res = if from % HOUR_MS == 0 && to % HOUR_MS == 0 {
+        Resolution::Hour
+    } else {
+        Resolution::Minute
+    };
+    let w = res.bucket_ms();
+    Ok((from.div_euclid(w) * w, to.div_euclid(w) * w, res))
+}
+
+#[derive(Deserialize)]
+struct EnergyQuery {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+}
+
+fn amount_json(m: u128, e: u128) -> Value {
+    json!({
+        "energy_uj": m + e,
+        "measured_uj": m,
+        "estimated_uj": e,
+        "energy_kwh": (m + e) as f64 / 3.6e12,
+        "estimated": e > 0,
+    })
+}
+
+async fn energy(
+    State(s): State<AppState>,
+    Query(q): Query<EnergyQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (from, to, res) = range(q.from.as_deref(), q.to.as_deref())?;
+    let by_sensor = match q.group_by.as_deref().unwrap_or("host") {
+        "host" => false,
+        "sensor" => true,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "group_by must be host or sensor, got {other:?}"
+            )));
+        }
+    };
+    let rows = s
+        .read(move |c| store::energy(c, res, from, to, by_sensor, false))
+        .await?;
+    let (mut tm, mut te) = (0u128, 0u128);
+    let groups: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let (m, e) = (
+                u128::from(r.amount.measured),
+                u128::from(r.amount.estimated),
+            );
+            tm += m;
+            te += e;
+            let mut v = amount_json(m, e);
+            v["host"] = json!(r.host);
+            if let Some(sensor) = &r.sensor {
+                v["sensor"] = json!(sensor);
+            }
+            v
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "from_ms": from,
+        "to_ms": to,
+        "resolution": res.as_str(),
+        "group_by": if by_sensor { "sensor" } else { "host" },
+        "groups": groups,
+        "total": amount_json(tm, te),
+    })))
+}
+
+async fn hosts(State(s): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let (hosts, totals) = s
+        .read(|c| Ok((store::hosts(c)?, store::totals(c)?)))
+        .await?;
+    let mut per_host: BTreeMap<String, (u128, u128, Vec<String>)> = BTreeMap::new();
+    for (host, sensor, a) in totals {
+        let e = per_host.entry(host).or_default();
+        e.0 += u128::from(a.measured);
+        e.1 += u128::from(a.estimated);
+        e.2.push(sensor);
+    }
+    let out: Vec<Value> = hosts
+        .into_iter()
+        .map(|h| {
+            let (m, e, sensors) = per_host.remove(&h.host).unwrap_or_default();
+            json!({
+                "host": h.host,
+                "site": h.site,
+                "online": h.online,
+                "boot_id": h.boot_id,
+                "epoch": h.epoch,
+                "last_seq": h.last_seq,
+                "last_seen": h.last_seen_ms.map(rfc3339),
+                "sensors": sensors,
+                "energy": amount_json(m, e),
+                "meta": h.meta.and_then(|m| serde_json::from_str::<Value>(&m).ok()),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "hosts": out })))
+}
+
+#[derive(Deserialize)]
+struct EmissionsQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn emissions_route(
+    State(s): State<AppState>,
+    Query(q): Query<EmissionsQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    // Hourly figures: widen to whole hours.
+    let from = from.div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let rows = s
+        .read(move |c| store::energy(c, Resolution::Hour, from, to, false, true))
+        .await?;
+    let factor = GramsPerKwh(s.factor.g_per_kwh);
+    let mut totals: BTreeMap<String, (u128, f64, u128)> = BTreeMap::new();
+    let series: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let total = Microjoules(r.amount.measured.saturating_add(r.amount.estimated));
+            let g = emissions(total, factor).0;
+            let t = totals.entry(r.host.clone()).or_default();
+            t.0 += u128::from(total.0);
+            t.1 += g;
+            t.2 += u128::from(r.amount.estimated);
+            json!({
+                "host": r.host,
+                "hour": r.bucket_ms.map(rfc3339),
+                "energy_kwh": total.as_kwh(),
+                "emissions_g": g,
+                "estimated": r.amount.estimated > 0,
+            })
+        })
+        .collect();
+    let totals: Vec<Value> = totals
+        .into_iter()
+        .map(|(host, (uj, g, est))| {
+            json!({ "host": host, "energy_kwh": uj as f64 / 3.6e12, "emissions_g": g, "estimated": est > 0 })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "method": "location-based",
+        "factor": *s.factor,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "series": series,
+        "totals": totals,
+    })))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_pick_their_table() {
+        let (f, t, r) = range(Some("2026-11-23T10:00:00Z"), Some("2026-11-23T12:00:00Z")).unwrap();
+        assert_eq!(r, Resolution::Hour);
+        assert_eq!(t - f, 2 * HOUR_MS);
+        let (f, _, r) = range(Some("1795000030123"), Some("1795000100000")).unwrap();
+        assert_eq!(r, Resolution::Minute);
+        assert_eq!(f, 1_795_000_020_000);
+        assert!(matches!(
+            range(Some("yesterday"), None),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            range(Some("2000"), Some("1000")),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert_eq!(rfc3339(1_795_000_020_000), "2026-11-18T11:07:00.000Z");
+    }
+}

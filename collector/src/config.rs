@@ -1,0 +1,208 @@
+//! Collector configuration (TOML). Every field is documented in the
+//! README's configuration reference.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Top-level collector configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Broker connection and subscription.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Ledger location.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// HTTP server (API and metrics).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Static grid carbon factor.
+    #[serde(default)]
+    pub carbon: CarbonConfig,
+    /// Input limits.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host.
+    #[serde(default = "d_host")]
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "d_port")]
+    pub port: u16,
+    /// Client id; the broker keeps this id's session (and queues its
+    /// messages) while the collector is down. Each replica needs its own.
+    #[serde(default = "d_client_id")]
+    pub client_id: String,
+    /// Only this site's topics (`+` for every site).
+    #[serde(default = "d_site")]
+    pub site: String,
+    /// How long the broker keeps the session while the collector is away.
+    #[serde(default = "d_session_expiry", with = "humantime_serde")]
+    pub session_expiry: Duration,
+}
+
+/// Ledger settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file.
+    #[serde(default = "d_db")]
+    pub path: PathBuf,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address for the API and `/metrics`.
+    #[serde(default = "d_listen")]
+    pub listen: SocketAddr,
+}
+
+/// Static grid factor for location-based emissions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarbonConfig {
+    /// Grid zone name (e.g. an Electricity Maps zone such as `FR`).
+    #[serde(default = "d_zone")]
+    pub zone: String,
+    /// Average grid intensity, gCO2e/kWh.
+    #[serde(default = "d_intensity")]
+    pub intensity_g_per_kwh: f64,
+    /// Where the figure comes from, reported with every emission figure.
+    #[serde(default = "d_source")]
+    pub source: String,
+}
+
+/// Input limits (see `vigie_protocol::Limits`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest payload accepted.
+    #[serde(default = "d_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Most readings per batch.
+    #[serde(default = "d_max_readings")]
+    pub max_readings: usize,
+    /// Highest plausible power of one sensor, watts.
+    #[serde(default = "d_max_power")]
+    pub max_power_w: f64,
+    /// Accepted clock skew into the future.
+    #[serde(default = "d_max_future", with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Most messages committed in one transaction.
+    #[serde(default = "d_group")]
+    pub max_group: usize,
+}
+
+fn d_host() -> String {
+    "127.0.0.1".into()
+}
+fn d_port() -> u16 {
+    1883
+}
+fn d_client_id() -> String {
+    "vigie-collector".into()
+}
+fn d_site() -> String {
+    "+".into()
+}
+fn d_session_expiry() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn d_db() -> PathBuf {
+    "/var/lib/vigie-collector/ledger.sqlite".into()
+}
+fn d_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn d_zone() -> String {
+    "FR".into()
+}
+fn d_intensity() -> f64 {
+    // France, 2024 yearly average (Electricity Maps, lifecycle): see shared testdata.
+    33.0
+}
+fn d_source() -> String {
+    "static configuration".into()
+}
+fn d_max_payload() -> usize {
+    256 * 1024
+}
+fn d_max_readings() -> usize {
+    10_000
+}
+fn d_max_power() -> f64 {
+    10_000_000.0
+}
+fn d_max_future() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_group() -> usize {
+    512
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // Every field has a serde default, so an empty table parses.
+                toml::from_str("").unwrap_or_else(|e| unreachable!("{e}"))
+            }
+        }
+    )*};
+}
+default_from_serde!(
+    MqttConfig,
+    StoreConfig,
+    HttpConfig,
+    CarbonConfig,
+    IngestConfig,
+    CollectorConfig
+);
+
+impl CollectorConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The validation limits these settings describe.
+    pub fn limits(&self) -> vigie_protocol::Limits {
+        vigie_protocol::Limits {
+            max_payload_bytes: self.ingest.max_payload_bytes,
+            max_readings: self.ingest.max_readings,
+            max_power_w: self.ingest.max_power_w,
+            max_future_ms: self.ingest.max_future.as_millis() as i64,
+            ..vigie_protocol::Limits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = CollectorConfig::default();
+        assert_eq!(c.http.listen.port(), 9464);
+        assert_eq!(c.limits(), vigie_protocol::Limits::default());
+        let c = CollectorConfig::from_toml(
+            "[carbon]\nzone = \"DE\"\nintensity_g_per_kwh = 380.0\n[ingest]\nmax_future = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.carbon.zone, "DE");
+        assert_eq!(c.limits().max_future_ms, 60_000);
+        assert!(CollectorConfig::from_toml("[store]\npaht = \"x\"\n").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! `vigie-collector demo`: the whole pipeline on one machine with nothing
+//! installed. An embedded MQTT broker (rumqttd) on loopback, simulated
+//! hosts on fake powercap trees whose counters move (one wraps every few
+//! seconds), real agents reading them, and the real collector.
+
+use crate::config::CollectorConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+use vigie_agent::config::AgentConfig;
+use vigie_testkit::FakePowercap;
+
+/// Demo settings (command-line flags).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Port of the embedded broker on 127.0.0.1.
+    pub mqtt_port: u16,
+    /// Simulated hosts.
+    pub hosts: usize,
+    /// Directory for the ledger, fake trees and agent state (a temporary one if `None`).
+    pub dir: Option<PathBuf>,
+}
+
+/// Starts the embedded broker on a thread; it lives as long as the process.
+fn start_broker(port: u16) -> anyhow::Result<()> {
+    let config: rumqttd::Config = toml::from_str(&format!(
+        r#"
+id = 0
+[router]
+max_connections = 1000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v5.1]
+name = "demo"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 1
+[v5.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 1048576
+max_inflight_count = 500
+"#
+    ))?;
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })?;
+    vigie_testkit::wait_for(
+        "the embedded broker to listen",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    )?;
+    Ok(())
+}
+
+/// Power of simulated host `i` at time `t_s`: a base load plus a slow wave.
+fn simulated_watts(i: usize, t_s: f64) -> f64 {
+    let base = 90.0 + 35.0 * i as f64;
+    base + 40.0 * (t_s / 30.0 + i as f64).sin()
+}
+
+/// Runs the demo until `shutdown` completes.
+pub async fn run(
+    opts: DemoOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match &opts.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    start_broker(opts.mqtt_port)?;
+
+    // Fake hosts: RAPL ranges as on real parts, except host 1 whose
+    // package range is 2 kJ so that it wraps every ~15 s.
+    let mut hosts = Vec::new();
+    for i in 0..opts.hosts {
+        let root = dir.join(format!("powercap-{i}"));
+        std::fs::create_dir_all(&root)?;
+        let tree = if i % 2 == 0 {
+            FakePowercap::dual_socket(&root, 262_143_328_850, 1_000_000)?
+        } else {
+            FakePowercap::single_socket(&root, 2_000_000_000, 1_900_000_000)?
+        };
+        hosts.push((format!("demo-{:02}", i + 1), tree));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Counters move every 100 ms; packages take 80 %, dram the rest.
+    let zones: Vec<(usize, PathBuf, Vec<(String, f64)>)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| {
+            let packages = t
+                .zones()
+                .iter()
+                .filter(|z| z.name.starts_with("package"))
+                .count()
+                .max(1) as f64;
+            let drams = t.zones().iter().filter(|z| z.name == "dram").count() as f64;
+            let shares = t
+                .zones()
+                .iter()
+                .filter(|z| !z.dir.starts_with("intel-rapl-mmio"))
+                .filter_map(|z| match z.name.as_str() {
+                    n if n.starts_with("package") => Some((
+                        z.dir.clone(),
+                        if drams > 0.0 { 0.8 } else { 1.0 } / packages,
+                    )),
+                    "dram" => Some((z.dir.clone(), 0.2 / drams)),
+                    "core" => Some((z.dir.clone(), 0.5 / packages)),
+                    _ => None,
+                })
+                .collect();
+            (i, t.root().to_owned(), shares)
+        })
+        .collect();
+    let trees: Vec<FakePowercap> = hosts.into_iter().map(|(_, t)| t).collect();
+    let host_names: Vec<String> = (0..trees.len())
+        .map(|i| format!("demo-{:02}", i + 1))
+        .collect();
+    let sim = {
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !*rx.borrow() {
+                tick.tick().await;
+                let t = start.elapsed().as_secs_f64();
+                for (i, _, shares) in &zones {
+                    let uj = simulated_watts(*i, t) * 0.1 * 1e6;
+                    for (dir, share) in shares {
+                        if let Err(e) = trees[*i].advance(dir, (uj * share) as u64) {
+                            tracing::warn!(error = %e, "simulator");
+                        }
+                        // mmio mirrors package-0, as on real hardware.
+                        if dir == "intel-rapl:0"
+                            && trees[*i]
+                                .zones()
+                                .iter()
+                                .any(|z| z.dir == "intel-rapl-mmio:0")
+                        {
+                            if let Ok(v) = trees[*i].energy(dir) {
+                                let _ = trees[*i].set_energy("intel-rapl-mmio:0", v);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let mut agents = Vec::new();
+    for (i, host) in host_names.iter().enumerate() {
+        let mut cfg = AgentConfig::default();
+        cfg.site = "demo".into();
+        cfg.host = Some(host.clone());
+        cfg.state_dir = dir.join(format!("agent-{host}"));
+        cfg.mqtt.host = "127.0.0.1".into();
+        cfg.mqtt.port = opts.mqtt_port;
+        cfg.sampling.interval = Duration::from_secs(1);
+        cfg.sampling.publish_interval = Duration::from_secs(5);
+        cfg.rapl.root = dir.join(format!("powercap-{i}"));
+        agents.push(tokio::spawn(vigie_agent::run(
+            cfg,
+            stopped(stop_rx.clone()),
+        )));
+    }
+
+    let mut cfg = CollectorConfig::default();
+    cfg.mqtt.port = opts.mqtt_port;
+    cfg.mqtt.client_id = "vigie-collector-demo".into();
+    cfg.store.path = dir.join("ledger.sqlite");
+    let listener = tokio::net::TcpListener::bind(opts.http).await?;
+    let http = listener.local_addr()?;
+    let collector = tokio::spawn(crate::run(cfg.clone(), listener, stopped(stop_rx.clone())));
+
+    println!(
+        "vigie demo running: {} simulated hosts, embedded MQTT broker on 127.0.0.1:{}",
+        host_names.len(),
+        opts.mqtt_port
+    );
+    println!("  metrics:   http://{http}/metrics");
+    println!("  hosts:     http://{http}/api/v1/hosts");
+    println!("  energy:    http://{http}/api/v1/energy?group_by=sensor");
+    println!("  emissions: http://{http}/api/v1/emissions");
+    println!("  ledger:    {}", cfg.store.path.display());
+    println!("Press Ctrl-C to stop.");
+
+    shutdown.await;
+    println!("stopping...");
+    let _ = stop_tx.send(true);
+    for a in agents {
+        match a.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "agent"),
+            Err(e) => tracing::warn!(error = %e, "agent task"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = sim.await;
+    collector.await??;
+    println!("stopped.");
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Ingest: decode, validate, dedupe and accumulate a group of messages in
+//! one ledger transaction. No MQTT here: messages arrive as (topic, payload)
+//! and the caller acknowledges them once [`Ingestor::ingest_group`] returns.
+
+use crate::store::{self, Amount, Pending, StoreError};
+use rusqlite::Connection;
+use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
+use vigie_protocol::{
+    HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
+    decode_telemetry,
+};
+
+/// One message as received from the broker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// MQTT topic.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// New telemetry, now in the ledger.
+    Accepted(TelemetryBatch),
+    /// A batch already in the ledger; nothing added.
+    Duplicate,
+    /// Refused: the reason label and the detail. Kept in quarantine.
+    Rejected {
+        /// Stable reason label.
+        reason: &'static str,
+        /// Human-readable detail.
+        detail: String,
+    },
+    /// A status message applied.
+    Status {
+        /// Host.
+        host: String,
+        /// Online or not.
+        online: bool,
+    },
+    /// An inventory message applied.
+    Meta,
+    /// An empty retained message (a topic being cleared).
+    Cleared,
+}
+
+/// Owns the ledger's write connection.
+pub struct Ingestor {
+    conn: Connection,
+    limits: Limits,
+    pending: Pending,
+}
+
+impl Ingestor {
+    /// An ingestor writing into `conn` and checking `limits`.
+    pub fn new(conn: Connection, limits: Limits) -> Self {
+        Ingestor {
+            conn,
+            limits,
+            pending: Pending::default(),
+        }
+    }
+
+    /// Read access to the ledger (tests and start-up).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Applies `msgs` in one transaction, with `now_ms` the collector's
+    /// clock. On `Err` nothing was committed and the messages must not be
+    /// acknowledged; on `Ok` every message is settled (accepted, duplicate,
+    /// rejected into quarantine, or applied) and may be acknowledged.
+    pub fn ingest_group(
+        &mut self,
+        msgs: &[Message],
+        now_ms: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        self.pending.clear();
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let outcome = match Topic::parse(&m.topic) {
+                Err(e) => reject(Rejection::BadTopic(e)),
+                Ok(topic) if m.payload.is_empty() && topic.kind != TopicKind::Telemetry => {
+                    Outcome::Cleared
+                }
+                Ok(topic) => match topic.kind {
+                    TopicKind::Telemetry => {
+                        match decode_telemetry(&topic, &m.payload, now_ms, &self.limits) {
+                            Err(r) => reject(r),
+                            Ok(batch) => {
+                                if store::insert_batch_key(
+                                    &tx,
+                                    &batch.host,
+                                    batch.epoch,
+                                    batch.seq,
+                                    &batch.boot_id,
+                                    now_ms,
+                                    batch.readings.len(),
+                                )? {
+                                    accumulate(&mut self.pending, &batch);
+                                    store::touch_host(
+                                        &tx,
+                                        &batch.site,
+                                        &batch.host,
+                                        &batch.boot_id,
+                                        batch.epoch,
+                                        batch.seq,
+                                        now_ms,
+                                    )?;
+                                    Outcome::Accepted(batch)
+                                } else {
+                                    Outcome::Duplicate
+                                }
+                            }
+                        }
+                    }
+                    TopicKind::Status => {
+                        match decode_small::<StatusMessage>(&m.payload, &self.limits) {
+                            Err(r) => reject(r),
+                            Ok(s) => {
+                                let online = s.state == Status::Online;
+                                store::set_status(
+                                    &tx,
+                                    &topic.site,
+                                    &topic.host,
+                                    online,
+                                    s.since_ms.unwrap_or(now_ms),
+                                )?;
+                                Outcome::Status {
+                                    host: topic.host,
+                                    online,
+                                }
+                            }
+                        }
+                    }
+                    TopicKind::Meta => match decode_small::<HostMeta>(&m.payload, &self.limits) {
+                        Err(r) => reject(r),
+                        Ok(meta) if meta.host != topic.host => reject(Rejection::HostMismatch {
+                            topic: topic.host,
+                            payload: meta.host,
+                        }),
+                        Ok(meta) if meta.site != topic.site => reject(Rejection::SiteMismatch {
+                            topic: topic.site,
+                            payload: meta.site,
+                        }),
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&m.payload);
+                            store::set_meta(&tx, &topic.site, &topic.host, &text)?;
+                            Outcome::Meta
+                        }
+                    },
+                },
+            };
+            if let Outcome::Rejected { reason, detail } = &outcome {
+                tracing::warn!(topic = %m.topic.chars().take(200).collect::<String>(), reason, detail, "message rejected");
+                store::quarantine(&tx, now_ms, &m.topic, reason, detail, &m.payload)?;
+            }
+            outcomes.push(outcome);
+        }
+        store::add_energy(&tx, &self.pending)?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+fn reject(r: Rejection) -> Outcome {
+    Outcome::Rejected {
+        reason: r.reason(),
+        detail: r.to_string(),
+    }
+}
+
+fn decode_small<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<T, Rejection> {
+    if payload.len() > limits.max_payload_bytes {
+        return Err(Rejection::Oversized {
+            len: payload.len(),
+            max: limits.max_payload_bytes,
+        });
+    }
+    serde_json::from_slice(payload).map_err(|e| {
+        let mut d = e.to_string();
+        d.truncate(200);
+        if e.is_syntax() || e.is_eof() {
+            Rejection::Malformed(d)
+        } else {
+            Rejection::InvalidField(d)
+        }
+    })
+}
+
+/// Adds a batch's readings into minute buckets, and each minute share into
+/// its hour, so an hour is always exactly the sum of its minutes.
+fn accumulate(p: &mut Pending, batch: &TelemetryBatch) {
+    for r in &batch.readings {
+        // Validation bounded the interval and energy, so splitting succeeds.
+        let Ok(shares) = split_interval(r.start_ms, r.end_ms, Microjoules(r.energy_uj), MINUTE_MS)
+        else {
+            continue;
+        };
+        for (minute, uj) in shares {
+            let hour = minute.div_euclid(HOUR_MS) * HOUR_MS;
+            for (map, bucket) in [(&mut p.minute, minute), (&mut p.hour, hour)] {
+                let a: &mut Amount = map
+                    .entry((batch.host.clone(), r.sensor.clone(), bucket))
+                    .or_default();
+                match r.quality {
+                    Quality::Measured => a.measured = a.measured.saturating_add(uj.0),
+                    Quality::Estimated => a.estimated = a.estimated.saturating_add(uj.0),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigie_protocol::samples;
+
+    const NOW: i64 = 1_795_000_020_000;
+
+    fn msg(batch: &TelemetryBatch) -> Message {
+        Message {
+            topic: format!("vigie/v1/{}/{}/telemetry", batch.site, batch.host),
+            payload: serde_json::to_vec(batch).unwrap(),
+        }
+    }
+
+    fn ingestor() -> Ingestor {
+        Ingestor::new(store::open_in_memory().unwrap(), Limits::default())
+    }
+
+    #[test]
+    fn duplicates_add_nothing_and_rejections_are_quarantined() {
+        let mut ing = ingestor();
+        let b = samples::telemetry();
+        let bad = Message {
+            topic: "vigie/v1/par1/node-01/telemetry".into(),
+            payload: b"{not json".to_vec(),
+        };
+        let out = ing.ingest_group(&[msg(&b), msg(&b), bad], NOW).unwrap();
+        assert!(matches!(out[0], Outcome::Accepted(_)));
+        assert_eq!(out[1], Outcome::Duplicate);
+        assert!(matches!(
+            out[2],
+            Outcome::Rejected {
+                reason: "malformed",
+                ..
+            }
+        ));
+        // Again in a later transaction: still a duplicate.
+        assert_eq!(
+            ing.ingest_group(&[msg(&b)], NOW).unwrap()[0],
+            Outcome::Duplicate
+        );
+        let totals = store::totals(ing.conn()).unwrap();
+        assert_eq!(totals.len(), 2);
+        let sum: u64 = totals.iter().map(|t| t.2.measured).sum();
+        assert_eq!(sum, 85_250_113 + 9_870_004);
+        assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 1);
+    }
+
+    #[test]
+    fn minutes_sum_to_hours_and_estimates_stay_apart() {
+        let mut ing = ingestor();
+        let mut b = samples::telemetry();
+        // Straddles a minute and an hour boundary: 1_795_003_200_000 is an hour start.
+        b.readings[0].start_ms = 1_795_003_170_000;
+        b.readings[0].end_ms = 1_795_003_230_000;
+        b.readings[1].quality = Quality::Estimated;
+        ing.ingest_group(&[msg(&b)], 1_795_003_240_000).unwrap();
+        let c = ing.conn();
+        let sum = |table: &str, col: &str| -> i64 {
+            c.query_row(&format!("SELECT SUM({col}) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(sum("energy_minute", "measured_uj"), 85_250_113);
+        assert_eq!(sum("energy_hour", "measured_uj"), 85_250_113);
+        assert_eq!(sum("energy_hour", "estimated_uj"), 9_870_004);
+        let hours: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM energy_hour WHERE sensor = 'rapl:package-0'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hours, 2);
+        let first_half: i64 = c
+            .query_row(
+                "SELECT measured_uj FROM energy_hour WHERE sensor = 'rapl:package-0' AND bucket_ms = 1795003200000 - 3600000",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // Cumulative apportioning gives the first half the floor.
+        assert_eq!(first_half, 85_250_113 / 2);
+    }
+
+    #[test]
+    fn status_and_meta_are_recorded_and_checked() {
+        let mut ing = ingestor();
+        let status = Message {
+            topic: "vigie/v1/par1/node-01/status".into(),
+            payload: serde_json::to_vec(&samples::status_online()).unwrap(),
+        };
+        let meta = Message {
+            topic: "vigie/v1/par1/node-01/meta".into(),
+            payload: serde_json::to_vec(&samples::meta()).unwrap(),
+        };
+        let wrong_meta = Message {
+            topic: "vigie/v1/par1/node-02/meta".into(),
+            payload: serde_json::to_vec(&samples::meta()).unwrap(),
+        };
+        let out = ing.ingest_group(&[status, meta, wrong_meta], NOW).unwrap();
+        assert_eq!(
+            out[0],
+            Outcome::Status {
+                host: "node-01".into(),
+                online: true
+            }
+        );
+        assert_eq!(out[1], Outcome::Meta);
+        assert!(matches!(
+            out[2],
+            Outcome::Rejected {
+                reason: "host_mismatch",
+                ..
+            }
+        ));
+        let hosts = store::hosts(ing.conn()).unwrap();
+        assert_eq!(hosts[0].online, Some(true));
+        assert!(hosts[0].meta.as_deref().unwrap().contains("Xeon"));
+    }
+}

@@ -1,0 +1,312 @@
+//! The collector's Prometheus metrics (OpenMetrics text on `/metrics`).
+//!
+//! Label cardinality: host x sensor x quality for energy (a few per host),
+//! host for emissions, lag and presence, reason for rejections (a fixed
+//! list). No label carries a batch id, a time or free text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use vigie_energy::{GramsPerKwh, Microjoules, emissions};
+use vigie_protocol::{Quality, Rejection, TelemetryBatch};
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Labels of the energy counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnergyLabels {
+    /// Host.
+    pub host: String,
+    /// Sensor.
+    pub sensor: String,
+    /// `measured` or `estimated`.
+    pub quality: String,
+}
+
+/// Labels of per-sensor gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SensorLabels {
+    /// Host.
+    pub host: String,
+    /// Sensor.
+    pub sensor: String,
+}
+
+/// Labels of per-host series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    /// Host.
+    pub host: String,
+}
+
+/// Labels of the rejection counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Reason label from [`Rejection::reason`].
+    pub reason: String,
+}
+
+/// Labels of the grid-intensity gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    /// Grid zone.
+    pub zone: String,
+}
+
+/// Every metric the collector exports.
+pub struct Metrics {
+    registry: Registry,
+    energy: Family<EnergyLabels, FloatCounter>,
+    power: Family<SensorLabels, FloatGauge>,
+    emissions: Family<HostLabels, FloatCounter>,
+    lag: Family<HostLabels, FloatGauge>,
+    online: Family<HostLabels, Gauge>,
+    messages: Counter,
+    readings: Counter,
+    duplicates: Counter,
+    rejected: Family<ReasonLabels, Counter>,
+    commit_seconds: Histogram,
+    intensity: GramsPerKwh,
+}
+
+fn quality_label(q: Quality) -> &'static str {
+    match q {
+        Quality::Measured => "measured",
+        Quality::Estimated => "estimated",
+    }
+}
+
+impl Metrics {
+    /// Registers every metric; `zone` and `intensity` describe the static grid factor.
+    pub fn new(zone: &str, intensity: GramsPerKwh) -> Self {
+        let mut registry = Registry::default();
+        let energy = Family::<EnergyLabels, FloatCounter>::default();
+        registry.register(
+            "vigie_energy_joules",
+            "Energy per host and sensor, from interval readings (joules)",
+            energy.clone(),
+        );
+        let power = Family::<SensorLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_power_watts",
+            "Average power over the latest reading of each sensor (watts)",
+            power.clone(),
+        );
+        let emissions = Family::<HostLabels, FloatCounter>::default();
+        registry.register(
+            "vigie_emissions_location_grams",
+            "Location-based emissions per host at the configured grid factor (grams CO2e)",
+            emissions.clone(),
+        );
+        let grid = Family::<ZoneLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_grid_intensity_grams_per_kwh",
+            "Grid carbon intensity in use (gCO2e/kWh)",
+            grid.clone(),
+        );
+        grid.get_or_create(&ZoneLabels {
+            zone: zone.to_owned(),
+        })
+        .set(intensity.0);
+        let lag = Family::<HostLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_ingest_lag_seconds",
+            "Seconds between the end of a host's latest batch and its commit",
+            lag.clone(),
+        );
+        let online = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_host_online",
+            "1 if the host's agent is online (retained status)",
+            online.clone(),
+        );
+        let messages = Counter::default();
+        registry.register(
+            "vigie_ingest_messages",
+            "Messages received",
+            messages.clone(),
+        );
+        let readings = Counter::default();
+        registry.register(
+            "vigie_ingest_readings",
+            "Readings accepted into the ledger",
+            readings.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "vigie_ingest_duplicates",
+            "Batches already in the ledger, ignored",
+            duplicates.clone(),
+        );
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "vigie_ingest_rejected",
+            "Messages rejected, by reason",
+            rejected.clone(),
+        );
+        for reason in Rejection::ALL_REASONS {
+            let _ = rejected.get_or_create(&ReasonLabels {
+                reason: (*reason).to_owned(),
+            });
+        }
+        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "vigie_ledger_commit_seconds",
+            "Time to apply and commit one group of messages",
+            commit_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            energy,
+            power,
+            emissions,
+            lag,
+            online,
+            messages,
+            readings,
+            duplicates,
+            rejected,
+            commit_seconds,
+            intensity,
+        }
+    }
+
+    /// Starts the energy and emission counters at the ledger's totals, so
+    /// a collector restart does not look like a counter reset.
+    pub fn seed(&self, host: &str, sensor: &str, measured: Microjoules, estimated: Microjoules) {
+        for (q, e) in [
+            (Quality::Measured, measured),
+            (Quality::Estimated, estimated),
+        ] {
+            if e.0 > 0 {
+                self.energy
+                    .get_or_create(&EnergyLabels {
+                        host: host.to_owned(),
+                        sensor: sensor.to_owned(),
+                        quality: quality_label(q).to_owned(),
+                    })
+                    .inc_by(e.as_joules());
+                self.emissions
+                    .get_or_create(&HostLabels {
+                        host: host.to_owned(),
+                    })
+                    .inc_by(emissions(e, self.intensity).0);
+            }
+        }
+    }
+
+    /// Counts a received message.
+    pub fn message(&self) {
+        self.messages.inc();
+    }
+
+    /// Counts a duplicate.
+    pub fn duplicate(&self) {
+        self.duplicates.inc();
+    }
+
+    /// Counts a rejection.
+    pub fn rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a host's presence.
+    pub fn online(&self, host: &str, online: bool) {
+        self.online
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(i64::from(online));
+    }
+
+    /// Records the commit time of a group.
+    pub fn commit(&self, seconds: f64) {
+        self.commit_seconds.observe(seconds);
+    }
+
+    /// Accounts a committed batch: energy, emissions, latest power, lag.
+    pub fn accepted(&self, batch: &TelemetryBatch, now_ms: i64) {
+        let host = &batch.host;
+        let mut latest_end = i64::MIN;
+        let mut host_emissions = 0.0;
+        for r in &batch.readings {
+            let e = Microjoules(r.energy_uj);
+            self.energy
+                .get_or_create(&EnergyLabels {
+                    host: host.clone(),
+                    sensor: r.sensor.clone(),
+                    quality: quality_label(r.quality).to_owned(),
+                })
+                .inc_by(e.as_joules());
+            host_emissions += emissions(e, self.intensity).0;
+            let power = r
+                .power_w
+                .or_else(|| vigie_energy::average_power(e, r.end_ms - r.start_ms).map(|w| w.0));
+            if let Some(p) = power {
+                self.power
+                    .get_or_create(&SensorLabels {
+                        host: host.clone(),
+                        sensor: r.sensor.clone(),
+                    })
+                    .set(p);
+            }
+            latest_end = latest_end.max(r.end_ms);
+        }
+        self.readings.inc_by(batch.readings.len() as u64);
+        self.emissions
+            .get_or_create(&HostLabels { host: host.clone() })
+            .inc_by(host_emissions);
+        self.lag
+            .get_or_create(&HostLabels { host: host.clone() })
+            .set((now_ms - latest_end) as f64 / 1000.0);
+    }
+
+    /// OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigie_protocol::samples;
+
+    #[test]
+    fn accepted_batches_show_in_the_text() {
+        let m = Metrics::new("FR", GramsPerKwh(3_600_000.0));
+        m.accepted(&samples::telemetry(), 1_795_000_012_000);
+        m.rejected("malformed");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"vigie_energy_joules_total{host="node-01",sensor="rapl:package-0",quality="measured"} 85.250113"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vigie_power_watts{host="node-01",sensor="rapl:package-0"} 85.250113"#)
+        );
+        // 3.6 MgCO2/kWh is 1 g per joule: 95.120117 J -> 95.120117 g.
+        assert!(
+            text.contains(r#"vigie_emissions_location_grams_total{host="node-01"} 95.12011"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"vigie_ingest_rejected_total{reason="malformed"} 1"#));
+        assert!(text.contains(r#"vigie_ingest_rejected_total{reason="host_mismatch"} 0"#));
+        assert!(text.contains(r#"vigie_ingest_lag_seconds{host="node-01"} 1.0"#));
+        assert!(text.contains("vigie_ingest_readings_total 2"));
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}

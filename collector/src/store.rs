@@ -1,0 +1,393 @@
+//! The SQLite ledger: deduplication keys, energy per sensor per minute and
+//! per hour, hosts, and the quarantine of rejected messages.
+//!
+//! Energy is stored as integer microjoules, measured and estimated apart.
+//! A group of messages is applied in one transaction: the dedupe keys and
+//! the energy they carry commit together or not at all, which is what makes
+//! acknowledging after commit safe.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Storage failures (retryable unless the database is corrupt or the disk full).
+pub type StoreError = rusqlite::Error;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS batches (
+    host TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL, received_ms INTEGER NOT NULL, readings INTEGER NOT NULL,
+    PRIMARY KEY (host, epoch, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS energy_minute (
+    host TEXT NOT NULL, sensor TEXT NOT NULL, bucket_ms INTEGER NOT NULL,
+    measured_uj INTEGER NOT NULL DEFAULT 0, estimated_uj INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (host, sensor, bucket_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS energy_hour (
+    host TEXT NOT NULL, sensor TEXT NOT NULL, bucket_ms INTEGER NOT NULL,
+    measured_uj INTEGER NOT NULL DEFAULT 0, estimated_uj INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (host, sensor, bucket_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS energy_minute_time ON energy_minute (bucket_ms);
+CREATE INDEX IF NOT EXISTS energy_hour_time ON energy_hour (bucket_ms);
+CREATE TABLE IF NOT EXISTS hosts (
+    host TEXT PRIMARY KEY, site TEXT NOT NULL,
+    boot_id TEXT, epoch INTEGER, last_seq INTEGER, last_seen_ms INTEGER,
+    online INTEGER, status_ms INTEGER, meta TEXT
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, topic TEXT NOT NULL,
+    reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL
+);
+"#;
+
+/// Kept of a rejected payload: enough to see what was sent, bounded so a
+/// flood of huge messages cannot fill the disk.
+pub const QUARANTINE_PAYLOAD_BYTES: usize = 4096;
+/// Rows kept in quarantine; older ones are deleted.
+pub const QUARANTINE_ROWS: i64 = 10_000;
+
+/// Opens (creating if needed) the ledger at `path`, in WAL mode.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// An in-memory ledger (benchmarks and unit tests).
+pub fn open_in_memory() -> Result<Connection, StoreError> {
+    let conn = Connection::open_in_memory()?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // WAL: readers (the API) never block the writer. synchronous=FULL: a
+    // commit is on disk before the broker gets its acknowledgement.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// Energy to add to one bucket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Amount {
+    /// Measured microjoules.
+    pub measured: u64,
+    /// Estimated microjoules.
+    pub estimated: u64,
+}
+
+/// Key of a bucket: host, sensor, bucket start.
+pub type BucketKey = (String, String, i64);
+
+/// Energy and dedupe keys of a group of messages, applied in one transaction.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Minute buckets.
+    pub minute: HashMap<BucketKey, Amount>,
+    /// Hour buckets.
+    pub hour: HashMap<BucketKey, Amount>,
+}
+
+impl Pending {
+    /// Forgets everything (after a commit or a rollback).
+    pub fn clear(&mut self) {
+        self.minute.clear();
+        self.hour.clear();
+    }
+}
+
+/// Records a batch key; returns false if it was already there (a duplicate).
+pub fn insert_batch_key(
+    tx: &Transaction<'_>,
+    host: &str,
+    epoch: u64,
+    seq: u64,
+    boot_id: &str,
+    received_ms: i64,
+    readings: usize,
+) -> Result<bool, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO batches (host, epoch, seq, boot_id, received_ms, readings) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let n = stmt.execute(params![
+        host,
+        epoch as i64,
+        seq as i64,
+        boot_id,
+        received_ms,
+        readings as i64
+    ])?;
+    Ok(n == 1)
+}
+
+/// Adds the pending energy into the bucket tables.
+pub fn add_energy(tx: &Transaction<'_>, pending: &Pending) -> Result<(), StoreError> {
+    for (table, map) in [
+        ("energy_minute", &pending.minute),
+        ("energy_hour", &pending.hour),
+    ] {
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO {table} (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (host, sensor, bucket_ms) DO UPDATE SET
+               measured_uj = measured_uj + excluded.measured_uj,
+               estimated_uj = estimated_uj + excluded.estimated_uj"
+        ))?;
+        for ((host, sensor, bucket), a) in map {
+            stmt.execute(params![
+                host,
+                sensor,
+                bucket,
+                a.measured as i64,
+                a.estimated as i64
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Updates a host's last-seen row after an accepted batch.
+pub fn touch_host(
+    tx: &Transaction<'_>,
+    site: &str,
+    host: &str,
+    boot_id: &str,
+    epoch: u64,
+    seq: u64,
+    seen_ms: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO hosts (host, site, boot_id, epoch, last_seq, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (host) DO UPDATE SET site = excluded.site, boot_id = excluded.boot_id,
+           epoch = excluded.epoch, last_seq = excluded.last_seq, last_seen_ms = excluded.last_seen_ms
+         WHERE excluded.epoch > hosts.epoch OR (excluded.epoch = hosts.epoch AND excluded.last_seq > hosts.last_seq)
+           OR hosts.epoch IS NULL",
+    )?;
+    stmt.execute(params![
+        host,
+        site,
+        boot_id,
+        epoch as i64,
+        seq as i64,
+        seen_ms
+    ])?;
+    Ok(())
+}
+
+/// Records a host's retained status (online or offline).
+pub fn set_status(
+    tx: &Transaction<'_>,
+    site: &str,
+    host: &str,
+    online: bool,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO hosts (host, site, online, status_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (host) DO UPDATE SET online = excluded.online, status_ms = excluded.status_ms",
+    )?
+    .execute(params![host, site, online, at_ms])?;
+    Ok(())
+}
+
+/// Records a host's retained inventory (JSON as received and validated).
+pub fn set_meta(
+    tx: &Transaction<'_>,
+    site: &str,
+    host: &str,
+    meta: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO hosts (host, site, meta) VALUES (?1, ?2, ?3)
+         ON CONFLICT (host) DO UPDATE SET meta = excluded.meta",
+    )?
+    .execute(params![host, site, meta])?;
+    Ok(())
+}
+
+/// Keeps a rejected message for inspection (bounded).
+pub fn quarantine(
+    tx: &Transaction<'_>,
+    received_ms: i64,
+    topic: &str,
+    reason: &str,
+    detail: &str,
+    payload: &[u8],
+) -> Result<(), StoreError> {
+    let topic: String = topic.chars().take(256).collect();
+    let kept = &payload[..payload.len().min(QUARANTINE_PAYLOAD_BYTES)];
+    tx.prepare_cached(
+        "INSERT INTO quarantine (received_ms, topic, reason, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![received_ms, topic, reason, detail, kept])?;
+    tx.prepare_cached("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?1")?
+        .execute(params![QUARANTINE_ROWS])?;
+    Ok(())
+}
+
+/// Total energy per (host, sensor) over all time, from the hour table.
+pub fn totals(conn: &Connection) -> Result<Vec<(String, String, Amount)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT host, sensor, SUM(measured_uj), SUM(estimated_uj) FROM energy_hour GROUP BY host, sensor ORDER BY host, sensor",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            Amount {
+                measured: r.get::<_, i64>(2)? as u64,
+                estimated: r.get::<_, i64>(3)? as u64,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// Which bucket table a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// `energy_minute`.
+    Minute,
+    /// `energy_hour`.
+    Hour,
+}
+
+impl Resolution {
+    /// Bucket width in milliseconds.
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            Resolution::Minute => vigie_energy::MINUTE_MS,
+            Resolution::Hour => vigie_energy::HOUR_MS,
+        }
+    }
+    fn table(self) -> &'static str {
+        match self {
+            Resolution::Minute => "energy_minute",
+            Resolution::Hour => "energy_hour",
+        }
+    }
+    /// Name in API responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+        }
+    }
+}
+
+/// One row of an energy query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnergyRow {
+    /// Host.
+    pub host: String,
+    /// Sensor, when grouped by sensor.
+    pub sensor: Option<String>,
+    /// Bucket start, when grouped by bucket.
+    pub bucket_ms: Option<i64>,
+    /// Energy.
+    pub amount: Amount,
+}
+
+/// Sums energy over buckets starting in [from_ms, to_ms), grouped by host,
+/// and by sensor and/or bucket when asked.
+pub fn energy(
+    conn: &Connection,
+    res: Resolution,
+    from_ms: i64,
+    to_ms: i64,
+    by_sensor: bool,
+    by_bucket: bool,
+) -> Result<Vec<EnergyRow>, StoreError> {
+    let sensor = if by_sensor { "sensor" } else { "NULL" };
+    let bucket = if by_bucket { "bucket_ms" } else { "NULL" };
+    let sql = format!(
+        "SELECT host, {sensor}, {bucket}, SUM(measured_uj), SUM(estimated_uj) FROM {table}
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        table = res.table()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+        Ok(EnergyRow {
+            host: r.get(0)?,
+            sensor: r.get(1)?,
+            bucket_ms: r.get(2)?,
+            amount: Amount {
+                measured: r.get::<_, i64>(3)? as u64,
+                estimated: r.get::<_, i64>(4)? as u64,
+            },
+        })
+    })?;
+    rows.collect()
+}
+
+/// A host as the collector knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    /// Host.
+    pub host: String,
+    /// Site.
+    pub site: String,
+    /// Boot id of the last batch.
+    pub boot_id: Option<String>,
+    /// Agent epoch of the last batch.
+    pub epoch: Option<i64>,
+    /// Sequence of the last batch.
+    pub last_seq: Option<i64>,
+    /// When the last batch arrived.
+    pub last_seen_ms: Option<i64>,
+    /// Retained status, if any was seen.
+    pub online: Option<bool>,
+    /// Inventory JSON, if any was seen.
+    pub meta: Option<String>,
+}
+
+/// All hosts, by name.
+pub fn hosts(conn: &Connection) -> Result<Vec<HostRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT host, site, boot_id, epoch, last_seq, last_seen_ms, online, meta FROM hosts ORDER BY host",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(HostRow {
+            host: r.get(0)?,
+            site: r.get(1)?,
+            boot_id: r.get(2)?,
+            epoch: r.get(3)?,
+            last_seq: r.get(4)?,
+            last_seen_ms: r.get(5)?,
+            online: r.get(6)?,
+            meta: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Number of quarantined messages.
+pub fn quarantine_count(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
+}
+
+/// Latest quarantine rows: (reason, detail, topic).
+pub fn quarantine_latest(
+    conn: &Connection,
+    limit: i64,
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT reason, detail, topic FROM quarantine ORDER BY id DESC LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// Whether a batch key is recorded.
+pub fn has_batch(conn: &Connection, host: &str, epoch: u64, seq: u64) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM batches WHERE host = ?1 AND epoch = ?2 AND seq = ?3",
+        params![host, epoch as i64, seq as i64],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+}
