@@ -1,1 +1,159 @@
-//! placeholder
+//! Helpers for the end-to-end tests: the workspace's binaries as child
+//! processes, and an MQTT test client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary built by `cargo test --workspace` (or `cargo build`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("no target directory")?;
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not built: run the tests with `cargo test --workspace` (which builds every binary)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A child process killed on drop, its stderr kept in a file for failures.
+pub struct Proc {
+    child: Option<Child>,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, logging stderr to `log_dir/<name>.log`.
+    pub fn start(name: &str, bin: &Path, args: &[&str], log_dir: &Path) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log_dir.join(format!("{name}.out")))?)
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Proc {
+            child: Some(child),
+            name: name.to_owned(),
+            log,
+        })
+    }
+
+    /// Sends SIGINT (as Ctrl-C does) and waits for the exit, at most `timeout`.
+    pub fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("already stopped")?;
+        let st = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(st.success(), "kill -INT failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "{} did not exit within {timeout:?} of SIGINT\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A raw MQTT client for tests: publishes anything, records what it receives.
+pub mod client {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Connected test client.
+    pub struct TestClient {
+        client: AsyncClient,
+        received: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    }
+
+    impl TestClient {
+        /// Connects to 127.0.0.1:`port` and subscribes to `filter` (if any).
+        pub async fn connect(port: u16, id: &str, filter: Option<&str>) -> anyhow::Result<Self> {
+            let mut opts = MqttOptions::new(id, ("127.0.0.1", port));
+            opts.set_keep_alive(10);
+            let (client, mut eventloop) = AsyncClient::builder(opts).capacity(100).build();
+            let received = Arc::new(Mutex::new(Vec::new()));
+            let sink = received.clone();
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let mut ready_tx = Some(ready_tx);
+            tokio::spawn(async move {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::SubAck(_) | Packet::ConnAck(_))) => {
+                            if let Some(tx) = ready_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            sink.lock().unwrap().push((
+                                String::from_utf8_lossy(&p.topic).into_owned(),
+                                p.payload.to_vec(),
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(rumqttc::ConnectionError::RequestsDone) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+            if let Some(f) = filter {
+                client.subscribe(f, QoS::AtLeastOnce).await?;
+            }
+            tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
+            Ok(TestClient { client, received })
+        }
+
+        /// Publishes with QoS 1.
+        pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+            let notice = self
+                .client
+                .publish_tracked(topic.to_owned(), payload, PublishOptions::at_least_once())
+                .await?;
+            tokio::time::timeout(Duration::from_secs(10), notice.wait_async()).await??;
+            Ok(())
+        }
+
+        /// Messages received so far.
+        pub fn received(&self) -> Vec<(String, Vec<u8>)> {
+            self.received.lock().unwrap().clone()
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! In-process ingest benchmark: no broker, no network. Measures, on one
+//! thread, how many readings per second the collector can
+//!
+//! - (a) decode and validate (`Topic::parse` + `decode_telemetry`),
+//! - (b) fully ingest into an in-memory SQLite ledger,
+//! - (c) fully ingest into an on-disk SQLite ledger (WAL, synchronous=FULL,
+//!   one fsync'd commit per group: what production does),
+//!
+//! and the same as (b) and (c) with 10 % of the messages being duplicates.
+//!
+//! Run with `cargo bench -p vigie-collector --bench ingest`.
+//! `VIGIE_BENCH_SLICES` (default 10) sets how many 10 s slices of the 1,000
+//! hosts are generated; `VIGIE_BENCH_REPS` (default 5) the repetitions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use vigie_collector::ingest::{Ingestor, Message, Outcome};
+use vigie_collector::store;
+use vigie_protocol::{
+    Limits, Quality, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, decode_telemetry,
+};
+
+/// Hosts publishing.
+const HOSTS: usize = 1_000;
+/// Sensors per host.
+const SENSORS: [&str; 8] = [
+    "rapl:package-0",
+    "rapl:package-1",
+    "rapl:dram-0",
+    "rapl:dram-1",
+    "nvml:gpu-0",
+    "nvml:gpu-1",
+    "nvml:gpu-2",
+    "nvml:gpu-3",
+];
+/// Samples per sensor per batch (1 s each: a 10 s batch).
+const SAMPLES: usize = 10;
+/// Messages per `ingest_group` (the collector's default `max_group`).
+const GROUP: usize = 512;
+/// First reading start.
+const T0: i64 = 1_795_000_000_000;
+/// The target: readings per second per core.
+const TARGET: f64 = 1_000_000.0;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One host's batch for the 10 s slice `slice`.
+fn batch(host: usize, slice: usize) -> TelemetryBatch {
+    let start = T0 + (slice * SAMPLES * 1000) as i64;
+    let mut readings = Vec::with_capacity(SENSORS.len() * SAMPLES);
+    for (s, sensor) in SENSORS.iter().enumerate() {
+        for i in 0..SAMPLES {
+            // ~100 J per second, varying a little by host, sensor and sample.
+            let energy_uj =
+                100_000_000 + ((host * 7_919 + s * 104_729 + i * 1_299) % 5_000_000) as u64;
+            let n = (slice * SAMPLES + i + 1) as u64;
+            let start_ms = start + (i * 1000) as i64;
+            readings.push(Reading {
+                sensor: (*sensor).to_string(),
+                start_ms,
+                end_ms: start_ms + 1000,
+                energy_uj,
+                // Roughly increasing: the agent's running total.
+                cumulative_uj: 5_000_000_000_000 + n * 102_500_000 + energy_uj,
+                power_w: Some((energy_uj as f64 / 1000.0).round() / 1000.0),
+                quality: if s < 4 {
+                    Quality::Measured
+                } else {
+                    Quality::Estimated
+                },
+            });
+        }
+    }
+    TelemetryBatch {
+        schema: SCHEMA_VERSION,
+        site: "par1".into(),
+        host: format!("node-{host:04}"),
+        boot_id: format!("2f1c7f0e-8c1e-4d55-9a57-{host:012x}"),
+        epoch: 1_790_000_000_000 + host as u64,
+        seq: slice as u64 + 1,
+        readings,
+    }
+}
+
+struct Msg {
+    msg: Message,
+    readings: usize,
+    end_ms: i64,
+    duplicate: bool,
+}
+
+/// Every host's batch for each slice, slice after slice (the order they
+/// arrive in). With `dup_every = Some(k)`, after every k-th message a copy of
+/// an earlier one (from about one group back) is inserted: 1 in k+1 is a
+/// duplicate.
+fn dataset(slices: usize, dup_every: Option<usize>) -> Vec<Msg> {
+    let mut out: Vec<Msg> = Vec::new();
+    let mut fresh = 0usize;
+    for slice in 0..slices {
+        for host in 0..HOSTS {
+            let b = batch(host, slice);
+            let end_ms = b.readings.iter().map(|r| r.end_ms).max().unwrap();
+            let msg = Message {
+                topic: format!("vigie/v1/{}/{}/telemetry", b.site, b.host),
+                payload: serde_json::to_vec(&b).unwrap(),
+            };
+            out.push(Msg {
+                msg,
+                readings: b.readings.len(),
+                end_ms,
+                duplicate: false,
+            });
+            fresh += 1;
+            if let Some(k) = dup_every
+                && fresh % k == 0
+            {
+                // A message already seen, ~one group earlier (or the first).
+                let src = out.len().saturating_sub(GROUP + 1);
+                let d = &out[src];
+                let copy = Msg {
+                    msg: d.msg.clone(),
+                    readings: d.readings,
+                    end_ms: d.end_ms,
+                    duplicate: true,
+                };
+                out.push(copy);
+            }
+        }
+    }
+    out
+}
+
+/// Groups of `GROUP` messages, each with its `now_ms` just after its last end.
+fn groups(data: &[Msg]) -> Vec<(Vec<Message>, i64)> {
+    data.chunks(GROUP)
+        .map(|c| {
+            let now = c.iter().map(|m| m.end_ms).max().unwrap() + 50;
+            (c.iter().map(|m| m.msg.clone()).collect(), now)
+        })
+        .collect()
+}
+
+struct Row {
+    name: &'static str,
+    messages: usize,
+    readings: usize,
+    times: Vec<Duration>,
+}
+
+impl Row {
+    fn median(&self) -> Duration {
+        let mut t = self.times.clone();
+        t.sort();
+        t[t.len() / 2]
+    }
+    fn best(&self) -> Duration {
+        self.times.iter().copied().min().unwrap()
+    }
+    fn rate(&self, d: Duration) -> f64 {
+        self.readings as f64 / d.as_secs_f64()
+    }
+}
+
+fn bench_decode(data: &[Msg], reps: usize) -> Row {
+    let limits = Limits::default();
+    let gs = groups(data);
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut n = 0usize;
+        for (msgs, now) in &gs {
+            for m in msgs {
+                let topic = Topic::parse(&m.topic).unwrap();
+                let b = decode_telemetry(&topic, &m.payload, *now, &limits).unwrap();
+                n += black_box(b).readings.len();
+            }
+        }
+        times.push(t.elapsed());
+        assert_eq!(n, data.iter().map(|m| m.readings).sum::<usize>());
+    }
+    Row {
+        name: "decode+validate",
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
+/// Full ingest, group after group, into a fresh ledger each repetition.
+fn bench_ingest(
+    name: &'static str,
+    data: &[Msg],
+    reps: usize,
+    on_disk: bool,
+    expected_total_uj: u64,
+) -> Row {
+    let gs = groups(data);
+    let new = data.iter().filter(|m| !m.duplicate).count();
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = if on_disk {
+            store::open(&dir.path().join("ledger.sqlite")).unwrap()
+        } else {
+            store::open_in_memory().unwrap()
+        };
+        let mut ing = Ingestor::new(conn, Limits::default());
+        let (mut accepted, mut dups) = (0usize, 0usize);
+        let t = Instant::now();
+        for (msgs, now) in &gs {
+            for o in ing.ingest_group(msgs, *now).unwrap() {
+                match o {
+                    Outcome::Accepted(_) => accepted += 1,
+                    Outcome::Duplicate => dups += 1,
+                    other => panic!("unexpected outcome {other:?}"),
+                }
+            }
+        }
+        times.push(t.elapsed());
+        // Check the run did the work it claims.
+        assert_eq!(accepted, new);
+        assert_eq!(dups, data.len() - new);
+        let total: u64 = store::totals(ing.conn())
+            .unwrap()
+            .iter()
+            .map(|(_, _, a)| a.measured + a.estimated)
+            .sum();
+        assert_eq!(total, expected_total_uj);
+    }
+    Row {
+        name,
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
+fn main() {
+    let slices = env_usize("VIGIE_BENCH_SLICES", 10);
+    let reps = env_usize("VIGIE_BENCH_REPS", 5).max(1);
+    let disk_reps = reps.min(3);
+
+    let t = Instant::now();
+    let data = dataset(slices, None);
+    let with_dups = dataset(slices, Some(9));
+    let bytes: usize = data.iter().map(|m| m.msg.payload.len()).sum();
+    let total_uj: u64 = (0..slices)
+        .flat_map(|s| (0..HOSTS).map(move |h| (h, s)))
+        .map(|(h, s)| {
+            batch(h, s)
+                .readings
+                .iter()
+                .map(|r| r.energy_uj)
+                .sum::<u64>()
+        })
+        .sum();
+    println!(
+        "dataset: {HOSTS} hosts x {slices} batches of {} readings ({} sensors x {SAMPLES} s), \
+         {} messages, {:.1} KiB/payload, {} per group; built in {:.1?}",
+        SENSORS.len() * SAMPLES,
+        SENSORS.len(),
+        data.len(),
+        bytes as f64 / data.len() as f64 / 1024.0,
+        GROUP,
+        t.elapsed()
+    );
+    println!(
+        "with duplicates: {} messages, {} duplicates ({:.1} %)",
+        with_dups.len(),
+        with_dups.iter().filter(|m| m.duplicate).count(),
+        100.0 * with_dups.iter().filter(|m| m.duplicate).count() as f64 / with_dups.len() as f64
+    );
+    println!("repetitions: {reps} (on-disk: {disk_reps}), one thread\n");
+
+    let rows = vec![
+        bench_decode(&data, reps),
+        bench_ingest("ingest, in-memory", &data, reps, false, total_uj),
+        bench_ingest("ingest, on-disk WAL FULL", &data, disk_reps, true, total_uj),
+        bench_ingest(
+            "ingest, in-memory, 10% dup",
+            &with_dups,
+            reps,
+            false,
+            total_uj,
+        ),
+        bench_ingest(
+            "ingest, on-disk, 10% dup",
+            &with_dups,
+            disk_reps,
+            true,
+            total_uj,
+        ),
+    ];
+
+    println!(
+        "| {:<27} | {:>8} | {:>9} | {:>10} | {:>15} | {:>15} | {:<9} |",
+        "variant",
+        "messages",
+        "readings",
+        "median",
+        "readings/s med",
+        "readings/s best",
+        ">= 1 M/s"
+    );
+    println!(
+        "|{:-<29}|{:->10}|{:->11}|{:->12}|{:->17}|{:->17}|{:-<11}|",
+        "", "", "", "", "", "", ""
+    );
+    for r in &rows {
+        let med = r.rate(r.median());
+        println!(
+            "| {:<27} | {:>8} | {:>9} | {:>10.1?} | {:>15.0} | {:>15.0} | {:<9} |",
+            r.name,
+            r.messages,
+            r.readings,
+            r.median(),
+            med,
+            r.rate(r.best()),
+            if med >= TARGET { "yes" } else { "NO" }
+        );
+    }
+    println!("\nreadings/s counts every reading offered (duplicates included), on one thread.");
+}
