@@ -61,6 +61,58 @@ max_inflight_count = 500
     Ok(())
 }
 
+/// A simulated host: its fake tree and the share of its power each
+/// counted zone receives (core moves too, as inside the package).
+struct SimHost {
+    name: String,
+    tree: FakePowercap,
+    shares: Vec<(String, f64)>,
+    mmio: bool,
+}
+
+impl SimHost {
+    fn new(name: String, tree: FakePowercap) -> Self {
+        let zones = tree.zones();
+        let packages = zones
+            .iter()
+            .filter(|z| z.name.starts_with("package") && !z.dir.contains("mmio"))
+            .count()
+            .max(1) as f64;
+        let drams = zones.iter().filter(|z| z.name == "dram").count() as f64;
+        let package_share = if drams > 0.0 { 0.8 } else { 1.0 } / packages;
+        let shares = zones
+            .iter()
+            .filter(|z| !z.dir.contains("mmio"))
+            .filter_map(|z| match z.name.as_str() {
+                n if n.starts_with("package") => Some((z.dir.clone(), package_share)),
+                "dram" => Some((z.dir.clone(), 0.2 / drams)),
+                "core" => Some((z.dir.clone(), package_share / 2.0)),
+                _ => None,
+            })
+            .collect();
+        let mmio = zones.iter().any(|z| z.dir == "intel-rapl-mmio:0");
+        SimHost {
+            name,
+            tree,
+            shares,
+            mmio,
+        }
+    }
+
+    /// Spends `joules` across the zones.
+    fn step(&self, joules: f64) -> anyhow::Result<()> {
+        for (dir, share) in &self.shares {
+            self.tree.advance(dir, (joules * share * 1e6) as u64)?;
+        }
+        // mmio mirrors package 0, as on real hardware.
+        if self.mmio {
+            self.tree
+                .set_energy("intel-rapl-mmio:0", self.tree.energy("intel-rapl:0")?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Power of simulated host `i` at time `t_s`: a base load plus a slow wave.
 fn simulated_watts(i: usize, t_s: f64) -> f64 {
     let base = 90.0 + 35.0 * i as f64;
@@ -85,9 +137,9 @@ pub async fn run(
     };
     start_broker(opts.mqtt_port)?;
 
-    // Fake hosts: RAPL ranges as on real parts, except host 1 whose
-    // package range is 2 kJ so that it wraps every ~15 s.
-    let mut hosts = Vec::new();
+    // Fake hosts: RAPL ranges as on real parts, except every second host,
+    // whose package range is 2 kJ so that it wraps every ~15 s.
+    let mut sims = Vec::new();
     for i in 0..opts.hosts {
         let root = dir.join(format!("powercap-{i}"));
         std::fs::create_dir_all(&root)?;
@@ -96,47 +148,18 @@ pub async fn run(
         } else {
             FakePowercap::single_socket(&root, 2_000_000_000, 1_900_000_000)?
         };
-        hosts.push((format!("demo-{:02}", i + 1), tree));
+        sims.push(SimHost::new(format!("demo-{:02}", i + 1), tree));
     }
+    let hosts: Vec<(String, PathBuf)> = sims
+        .iter()
+        .map(|s| (s.name.clone(), s.tree.root().to_owned()))
+        .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    // Counters move every 100 ms; packages take 80 %, dram the rest.
-    let zones: Vec<(usize, PathBuf, Vec<(String, f64)>)> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, t))| {
-            let packages = t
-                .zones()
-                .iter()
-                .filter(|z| z.name.starts_with("package"))
-                .count()
-                .max(1) as f64;
-            let drams = t.zones().iter().filter(|z| z.name == "dram").count() as f64;
-            let shares = t
-                .zones()
-                .iter()
-                .filter(|z| !z.dir.starts_with("intel-rapl-mmio"))
-                .filter_map(|z| match z.name.as_str() {
-                    n if n.starts_with("package") => Some((
-                        z.dir.clone(),
-                        if drams > 0.0 { 0.8 } else { 1.0 } / packages,
-                    )),
-                    "dram" => Some((z.dir.clone(), 0.2 / drams)),
-                    "core" => Some((z.dir.clone(), 0.5 / packages)),
-                    _ => None,
-                })
-                .collect();
-            (i, t.root().to_owned(), shares)
-        })
-        .collect();
-    let trees: Vec<FakePowercap> = hosts.into_iter().map(|(_, t)| t).collect();
-    let host_names: Vec<String> = (0..trees.len())
-        .map(|i| format!("demo-{:02}", i + 1))
-        .collect();
     let sim = {
         let rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -145,23 +168,9 @@ pub async fn run(
             while !*rx.borrow() {
                 tick.tick().await;
                 let t = start.elapsed().as_secs_f64();
-                for (i, _, shares) in &zones {
-                    let uj = simulated_watts(*i, t) * 0.1 * 1e6;
-                    for (dir, share) in shares {
-                        if let Err(e) = trees[*i].advance(dir, (uj * share) as u64) {
-                            tracing::warn!(error = %e, "simulator");
-                        }
-                        // mmio mirrors package-0, as on real hardware.
-                        if dir == "intel-rapl:0"
-                            && trees[*i]
-                                .zones()
-                                .iter()
-                                .any(|z| z.dir == "intel-rapl-mmio:0")
-                        {
-                            if let Ok(v) = trees[*i].energy(dir) {
-                                let _ = trees[*i].set_energy("intel-rapl-mmio:0", v);
-                            }
-                        }
+                for (i, h) in sims.iter().enumerate() {
+                    if let Err(e) = h.step(simulated_watts(i, t) * 0.1) {
+                        tracing::warn!(host = %h.name, error = %e, "simulator");
                     }
                 }
             }
@@ -169,16 +178,16 @@ pub async fn run(
     };
 
     let mut agents = Vec::new();
-    for (i, host) in host_names.iter().enumerate() {
-        let mut cfg = AgentConfig::default();
-        cfg.site = "demo".into();
-        cfg.host = Some(host.clone());
-        cfg.state_dir = dir.join(format!("agent-{host}"));
-        cfg.mqtt.host = "127.0.0.1".into();
+    for (host, root) in &hosts {
+        let mut cfg = AgentConfig {
+            site: "demo".into(),
+            host: Some(host.clone()),
+            state_dir: dir.join(format!("agent-{host}")),
+            ..AgentConfig::default()
+        };
         cfg.mqtt.port = opts.mqtt_port;
-        cfg.sampling.interval = Duration::from_secs(1);
         cfg.sampling.publish_interval = Duration::from_secs(5);
-        cfg.rapl.root = dir.join(format!("powercap-{i}"));
+        cfg.rapl.root = root.clone();
         agents.push(tokio::spawn(vigie_agent::run(
             cfg,
             stopped(stop_rx.clone()),
@@ -195,7 +204,7 @@ pub async fn run(
 
     println!(
         "vigie demo running: {} simulated hosts, embedded MQTT broker on 127.0.0.1:{}",
-        host_names.len(),
+        hosts.len(),
         opts.mqtt_port
     );
     println!("  metrics:   http://{http}/metrics");

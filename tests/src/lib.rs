@@ -98,10 +98,13 @@ pub mod client {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// A received message: topic and payload.
+    pub type Received = (String, Vec<u8>);
+
     /// Connected test client.
     pub struct TestClient {
         client: AsyncClient,
-        received: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+        received: Arc<Mutex<Vec<Received>>>,
     }
 
     impl TestClient {
@@ -152,7 +155,7 @@ pub mod client {
         }
 
         /// Messages received so far.
-        pub fn received(&self) -> Vec<(String, Vec<u8>)> {
+        pub fn received(&self) -> Vec<Received> {
             self.received.lock().unwrap().clone()
         }
     }
