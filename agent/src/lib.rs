@@ -3,7 +3,8 @@
 //!
 //! Pipeline: sensors ([`rapl`]) -> [`sampler::Sampler`] (wrap-corrected
 //! interval readings) -> [`batcher::Batcher`] (numbered batches) ->
-//! [`mqtt::Link`] (QoS 1, delivery tracked, re-sent until acknowledged).
+//! [`spool::Spool`] (on disk before publishing) -> [`mqtt::Link`] (QoS 1,
+//! delivery tracked; a batch leaves the spool only when acknowledged).
 //! [`run`] wires them together and takes its shutdown signal as an argument.
 
 pub mod batcher;
@@ -12,18 +13,14 @@ pub mod host;
 pub mod mqtt;
 pub mod rapl;
 pub mod sampler;
+pub mod spool;
 
 use batcher::{Batcher, Identity};
 use config::AgentConfig;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::MissedTickBehavior;
 use vigie_protocol::{SCHEMA_VERSION, SensorMeta, Status, StatusMessage, TelemetryBatch};
-
-/// Batches kept in memory while the broker is unreachable. Beyond this the
-/// oldest are dropped with an error (a durable spool replaces this bound).
-const MAX_UNACKED: usize = 8_640;
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +37,9 @@ pub enum AgentError {
     /// Site or host name unusable in a topic.
     #[error("bad site or host name: {0}")]
     Name(#[from] vigie_protocol::IdError),
+    /// The spool failed: a batch could not be kept safe.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     /// The state directory could not be written.
     #[error("state directory {path}: {source}")]
     State {
@@ -102,6 +102,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         path: cfg.state_dir.display().to_string(),
         source,
     })?;
+    let spool = spool::Spool::open(&cfg.state_dir.join("spool.sqlite"))?;
+    let backlog = spool.depth()?;
+    if backlog > 0 {
+        tracing::info!(
+            batches = backlog,
+            "spooled batches from an earlier run will be sent first"
+        );
+    }
     let started_ms = now_ms();
     let mut batcher = Batcher::new(Identity {
         site: cfg.site.clone(),
@@ -148,7 +156,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     )?;
     tracing::info!(%host, site = %cfg.site, epoch, sensors = sampler.zones().count(), "agent started");
 
-    let mut unacked: BTreeMap<u64, TelemetryBatch> = BTreeMap::new();
+    let mut connected = false;
     let mut sample_tick = tokio::time::interval(cfg.sampling.interval);
     sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     sample_tick.tick().await;
@@ -166,23 +174,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             }
             _ = publish_tick.tick() => {
                 if let Some(batch) = batcher.cut() {
-                    send(&link, &mut unacked, batch).await;
+                    send(&link, &spool, connected, &batch).await?;
                 }
             }
             Some(ev) = events.recv() => match ev {
                 mqtt::LinkEvent::Connected => {
+                    connected = true;
                     let _ = link.publish_status(online.clone()).await;
                     let _ = link.publish_meta(meta.clone()).await;
-                }
-                mqtt::LinkEvent::Delivered { seq, ok: true } => {
-                    unacked.remove(&seq);
-                }
-                mqtt::LinkEvent::Delivered { seq, ok: false } => {
-                    // Lost with the session: publish again (the collector dedupes).
-                    if let Some(batch) = unacked.remove(&seq) {
-                        send(&link, &mut unacked, batch).await;
+                    // Everything not yet acknowledged, oldest first; the
+                    // collector drops any copy it already has.
+                    for (epoch, seq, payload) in spool.pending()? {
+                        if let Err(e) = link.publish_batch(epoch, seq, payload).await {
+                            tracing::warn!(epoch, seq, error = %e, "replay failed; kept in the spool");
+                        }
                     }
                 }
+                mqtt::LinkEvent::Disconnected => connected = false,
+                mqtt::LinkEvent::Delivered { epoch, seq, ok: true } => spool.ack(epoch, seq)?,
+                // Stays spooled; the next connection publishes it again.
+                mqtt::LinkEvent::Delivered { ok: false, .. } => {}
             },
             _ = &mut shutdown => break,
         }
@@ -193,22 +204,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         tracing::warn!(error = %e, "sample failed");
     }
     if let Some(batch) = batcher.cut() {
-        send(&link, &mut unacked, batch).await;
+        send(&link, &spool, connected, &batch).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !unacked.is_empty() {
+    while connected && spool.depth()? > 0 {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(mqtt::LinkEvent::Delivered { seq, ok: true })) => {
-                unacked.remove(&seq);
-            }
+            Ok(Some(mqtt::LinkEvent::Delivered {
+                epoch,
+                seq,
+                ok: true,
+            })) => spool.ack(epoch, seq)?,
+            Ok(Some(mqtt::LinkEvent::Disconnected)) => connected = false,
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
-    if !unacked.is_empty() {
-        tracing::error!(
-            batches = unacked.len(),
-            "stopping with unacknowledged batches: they are lost"
+    let left = spool.depth()?;
+    if left > 0 {
+        tracing::warn!(
+            batches = left,
+            "stopping with unacknowledged batches: they stay spooled and are sent at the next start"
         );
     }
     let _ = link.publish_status(json(&offline(Some(now_ms())))).await;
@@ -216,22 +231,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
+/// Spools a batch, then publishes it if the broker is reachable.
 async fn send(
     link: &mqtt::Link,
-    unacked: &mut BTreeMap<u64, TelemetryBatch>,
-    batch: TelemetryBatch,
-) {
-    let seq = batch.seq;
-    if let Err(e) = link.publish_batch(seq, json(&batch)).await {
-        tracing::warn!(seq, error = %e, "publish failed; kept for retry");
+    spool: &spool::Spool,
+    connected: bool,
+    batch: &TelemetryBatch,
+) -> Result<(), AgentError> {
+    let payload = json(batch);
+    spool.push(batch, &payload)?;
+    if connected && let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
+        tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
     }
-    unacked.insert(seq, batch);
-    while unacked.len() > MAX_UNACKED {
-        if let Some((old, _)) = unacked.pop_first() {
-            tracing::error!(
-                seq = old,
-                "too many unacknowledged batches: dropping the oldest"
-            );
-        }
-    }
+    Ok(())
 }

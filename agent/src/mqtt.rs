@@ -14,8 +14,12 @@ use vigie_protocol::{Topic, TopicKind};
 pub enum LinkEvent {
     /// (Re)connected: retained status and inventory must be published again.
     Connected,
+    /// The connection dropped: batches stay spooled until the next [`LinkEvent::Connected`].
+    Disconnected,
     /// A tracked telemetry publish finished: acknowledged by the broker, or failed.
     Delivered {
+        /// Batch epoch.
+        epoch: u64,
         /// Batch sequence number.
         seq: u64,
         /// Whether the broker acknowledged it.
@@ -81,6 +85,7 @@ impl Link {
                         if !was_down {
                             tracing::warn!(broker = %server, error = %e, "broker connection lost; retrying every second");
                             was_down = true;
+                            let _ = tx.send(LinkEvent::Disconnected);
                         }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -104,6 +109,7 @@ impl Link {
     /// [`LinkEvent::Delivered`].
     pub async fn publish_batch(
         &self,
+        epoch: u64,
         seq: u64,
         payload: Vec<u8>,
     ) -> Result<(), rumqttc::ClientError> {
@@ -118,7 +124,7 @@ impl Link {
         let events = self.events.clone();
         tokio::spawn(async move {
             let ok = notice.wait_async().await.is_ok();
-            let _ = events.send(LinkEvent::Delivered { seq, ok });
+            let _ = events.send(LinkEvent::Delivered { epoch, seq, ok });
         });
         Ok(())
     }

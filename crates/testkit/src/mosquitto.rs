@@ -82,10 +82,21 @@ impl Mosquitto {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Stops the broker (SIGKILL: persistence is flushed on a schedule, so
-    /// a test that needs queued messages to survive uses [`Self::restart`]).
+    /// Stops the broker the way an operator does (SIGTERM): Mosquitto
+    /// writes its persistence file, so persistent sessions and the
+    /// messages queued for them survive a [`Self::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let term = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while term.is_ok() && std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,0 +1,144 @@
+//! Delivery without loss: the broker goes away while an agent keeps
+//! measuring, the agent is then SIGKILLed, and after both come back the
+//! spooled batches reach the ledger. Totals equal the script to the µJ.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+use vigie_e2e::{Proc, binary};
+use vigie_testkit::{FakePowercap, Mosquitto, free_addr, http_get, wait_for};
+
+fn total_uj(http: std::net::SocketAddr) -> Option<u64> {
+    let v = http_get(http, "/api/v1/energy?group_by=host")
+        .ok()?
+        .json()
+        .ok()?;
+    v["total"]["energy_uj"].as_u64()
+}
+
+// Known failure, kept as the reproducer: after the broker restarts with the
+// collector's persistent session intact, the collector receives nothing
+// more (with manual acks rumqttc-next also reports "unsolicited puback" for
+// an ack queued before the reconnect). Run with `--ignored` while fixing.
+#[test]
+#[ignore = "known bug: collector stalls after the broker restarts with its session resumed"]
+fn broker_outage_then_agent_crash_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let http = free_addr().unwrap();
+    let collector_cfg = d.join("collector.toml");
+    std::fs::write(
+        &collector_cfg,
+        format!(
+            "[mqtt]\nport = {port}\nclient_id = \"faults-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n",
+            d.join("ledger.sqlite").display()
+        ),
+    )
+    .unwrap();
+    let mut collector = Proc::start(
+        "collector",
+        &binary("vigie-collector").unwrap(),
+        &["run", "--config", collector_cfg.to_str().unwrap()],
+        d,
+    )
+    .unwrap();
+
+    let root = d.join("powercap");
+    std::fs::create_dir_all(&root).unwrap();
+    let tree = FakePowercap::single_socket(&root, 1_000_000_000, 0).unwrap();
+    let agent_cfg = d.join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "site = \"f\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[rapl]\nroot = \"{}\"\n",
+            d.join("state").display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let agent_bin = binary("vigie-agent").unwrap();
+    let mut agent = Proc::start(
+        "agent-1",
+        &agent_bin,
+        &["run", "--config", agent_cfg.to_str().unwrap()],
+        d,
+    )
+    .unwrap();
+    wait_for(
+        "host online",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let v = http_get(http, "/api/v1/hosts").ok()?.json().ok()?;
+            (v["hosts"][0]["online"] == true).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+
+    let mut truth = 0u64;
+    let mut run_steps = |n: u64, truth: &mut u64| {
+        for i in 0..n {
+            tree.advance("intel-rapl:0", 1_000_000 + i).unwrap();
+            *truth += 1_000_000 + i;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    run_steps(10, &mut truth);
+    wait_for(
+        "energy before the outage",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || (total_uj(http)? == truth).then_some(()),
+    )
+    .unwrap();
+
+    // Outage (broker stopped with SIGTERM, so its persistent sessions and
+    // their queues survive): the agent keeps measuring into its spool.
+    broker.stop();
+    run_steps(15, &mut truth);
+    // Let every reading be cut into a spooled batch, then crash the agent.
+    std::thread::sleep(Duration::from_millis(1_000));
+    agent.kill();
+    let spool = d.join("state").join("spool.sqlite");
+    assert!(spool.is_file(), "no spool at {}", spool.display());
+
+    broker.restart().unwrap();
+    let mut agent = Proc::start(
+        "agent-2",
+        &agent_bin,
+        &["run", "--config", agent_cfg.to_str().unwrap()],
+        d,
+    )
+    .unwrap();
+    run_steps(5, &mut truth);
+    let got = wait_for(
+        "totals after recovery",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let t = total_uj(http)?;
+            (t == truth).then_some(t)
+        },
+    );
+    let got = got.unwrap_or_else(|e| {
+        panic!(
+            "{e}: ledger {:?} µJ, truth {truth} µJ\nagent:\n{}\ncollector:\n{}",
+            total_uj(http),
+            agent.log_tail(),
+            collector.log_tail()
+        )
+    });
+    assert_eq!(got, truth);
+    let log = std::fs::read_to_string(d.join("agent-2.log")).unwrap();
+    assert!(log.contains("spooled batches from an earlier run"), "{log}");
+
+    assert!(agent.interrupt(Duration::from_secs(15)).unwrap().success());
+    assert_eq!(total_uj(http), Some(truth));
+    assert!(
+        collector
+            .interrupt(Duration::from_secs(15))
+            .unwrap()
+            .success()
+    );
+}
