@@ -55,8 +55,10 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn batch(host: usize, slice: usize) -> TelemetryBatch {
     let start = T0 + (slice * SAMPLES * 1000) as i64;
     let mut readings = Vec::with_capacity(SENSORS.len() * SAMPLES);
-    for (s, sensor) in SENSORS.iter().enumerate() {
-        for i in 0..SAMPLES {
+    // Tick after tick, every sensor at each tick: the order the agent's
+    // sampler appends them in.
+    for i in 0..SAMPLES {
+        for (s, sensor) in SENSORS.iter().enumerate() {
             // ~100 J per second, varying a little by host, sensor and sample.
             let energy_uj =
                 100_000_000 + ((host * 7_919 + s * 104_729 + i * 1_299) % 5_000_000) as u64;
@@ -119,7 +121,7 @@ fn dataset(slices: usize, dup_every: Option<usize>) -> Vec<Msg> {
             });
             fresh += 1;
             if let Some(k) = dup_every
-                && fresh % k == 0
+                && fresh.is_multiple_of(k)
             {
                 // A message already seen, ~one group earlier (or the first).
                 let src = out.len().saturating_sub(GROUP + 1);

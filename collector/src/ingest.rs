@@ -4,6 +4,7 @@
 
 use crate::store::{self, Amount, Pending, StoreError};
 use rusqlite::Connection;
+use std::collections::HashMap;
 use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
 use vigie_protocol::{
     HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
@@ -196,7 +197,15 @@ fn decode_small<T: serde::de::DeserializeOwned>(
 
 /// Adds a batch's readings into minute buckets, and each minute share into
 /// its hour, so an hour is always exactly the sum of its minutes.
+///
+/// The batch is first summed per (sensor, minute) on borrowed names, then
+/// each sum is added to the group's maps: a batch of one host's 10 s of 1 s
+/// samples touches a handful of buckets, so this clones the host and sensor
+/// names per bucket instead of per reading. Saturating addition of
+/// non-negative amounts is `min(sum, u64::MAX)` whatever the grouping, so
+/// the totals are the same as adding reading by reading.
 fn accumulate(p: &mut Pending, batch: &TelemetryBatch) {
+    let mut minutes: HashMap<(&str, i64), Amount> = HashMap::new();
     for r in &batch.readings {
         // Validation bounded the interval and energy, so splitting succeeds.
         let Ok(shares) = split_interval(r.start_ms, r.end_ms, Microjoules(r.energy_uj), MINUTE_MS)
@@ -204,17 +213,29 @@ fn accumulate(p: &mut Pending, batch: &TelemetryBatch) {
             continue;
         };
         for (minute, uj) in shares {
-            let hour = minute.div_euclid(HOUR_MS) * HOUR_MS;
-            for (map, bucket) in [(&mut p.minute, minute), (&mut p.hour, hour)] {
-                let a: &mut Amount = map
-                    .entry((batch.host.clone(), r.sensor.clone(), bucket))
-                    .or_default();
-                match r.quality {
-                    Quality::Measured => a.measured = a.measured.saturating_add(uj.0),
-                    Quality::Estimated => a.estimated = a.estimated.saturating_add(uj.0),
-                }
-            }
+            add(
+                minutes.entry((r.sensor.as_str(), minute)).or_default(),
+                r.quality,
+                uj.0,
+            );
         }
+    }
+    for ((sensor, minute), a) in minutes {
+        let hour = minute.div_euclid(HOUR_MS) * HOUR_MS;
+        for (map, bucket) in [(&mut p.minute, minute), (&mut p.hour, hour)] {
+            let t: &mut Amount = map
+                .entry((batch.host.clone(), sensor.to_owned(), bucket))
+                .or_default();
+            t.measured = t.measured.saturating_add(a.measured);
+            t.estimated = t.estimated.saturating_add(a.estimated);
+        }
+    }
+}
+
+fn add(a: &mut Amount, quality: Quality, uj: u64) {
+    match quality {
+        Quality::Measured => a.measured = a.measured.saturating_add(uj),
+        Quality::Estimated => a.estimated = a.estimated.saturating_add(uj),
     }
 }
 

@@ -137,7 +137,11 @@ pub fn add_energy(tx: &Transaction<'_>, pending: &Pending) -> Result<(), StoreEr
                measured_uj = measured_uj + excluded.measured_uj,
                estimated_uj = estimated_uj + excluded.estimated_uj"
         ))?;
-        for ((host, sensor, bucket), a) in map {
+        // In key order: consecutive upserts land on neighbouring B-tree
+        // pages instead of random ones, which is markedly cheaper.
+        let mut rows: Vec<(&BucketKey, &Amount)> = map.iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for ((host, sensor, bucket), a) in rows {
             stmt.execute(params![
                 host,
                 sensor,
