@@ -77,7 +77,7 @@ fn broker_outage_then_agent_crash_loses_nothing() {
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
 
     let mut truth = 0u64;
-    let mut run_steps = |n: u64, truth: &mut u64| {
+    let run_steps = |n: u64, truth: &mut u64| {
         for i in 0..n {
             tree.advance("intel-rapl:0", 1_000_000 + i).unwrap();
             *truth += 1_000_000 + i;
