@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use vigie_energy::{GramsPerKwh, HOUR_MS, MINUTE_MS, Microjoules, emissions};
 
 /// Static grid factor and its provenance.
@@ -125,13 +125,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds.
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
@@ -163,7 +156,7 @@ fn range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64, Resolution),
     let to = match to {
         Some(v) => parse_time("to", v)?,
         // Up to the end of the current minute, so the open minute counts.
-        None => (now_ms() / MINUTE_MS + 1) * MINUTE_MS,
+        None => (crate::now_ms() / MINUTE_MS + 1) * MINUTE_MS,
     };
     if to < from {
         return Err(ApiError::BadRequest("to is before from".into()));
