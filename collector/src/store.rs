@@ -6,7 +6,7 @@
 //! the energy they carry commit together or not at all, which is what makes
 //! acknowledging after commit safe.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -372,26 +372,4 @@ pub fn hosts(conn: &Connection) -> Result<Vec<HostRow>, StoreError> {
 /// Number of quarantined messages.
 pub fn quarantine_count(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
-}
-
-/// Latest quarantine rows: (reason, detail, topic).
-pub fn quarantine_latest(
-    conn: &Connection,
-    limit: i64,
-) -> Result<Vec<(String, String, String)>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT reason, detail, topic FROM quarantine ORDER BY id DESC LIMIT ?1")?;
-    let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
-}
-
-/// Whether a batch key is recorded.
-pub fn has_batch(conn: &Connection, host: &str, epoch: u64, seq: u64) -> Result<bool, StoreError> {
-    conn.query_row(
-        "SELECT 1 FROM batches WHERE host = ?1 AND epoch = ?2 AND seq = ?3",
-        params![host, epoch as i64, seq as i64],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|o| o.is_some())
 }
