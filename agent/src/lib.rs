@@ -8,6 +8,7 @@
 //! [`run`] wires them together and takes its shutdown signal as an argument.
 
 pub mod batcher;
+pub mod cli;
 pub mod config;
 pub mod host;
 pub mod mqtt;
@@ -18,7 +19,7 @@ pub mod spool;
 use batcher::{Batcher, Identity};
 use config::AgentConfig;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use vigie_protocol::{SCHEMA_VERSION, SensorMeta, Status, StatusMessage, TelemetryBatch};
 
@@ -50,13 +51,8 @@ pub enum AgentError {
     },
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Wall-clock milliseconds since the Unix epoch (the binary's one clock).
+pub use vigie_service::now_ms;
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Serialising our own plain structs cannot fail.

@@ -7,6 +7,7 @@
 //! all and takes its listener and shutdown signal as arguments.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod ingest;
@@ -20,7 +21,7 @@ use metrics::Metrics;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vigie_energy::{GramsPerKwh, Microjoules};
 
@@ -45,13 +46,8 @@ pub enum CollectorError {
     },
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Wall-clock milliseconds since the Unix epoch (the binary's one clock).
+pub use vigie_service::now_ms;
 
 /// Runs the collector until `shutdown` completes, serving HTTP on `listener`.
 pub async fn run(

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary built by `cargo test --workspace` (or `cargo build`).
+/// Path of a daemon's binary (`vigie-agent`, `vigie-collector`) as this
+/// package builds it for its tests: `e2e-<name>`, the same `cli::main`.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     // Test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe()?;
@@ -15,10 +16,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         .parent()
         .and_then(Path::parent)
         .context("no target directory")?;
-    let path = dir.join(name);
+    let path = dir.join(format!("e2e-{name}"));
     anyhow::ensure!(
         path.is_file(),
-        "{} not built: run the tests with `cargo test --workspace` (which builds every binary)",
+        "{} not built: run the tests with `cargo test` (which builds this package's binaries first)",
         path.display()
     );
     Ok(path)

@@ -1,0 +1,89 @@
+//! The `vigie-collector` command line. `main.rs` only calls [`main`], so
+//! the end-to-end tests build the very same entry point.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::CollectorConfig;
+
+/// Collector of vigie: MQTT in, exact energy ledger, metrics and API out.
+#[derive(Parser)]
+#[command(name = "vigie-collector", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run against a broker until SIGINT or SIGTERM.
+    Run {
+        /// Configuration file (TOML); defaults apply when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run everything on this machine: embedded broker, simulated hosts, collector.
+    Demo {
+        /// HTTP listen address for the API and /metrics.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http: SocketAddr,
+        /// Port of the embedded MQTT broker on 127.0.0.1.
+        #[arg(long, default_value_t = 11883)]
+        mqtt_port: u16,
+        /// Number of simulated hosts.
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// Keep the ledger and fake trees here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line, runs, and prints the error chain on failure.
+pub fn main() -> ExitCode {
+    // rumqttd (demo only) logs every probe and disconnect as an error.
+    vigie_service::init_tracing("info,rumqttd=warn,rumqttd::server::broker=off");
+    match real_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigie-collector: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run { config } => {
+            let cfg: CollectorConfig = vigie_service::load_config(config.as_deref())?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+                    .await
+                    .with_context(|| format!("binding {}", cfg.http.listen))?;
+                crate::run(cfg, listener, vigie_service::shutdown_signal()).await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::Demo {
+            http,
+            mqtt_port,
+            hosts,
+            dir,
+        } => rt.block_on(crate::demo::run(
+            crate::demo::DemoOptions {
+                http,
+                mqtt_port,
+                hosts,
+                dir,
+            },
+            vigie_service::shutdown_signal(),
+        )),
+    }
+}

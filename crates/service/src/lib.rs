@@ -1,0 +1,90 @@
+//! Process plumbing shared by `vigie-agent` and `vigie-collector`: logging
+//! set-up, the shutdown signal, systemd readiness and watchdog, reading a
+//! TOML configuration file, and the one place that reads the wall clock.
+//!
+//! Library crates of vigie take time and shutdown as arguments; only the
+//! binaries' entry points call into this crate.
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::time::Duration;
+
+/// Installs the `tracing` subscriber on stderr. `RUST_LOG` overrides
+/// `default_filter`.
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // A second call (tests in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Reads a TOML configuration file, or the defaults when no path is given.
+/// Unknown fields are errors (the config types deny them).
+pub fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Tells systemd (`Type=notify`) that start-up is complete. A no-op when
+/// not started by systemd.
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "sd_notify READY failed");
+    }
+}
+
+/// Tells systemd that shutdown has begun.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
+/// The systemd watchdog period (`WatchdogSec=`) when one is set for this
+/// process.
+pub fn watchdog_period() -> Option<Duration> {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec))
+    } else {
+        None
+    }
+}
+
+/// Sends one watchdog keep-alive. Callers send it from the loop whose
+/// progress it vouches for, at half the period or more often.
+pub fn notify_watchdog() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+}
+
+/// Sends a one-line status shown by `systemctl status`.
+pub fn notify_status(text: &str) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)]);
+}
