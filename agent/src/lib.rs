@@ -107,10 +107,27 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         );
     }
     let started_ms = now_ms();
+    let boot_id = host::boot_id();
+    // Same boot: the counters kept running while we were down; start from
+    // where the last spooled batch left them, so the downtime is counted.
+    let checkpoints = spool.checkpoints(&boot_id)?;
+    if !checkpoints.is_empty() {
+        let refused = sampler.resume(&checkpoints, started_ms);
+        for r in &refused {
+            tracing::warn!(
+                ?r,
+                "counter checkpoint not used: the downtime is a gap in the data"
+            );
+        }
+        tracing::info!(
+            resumed = checkpoints.len() - refused.len(),
+            "counters resumed from the previous run in this boot"
+        );
+    }
     let mut batcher = Batcher::new(Identity {
         site: cfg.site.clone(),
         host: host.clone(),
-        boot_id: host::boot_id(),
+        boot_id,
         epoch,
     });
     // Baseline before announcing ourselves online.
@@ -170,7 +187,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             }
             _ = publish_tick.tick() => {
                 if let Some(batch) = batcher.cut() {
-                    send(&link, &spool, connected, &batch).await?;
+                    send(&link, &spool, connected, &batch, &sampler.checkpoints()).await?;
                 }
             }
             Some(ev) = events.recv() => match ev {
@@ -200,7 +217,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         tracing::warn!(error = %e, "sample failed");
     }
     if let Some(batch) = batcher.cut() {
-        send(&link, &spool, connected, &batch).await?;
+        send(&link, &spool, connected, &batch, &sampler.checkpoints()).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while connected && spool.depth()? > 0 {
@@ -233,9 +250,10 @@ async fn send(
     spool: &spool::Spool,
     connected: bool,
     batch: &TelemetryBatch,
+    checkpoints: &[sampler::Checkpoint],
 ) -> Result<(), AgentError> {
     let payload = json(batch);
-    spool.push(batch, &payload)?;
+    spool.push(batch, &payload, checkpoints)?;
     if connected && let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
         tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
     }

@@ -43,6 +43,39 @@ pub enum SampleError {
     },
 }
 
+/// Where a counter stood when the last batch was spooled: restored at the
+/// next start within the same boot, so that energy spent while the agent
+/// was down is counted in its first reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Sensor name.
+    pub sensor: String,
+    /// Raw counter value, µJ.
+    pub raw_uj: u64,
+    /// When it was read, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Why a checkpoint was not used (the downtime is then a gap, never a guess).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unresumed {
+    /// The agent was down longer than the counter can go without a wrap
+    /// being missed at the assumed peak power.
+    TooLong {
+        /// Sensor.
+        sensor: String,
+        /// Downtime.
+        down_ms: i64,
+        /// Longest downtime that can be bridged.
+        safe_ms: u64,
+    },
+    /// The checkpoint does not fit the counter (range changed, clock went back).
+    Invalid {
+        /// Sensor.
+        sensor: String,
+    },
+}
+
 impl Sampler {
     /// Tracks `zones`; the first [`Sampler::sample`] sets the baselines.
     pub fn new(zones: Vec<Zone>) -> Result<Self, CounterError> {
@@ -69,6 +102,58 @@ impl Sampler {
                 (period_ms > safe).then(|| (t.zone.sensor.clone(), safe))
             })
             .collect()
+    }
+
+    /// Where every counter with a baseline stands now.
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.tracked
+            .iter()
+            .filter_map(|t| {
+                Some(Checkpoint {
+                    sensor: t.zone.sensor.clone(),
+                    raw_uj: t.counter.last()?,
+                    at_ms: t.last_ms?,
+                })
+            })
+            .collect()
+    }
+
+    /// Restores baselines from checkpoints of an earlier run in the same
+    /// boot (the counters kept counting meanwhile). Call before the first
+    /// sample. A checkpoint is used only if the downtime cannot hide a wrap.
+    pub fn resume(&mut self, checkpoints: &[Checkpoint], now_ms: i64) -> Vec<Unresumed> {
+        let mut refused = Vec::new();
+        for cp in checkpoints {
+            let Some(t) = self.tracked.iter_mut().find(|t| t.zone.sensor == cp.sensor) else {
+                continue;
+            };
+            let down_ms = now_ms - cp.at_ms;
+            let safe_ms = t.counter.max_safe_period_ms(ASSUMED_PEAK).unwrap_or(0);
+            if down_ms < 0 {
+                refused.push(Unresumed::Invalid {
+                    sensor: cp.sensor.clone(),
+                });
+                continue;
+            }
+            if down_ms.unsigned_abs() > safe_ms {
+                refused.push(Unresumed::TooLong {
+                    sensor: cp.sensor.clone(),
+                    down_ms,
+                    safe_ms,
+                });
+                continue;
+            }
+            match WrappingCounter::with_baseline(t.zone.max_range_uj, cp.raw_uj) {
+                Ok(c) => {
+                    t.counter = c;
+                    t.last_ms = Some(cp.at_ms);
+                }
+                Err(_) => refused.push(Unresumed::Invalid {
+                    sensor: cp.sensor.clone(),
+                }),
+            }
+        }
+        refused
     }
 
     /// The zones being read.
@@ -171,6 +256,58 @@ mod tests {
         );
         assert_eq!(out[1].cumulative_uj, 2_500);
         assert_eq!(out[1].power_w, Some(0.002));
+    }
+
+    #[test]
+    fn a_resumed_checkpoint_counts_the_downtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = FakePowercap::single_socket(dir.path(), 262_143_328_850, 1_000).unwrap();
+        let mut first = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        let mut out = Vec::new();
+        first.sample(10_000, &mut out);
+        p.advance("intel-rapl:0", 700).unwrap();
+        first.sample(11_000, &mut out);
+        let cps = first.checkpoints();
+        assert_eq!(cps.len(), 1);
+        assert_eq!((cps[0].raw_uj, cps[0].at_ms), (1_700, 11_000));
+        drop(first); // crash; the counter keeps going
+        p.advance("intel-rapl:0", 5_000).unwrap();
+
+        let mut second = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        assert!(second.resume(&cps, 20_000).is_empty());
+        let mut out = Vec::new();
+        second.sample(20_000, &mut out);
+        assert_eq!(out.len(), 1, "the first sample after a resume is a reading");
+        assert_eq!(
+            (out[0].start_ms, out[0].end_ms, out[0].energy_uj),
+            (11_000, 20_000, 5_000)
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_too_old_to_bridge_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 kJ range: at the assumed 500 W peak it can wrap in 2 s.
+        FakePowercap::single_socket(dir.path(), 1_000_000_000, 0).unwrap();
+        let mut s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        let cp = Checkpoint {
+            sensor: s.zones().next().unwrap().sensor.clone(),
+            raw_uj: 0,
+            at_ms: 0,
+        };
+        let refused = s.resume(std::slice::from_ref(&cp), 60_000);
+        assert!(
+            matches!(refused[0], Unresumed::TooLong { safe_ms: 2_000, .. }),
+            "{refused:?}"
+        );
+        let clock_back = s.resume(std::slice::from_ref(&cp), -1);
+        assert!(matches!(clock_back[0], Unresumed::Invalid { .. }));
+        let mut out = Vec::new();
+        s.sample(60_000, &mut out);
+        assert!(
+            out.is_empty(),
+            "no checkpoint: the first sample is a baseline"
+        );
     }
 
     #[test]

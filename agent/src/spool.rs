@@ -3,6 +3,7 @@
 //! reconnect or a restart the spool is replayed oldest first; the collector
 //! dedupes on (host, epoch, seq), so a replay never double counts.
 
+use crate::sampler::Checkpoint;
 use rusqlite::{Connection, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -45,6 +46,10 @@ impl Spool {
             "CREATE TABLE IF NOT EXISTS spool (
                 epoch INTEGER NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,
                 PRIMARY KEY (epoch, seq)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS checkpoints (
+                sensor TEXT PRIMARY KEY, boot_id TEXT NOT NULL,
+                raw_uj INTEGER NOT NULL, at_ms INTEGER NOT NULL
             ) WITHOUT ROWID;",
         )?;
         Ok(Spool {
@@ -57,14 +62,54 @@ impl Spool {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a batch (its JSON payload) before it is published.
-    pub fn push(&self, batch: &TelemetryBatch, payload: &[u8]) -> Result<(), SpoolError> {
-        self.conn()
-            .prepare_cached(
-                "INSERT OR REPLACE INTO spool (epoch, seq, payload) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![batch.epoch as i64, batch.seq as i64, payload])?;
+    /// Stores a batch (its JSON payload) before it is published, together
+    /// with where the counters stood once its readings were taken. One
+    /// transaction: after a crash the checkpoints describe exactly the
+    /// energy already spooled, so a restart neither loses nor repeats any.
+    pub fn push(
+        &self,
+        batch: &TelemetryBatch,
+        payload: &[u8],
+        checkpoints: &[Checkpoint],
+    ) -> Result<(), SpoolError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO spool (epoch, seq, payload) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![batch.epoch as i64, batch.seq as i64, payload])?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO checkpoints (sensor, boot_id, raw_uj, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for cp in checkpoints {
+                stmt.execute(params![
+                    cp.sensor,
+                    batch.boot_id,
+                    cp.raw_uj as i64,
+                    cp.at_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Checkpoints written during boot `boot_id` (those of an earlier boot
+    /// are useless: the counters restarted from zero).
+    pub fn checkpoints(&self, boot_id: &str) -> Result<Vec<Checkpoint>, SpoolError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT sensor, raw_uj, at_ms FROM checkpoints WHERE boot_id = ?1 ORDER BY sensor",
+        )?;
+        let rows = stmt.query_map([boot_id], |r| {
+            Ok(Checkpoint {
+                sensor: r.get(0)?,
+                raw_uj: r.get::<_, i64>(1)? as u64,
+                at_ms: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Forgets a batch the broker acknowledged.
@@ -123,7 +168,7 @@ mod tests {
         {
             let s = Spool::open(&path).unwrap();
             for x in [&a, &b, &c] {
-                s.push(x, &serde_json::to_vec(x).unwrap()).unwrap();
+                s.push(x, &serde_json::to_vec(x).unwrap(), &[]).unwrap();
             }
             s.ack(1, 6).unwrap();
         }
@@ -133,5 +178,24 @@ mod tests {
         assert_eq!(order, vec![(1, 5), (2, 0)]);
         let (e, q, payload) = &s.pending().unwrap()[0];
         assert_eq!(Spool::decode(*e, *q, payload).unwrap(), b);
+    }
+
+    #[test]
+    fn checkpoints_are_kept_per_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.sqlite");
+        let batch = samples::telemetry();
+        let cp = Checkpoint {
+            sensor: "package-0".into(),
+            raw_uj: 42,
+            at_ms: 7,
+        };
+        Spool::open(&path)
+            .unwrap()
+            .push(&batch, b"{}", std::slice::from_ref(&cp))
+            .unwrap();
+        let s = Spool::open(&path).unwrap();
+        assert_eq!(s.checkpoints(&batch.boot_id).unwrap(), vec![cp]);
+        assert!(s.checkpoints("another-boot").unwrap().is_empty());
     }
 }

@@ -46,10 +46,13 @@ impl Mosquitto {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let conf = self.dir.path().join("mosquitto.conf");
+        // `user root`: started as root (CI), Mosquitto would otherwise drop
+        // to user `mosquitto`, which cannot write its persistence file into
+        // our private temporary directory; as any other user it is ignored.
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 port = self.port,
                 dir = self.dir.path().display()
             ),
@@ -59,6 +62,12 @@ impl Mosquitto {
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("mosquitto.log"))?,
+            )
             .spawn()
             .context("starting mosquitto")?;
         self.child = Some(child);
@@ -105,6 +114,18 @@ impl Mosquitto {
     /// Starts it again on the same port with the same persistence directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
+        self.spawn()
+    }
+
+    /// Stops it, deletes its persistence file, and starts it again: a
+    /// broker that lost every session and queued message (crash without
+    /// persistence, replaced machine).
+    pub fn restart_amnesic(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let db = self.dir.path().join("mosquitto.db");
+        if db.exists() {
+            std::fs::remove_file(&db)?;
+        }
         self.spawn()
     }
 }
