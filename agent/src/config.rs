@@ -31,6 +31,56 @@ pub struct AgentConfig {
     /// Rack position, published in the host inventory.
     #[serde(default)]
     pub rack: Option<RackPosition>,
+    /// Bounds of the on-disk spool.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+/// Bounds of the spool. Past `max_batches`, the oldest never-published
+/// batches are merged pairwise (energies added, intervals widened): totals
+/// stay exact, only resolution is lost. Past `max_age`, a batch is dropped,
+/// logged with its energy, and counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most batches kept before merging starts.
+    #[serde(default = "default_spool_max_batches")]
+    pub max_batches: usize,
+    /// Longest a merged reading may span (the collector refuses readings
+    /// over 7 days; keep this well below).
+    #[serde(default = "default_merge_max_span", with = "humantime_serde")]
+    pub merge_max_span: Duration,
+    /// Oldest data kept; older batches are dropped and counted. `0s` keeps
+    /// everything.
+    #[serde(default = "default_spool_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How often the agent republishes its status with spool figures.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub status_interval: Duration,
+}
+
+fn default_spool_max_batches() -> usize {
+    50_000
+}
+fn default_merge_max_span() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_spool_max_age() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_batches: default_spool_max_batches(),
+            merge_max_span: default_merge_max_span(),
+            max_age: default_spool_max_age(),
+            status_interval: default_status_interval(),
+        }
+    }
 }
 
 /// Broker connection settings.
@@ -142,6 +192,7 @@ impl Default for AgentConfig {
             sampling: SamplingConfig::default(),
             rapl: RaplConfig::default(),
             rack: None,
+            spool: SpoolConfig::default(),
         }
     }
 }

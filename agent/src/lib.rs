@@ -21,7 +21,9 @@ use config::AgentConfig;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::MissedTickBehavior;
-use vigie_protocol::{SCHEMA_VERSION, SensorMeta, Status, StatusMessage, TelemetryBatch};
+use vigie_protocol::{
+    SCHEMA_VERSION, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch,
+};
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -141,20 +143,42 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         sensors,
         cfg.rack.clone(),
     ));
-    let online = json(&StatusMessage {
-        schema: SCHEMA_VERSION,
-        state: Status::Online,
-        epoch: Some(epoch),
-        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
-        since_ms: Some(started_ms),
-    });
+    let online = |spool| {
+        json(&StatusMessage {
+            schema: SCHEMA_VERSION,
+            state: Status::Online,
+            epoch: Some(epoch),
+            agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+            since_ms: Some(started_ms),
+            spool: Some(spool),
+        })
+    };
     let offline = |since| StatusMessage {
         schema: SCHEMA_VERSION,
         state: Status::Offline,
         epoch: None,
         agent_version: None,
         since_ms: since,
+        spool: None,
     };
+    let bounds = spool::Bounds {
+        max_batches: cfg.spool.max_batches.max(2),
+        max_span_ms: i64::try_from(cfg.spool.merge_max_span.as_millis()).unwrap_or(i64::MAX),
+        max_age_ms: i64::try_from(cfg.spool.max_age.as_millis()).unwrap_or(i64::MAX),
+        max_readings: vigie_protocol::Limits::default().max_readings,
+    };
+    let mut keeper = SpoolKeeper {
+        spool: &spool,
+        bounds,
+        health: SpoolHealth {
+            batches: 0,
+            oldest_ms: None,
+            merged_total: 0,
+            dropped_total: 0,
+            dropped_uj_total: 0,
+        },
+    };
+    keeper.enforce(started_ms)?;
     let client_id = cfg
         .mqtt
         .client_id
@@ -176,6 +200,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut publish_tick = tokio::time::interval(cfg.sampling.publish_interval);
     publish_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     publish_tick.tick().await;
+    let mut status_tick = tokio::time::interval(cfg.spool.status_interval);
+    status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    status_tick.tick().await;
+    let watchdog = vigie_service::watchdog_period();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
+    vigie_service::notify_ready();
     tokio::pin!(shutdown);
 
     loop {
@@ -187,17 +218,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             }
             _ = publish_tick.tick() => {
                 if let Some(batch) = batcher.cut() {
-                    send(&link, &spool, connected, &batch, &sampler.checkpoints()).await?;
+                    send(&link, &mut keeper, connected, &batch, &sampler.checkpoints()).await?;
                 }
             }
+            _ = status_tick.tick() => {
+                keeper.enforce(now_ms())?;
+                if connected {
+                    let _ = link.publish_status(online(keeper.health)).await;
+                }
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => vigie_service::notify_watchdog(),
             Some(ev) = events.recv() => match ev {
                 mqtt::LinkEvent::Connected => {
                     connected = true;
-                    let _ = link.publish_status(online.clone()).await;
+                    keeper.enforce(now_ms())?;
+                    let _ = link.publish_status(online(keeper.health)).await;
                     let _ = link.publish_meta(meta.clone()).await;
                     // Everything not yet acknowledged, oldest first; the
                     // collector drops any copy it already has.
                     for (epoch, seq, payload) in spool.pending()? {
+                        spool.mark_published(epoch, seq)?;
                         if let Err(e) = link.publish_batch(epoch, seq, payload).await {
                             tracing::warn!(epoch, seq, error = %e, "replay failed; kept in the spool");
                         }
@@ -213,11 +253,19 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
 
     tracing::info!("stopping: last sample and publish");
+    vigie_service::notify_stopping();
     for e in sampler.sample(now_ms(), batcher.pending_mut()) {
         tracing::warn!(error = %e, "sample failed");
     }
     if let Some(batch) = batcher.cut() {
-        send(&link, &spool, connected, &batch, &sampler.checkpoints()).await?;
+        send(
+            &link,
+            &mut keeper,
+            connected,
+            &batch,
+            &sampler.checkpoints(),
+        )
+        .await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while connected && spool.depth()? > 0 {
@@ -244,18 +292,66 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
+/// The spool with its bounds and the figures the agent reports about it.
+struct SpoolKeeper<'a> {
+    spool: &'a spool::Spool,
+    bounds: spool::Bounds,
+    health: SpoolHealth,
+}
+
+impl SpoolKeeper<'_> {
+    /// Applies the bounds and refreshes the health figures.
+    fn enforce(&mut self, now_ms: i64) -> Result<(), AgentError> {
+        let done = self.spool.enforce(&self.bounds, now_ms)?;
+        if done.dropped > 0 {
+            tracing::error!(
+                batches = done.dropped,
+                energy_uj = done.dropped_uj,
+                max_age_ms = self.bounds.max_age_ms,
+                "spooled batches older than the age bound dropped: this energy is lost"
+            );
+        }
+        if done.merged > 0 {
+            tracing::warn!(
+                merges = done.merged,
+                "spool over its bound: oldest batches merged (energy exact, resolution coarser)"
+            );
+        }
+        if done.over_bound {
+            tracing::warn!(
+                max_batches = self.bounds.max_batches,
+                "spool over its bound with nothing left to merge; keeping everything"
+            );
+        }
+        self.health.merged_total += done.merged;
+        self.health.dropped_total += done.dropped;
+        self.health.dropped_uj_total = self.health.dropped_uj_total.saturating_add(done.dropped_uj);
+        self.health.batches = self.spool.depth()? as u64;
+        self.health.oldest_ms = self.spool.oldest_ms()?;
+        Ok(())
+    }
+}
+
 /// Spools a batch, then publishes it if the broker is reachable.
 async fn send(
     link: &mqtt::Link,
-    spool: &spool::Spool,
+    keeper: &mut SpoolKeeper<'_>,
     connected: bool,
     batch: &TelemetryBatch,
     checkpoints: &[sampler::Checkpoint],
 ) -> Result<(), AgentError> {
     let payload = json(batch);
-    spool.push(batch, &payload, checkpoints)?;
-    if connected && let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
-        tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
+    keeper.spool.push(batch, &payload, checkpoints)?;
+    keeper.health.batches += 1;
+    if keeper.health.batches > keeper.bounds.max_batches as u64 {
+        keeper.enforce(batch.readings.first().map_or(0, |r| r.end_ms))?;
+    }
+    if connected {
+        // Marked first: a batch that may have reached the broker is never merged.
+        keeper.spool.mark_published(batch.epoch, batch.seq)?;
+        if let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
+            tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
+        }
     }
     Ok(())
 }

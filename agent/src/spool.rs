@@ -45,6 +45,11 @@ impl Spool {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spool (
                 epoch INTEGER NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL,
+                -- earliest start and latest end of its readings, Unix ms
+                start_ms INTEGER NOT NULL DEFAULT 0, end_ms INTEGER NOT NULL DEFAULT 0,
+                -- 1 once handed to the broker: such a batch may already be in
+                -- the ledger under its key, so it is never merged
+                published INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (epoch, seq)
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS checkpoints (
@@ -52,6 +57,17 @@ impl Spool {
                 raw_uj INTEGER NOT NULL, at_ms INTEGER NOT NULL
             ) WITHOUT ROWID;",
         )?;
+        // Spools written before the bounds existed lack three columns.
+        let has_span: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('spool') WHERE name = 'published'")?
+            .exists([])?;
+        if !has_span {
+            conn.execute_batch(
+                "ALTER TABLE spool ADD COLUMN start_ms INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE spool ADD COLUMN end_ms INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE spool ADD COLUMN published INTEGER NOT NULL DEFAULT 1;",
+            )?;
+        }
         Ok(Spool {
             conn: Mutex::new(conn),
         })
@@ -74,10 +90,18 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let (start, end) = span(batch);
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO spool (epoch, seq, payload) VALUES (?1, ?2, ?3)",
+            "INSERT OR REPLACE INTO spool (epoch, seq, payload, start_ms, end_ms, published)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
         )?
-        .execute(params![batch.epoch as i64, batch.seq as i64, payload])?;
+        .execute(params![
+            batch.epoch as i64,
+            batch.seq as i64,
+            payload,
+            start,
+            end
+        ])?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO checkpoints (sensor, boot_id, raw_uj, at_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -110,6 +134,116 @@ impl Spool {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that a batch was handed to the broker: from now on it may be
+    /// in the ledger under its key, so it is never merged.
+    pub fn mark_published(&self, epoch: u64, seq: u64) -> Result<(), SpoolError> {
+        self.conn()
+            .prepare_cached("UPDATE spool SET published = 1 WHERE epoch = ?1 AND seq = ?2")?
+            .execute(params![epoch as i64, seq as i64])?;
+        Ok(())
+    }
+
+    /// Start of the oldest spooled reading.
+    pub fn oldest_ms(&self) -> Result<Option<i64>, SpoolError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT MIN(start_ms) FROM spool", [], |r| r.get(0))?)
+    }
+
+    /// Enforces the bounds: drops batches older than `max_age_ms` (0: no
+    /// limit), then, while more than `max_batches` remain, merges adjacent
+    /// never-published batches of the same epoch pairwise, oldest first, as
+    /// long as a merged reading spans at most `max_span_ms`. Energy is
+    /// conserved exactly by every merge.
+    pub fn enforce(&self, bounds: &Bounds, now_ms: i64) -> Result<Enforced, SpoolError> {
+        let mut done = Enforced::default();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if bounds.max_age_ms > 0 {
+            let cutoff = now_ms.saturating_sub(bounds.max_age_ms);
+            let old: Vec<(i64, i64, Vec<u8>)> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT epoch, seq, payload FROM spool WHERE end_ms < ?1")?;
+                stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            for (epoch, seq, payload) in old {
+                let energy = Self::decode(epoch as u64, seq as u64, &payload)
+                    .map(|b| {
+                        b.readings
+                            .iter()
+                            .map(|r| r.energy_uj)
+                            .fold(0u64, u64::saturating_add)
+                    })
+                    .unwrap_or(0);
+                tx.prepare_cached("DELETE FROM spool WHERE epoch = ?1 AND seq = ?2")?
+                    .execute(params![epoch, seq])?;
+                done.dropped += 1;
+                done.dropped_uj = done.dropped_uj.saturating_add(energy);
+            }
+        }
+        let depth = |tx: &rusqlite::Transaction<'_>| -> Result<usize, rusqlite::Error> {
+            tx.query_row("SELECT COUNT(*) FROM spool", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
+        };
+        // Merge down to 90 % of the bound, so merging is not redone at every push.
+        let target = bounds.max_batches - bounds.max_batches / 10;
+        if depth(&tx)? > bounds.max_batches {
+            loop {
+                let mut excess = depth(&tx)?.saturating_sub(target);
+                if excess == 0 {
+                    break;
+                }
+                let rows: Vec<(i64, i64, Vec<u8>)> = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT epoch, seq, payload FROM spool WHERE published = 0 ORDER BY epoch, seq",
+                    )?;
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?
+                };
+                let mut merged_this_pass = 0usize;
+                let mut i = 0;
+                while i + 1 < rows.len() && excess > 0 {
+                    let (a, b) = (&rows[i], &rows[i + 1]);
+                    let decoded = (
+                        Self::decode(a.0 as u64, a.1 as u64, &a.2),
+                        Self::decode(b.0 as u64, b.1 as u64, &b.2),
+                    );
+                    let (Ok(first), Ok(second)) = decoded else {
+                        i += 1;
+                        continue;
+                    };
+                    match merge(&first, &second, bounds.max_span_ms, bounds.max_readings) {
+                        Some(m) => {
+                            let payload = serde_json::to_vec(&m).unwrap_or_default();
+                            let (start, end) = span(&m);
+                            tx.prepare_cached(
+                                "UPDATE spool SET payload = ?3, start_ms = ?4, end_ms = ?5
+                                 WHERE epoch = ?1 AND seq = ?2",
+                            )?
+                            .execute(params![a.0, a.1, payload, start, end])?;
+                            tx.prepare_cached("DELETE FROM spool WHERE epoch = ?1 AND seq = ?2")?
+                                .execute(params![b.0, b.1])?;
+                            merged_this_pass += 1;
+                            excess -= 1;
+                            i += 2;
+                        }
+                        None => i += 1,
+                    }
+                }
+                done.merged += merged_this_pass as u64;
+                if merged_this_pass == 0 {
+                    // Every remaining batch is published or at the span
+                    // limit: the spool stays over its bound, nothing is lost.
+                    done.over_bound = true;
+                    break;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(done)
     }
 
     /// Forgets a batch the broker acknowledged.
@@ -149,6 +283,93 @@ impl Spool {
     }
 }
 
+/// The spool's bounds, in the units the spool works in.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most batches before merging starts.
+    pub max_batches: usize,
+    /// Longest span of a merged reading, ms.
+    pub max_span_ms: i64,
+    /// Oldest data kept, ms; 0 keeps everything.
+    pub max_age_ms: i64,
+    /// Most readings in a merged batch (the collector's limit).
+    pub max_readings: usize,
+}
+
+/// What [`Spool::enforce`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enforced {
+    /// Pairs merged.
+    pub merged: u64,
+    /// Batches dropped for age.
+    pub dropped: u64,
+    /// Energy in them, µJ.
+    pub dropped_uj: u64,
+    /// Still over the batch bound: nothing left that may be merged.
+    pub over_bound: bool,
+}
+
+fn span(b: &TelemetryBatch) -> (i64, i64) {
+    let start = b.readings.iter().map(|r| r.start_ms).min().unwrap_or(0);
+    let end = b.readings.iter().map(|r| r.end_ms).max().unwrap_or(0);
+    (start, end)
+}
+
+/// Merges two consecutive batches of one epoch into one under `first`'s
+/// key, with one reading per (sensor, quality): energies are added and the interval runs
+/// from the earliest start to the latest end; the cumulative counter is the
+/// later one. `None` when they may not be merged (different epoch or boot,
+/// a merged reading longer than `max_span_ms`, too many readings, or an
+/// energy sum that overflows).
+pub fn merge(
+    first: &TelemetryBatch,
+    second: &TelemetryBatch,
+    max_span_ms: i64,
+    max_readings: usize,
+) -> Option<TelemetryBatch> {
+    if first.epoch != second.epoch
+        || first.boot_id != second.boot_id
+        || first.host != second.host
+        || first.site != second.site
+    {
+        return None;
+    }
+    // One reading per (sensor, quality) over both batches: a batch holds
+    // several consecutive readings of a sensor, and the collector refuses
+    // readings of one sensor that overlap.
+    let mut out: Vec<vigie_protocol::Reading> = Vec::new();
+    for r in first.readings.iter().chain(&second.readings) {
+        match out
+            .iter_mut()
+            .find(|o| o.sensor == r.sensor && o.quality == r.quality)
+        {
+            Some(o) => {
+                o.energy_uj = o.energy_uj.checked_add(r.energy_uj)?;
+                if r.end_ms >= o.end_ms {
+                    o.cumulative_uj = r.cumulative_uj;
+                }
+                o.start_ms = o.start_ms.min(r.start_ms);
+                o.end_ms = o.end_ms.max(r.end_ms);
+            }
+            None => out.push(r.clone()),
+        }
+    }
+    if out.len() > max_readings || out.iter().any(|r| r.end_ms - r.start_ms > max_span_ms) {
+        return None;
+    }
+    for r in &mut out {
+        r.power_w = vigie_energy::average_power(
+            vigie_energy::Microjoules(r.energy_uj),
+            r.end_ms - r.start_ms,
+        )
+        .map(|w| (w.0 * 1000.0).round() / 1000.0);
+    }
+    Some(TelemetryBatch {
+        readings: out,
+        ..first.clone()
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -178,6 +399,162 @@ mod tests {
         assert_eq!(order, vec![(1, 5), (2, 0)]);
         let (e, q, payload) = &s.pending().unwrap()[0];
         assert_eq!(Spool::decode(*e, *q, payload).unwrap(), b);
+    }
+
+    /// Test times are offsets from here (the collector refuses pre-2020 times).
+    const BASE: i64 = 1_795_000_000_000;
+
+    fn batch(seq: u64, start_ms: i64, energies: &[(&str, u64)]) -> TelemetryBatch {
+        let start_ms = BASE + start_ms;
+        let mut b = samples::telemetry();
+        b.seq = seq;
+        b.readings = energies
+            .iter()
+            .map(|(sensor, e)| vigie_protocol::Reading {
+                sensor: (*sensor).into(),
+                start_ms,
+                end_ms: start_ms + 10_000,
+                energy_uj: *e,
+                cumulative_uj: (seq * 1_000).wrapping_add(*e),
+                power_w: None,
+                quality: vigie_protocol::Quality::Measured,
+            })
+            .collect();
+        b
+    }
+
+    fn spooled_energy(s: &Spool) -> (u64, usize) {
+        let mut total = 0;
+        let mut readings = 0;
+        for (e, q, p) in s.pending().unwrap() {
+            let b = Spool::decode(e, q, &p).unwrap();
+            readings += b.readings.len();
+            total += b.readings.iter().map(|r| r.energy_uj).sum::<u64>();
+        }
+        (total, readings)
+    }
+
+    /// What the collector will say of it.
+    fn assert_valid(b: &TelemetryBatch) {
+        let topic =
+            vigie_protocol::Topic::new(&b.site, &b.host, vigie_protocol::TopicKind::Telemetry)
+                .unwrap();
+        let payload = serde_json::to_vec(b).unwrap();
+        let now = BASE + 86_400_000;
+        if let Err(r) = vigie_protocol::decode_telemetry(
+            &topic,
+            &payload,
+            now,
+            &vigie_protocol::Limits::default(),
+        ) {
+            panic!("merged batch refused: {r}\n{b:#?}");
+        }
+    }
+
+    const BOUNDS: Bounds = Bounds {
+        max_batches: 10,
+        max_span_ms: 3_600_000,
+        max_age_ms: 0,
+        max_readings: 100,
+    };
+
+    #[test]
+    fn merge_adds_energy_and_widens_the_interval() {
+        // Two consecutive readings of package-0 in the first batch.
+        let mut a = batch(0, 1_000, &[("package-0", 2), ("dram-0", 7)]);
+        let mut later = a.readings[0].clone();
+        (later.start_ms, later.end_ms, later.energy_uj) = (BASE + 6_000, BASE + 11_000, 3);
+        a.readings[0].end_ms = BASE + 6_000;
+        a.readings.push(later);
+        let b = batch(1, 11_000, &[("package-0", 11), ("psys", 1)]);
+        let m = merge(&a, &b, 3_600_000, 100).unwrap();
+        assert_eq!(
+            (m.epoch, m.seq),
+            (a.epoch, 0),
+            "the merge keeps the first key"
+        );
+        let p = m.readings.iter().find(|r| r.sensor == "package-0").unwrap();
+        assert_eq!(
+            (p.start_ms - BASE, p.end_ms - BASE, p.energy_uj),
+            (1_000, 21_000, 16)
+        );
+        assert_eq!(p.cumulative_uj, 1_011, "the later cumulative counter");
+        assert_eq!(m.readings.len(), 3);
+        assert_valid(&m);
+        // Too long a span, another epoch, an overflow: no merge.
+        assert!(merge(&a, &b, 10_000, 100).is_none());
+        let mut other = b.clone();
+        other.epoch += 1;
+        assert!(merge(&a, &other, 3_600_000, 100).is_none());
+        let huge = batch(1, 11_000, &[("package-0", u64::MAX)]);
+        assert!(merge(&a, &huge, 3_600_000, 100).is_none());
+    }
+
+    #[test]
+    fn over_the_bound_the_oldest_unpublished_batches_merge_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("spool.sqlite")).unwrap();
+        let mut truth = 0;
+        for seq in 0..25u64 {
+            let b = batch(
+                seq,
+                1_000 + seq as i64 * 10_000,
+                &[("package-0", 1_000 + seq)],
+            );
+            truth += 1_000 + seq;
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[]).unwrap();
+        }
+        // The first two went out before the outage: never merged.
+        s.mark_published(samples::telemetry().epoch, 0).unwrap();
+        s.mark_published(samples::telemetry().epoch, 1).unwrap();
+        let done = s.enforce(&BOUNDS, 0).unwrap();
+        assert!(done.merged > 0 && !done.over_bound, "{done:?}");
+        assert!(s.depth().unwrap() <= 9, "merged down to 90 % of the bound");
+        assert_eq!(spooled_energy(&s).0, truth, "not a µJ lost or added");
+        let keys: Vec<u64> = s.pending().unwrap().iter().map(|p| p.1).collect();
+        assert_eq!(&keys[..2], &[0, 1], "published batches kept as they were");
+        for (e, q, p) in s.pending().unwrap() {
+            assert_valid(&Spool::decode(e, q, &p).unwrap());
+        }
+        let first_merged = s.pending().unwrap()[2].clone();
+        let m = Spool::decode(first_merged.0, first_merged.1, &first_merged.2).unwrap();
+        assert!(m.readings[0].end_ms - m.readings[0].start_ms > 10_000);
+    }
+
+    #[test]
+    fn when_nothing_may_merge_the_spool_stays_over_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("spool.sqlite")).unwrap();
+        for seq in 0..12u64 {
+            let b = batch(seq, seq as i64 * 10_000, &[("package-0", 1)]);
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[]).unwrap();
+        }
+        let tight = Bounds {
+            max_span_ms: 10_000,
+            ..BOUNDS
+        };
+        let done = s.enforce(&tight, 0).unwrap();
+        assert!(done.over_bound);
+        assert_eq!((done.merged, s.depth().unwrap()), (0, 12));
+    }
+
+    #[test]
+    fn batches_past_the_age_bound_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("spool.sqlite")).unwrap();
+        for seq in 0..3u64 {
+            let b = batch(seq, seq as i64 * 100_000, &[("package-0", 10 + seq)]);
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[]).unwrap();
+        }
+        let aged = Bounds {
+            max_age_ms: 150_000,
+            ..BOUNDS
+        };
+        // now = 300 s: batches ending at 10 s and 110 s are past 150 s old.
+        let done = s.enforce(&aged, BASE + 300_000).unwrap();
+        assert_eq!((done.dropped, done.dropped_uj), (2, 21));
+        assert_eq!(s.depth().unwrap(), 1);
+        assert_eq!(s.oldest_ms().unwrap(), Some(BASE + 200_000));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum Outcome {
         host: String,
         /// Online or not.
         online: bool,
+        /// The agent's spool figures, when it sent them.
+        spool: Option<vigie_protocol::SpoolHealth>,
     },
     /// An inventory message applied.
     Meta,
@@ -133,6 +135,7 @@ impl Ingestor {
                                 Outcome::Status {
                                     host: topic.host,
                                     online,
+                                    spool: s.spool,
                                 }
                             }
                         }
@@ -184,15 +187,7 @@ fn decode_small<T: serde::de::DeserializeOwned>(
             max: limits.max_payload_bytes,
         });
     }
-    serde_json::from_slice(payload).map_err(|e| {
-        let mut d = e.to_string();
-        d.truncate(200);
-        if e.is_syntax() || e.is_eof() {
-            Rejection::Malformed(d)
-        } else {
-            Rejection::InvalidField(d)
-        }
-    })
+    serde_json::from_slice(payload).map_err(|e| Rejection::from_json_error(&e))
 }
 
 /// Adds a batch's readings into minute buckets, and each minute share into
@@ -325,6 +320,31 @@ mod tests {
     }
 
     #[test]
+    fn long_non_ascii_details_are_rejected_not_a_panic() {
+        // serde_json quotes the unknown field's name in its error; the detail
+        // used to be cut at byte 200, inside a character, which panicked the
+        // writer thread and stopped all ingestion.
+        let mut ing = ingestor();
+        let msgs: Vec<Message> = (0..2)
+            .flat_map(|pad| {
+                let name = format!("{}{}", "x".repeat(pad), "é".repeat(150));
+                ["status", "meta", "telemetry"].map(|kind| Message {
+                    topic: format!("vigie/v1/par1/node-01/{kind}"),
+                    payload: format!("{{\"{name}\":1}}").into_bytes(),
+                })
+            })
+            .collect();
+        let out = ing.ingest_group(&msgs, NOW).unwrap();
+        for o in &out {
+            assert!(
+                matches!(o, Outcome::Rejected { reason: "invalid_field", detail } if detail.len() < 256),
+                "{o:?}"
+            );
+        }
+        assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 6);
+    }
+
+    #[test]
     fn status_and_meta_are_recorded_and_checked() {
         let mut ing = ingestor();
         let status = Message {
@@ -344,7 +364,8 @@ mod tests {
             out[0],
             Outcome::Status {
                 host: "node-01".into(),
-                online: true
+                online: true,
+                spool: samples::status_online().spool,
             }
         );
         assert_eq!(out[1], Outcome::Meta);

@@ -20,7 +20,7 @@ use ingest::{Ingestor, Message, Outcome};
 use metrics::Metrics;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vigie_energy::{GramsPerKwh, Microjoules};
@@ -88,13 +88,18 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel::<mqtt::Delivery>(4 * cfg.ingest.max_group.max(1));
     let stopping = Arc::new(AtomicBool::new(false));
+    // When the writer began its current commit (0: idle). The systemd
+    // watchdog is fed only while commits finish, so a wedged disk or a
+    // stuck transaction gets the collector restarted.
+    let busy_since = Arc::new(AtomicI64::new(0));
     let writer = {
         let metrics = metrics.clone();
         let stopping = stopping.clone();
+        let busy_since = busy_since.clone();
         let max_group = cfg.ingest.max_group.max(1);
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer_loop(ingestor, rx, &metrics, max_group, &stopping))
+            .spawn(move || writer_loop(ingestor, rx, &metrics, max_group, &stopping, &busy_since))
             .map_err(|source| CollectorError::Io {
                 context: "starting the ledger writer".into(),
                 source,
@@ -124,8 +129,33 @@ pub async fn run(
             .await
     });
 
+    vigie_service::notify_ready();
+    let watchdog = vigie_service::watchdog_period().map(|period| {
+        let busy_since = busy_since.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            let limit_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+            loop {
+                tick.tick().await;
+                let since = busy_since.load(Ordering::Relaxed);
+                if since == 0 || now_ms() - since < limit_ms {
+                    vigie_service::notify_watchdog();
+                } else {
+                    tracing::error!(
+                        busy_ms = now_ms() - since,
+                        "ledger commit stuck; withholding the watchdog keep-alive"
+                    );
+                }
+            }
+        })
+    });
+
     shutdown.await;
     tracing::info!("stopping");
+    vigie_service::notify_stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     stopping.store(true, Ordering::SeqCst);
     subscription.close(Duration::from_secs(3)).await;
     let _ = stop_tx.send(());
@@ -149,6 +179,7 @@ fn writer_loop(
     metrics: &Metrics,
     max_group: usize,
     stopping: &AtomicBool,
+    busy_since: &AtomicI64,
 ) {
     let mut messages: Vec<Message> = Vec::with_capacity(max_group);
     let mut acks: Vec<mqtt::Ack> = Vec::with_capacity(max_group);
@@ -168,7 +199,10 @@ fn writer_loop(
         loop {
             let started = Instant::now();
             let now = now_ms();
-            match ingestor.ingest_group(&messages, now) {
+            busy_since.store(now, Ordering::Relaxed);
+            let result = ingestor.ingest_group(&messages, now);
+            busy_since.store(0, Ordering::Relaxed);
+            match result {
                 Ok(outcomes) => {
                     metrics.commit(started.elapsed().as_secs_f64());
                     for o in &outcomes {
@@ -177,7 +211,16 @@ fn writer_loop(
                             Outcome::Accepted(batch) => metrics.accepted(batch, now),
                             Outcome::Duplicate => metrics.duplicate(),
                             Outcome::Rejected { reason, .. } => metrics.rejected(reason),
-                            Outcome::Status { host, online } => metrics.online(host, *online),
+                            Outcome::Status {
+                                host,
+                                online,
+                                spool,
+                            } => {
+                                metrics.online(host, *online);
+                                if let Some(spool) = spool {
+                                    metrics.agent_spool(host, spool, now);
+                                }
+                            }
                             Outcome::Meta | Outcome::Cleared => {}
                         }
                     }

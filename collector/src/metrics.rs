@@ -72,6 +72,10 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     commit_seconds: Histogram,
     intensity: GramsPerKwh,
+    spool_batches: Family<HostLabels, Gauge>,
+    spool_age: Family<HostLabels, FloatGauge>,
+    spool_merges: Family<HostLabels, Gauge>,
+    spool_dropped: Family<HostLabels, FloatGauge>,
 }
 
 fn quality_label(q: Quality) -> &'static str {
@@ -160,8 +164,36 @@ impl Metrics {
             "Time to apply and commit one group of messages",
             commit_seconds.clone(),
         );
+        let spool_batches = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_spool_batches",
+            "Batches in the agent's spool awaiting the broker's acknowledgement, as last reported",
+            spool_batches.clone(),
+        );
+        let spool_age = Family::<HostLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_agent_spool_oldest_age_seconds",
+            "Age of the oldest spooled reading when the agent last reported (0 when empty)",
+            spool_age.clone(),
+        );
+        let spool_merges = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_spool_merges",
+            "Spool merges since the agent started (resolution lost, energy exact)",
+            spool_merges.clone(),
+        );
+        let spool_dropped = Family::<HostLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_agent_spool_dropped_joules",
+            "Energy the agent dropped from its spool for age since it started (joules, lost)",
+            spool_dropped.clone(),
+        );
         Metrics {
             registry,
+            spool_batches,
+            spool_age,
+            spool_merges,
+            spool_dropped,
             energy,
             power,
             emissions,
@@ -226,6 +258,27 @@ impl Metrics {
                 host: host.to_owned(),
             })
             .set(i64::from(online));
+    }
+
+    /// Records an agent's spool figures from its status message.
+    pub fn agent_spool(&self, host: &str, spool: &vigie_protocol::SpoolHealth, now_ms: i64) {
+        let labels = HostLabels {
+            host: host.to_owned(),
+        };
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.spool_batches
+            .get_or_create(&labels)
+            .set(clamp(spool.batches));
+        let age_ms = spool.oldest_ms.map_or(0, |t| (now_ms - t).max(0));
+        self.spool_age
+            .get_or_create(&labels)
+            .set(age_ms as f64 / 1e3);
+        self.spool_merges
+            .get_or_create(&labels)
+            .set(clamp(spool.merged_total));
+        self.spool_dropped
+            .get_or_create(&labels)
+            .set(Microjoules(spool.dropped_uj_total).as_joules());
     }
 
     /// Records the commit time of a group.

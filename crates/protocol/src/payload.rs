@@ -84,6 +84,27 @@ pub struct StatusMessage {
     /// When this state began, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<i64>,
+    /// The agent's spool when this status was sent (online only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolHealth>,
+}
+
+/// What an agent's spool holds and has had to do, reported in its status
+/// so the collector can export it per host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolHealth {
+    /// Batches waiting for the broker's acknowledgement.
+    pub batches: u64,
+    /// Start of the oldest spooled reading, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ms: Option<i64>,
+    /// Merges done since the agent started (each loses resolution, never energy).
+    pub merged_total: u64,
+    /// Batches dropped for age since the agent started.
+    pub dropped_total: u64,
+    /// Energy in those dropped batches, µJ.
+    pub dropped_uj_total: u64,
 }
 
 /// One energy sensor the agent found.

@@ -2,8 +2,8 @@
 //! A test fails when the types and the files disagree.
 
 use crate::{
-    GpuMeta, HostMeta, Quality, RackPosition, Reading, SCHEMA_VERSION, SensorMeta, Status,
-    StatusMessage, TelemetryBatch,
+    GpuMeta, HostMeta, Quality, RackPosition, Reading, SCHEMA_VERSION, SensorMeta, SpoolHealth,
+    Status, StatusMessage, TelemetryBatch,
 };
 
 /// A two-sensor telemetry batch.
@@ -46,6 +46,13 @@ pub fn status_online() -> StatusMessage {
         epoch: Some(1_795_000_000_000),
         agent_version: Some("0.1.0".into()),
         since_ms: Some(1_795_000_000_000),
+        spool: Some(SpoolHealth {
+            batches: 3,
+            oldest_ms: Some(1_794_999_970_000),
+            merged_total: 0,
+            dropped_total: 0,
+            dropped_uj_total: 0,
+        }),
     }
 }
 
@@ -57,6 +64,7 @@ pub fn status_offline() -> StatusMessage {
         epoch: None,
         agent_version: None,
         since_ms: None,
+        spool: None,
     }
 }
 
