@@ -35,9 +35,21 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args`, logging stderr to `log_dir/<name>.log`.
     pub fn start(name: &str, bin: &Path, args: &[&str], log_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(name, bin, args, &[], log_dir)
+    }
+
+    /// As [`Proc::start`], with extra environment variables.
+    pub fn start_with_env(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("VIGIE_TEST_LOG").unwrap_or_else(|_| "info".into()),

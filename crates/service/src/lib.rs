@@ -68,13 +68,21 @@ pub fn notify_stopping() {
 }
 
 /// The systemd watchdog period (`WatchdogSec=`) when one is set for this
-/// process.
+/// process: `WATCHDOG_USEC`, applying to us when `WATCHDOG_PID` is our pid
+/// or absent (as libsystemd's `sd_watchdog_enabled` reads them).
 pub fn watchdog_period() -> Option<Duration> {
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec))
-    } else {
-        None
+    watchdog_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+fn watchdog_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    match pid {
+        Some(p) if p.trim().parse::<u32>().ok() != Some(me) => None,
+        _ => Some(Duration::from_micros(usec)),
     }
 }
 
@@ -87,4 +95,24 @@ pub fn notify_watchdog() {
 /// Sends a one-line status shown by `systemctl status`.
 pub fn notify_status(text: &str) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_settings_as_systemd_passes_them() {
+        let d = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(watchdog_from(Some("30000000"), Some("7"), 7), d(30_000));
+        assert_eq!(watchdog_from(Some("400000"), None, 7), d(400));
+        assert_eq!(
+            watchdog_from(Some("400000"), Some("8"), 7),
+            None,
+            "another process's"
+        );
+        assert_eq!(watchdog_from(Some("0"), None, 7), None);
+        assert_eq!(watchdog_from(Some("x"), None, 7), None);
+        assert_eq!(watchdog_from(None, Some("7"), 7), None);
+    }
 }
