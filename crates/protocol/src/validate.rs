@@ -1,10 +1,12 @@
 //! Decoding and validating a telemetry payload against its topic.
 
 use crate::{
-    IdError, SCHEMA_VERSION, TelemetryBatch, Topic, TopicError, is_valid_host_or_site,
+    IdError, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, TopicError, is_valid_host_or_site,
     is_valid_sensor,
 };
 use serde::Deserialize;
+use std::fmt;
+use std::marker::PhantomData;
 
 /// Bounds a telemetry batch must respect. Defaults suit a datacenter:
 /// a single sensor above 10 MW is a broken or hostile sender.
@@ -193,6 +195,18 @@ impl Rejection {
         }
     }
 
+    /// The rejection for a payload serde_json could not read into the
+    /// expected type: [`Rejection::Malformed`] when it is not JSON (or is
+    /// truncated), [`Rejection::InvalidField`] when it is JSON of the wrong
+    /// shape. The detail is cut to 200 bytes.
+    pub fn from_json_error(e: &serde_json::Error) -> Rejection {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Rejection::Malformed(short(e)),
+            Category::Data => Rejection::InvalidField(short(e)),
+        }
+    }
+
     /// Every reason label, for pre-registering metrics so that a zero shows.
     pub const ALL_REASONS: &'static [&'static str] = &[
         "bad_topic",
@@ -215,10 +229,69 @@ impl Rejection {
     ];
 }
 
+/// At most 200 bytes of the error, cut on a character boundary: the
+/// message quotes the input (an unknown field's name, a bad value), which
+/// may be any UTF-8.
 fn short(e: &serde_json::Error) -> String {
     let mut s = e.to_string();
-    s.truncate(200);
+    let mut end = s.len().min(200);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
     s
+}
+
+/// `T` read from a JSON object only. serde's derived structs also accept a
+/// JSON array of their fields in order, which is not the wire format: it
+/// would make field order part of the contract and skip the field names
+/// that `deny_unknown_fields` checks.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(PhantomData)).map(Object)
+    }
+}
+
+/// [`TelemetryBatch`] as read from the wire: the same fields (the
+/// conversion below stops compiling when one is added there and not
+/// here), each reading an [`Object`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireBatch {
+    schema: u32,
+    site: String,
+    host: String,
+    boot_id: String,
+    epoch: u64,
+    seq: u64,
+    readings: Vec<Object<Reading>>,
+}
+
+impl From<WireBatch> for TelemetryBatch {
+    fn from(w: WireBatch) -> Self {
+        TelemetryBatch {
+            schema: w.schema,
+            site: w.site,
+            host: w.host,
+            boot_id: w.boot_id,
+            epoch: w.epoch,
+            seq: w.seq,
+            // Same layout: collected in place, no new allocation.
+            readings: w.readings.into_iter().map(|r| r.0).collect(),
+        }
+    }
 }
 
 /// Decodes a telemetry payload received on `topic` and checks it against
@@ -237,8 +310,8 @@ pub fn decode_telemetry(
             max: limits.max_payload_bytes,
         });
     }
-    let batch: TelemetryBatch = match serde_json::from_slice(payload) {
-        Ok(b) => b,
+    let batch: TelemetryBatch = match serde_json::from_slice::<Object<WireBatch>>(payload) {
+        Ok(b) => b.0.into(),
         Err(e) => return Err(classify(payload, &e)),
     };
     if batch.schema != SCHEMA_VERSION {
@@ -250,20 +323,19 @@ pub fn decode_telemetry(
 
 /// Tells a newer schema (whose fields we may not know) from a broken payload.
 fn classify(payload: &[u8], e: &serde_json::Error) -> Rejection {
-    use serde_json::error::Category;
-    if matches!(
-        e.classify(),
-        Category::Syntax | Category::Eof | Category::Io
-    ) {
-        return Rejection::Malformed(short(e));
+    let r = Rejection::from_json_error(e);
+    if !matches!(r, Rejection::InvalidField(_)) {
+        return r;
     }
     #[derive(Deserialize)]
     struct Version {
         schema: u64,
     }
-    match serde_json::from_slice::<Version>(payload) {
-        Ok(v) if v.schema != u64::from(SCHEMA_VERSION) => Rejection::UnsupportedSchema(v.schema),
-        _ => Rejection::InvalidField(short(e)),
+    match serde_json::from_slice::<Object<Version>>(payload) {
+        Ok(Object(v)) if v.schema != u64::from(SCHEMA_VERSION) => {
+            Rejection::UnsupportedSchema(v.schema)
+        }
+        _ => r,
     }
 }
 
@@ -330,7 +402,8 @@ fn validate(
                 max_future_ms: limits.max_future_ms,
             });
         }
-        let max_energy = max_power_mw * duration_ms as u128;
+        // Saturating: a configured limit near f64::MAX must not wrap the bound.
+        let max_energy = max_power_mw.saturating_mul(duration_ms as u128);
         if u128::from(r.energy_uj) > max_energy {
             return Err(Rejection::EnergyOutOfRange {
                 index,
@@ -481,6 +554,58 @@ mod tests {
         let payload = with(|_| ());
         let err = decode_telemetry(&topic(), &payload, NOW, &few).unwrap_err();
         assert_eq!(err.reason(), "too_many_readings");
+    }
+
+    #[test]
+    fn long_non_ascii_details_do_not_panic() {
+        // serde_json quotes the offending field name or value in its error;
+        // cutting the detail at a byte that is not a char boundary panicked.
+        for pad in 0..4 {
+            let name = format!("{}{}", "x".repeat(pad), "é".repeat(150));
+            let payload =
+                with(|_| ()).replace_str("\"seq\":42", &format!("\"seq\":42,\"{name}\":1"));
+            let err = decode_telemetry(&topic(), &payload, NOW, &Limits::default()).unwrap_err();
+            assert_eq!(err.reason(), "invalid_field");
+            let payload = with(|_| ()).replace_str("\"measured\"", &format!("\"{name}\""));
+            assert_eq!(reason_of(&payload), "invalid_field");
+        }
+    }
+
+    #[test]
+    fn only_json_objects_are_batches() {
+        // serde's derived structs would take the fields in order from an array.
+        let r = &samples::telemetry().readings[0];
+        let reading = format!(
+            "[\"{}\",{},{},{},{},null,\"measured\"]",
+            r.sensor, r.start_ms, r.end_ms, r.energy_uj, r.cumulative_uj
+        );
+        let positional =
+            format!("[1,\"par1\",\"node-01\",\"2f1c7f0e\",1795000000000,42,[{reading}]]");
+        assert_eq!(reason_of(positional.as_bytes()), "invalid_field");
+        let nested = format!(
+            "{{\"schema\":1,\"site\":\"par1\",\"host\":\"node-01\",\"boot_id\":\"b\",\"epoch\":1,\"seq\":2,\"readings\":[{reading}]}}"
+        );
+        assert_eq!(reason_of(nested.as_bytes()), "invalid_field");
+        // A future schema sent as an array is still not a schema we can name.
+        assert_eq!(reason_of(b"[2]"), "invalid_field");
+        assert_eq!(reason_of(b"{\"schema\":2}"), "unsupported_schema");
+    }
+
+    #[test]
+    fn extreme_power_limit_does_not_overflow() {
+        let payload = with(|b| b.readings[0].energy_uj = u64::MAX);
+        for max_power_w in [f64::MAX, f64::INFINITY, 1e35] {
+            let limits = Limits {
+                max_power_w,
+                ..Limits::default()
+            };
+            let b = decode_telemetry(&topic(), &payload, NOW, &limits);
+            // u64::MAX µJ over 1 s is below any of these limits.
+            assert!(
+                matches!(b, Err(Rejection::CumulativeInconsistent { .. })),
+                "{b:?}"
+            );
+        }
     }
 
     #[test]
