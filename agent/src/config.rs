@@ -99,6 +99,15 @@ pub struct MqttConfig {
     /// Keep-alive interval.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// TLS to the broker; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<vigie_service::secrets::TlsFiles>,
+    /// User name for the broker (Mosquitto `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password of `username` (never on the command line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// Sampling settings.
@@ -160,6 +169,9 @@ impl Default for MqttConfig {
             port: default_mqtt_port(),
             client_id: None,
             keep_alive: default_keep_alive(),
+            tls: None,
+            username: None,
+            password_file: None,
         }
     }
 }

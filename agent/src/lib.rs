@@ -40,6 +40,9 @@ pub enum AgentError {
     /// Site or host name unusable in a topic.
     #[error("bad site or host name: {0}")]
     Name(#[from] vigie_protocol::IdError),
+    /// The MQTT link could not be set up (names, credentials).
+    #[error(transparent)]
+    Link(#[from] mqtt::LinkError),
     /// The spool failed: a batch could not be kept safe.
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),

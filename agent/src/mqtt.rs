@@ -4,6 +4,7 @@
 use crate::config::MqttConfig;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, PublishOptions, QoS,
+    TlsConfiguration, Transport,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -27,6 +28,17 @@ pub enum LinkEvent {
     },
 }
 
+/// Why the link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Site or host unusable in a topic.
+    #[error("bad site or host name: {0}")]
+    Name(#[from] vigie_protocol::IdError),
+    /// A TLS or password file could not be used.
+    #[error("MQTT credentials: {0}")]
+    Secret(#[from] vigie_service::secrets::SecretError),
+}
+
 /// Publisher bound to one host's topics.
 pub struct Link {
     client: AsyncClient,
@@ -46,7 +58,7 @@ impl Link {
         site: &str,
         host: &str,
         offline_payload: Vec<u8>,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<LinkEvent>), vigie_protocol::IdError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<LinkEvent>), LinkError> {
         let topic = |kind| Topic::new(site, host, kind).map(|t| t.to_string());
         let (telemetry, status, meta) = (
             topic(TopicKind::Telemetry)?,
@@ -59,6 +71,21 @@ impl Link {
                 .unwrap_or(u16::MAX)
                 .max(5),
         );
+        let secrets = vigie_service::secrets::broker_secrets(
+            cfg.tls.as_ref(),
+            cfg.username.as_deref(),
+            cfg.password_file.as_deref(),
+        )?;
+        if let Some(tls) = secrets.tls {
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca: tls.ca,
+                alpn: None,
+                client_auth: tls.client,
+            }));
+        }
+        if let Some((user, pass)) = secrets.login {
+            opts.set_credentials(user, pass.0);
+        }
         opts.set_last_will(LastWill::new(
             status.clone(),
             offline_payload,

@@ -47,6 +47,15 @@ pub struct MqttConfig {
     /// How long the broker keeps the session while the collector is away.
     #[serde(default = "d_session_expiry", with = "humantime_serde")]
     pub session_expiry: Duration,
+    /// TLS to the broker; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<vigie_service::secrets::TlsFiles>,
+    /// User name for the broker (Mosquitto `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password of `username` (never on the command line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// Ledger settings.

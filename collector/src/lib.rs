@@ -28,6 +28,9 @@ use vigie_energy::{GramsPerKwh, Microjoules};
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
+    /// A TLS or password file named in the configuration could not be used.
+    #[error("MQTT credentials: {0}")]
+    Secret(#[from] vigie_service::secrets::SecretError),
     /// The ledger could not be opened.
     #[error("ledger {path}: {source}")]
     Store {
@@ -105,7 +108,7 @@ pub async fn run(
                 source,
             })?
     };
-    let subscription = mqtt::subscribe(&cfg.mqtt, tx);
+    let subscription = mqtt::subscribe(&cfg.mqtt, tx)?;
 
     let state = api::AppState::new(
         path.clone(),

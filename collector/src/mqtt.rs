@@ -7,7 +7,7 @@ use crate::config::MqttConfig;
 use crate::ingest::Message;
 use rumqttc::{
     AckMode, AsyncClient, BrokerSessionResumePolicy, ConnectionError, Event,
-    IncomingPacketSizeLimit, MqttOptions, Packet, QoS, SessionMode,
+    IncomingPacketSizeLimit, MqttOptions, Packet, QoS, SessionMode, TlsConfiguration, Transport,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -37,8 +37,26 @@ const MAX_PACKET: u32 = 16 * 1024 * 1024;
 
 /// Connects and forwards every telemetry, status and meta message to `out`.
 /// When `out` is full the event loop waits: the broker holds the backlog.
-pub fn subscribe(cfg: &MqttConfig, out: mpsc::Sender<Delivery>) -> Subscription {
+pub fn subscribe(
+    cfg: &MqttConfig,
+    out: mpsc::Sender<Delivery>,
+) -> Result<Subscription, vigie_service::secrets::SecretError> {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), (cfg.host.clone(), cfg.port));
+    let secrets = vigie_service::secrets::broker_secrets(
+        cfg.tls.as_ref(),
+        cfg.username.as_deref(),
+        cfg.password_file.as_deref(),
+    )?;
+    if let Some(tls) = secrets.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: tls.ca,
+            alpn: None,
+            client_auth: tls.client,
+        }));
+    }
+    if let Some((user, pass)) = secrets.login {
+        opts.set_credentials(user, pass.0);
+    }
     opts.set_keep_alive(30);
     opts.set_session_mode(SessionMode::Persistent);
     opts.set_session_expiry_interval(Some(
@@ -97,7 +115,7 @@ pub fn subscribe(cfg: &MqttConfig, out: mpsc::Sender<Delivery>) -> Subscription 
             }
         }
     });
-    Subscription { client, task }
+    Ok(Subscription { client, task })
 }
 
 impl Subscription {

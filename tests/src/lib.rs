@@ -134,7 +134,41 @@ pub mod client {
     impl TestClient {
         /// Connects to 127.0.0.1:`port` and subscribes to `filter` (if any).
         pub async fn connect(port: u16, id: &str, filter: Option<&str>) -> anyhow::Result<Self> {
+            Self::connect_with(MqttOptions::new(id, ("127.0.0.1", port)), filter).await
+        }
+
+        /// Connects over TLS to 127.0.0.1:`port`, trusting `ca` and
+        /// presenting `client` (certificate, key) if given.
+        pub async fn connect_tls(
+            port: u16,
+            id: &str,
+            ca: &std::path::Path,
+            client: Option<&vigie_testkit::pki::CertFiles>,
+            login: Option<(&str, &str)>,
+        ) -> anyhow::Result<Self> {
             let mut opts = MqttOptions::new(id, ("127.0.0.1", port));
+            let client_auth = match client {
+                Some(c) => Some((std::fs::read(&c.cert)?, std::fs::read(&c.key)?)),
+                None => None,
+            };
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca: std::fs::read(ca)?,
+                    alpn: None,
+                    client_auth,
+                },
+            ));
+            if let Some((user, pass)) = login {
+                opts.set_credentials(user, pass.to_owned());
+            }
+            Self::connect_with(opts, None).await
+        }
+
+        /// Connects with `opts`; fails if not connected within 10 s.
+        pub async fn connect_with(
+            mut opts: MqttOptions,
+            filter: Option<&str>,
+        ) -> anyhow::Result<Self> {
             opts.set_keep_alive(10);
             let (client, mut eventloop) = AsyncClient::builder(opts).capacity(100).build();
             let received = Arc::new(Mutex::new(Vec::new()));

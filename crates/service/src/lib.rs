@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod secrets;
+
 /// Installs the `tracing` subscriber on stderr. `RUST_LOG` overrides
 /// `default_filter`.
 pub fn init_tracing(default_filter: &str) {

@@ -4,6 +4,7 @@
 
 mod http;
 mod mosquitto;
+pub mod pki;
 mod powercap;
 
 pub use http::{HttpResponse, http_get};

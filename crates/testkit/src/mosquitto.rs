@@ -12,18 +12,26 @@ pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    listener_config: String,
 }
 
 impl Mosquitto {
     /// Starts Mosquitto (from `$PATH`, `/usr/sbin` or `/usr/local/sbin`)
     /// with persistence in a temporary directory, and waits until it listens.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with("allow_anonymous true\n")
+    }
+
+    /// Starts a broker whose listener takes `listener_config` (TLS,
+    /// authentication, ACL lines) instead of `allow_anonymous true`.
+    pub fn start_with(listener_config: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = crate::free_port()?;
         let mut m = Mosquitto {
             child: None,
             port,
             dir,
+            listener_config: listener_config.to_owned(),
         };
         m.spawn()?;
         Ok(m)
@@ -52,8 +60,9 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                "user root\nlistener {port} 127.0.0.1\n{listener}persistence true\npersistence_location {dir}/\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 port = self.port,
+                listener = self.listener_config,
                 dir = self.dir.path().display()
             ),
         )?;
@@ -77,8 +86,19 @@ impl Mosquitto {
             Duration::from_secs(10),
             Duration::from_millis(20),
             || TcpStream::connect(addr).ok(),
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "mosquitto log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+            )
+        })?;
         Ok(())
+    }
+
+    /// Mosquitto's own log (errors and warnings), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     /// Port it listens on.
