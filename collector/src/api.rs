@@ -1,6 +1,7 @@
 //! HTTP: `/metrics` and the JSON API. Queries read the ledger through
 //! their own connection (WAL: they never block ingest) on the blocking pool.
 
+use crate::auth::{self, Guard, Role, Tokens};
 use crate::metrics::Metrics;
 use crate::store::{self, Resolution};
 use axum::Router;
@@ -104,13 +105,28 @@ impl IntoResponse for ApiError {
 }
 
 /// The router: `/metrics`, `/healthz`, `/api/v1/{hosts,energy,emissions}`.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
+    use Role::{Operator, Regulator, Scheduler};
+    let guard = |allowed: &'static [Role]| {
+        axum::middleware::from_fn_with_state(Guard::new(tokens.clone(), allowed), auth::require)
+    };
+    // Who may call what. Public routes (health, and the disclosure page)
+    // take no token.
+    let operator = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/hosts", get(hosts))
+        .route_layer(guard(&[Operator]));
+    let reporting = Router::new()
         .route("/api/v1/energy", get(energy))
+        .route_layer(guard(&[Operator, Regulator]));
+    let signals = Router::new()
         .route("/api/v1/emissions", get(emissions_route))
+        .route_layer(guard(&[Operator, Regulator, Scheduler]));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(operator)
+        .merge(reporting)
+        .merge(signals)
         .with_state(state)
 }
 

@@ -25,6 +25,19 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Mint an API bearer token: prints the token once, and the line for
+    /// the tokens file (which holds only its SHA-256).
+    Token {
+        /// operator, regulator or scheduler.
+        #[arg(long)]
+        role: String,
+        /// Who holds it (shown in logs, e.g. `grafana`, `slurm`).
+        #[arg(long)]
+        name: String,
+        /// Append the line to this tokens file (created 0600 if absent).
+        #[arg(long)]
+        append: Option<PathBuf>,
+    },
     /// Run everything on this machine: embedded broker, simulated hosts, collector.
     Demo {
         /// HTTP listen address for the API and /metrics.
@@ -70,6 +83,33 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 crate::run(cfg, listener, vigie_service::shutdown_signal()).await?;
                 anyhow::Ok(())
             })
+        }
+        Command::Token { role, name, append } => {
+            let role = crate::auth::Role::parse(&role)
+                .context("--role must be operator, regulator or scheduler")?;
+            anyhow::ensure!(
+                !name.is_empty() && !name.contains(char::is_whitespace),
+                "--name must be one word"
+            );
+            let (token, line) = crate::auth::mint(role, &name)?;
+            match append {
+                Some(path) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    writeln!(f, "{line}")?;
+                    eprintln!("added to {}: {line}", path.display());
+                }
+                None => eprintln!("line for the tokens file:\n{line}"),
+            }
+            eprintln!("token for {name} ({}), shown once:", role.as_str());
+            println!("{token}");
+            Ok(())
         }
         Command::Demo {
             http,

@@ -74,6 +74,23 @@ pub struct HttpConfig {
     /// Listen address for the API and `/metrics`.
     #[serde(default = "d_listen")]
     pub listen: SocketAddr,
+    /// Bearer tokens with roles (`<role> <name> sha256:<hex>` per line,
+    /// made by `vigie-collector token`). Absent: every route is open.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: Option<HttpTls>,
+}
+
+/// Certificate and key of the HTTPS server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
 }
 
 /// Static grid factor for location-based emissions.

@@ -7,9 +7,11 @@
 //! all and takes its listener and shutdown signal as arguments.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
@@ -28,6 +30,12 @@ use vigie_energy::{GramsPerKwh, Microjoules};
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
+    /// The HTTP tokens file could not be used.
+    #[error("HTTP tokens: {0}")]
+    Tokens(#[from] auth::TokensError),
+    /// The HTTPS certificate or key could not be used.
+    #[error("HTTPS: {0}")]
+    Https(#[from] https::HttpsError),
     /// A TLS or password file named in the configuration could not be used.
     #[error("MQTT credentials: {0}")]
     Secret(#[from] vigie_service::secrets::SecretError),
@@ -58,6 +66,32 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
+    // HTTP security first: a bad tokens or certificate file stops start-up
+    // before anything else happens.
+    let tokens = cfg
+        .http
+        .tokens_file
+        .as_deref()
+        .map(auth::Tokens::load)
+        .transpose()?
+        .map(Arc::new);
+    let https = cfg
+        .http
+        .tls
+        .as_ref()
+        .map(https::server_config)
+        .transpose()?;
+    let local = listener.local_addr().ok();
+    match &tokens {
+        Some(t) => tracing::info!(
+            tokens = t.len(),
+            "HTTP API requires bearer tokens (public routes excepted)"
+        ),
+        None if local.is_some_and(|a| !a.ip().is_loopback()) => {
+            tracing::warn!("HTTP API open to the network without tokens: set [http] tokens_file")
+        }
+        None => {}
+    }
     let path = cfg.store.path.clone();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| CollectorError::Io {
@@ -121,16 +155,31 @@ pub async fn run(
             estimated: false,
         },
     );
-    let local = listener.local_addr().ok();
-    tracing::info!(http = ?local, ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
+    tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
+    let router = api::router(state, tokens);
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let server = match https {
+        Some(config) => {
+            let tls =
+                https::TlsListener::new(listener, config).map_err(|source| CollectorError::Io {
+                    context: "HTTPS listener".into(),
+                    source,
+                })?;
+            tokio::spawn(async move {
+                axum::serve(tls, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
             })
-            .await
-    });
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+    };
 
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
