@@ -159,7 +159,10 @@ impl Ingestor {
                 },
             };
             if let Outcome::Rejected { reason, detail } = &outcome {
-                tracing::warn!(topic = %m.topic.chars().take(200).collect::<String>(), reason, detail, "message rejected");
+                // Topic as Debug, escaped: it is the sender's text, and a broker
+                // that allows control characters in topics would let it forge
+                // log lines.
+                tracing::warn!(topic = ?m.topic.chars().take(200).collect::<String>(), reason, detail, "message rejected");
                 store::quarantine(&tx, now_ms, &m.topic, reason, detail, &m.payload)?;
             }
             outcomes.push(outcome);
