@@ -30,6 +30,9 @@ use vigie_energy::{GramsPerKwh, Microjoules};
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
+    /// The ledger writer thread ended while the collector was running.
+    #[error("the ledger writer stopped; nothing more could be committed")]
+    WriterDied,
     /// The HTTP tokens file could not be used.
     #[error("HTTP tokens: {0}")]
     Tokens(#[from] auth::TokensError),
@@ -129,14 +132,24 @@ pub async fn run(
     // watchdog is fed only while commits finish, so a wedged disk or a
     // stuck transaction gets the collector restarted.
     let busy_since = Arc::new(AtomicI64::new(0));
+    // Resolves if the writer thread ends while the collector runs (a bug):
+    // the process then exits with an error rather than keep answering
+    // HTTP while nothing reaches the ledger; unacknowledged messages stay
+    // with the broker for the restarted collector.
+    let (writer_alive_tx, mut writer_dead) = tokio::sync::oneshot::channel::<()>();
     let writer = {
         let metrics = metrics.clone();
         let stopping = stopping.clone();
         let busy_since = busy_since.clone();
         let max_group = cfg.ingest.max_group.max(1);
+        let alive = writer_alive_tx;
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer_loop(ingestor, rx, &metrics, max_group, &stopping, &busy_since))
+            .spawn(move || {
+                // Dropped when the thread ends, by return or by panic.
+                let _alive = alive;
+                writer_loop(ingestor, rx, &metrics, max_group, &stopping, &busy_since)
+            })
             .map_err(|source| CollectorError::Io {
                 context: "starting the ledger writer".into(),
                 source,
@@ -202,7 +215,16 @@ pub async fn run(
         })
     });
 
-    shutdown.await;
+    let mut writer_died = false;
+    tokio::select! {
+        () = shutdown => {}
+        _ = &mut writer_dead => writer_died = true,
+    }
+    if writer_died {
+        tracing::error!(
+            "the ledger writer stopped unexpectedly; exiting so the service manager restarts the collector"
+        );
+    }
     tracing::info!("stopping");
     vigie_service::notify_stopping();
     if let Some(w) = watchdog {
@@ -218,6 +240,9 @@ pub async fn run(
     }
     // The channel is closed now; the writer commits what it holds and exits.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    if writer_died {
+        return Err(CollectorError::WriterDied);
+    }
     Ok(())
 }
 
