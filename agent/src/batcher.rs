@@ -1,6 +1,7 @@
 //! Groups readings into batches with a sequence number.
 
-use vigie_protocol::{Reading, SCHEMA_VERSION, TelemetryBatch};
+use crate::source::Sink;
+use vigie_protocol::{Gauge, Reading, SCHEMA_VERSION, TelemetryBatch};
 
 /// Identity stamped on every batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,7 @@ pub struct Batcher {
     id: Identity,
     next_seq: u64,
     pending: Vec<Reading>,
+    gauges: Vec<Gauge>,
 }
 
 impl Batcher {
@@ -31,6 +33,7 @@ impl Batcher {
             id,
             next_seq: 0,
             pending: Vec::new(),
+            gauges: Vec::new(),
         }
     }
 
@@ -39,9 +42,18 @@ impl Batcher {
         &mut self.pending
     }
 
-    /// Takes the buffered readings as the next batch, or `None` if there are none.
+    /// Where sources append readings and gauges.
+    pub fn sink(&mut self) -> Sink<'_> {
+        Sink {
+            readings: &mut self.pending,
+            gauges: &mut self.gauges,
+        }
+    }
+
+    /// Takes the buffered readings and gauges as the next batch, or `None`
+    /// if there are none.
     pub fn cut(&mut self) -> Option<TelemetryBatch> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.gauges.is_empty() {
             return None;
         }
         let seq = self.next_seq;
@@ -54,6 +66,7 @@ impl Batcher {
             epoch: self.id.epoch,
             seq,
             readings: std::mem::take(&mut self.pending),
+            gauges: std::mem::take(&mut self.gauges),
         })
     }
 }

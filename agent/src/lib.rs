@@ -10,10 +10,12 @@
 pub mod batcher;
 pub mod cli;
 pub mod config;
+pub mod device;
 pub mod host;
 pub mod mqtt;
 pub mod rapl;
 pub mod sampler;
+pub mod source;
 pub mod spool;
 
 use batcher::{Batcher, Identity};
@@ -71,31 +73,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     vigie_protocol::is_valid_host_or_site(&host)?;
     vigie_protocol::is_valid_host_or_site(&cfg.site)?;
 
-    let zones = if cfg.rapl.enabled {
-        rapl::discover(&cfg.rapl.root)?
-    } else {
-        Vec::new()
-    };
-    if zones.is_empty() {
+    let (mut sources, sockets) = build_sources(&cfg)?;
+    if sources.is_empty() {
         return Err(AgentError::NoSensors);
     }
-    let sensors: Vec<SensorMeta> = zones
-        .iter()
-        .map(|z| SensorMeta {
-            name: z.sensor.clone(),
-            kind: "rapl".into(),
-            domain: z.domain.as_str().into(),
-            source: z.path.display().to_string(),
-            max_range_uj: Some(z.max_range_uj),
-        })
-        .collect();
-    let sockets = zones
-        .iter()
-        .filter(|z| z.domain == rapl::Domain::Package)
-        .count() as u32;
-    let mut sampler = sampler::Sampler::new(zones)?;
+    let sensors: Vec<SensorMeta> = sources.sensors();
     let period_ms = cfg.sampling.interval.as_millis() as u64;
-    for (sensor, safe_ms) in sampler.too_slow_for(period_ms) {
+    for (sensor, safe_ms) in sources.too_slow_for(period_ms) {
         tracing::warn!(%sensor, period_ms, safe_ms, "sampling period too long for this counter's range: a double wrap could go unseen");
     }
 
@@ -117,7 +101,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     // where the last spooled batch left them, so the downtime is counted.
     let checkpoints = spool.checkpoints(&boot_id)?;
     if !checkpoints.is_empty() {
-        let refused = sampler.resume(&checkpoints, started_ms);
+        let refused = sources.resume(&checkpoints, started_ms);
         for r in &refused {
             tracing::warn!(
                 ?r,
@@ -136,7 +120,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         epoch,
     });
     // Baseline before announcing ourselves online.
-    for e in sampler.sample(started_ms, batcher.pending_mut()) {
+    for e in sources.poll(started_ms, &mut batcher.sink()) {
         tracing::warn!(error = %e, "sample failed");
     }
     let meta = json(&host::inventory(
@@ -194,7 +178,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         &host,
         json(&offline(None)),
     )?;
-    tracing::info!(%host, site = %cfg.site, epoch, sensors = sampler.zones().count(), "agent started");
+    tracing::info!(%host, site = %cfg.site, epoch, sources = ?sources.kinds(), "agent started");
 
     let mut connected = false;
     let mut sample_tick = tokio::time::interval(cfg.sampling.interval);
@@ -215,13 +199,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     loop {
         tokio::select! {
             _ = sample_tick.tick() => {
-                for e in sampler.sample(now_ms(), batcher.pending_mut()) {
+                for e in sources.poll(now_ms(), &mut batcher.sink()) {
                     tracing::warn!(error = %e, "sample failed");
                 }
             }
             _ = publish_tick.tick() => {
                 if let Some(batch) = batcher.cut() {
-                    send(&link, &mut keeper, connected, &batch, &sampler.checkpoints()).await?;
+                    send(&link, &mut keeper, connected, &batch, &sources.checkpoints()).await?;
                 }
             }
             _ = status_tick.tick() => {
@@ -257,7 +241,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
 
     tracing::info!("stopping: last sample and publish");
     vigie_service::notify_stopping();
-    for e in sampler.sample(now_ms(), batcher.pending_mut()) {
+    for e in sources.poll(now_ms(), &mut batcher.sink()) {
         tracing::warn!(error = %e, "sample failed");
     }
     if let Some(batch) = batcher.cut() {
@@ -266,7 +250,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             &mut keeper,
             connected,
             &batch,
-            &sampler.checkpoints(),
+            &sources.checkpoints(),
         )
         .await?;
     }
@@ -293,6 +277,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let _ = link.publish_status(json(&offline(Some(now_ms())))).await;
     link.close(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// The local sources the configuration asks for, and the socket count for
+/// the inventory.
+pub fn build_sources(cfg: &AgentConfig) -> Result<(source::Sources, u32), AgentError> {
+    let mut sources = source::Sources::default();
+    let mut sockets = 1;
+    if cfg.rapl.enabled {
+        let zones = rapl::discover(&cfg.rapl.root)?;
+        sockets = zones
+            .iter()
+            .filter(|z| z.domain == rapl::Domain::Package)
+            .count()
+            .max(1) as u32;
+        sources.push(Box::new(sampler::Sampler::new(zones)?));
+    }
+    Ok((sources, sockets))
 }
 
 /// The spool with its bounds and the figures the agent reports about it.

@@ -207,6 +207,55 @@ impl Sampler {
     }
 }
 
+impl crate::source::Source for Sampler {
+    fn kind(&self) -> &'static str {
+        "rapl"
+    }
+
+    fn sensors(&self) -> Vec<vigie_protocol::SensorMeta> {
+        self.zones()
+            .map(|z| vigie_protocol::SensorMeta {
+                name: z.sensor.clone(),
+                kind: "rapl".into(),
+                domain: z.domain.as_str().into(),
+                source: z.path.display().to_string(),
+                max_range_uj: Some(z.max_range_uj),
+                method: None,
+                topology: None,
+            })
+            .collect()
+    }
+
+    fn poll(
+        &mut self,
+        now_ms: i64,
+        sink: &mut crate::source::Sink<'_>,
+    ) -> Vec<crate::source::PollError> {
+        self.sample(now_ms, sink.readings)
+            .into_iter()
+            .map(|e| {
+                let (sensor, message) = match &e {
+                    SampleError::Read { sensor, source } => (sensor.clone(), source.to_string()),
+                    SampleError::Range { sensor, .. } => (sensor.clone(), e.to_string()),
+                };
+                crate::source::PollError { sensor, message }
+            })
+            .collect()
+    }
+
+    fn checkpoints(&self) -> Vec<Checkpoint> {
+        Sampler::checkpoints(self)
+    }
+
+    fn resume(&mut self, checkpoints: &[Checkpoint], now_ms: i64) -> Vec<Unresumed> {
+        Sampler::resume(self, checkpoints, now_ms)
+    }
+
+    fn too_slow_for(&self, period_ms: u64) -> Vec<(String, u64)> {
+        Sampler::too_slow_for(self, period_ms)
+    }
+}
+
 fn reading(
     sensor: &str,
     start_ms: i64,

@@ -88,6 +88,7 @@ fn batch(host: usize, slice: usize) -> TelemetryBatch {
         epoch: 1_790_000_000_000 + host as u64,
         seq: slice as u64 + 1,
         readings,
+        gauges: Vec::new(),
     }
 }
 

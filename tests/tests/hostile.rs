@@ -62,6 +62,7 @@ fn batch(host: &str, seq: u64, readings: Vec<Reading>) -> TelemetryBatch {
         epoch: 1,
         seq,
         readings,
+        gauges: Vec::new(),
     }
 }
 

@@ -53,6 +53,7 @@ fn scripted_batch(seq: u64, start_ms: i64, energy_uj: u64, cumulative_uj: u64) -
             power_w: None,
             quality: Quality::Measured,
         }],
+        gauges: Vec::new(),
     }
 }
 

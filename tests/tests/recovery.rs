@@ -94,6 +94,7 @@ fn batch(host: &str, seq: u64, rng: &mut Lcg) -> (TelemetryBatch, u64) {
             epoch: 7,
             seq,
             readings,
+            gauges: Vec::new(),
         },
         energy,
     )

@@ -58,6 +58,7 @@ fn forged(host_in_payload: &str) -> Vec<u8> {
             power_w: None,
             quality: Quality::Measured,
         }],
+        gauges: Vec::new(),
     })
     .unwrap()
 }

@@ -55,6 +55,78 @@ pub struct TelemetryBatch {
     pub seq: u64,
     /// The readings, in time order per sensor.
     pub readings: Vec<Reading>,
+    /// Instantaneous values that are not energy (temperatures, utilisation,
+    /// limits); they never enter the energy ledger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gauges: Vec<Gauge>,
+}
+
+/// What a [`Gauge`] measures, with its unit. A closed list: the collector
+/// exports each as a label value, so senders cannot invent series names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GaugeQuantity {
+    /// Electrical power, W (a PDU outlet, a BMC, a GPU).
+    PowerWatts,
+    /// Configured power limit, W.
+    PowerLimitWatts,
+    /// Temperature, °C.
+    TemperatureCelsius,
+    /// Utilisation, 0 to 1.
+    UtilizationRatio,
+    /// 1 when MIG mode is on, else 0.
+    MigEnabled,
+    /// Voltage, V.
+    VoltageVolts,
+    /// Current, A.
+    CurrentAmperes,
+    /// Heat-meter supply temperature, °C.
+    SupplyTemperatureCelsius,
+    /// Heat-meter return temperature, °C.
+    ReturnTemperatureCelsius,
+    /// Thermal power, W.
+    HeatPowerWatts,
+    /// Cumulative thermal energy of a heat meter, kWh (register value).
+    HeatEnergyKwh,
+    /// Volume flow, m³/h.
+    FlowCubicMetresPerHour,
+    /// Cumulative volume of a water meter, m³ (register value).
+    VolumeCubicMetres,
+}
+
+impl GaugeQuantity {
+    /// The snake_case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GaugeQuantity::PowerWatts => "power_watts",
+            GaugeQuantity::PowerLimitWatts => "power_limit_watts",
+            GaugeQuantity::TemperatureCelsius => "temperature_celsius",
+            GaugeQuantity::UtilizationRatio => "utilization_ratio",
+            GaugeQuantity::MigEnabled => "mig_enabled",
+            GaugeQuantity::VoltageVolts => "voltage_volts",
+            GaugeQuantity::CurrentAmperes => "current_amperes",
+            GaugeQuantity::SupplyTemperatureCelsius => "supply_temperature_celsius",
+            GaugeQuantity::ReturnTemperatureCelsius => "return_temperature_celsius",
+            GaugeQuantity::HeatPowerWatts => "heat_power_watts",
+            GaugeQuantity::HeatEnergyKwh => "heat_energy_kwh",
+            GaugeQuantity::FlowCubicMetresPerHour => "flow_cubic_metres_per_hour",
+            GaugeQuantity::VolumeCubicMetres => "volume_cubic_metres",
+        }
+    }
+}
+
+/// One instantaneous value of a sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gauge {
+    /// Sensor name, as in readings.
+    pub sensor: String,
+    /// What is measured.
+    pub quantity: GaugeQuantity,
+    /// The value, in the quantity's unit.
+    pub value: f64,
+    /// When it was read, Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// Agent presence.
@@ -122,6 +194,45 @@ pub struct SensorMeta {
     /// Counter range before it wraps, in microjoules, when it is a counter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_range_uj: Option<u64>,
+    /// How its energy is obtained; absent means an energy counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Where it sits in the site (remote devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+}
+
+/// How a sensor's interval energy is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Differences of an energy counter (RAPL, NVML total energy, meters).
+    Counter,
+    /// Power readings integrated over time: may miss short peaks.
+    IntegratedPower,
+    /// A model (readings are flagged `estimated`).
+    Model,
+}
+
+/// A sensor's place in the site, from the agent's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Room or hall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Rack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    /// PDU name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdu: Option<String>,
+    /// Outlet on the PDU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<String>,
+    /// The host this outlet or device feeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feeds: Option<String>,
 }
 
 /// One GPU the agent found.

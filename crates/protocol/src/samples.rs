@@ -2,8 +2,8 @@
 //! A test fails when the types and the files disagree.
 
 use crate::{
-    GpuMeta, HostMeta, Quality, RackPosition, Reading, SCHEMA_VERSION, SensorMeta, SpoolHealth,
-    Status, StatusMessage, TelemetryBatch,
+    Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
+    SCHEMA_VERSION, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
 };
 
 /// A two-sensor telemetry batch.
@@ -35,6 +35,12 @@ pub fn telemetry() -> TelemetryBatch {
                 quality: Quality::Measured,
             },
         ],
+        gauges: vec![Gauge {
+            sensor: "nvml:gpu-0".into(),
+            quantity: GaugeQuantity::TemperatureCelsius,
+            value: 61.0,
+            at_ms: 1_795_000_011_000,
+        }],
     }
 }
 
@@ -84,13 +90,32 @@ pub fn meta() -> HostMeta {
             name: "NVIDIA A100-SXM4-40GB".into(),
             uuid: "GPU-5b2c1f9e-0000-4a4b-9c7d-000000000000".into(),
         }],
-        sensors: vec![SensorMeta {
-            name: "rapl:package-0".into(),
-            kind: "rapl".into(),
-            domain: "package".into(),
-            source: "/sys/class/powercap/intel-rapl:0".into(),
-            max_range_uj: Some(262_143_328_850),
-        }],
+        sensors: vec![
+            SensorMeta {
+                name: "rapl:package-0".into(),
+                kind: "rapl".into(),
+                domain: "package".into(),
+                source: "/sys/class/powercap/intel-rapl:0".into(),
+                max_range_uj: Some(262_143_328_850),
+                method: None,
+                topology: None,
+            },
+            SensorMeta {
+                name: "pdu-a1:outlet-7".into(),
+                kind: "snmp".into(),
+                domain: "outlet".into(),
+                source: "snmp://10.0.0.21".into(),
+                max_range_uj: None,
+                method: Some(Method::Counter),
+                topology: Some(Topology {
+                    room: Some("hall-a".into()),
+                    rack: Some("r12".into()),
+                    pdu: Some("pdu-a1".into()),
+                    outlet: Some("7".into()),
+                    feeds: Some("node-01".into()),
+                }),
+            },
+        ],
         rack: Some(RackPosition {
             room: "hall-a".into(),
             rack: "r12".into(),

@@ -1,8 +1,8 @@
 //! Decoding and validating a telemetry payload against its topic.
 
 use crate::{
-    IdError, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, TopicError, is_valid_host_or_site,
-    is_valid_sensor,
+    Gauge, IdError, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, TopicError,
+    is_valid_host_or_site, is_valid_sensor,
 };
 use serde::Deserialize;
 use std::fmt;
@@ -277,6 +277,8 @@ struct WireBatch {
     epoch: u64,
     seq: u64,
     readings: Vec<Object<Reading>>,
+    #[serde(default)]
+    gauges: Vec<Object<Gauge>>,
 }
 
 impl From<WireBatch> for TelemetryBatch {
@@ -290,6 +292,7 @@ impl From<WireBatch> for TelemetryBatch {
             seq: w.seq,
             // Same layout: collected in place, no new allocation.
             readings: w.readings.into_iter().map(|r| r.0).collect(),
+            gauges: w.gauges.into_iter().map(|g| g.0).collect(),
         }
     }
 }
@@ -363,7 +366,7 @@ fn validate(
     // boot_id is a UUID on Linux; allow any short identifier for other OSes.
     is_valid_host_or_site(&batch.boot_id).map_err(id("boot_id"))?;
 
-    let n = batch.readings.len();
+    let n = batch.readings.len() + batch.gauges.len();
     if n == 0 {
         return Err(Rejection::Empty);
     }
@@ -435,6 +438,31 @@ fn validate(
             None => last_end.push((&r.sensor, r.end_ms)),
         }
     }
+    for (i, g) in batch.gauges.iter().enumerate() {
+        // Gauges are numbered after the readings in rejection details.
+        let index = batch.readings.len() + i;
+        is_valid_sensor(&g.sensor).map_err(id("sensor"))?;
+        if !g.value.is_finite() {
+            return Err(Rejection::InvalidField(format!(
+                "gauge {index}: value must be a finite number"
+            )));
+        }
+        if g.at_ms < limits.min_timestamp_ms {
+            return Err(Rejection::AncientTimestamp {
+                index,
+                start_ms: g.at_ms,
+                min_ms: limits.min_timestamp_ms,
+            });
+        }
+        if g.at_ms > now_ms.saturating_add(limits.max_future_ms) {
+            return Err(Rejection::FutureTimestamp {
+                index,
+                end_ms: g.at_ms,
+                now_ms,
+                max_future_ms: limits.max_future_ms,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -498,7 +526,31 @@ mod tests {
                 with(|b| b.readings[0].sensor = "a/b".into()),
             ),
             ("bad_identifier", with(|b| b.boot_id = "x y".into())),
-            ("empty_batch", with(|b| b.readings.clear())),
+            (
+                "empty_batch",
+                with(|b| {
+                    b.readings.clear();
+                    b.gauges.clear();
+                }),
+            ),
+            (
+                "malformed",
+                // JSON has no NaN or infinity: an overflowing number is
+                // refused by the parser before the finite check.
+                String::from_utf8(with(|b| b.gauges[0].value = 12345.5))
+                    .unwrap()
+                    .replace("12345.5", "1e999")
+                    .into_bytes(),
+            ),
+            (
+                "bad_identifier",
+                with(|b| b.gauges[0].sensor = "a b".into()),
+            ),
+            (
+                "future_timestamp",
+                with(|b| b.gauges[0].at_ms = NOW + 3_600_000),
+            ),
+            ("ancient_timestamp", with(|b| b.gauges[0].at_ms = 0)),
             (
                 "bad_interval",
                 with(|b| b.readings[0].end_ms = b.readings[0].start_ms - 1),

@@ -1,0 +1,1 @@
+//! ipmi driver (being written).

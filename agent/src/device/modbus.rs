@@ -1,0 +1,1 @@
+//! modbus driver (being written).

@@ -1,0 +1,1 @@
+//! redfish driver (being written).

@@ -1,0 +1,1 @@
+//! snmp driver (being written).
