@@ -44,6 +44,17 @@ pub struct HostLabels {
     pub host: String,
 }
 
+/// Labels of sensor gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GaugeLabels {
+    /// Host.
+    pub host: String,
+    /// Sensor.
+    pub sensor: String,
+    /// What is measured, from the protocol's closed list (unit in the name).
+    pub quantity: String,
+}
+
 /// Labels of the rejection counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -76,6 +87,8 @@ pub struct Metrics {
     spool_age: Family<HostLabels, FloatGauge>,
     spool_merges: Family<HostLabels, Gauge>,
     spool_dropped: Family<HostLabels, FloatGauge>,
+    gauges: Family<GaugeLabels, FloatGauge>,
+    gauge_times: std::sync::Mutex<std::collections::HashMap<GaugeLabels, i64>>,
 }
 
 fn quality_label(q: Quality) -> &'static str {
@@ -188,8 +201,16 @@ impl Metrics {
             "Energy the agent dropped from its spool for age since it started (joules, lost)",
             spool_dropped.clone(),
         );
+        let gauges = Family::<GaugeLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_sensor_value",
+            "Latest instantaneous value of a sensor (temperature, utilisation, limit, device power...); unit in the quantity label",
+            gauges.clone(),
+        );
         Metrics {
             registry,
+            gauges,
+            gauge_times: std::sync::Mutex::new(std::collections::HashMap::new()),
             spool_batches,
             spool_age,
             spool_merges,
@@ -314,7 +335,24 @@ impl Metrics {
             }
             latest_end = latest_end.max(r.end_ms);
         }
+        for g in &batch.gauges {
+            // Latest by time: batches may arrive out of order.
+            let labels = GaugeLabels {
+                host: host.clone(),
+                sensor: g.sensor.clone(),
+                quantity: g.quantity.as_str().to_owned(),
+            };
+            let mut seen = self.gauge_times.lock().unwrap_or_else(|p| p.into_inner());
+            let t = seen.entry(labels.clone()).or_insert(i64::MIN);
+            if g.at_ms >= *t {
+                *t = g.at_ms;
+                self.gauges.get_or_create(&labels).set(g.value);
+            }
+        }
         self.readings.inc_by(batch.readings.len() as u64);
+        if batch.readings.is_empty() {
+            return;
+        }
         self.emissions
             .get_or_create(&HostLabels { host: host.clone() })
             .inc_by(host_emissions);
@@ -361,5 +399,30 @@ mod tests {
         assert!(text.contains(r#"vigie_ingest_lag_seconds{host="node-01"} 1.0"#));
         assert!(text.contains("vigie_ingest_readings_total 2"));
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn gauges_keep_the_latest_value_whatever_the_arrival_order() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let series = r#"vigie_sensor_value{host="node-01",sensor="nvml:gpu-0",quantity="temperature_celsius"}"#;
+        let mut newer = samples::telemetry();
+        newer.gauges[0].value = 70.0;
+        newer.gauges[0].at_ms += 10_000;
+        m.accepted(&newer, 1_795_000_030_000);
+        m.accepted(&samples::telemetry(), 1_795_000_030_000);
+        assert!(
+            m.encode().contains(&format!("{series} 70.0")),
+            "{}",
+            m.encode()
+        );
+        // A batch of gauges only moves no energy and no lag.
+        let mut only = samples::telemetry();
+        only.readings.clear();
+        only.host = "gauge-only".into();
+        m.accepted(&only, 1_795_000_030_000);
+        assert!(
+            !m.encode()
+                .contains(r#"vigie_ingest_lag_seconds{host="gauge-only"}"#)
+        );
     }
 }
