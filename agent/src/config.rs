@@ -34,6 +34,77 @@ pub struct AgentConfig {
     /// Bounds of the on-disk spool.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// NVIDIA GPUs through NVML.
+    #[serde(default)]
+    pub gpu: GpuConfig,
+    /// The host power model (hosts without RAPL).
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Remote devices this agent polls (PDUs, BMCs, meters).
+    #[serde(default)]
+    pub devices: Vec<crate::device::DeviceConfig>,
+}
+
+/// GPU settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConfig {
+    /// Read NVIDIA GPUs; a host without the NVIDIA library runs on without them.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig { enabled: true }
+    }
+}
+
+/// When the host model is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelMode {
+    /// Only when RAPL finds no zone (VMs, hosts without powercap).
+    Auto,
+    /// Always, next to whatever is measured.
+    On,
+    /// Never.
+    Off,
+}
+
+/// Host model settings. Readings are flagged `estimated`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `auto`, `on` or `off`.
+    #[serde(default = "default_model_mode")]
+    pub mode: ModelMode,
+    /// Host power at 0 % CPU, W (from the vendor's data or a SPECpower result).
+    #[serde(default = "default_idle_w")]
+    pub idle_w: f64,
+    /// Host power at 100 % CPU, W.
+    #[serde(default = "default_max_w")]
+    pub max_w: f64,
+}
+
+fn default_model_mode() -> ModelMode {
+    ModelMode::Auto
+}
+fn default_idle_w() -> f64 {
+    100.0
+}
+fn default_max_w() -> f64 {
+    300.0
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            mode: default_model_mode(),
+            idle_w: default_idle_w(),
+            max_w: default_max_w(),
+        }
+    }
 }
 
 /// Bounds of the spool. Past `max_batches`, the oldest never-published
@@ -205,6 +276,9 @@ impl Default for AgentConfig {
             rapl: RaplConfig::default(),
             rack: None,
             spool: SpoolConfig::default(),
+            gpu: GpuConfig::default(),
+            model: ModelConfig::default(),
+            devices: Vec::new(),
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn inventory(
     site: &str,
     host: &str,
     sockets: u32,
+    gpus: Vec<vigie_protocol::GpuMeta>,
     sensors: Vec<SensorMeta>,
     rack: Option<vigie_protocol::RackPosition>,
 ) -> HostMeta {
@@ -85,7 +86,7 @@ pub fn inventory(
         sockets: sockets.max(1),
         logical_cpus: sys.as_ref().map(|s| s.cpus().len() as u32).unwrap_or(0),
         memory_bytes: sys.as_ref().map(|s| s.total_memory()).unwrap_or(0),
-        gpus: Vec::new(),
+        gpus,
         sensors,
         rack,
     }

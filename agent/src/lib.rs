@@ -11,7 +11,9 @@ pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod gpu;
 pub mod host;
+pub mod model;
 pub mod mqtt;
 pub mod rapl;
 pub mod sampler;
@@ -34,7 +36,9 @@ pub enum AgentError {
     #[error(transparent)]
     Rapl(#[from] rapl::RaplError),
     /// No sensor is enabled.
-    #[error("no energy sensor enabled: enable [rapl] or another source")]
+    #[error(
+        "no energy source: no RAPL zone or GPU found, [model] mode = \"off\", and no [[devices]] configured (run `vigie-agent probe` to see why each source is unused)"
+    )]
     NoSensors,
     /// A counter declared an unusable range.
     #[error("bad counter: {0}")]
@@ -45,6 +49,14 @@ pub enum AgentError {
     /// The MQTT link could not be set up (names, credentials).
     #[error(transparent)]
     Link(#[from] mqtt::LinkError),
+    /// A remote device's configuration cannot work.
+    #[error("device {name}: {source}")]
+    Device {
+        /// Device name.
+        name: String,
+        /// Cause.
+        source: device::DeviceError,
+    },
     /// The spool failed: a batch could not be kept safe.
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
@@ -69,12 +81,31 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// Runs the agent until `shutdown` completes, then takes a last sample,
 /// publishes it, marks the host offline and disconnects.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    run_with(cfg, Hardware::default(), shutdown).await
+}
+
+/// [`run`] with the hardware given.
+pub async fn run_with(
+    cfg: AgentConfig,
+    hw: Hardware,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let host = cfg.host.clone().unwrap_or_else(host::host_name);
     vigie_protocol::is_valid_host_or_site(&host)?;
     vigie_protocol::is_valid_host_or_site(&cfg.site)?;
 
-    let (mut sources, sockets) = build_sources(&cfg)?;
-    if sources.is_empty() {
+    let Built {
+        mut sources,
+        sockets,
+        gpus,
+        notes,
+    } = build_sources(&cfg, hw)?;
+    for n in &notes {
+        if let Some(why) = &n.unused {
+            tracing::info!(source = n.source, "not in use: {why}");
+        }
+    }
+    if sources.is_empty() && cfg.devices.is_empty() {
         return Err(AgentError::NoSensors);
     }
     let sensors: Vec<SensorMeta> = sources.sensors();
@@ -123,13 +154,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     for e in sources.poll(started_ms, &mut batcher.sink()) {
         tracing::warn!(error = %e, "sample failed");
     }
-    let meta = json(&host::inventory(
-        &cfg.site,
-        &host,
-        sockets,
-        sensors,
-        cfg.rack.clone(),
-    ));
+    let mut inventory = host::inventory(&cfg.site, &host, sockets, gpus, sensors, cfg.rack.clone());
+    let mut meta = json(&inventory);
     let online = |spool| {
         json(&StatusMessage {
             schema: SCHEMA_VERSION,
@@ -190,6 +216,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut status_tick = tokio::time::interval(cfg.spool.status_interval);
     status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     status_tick.tick().await;
+    // Remote devices, each in its own task; what they read joins the next batch.
+    let (device_tx, mut device_rx) = tokio::sync::mpsc::channel::<device::DeviceOutput>(64);
+    let mut device_tasks = Vec::new();
+    for d in &cfg.devices {
+        let driver = device::build(d).map_err(|source| AgentError::Device {
+            name: d.name.clone(),
+            source,
+        })?;
+        device_tasks.push(device::spawn(d, driver, device_tx.clone(), now_ms));
+    }
     let watchdog = vigie_service::watchdog_period();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
@@ -215,6 +251,18 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => vigie_service::notify_watchdog(),
+            Some(out) = device_rx.recv() => {
+                let sink = batcher.sink();
+                sink.readings.extend(out.readings);
+                sink.gauges.extend(out.gauges);
+                if !out.new_sensors.is_empty() {
+                    inventory.sensors.extend(out.new_sensors);
+                    meta = json(&inventory);
+                    if connected {
+                        let _ = link.publish_meta(meta.clone()).await;
+                    }
+                }
+            }
             Some(ev) = events.recv() => match ev {
                 mqtt::LinkEvent::Connected => {
                     connected = true;
@@ -239,6 +287,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         }
     }
 
+    for t in &device_tasks {
+        t.abort();
+    }
+    drop(device_tx);
+    // What the devices read before the stop goes into the last batch.
+    while let Ok(out) = device_rx.try_recv() {
+        let sink = batcher.sink();
+        sink.readings.extend(out.readings);
+        sink.gauges.extend(out.gauges);
+    }
     tracing::info!("stopping: last sample and publish");
     vigie_service::notify_stopping();
     for e in sources.poll(now_ms(), &mut batcher.sink()) {
@@ -279,21 +337,145 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     Ok(())
 }
 
-/// The local sources the configuration asks for, and the socket count for
-/// the inventory.
-pub fn build_sources(cfg: &AgentConfig) -> Result<(source::Sources, u32), AgentError> {
+/// The hardware the agent reads, passed in: the binary uses the host's,
+/// tests and the demo pass fakes.
+#[derive(Default)]
+pub struct Hardware {
+    /// GPU access; `None` tries NVML.
+    pub gpus: Option<Box<dyn gpu::GpuBackend>>,
+    /// CPU utilisation for the host model; `None` uses sysinfo.
+    pub cpu_load: Option<Box<dyn model::CpuLoad>>,
+}
+
+/// Whether a source is in use, and why not when it is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceNote {
+    /// `rapl`, `nvml`, `model`.
+    pub source: &'static str,
+    /// `None` when in use; otherwise why not and what to do.
+    pub unused: Option<String>,
+}
+
+/// What [`build_sources`] found.
+pub struct Built {
+    /// The local sources in use.
+    pub sources: source::Sources,
+    /// RAPL packages (at least 1), for the inventory.
+    pub sockets: u32,
+    /// GPUs, for the inventory.
+    pub gpus: Vec<vigie_protocol::GpuMeta>,
+    /// Every local source, used or not, with the reason.
+    pub notes: Vec<SourceNote>,
+}
+
+/// Sets up the local sources the configuration asks for. A source that is
+/// absent here (no RAPL zone, no NVIDIA library) is noted, not an error;
+/// one that is present but unusable (RAPL without permission) is an error.
+pub fn build_sources(cfg: &AgentConfig, hw: Hardware) -> Result<Built, AgentError> {
     let mut sources = source::Sources::default();
+    let mut notes = Vec::new();
     let mut sockets = 1;
+    let mut rapl_found = false;
     if cfg.rapl.enabled {
-        let zones = rapl::discover(&cfg.rapl.root)?;
-        sockets = zones
-            .iter()
-            .filter(|z| z.domain == rapl::Domain::Package)
-            .count()
-            .max(1) as u32;
-        sources.push(Box::new(sampler::Sampler::new(zones)?));
+        match rapl::discover(&cfg.rapl.root) {
+            Ok(zones) => {
+                sockets = zones
+                    .iter()
+                    .filter(|z| z.domain == rapl::Domain::Package)
+                    .count()
+                    .max(1) as u32;
+                sources.push(Box::new(sampler::Sampler::new(zones)?));
+                rapl_found = true;
+                notes.push(SourceNote {
+                    source: "rapl",
+                    unused: None,
+                });
+            }
+            Err(e @ rapl::RaplError::NoZones { .. }) => notes.push(SourceNote {
+                source: "rapl",
+                unused: Some(e.to_string()),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        notes.push(SourceNote {
+            source: "rapl",
+            unused: Some("disabled in the configuration ([rapl] enabled = false)".into()),
+        });
     }
-    Ok((sources, sockets))
+
+    let mut gpus = Vec::new();
+    if cfg.gpu.enabled {
+        let backend = match hw.gpus {
+            Some(b) => Ok(b),
+            None => gpu::NvmlBackend::init().map(|b| Box::new(b) as Box<dyn gpu::GpuBackend>),
+        };
+        let max_gap_ms = i64::try_from(cfg.sampling.interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(5);
+        match backend.and_then(|b| gpu::GpuSource::new(b, max_gap_ms)) {
+            Ok(g) if g.is_empty() => notes.push(SourceNote {
+                source: "nvml",
+                unused: Some("the NVIDIA library is present but reports no GPU".into()),
+            }),
+            Ok(g) => {
+                gpus = g.inventory();
+                sources.push(Box::new(g));
+                notes.push(SourceNote {
+                    source: "nvml",
+                    unused: None,
+                });
+            }
+            Err(e) => notes.push(SourceNote {
+                source: "nvml",
+                unused: Some(e.to_string()),
+            }),
+        }
+    } else {
+        notes.push(SourceNote {
+            source: "nvml",
+            unused: Some("disabled in the configuration ([gpu] enabled = false)".into()),
+        });
+    }
+
+    let use_model = match cfg.model.mode {
+        config::ModelMode::On => true,
+        config::ModelMode::Off => false,
+        config::ModelMode::Auto => !rapl_found,
+    };
+    if use_model {
+        let load = hw
+            .cpu_load
+            .unwrap_or_else(|| Box::new(model::SysinfoLoad::new()));
+        sources.push(Box::new(model::ModelSource::new(
+            load,
+            model::PowerCurve {
+                idle_w: cfg.model.idle_w,
+                max_w: cfg.model.max_w,
+            },
+        )));
+        notes.push(SourceNote {
+            source: "model",
+            unused: None,
+        });
+    } else {
+        notes.push(SourceNote {
+            source: "model",
+            unused: Some(match cfg.model.mode {
+                config::ModelMode::Off => {
+                    "disabled in the configuration ([model] mode = \"off\")".into()
+                }
+                _ => "not needed: RAPL measures this host ([model] mode = \"on\" adds it anyway)"
+                    .into(),
+            }),
+        });
+    }
+    Ok(Built {
+        sources,
+        sockets,
+        gpus,
+        notes,
+    })
 }
 
 /// The spool with its bounds and the figures the agent reports about it.

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
+use vigie_agent::Hardware;
 use vigie_agent::config::AgentConfig;
+use vigie_agent::gpu::FakeGpus;
 use vigie_testkit::FakePowercap;
 
 /// Demo settings (command-line flags).
@@ -154,6 +156,8 @@ pub async fn run(
         .iter()
         .map(|s| (s.name.clone(), s.tree.root().to_owned()))
         .collect();
+    // The first host also carries two simulated GPUs with energy counters.
+    let gpus = FakeGpus::new(2, "NVIDIA H100 80GB HBM3 (simulated)", true);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -162,6 +166,7 @@ pub async fn run(
 
     let sim = {
         let rx = stop_rx.clone();
+        let gpus = gpus.clone();
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -173,12 +178,22 @@ pub async fn run(
                         tracing::warn!(host = %h.name, error = %e, "simulator");
                     }
                 }
+                for g in 0..2 {
+                    // A training-like load: 250 to 650 W, in phase opposition.
+                    let w = 450.0 + 200.0 * (t / 20.0 + g as f64 * std::f64::consts::PI).sin();
+                    gpus.spend(g, (w * 100.0) as u64); // mJ in 100 ms
+                    gpus.update(g, |s| {
+                        s.power_mw = Some((w * 1000.0) as u32);
+                        s.temperature_c = Some((35.0 + w / 12.0) as u32);
+                        s.utilization_pct = Some(((w - 200.0) / 5.0).clamp(0.0, 100.0) as u32);
+                    });
+                }
             }
         })
     };
 
     let mut agents = Vec::new();
-    for (host, root) in &hosts {
+    for (n, (host, root)) in hosts.iter().enumerate() {
         let mut cfg = AgentConfig {
             site: "demo".into(),
             host: Some(host.clone()),
@@ -188,8 +203,14 @@ pub async fn run(
         cfg.mqtt.port = opts.mqtt_port;
         cfg.sampling.publish_interval = Duration::from_secs(5);
         cfg.rapl.root = root.clone();
-        agents.push(tokio::spawn(vigie_agent::run(
+        let hw = Hardware {
+            gpus: (n == 0).then(|| Box::new(gpus.clone()) as Box<dyn vigie_agent::gpu::GpuBackend>),
+            cpu_load: None,
+        };
+        cfg.gpu.enabled = n == 0;
+        agents.push(tokio::spawn(vigie_agent::run_with(
             cfg,
+            hw,
             stopped(stop_rx.clone()),
         )));
     }

@@ -46,7 +46,7 @@ fn broker_outage_then_agent_crash_loses_nothing() {
     std::fs::write(
         &agent_cfg,
         format!(
-            "site = \"f\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[rapl]\nroot = \"{}\"\n",
+            "site = \"f\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n",
             d.join("state").display(),
             root.display()
         ),
@@ -171,7 +171,7 @@ fn broker_that_forgot_everything_is_rejoined() {
     std::fs::write(
         &agent_cfg,
         format!(
-            "site = \"f\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[rapl]\nroot = \"{}\"\n",
+            "site = \"f\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n",
             d.join("state").display(),
             root.display()
         ),

@@ -114,7 +114,7 @@ async fn three_agents_through_mosquitto_exact_totals() {
         let cfg = write(
             &d.join(format!("agent-{host}.toml")),
             &format!(
-                "site = \"e2e\"\nhost = \"{host}\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[rapl]\nroot = \"{}\"\n",
+                "site = \"e2e\"\nhost = \"{host}\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n",
                 d.join(format!("state-{host}")).display(),
                 tree.root().display()
             ),

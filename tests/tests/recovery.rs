@@ -291,7 +291,7 @@ fn spool_overflow_during_an_outage_keeps_totals_exact() {
     std::fs::write(
         &agent_cfg,
         format!(
-            "site = \"rec\"\nhost = \"ovf\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"50ms\"\npublish_interval = \"100ms\"\n[rapl]\nroot = \"{}\"\n[spool]\nmax_batches = 10\nstatus_interval = \"200ms\"\n",
+            "site = \"rec\"\nhost = \"ovf\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"50ms\"\npublish_interval = \"100ms\"\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n[spool]\nmax_batches = 10\nstatus_interval = \"200ms\"\n",
             d.join("state").display(),
             root.display()
         ),

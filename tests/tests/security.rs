@@ -123,7 +123,7 @@ fn start_site(d: &Path, collector_mqtt: &str, agent_mqtt: &str) -> Site {
     std::fs::write(
         &acfg,
         format!(
-            "site = \"sec\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"200ms\"\n[rapl]\nroot = \"{}\"\n{agent_mqtt}",
+            "site = \"sec\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"200ms\"\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n{agent_mqtt}",
             d.join("state").display(),
             root.display()
         ),

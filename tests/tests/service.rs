@@ -89,7 +89,7 @@ fn both_daemons_notify_systemd() {
     std::fs::write(
         &agent_cfg,
         format!(
-            "site = \"n\"\nhost = \"h\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[rapl]\nroot = \"{}\"\n",
+            "site = \"n\"\nhost = \"h\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n",
             d.join("state").display(),
             root.display()
         ),

@@ -18,6 +18,54 @@ use std::pin::Pin;
 use vigie_energy::{Microjoules, average_power};
 use vigie_protocol::{Gauge, GaugeQuantity, Quality, Reading};
 
+/// One remote device in the agent's configuration (`[[devices]]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Device name, the first part of its sensors' names (`pdu-a1:outlet-7`).
+    pub name: String,
+    /// Poll period.
+    #[serde(default = "default_period", with = "humantime_serde")]
+    pub period: std::time::Duration,
+    /// Highest plausible power of one point, W: a register that goes back
+    /// by more than this could explain is a reset, not a wrap.
+    #[serde(default = "default_max_power_w")]
+    pub max_power_w: f64,
+    /// Where each point sits in the site.
+    #[serde(default)]
+    pub points: Vec<PointTopology>,
+}
+
+/// A point's place in the site topology.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointTopology {
+    /// Point name as the driver reports it (`outlet-7`).
+    pub point: String,
+    /// Room or hall.
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Rack.
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// PDU.
+    #[serde(default)]
+    pub pdu: Option<String>,
+    /// Outlet.
+    #[serde(default)]
+    pub outlet: Option<String>,
+    /// The host it feeds.
+    #[serde(default)]
+    pub feeds: Option<String>,
+}
+
+fn default_period() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn default_max_power_w() -> f64 {
+    100_000.0
+}
+
 /// One value a device reported for one of its points (`outlet-7`,
 /// `mains-1`, `chassis`, `meter`).
 #[derive(Debug, Clone, PartialEq)]
@@ -368,6 +416,113 @@ impl Tracker {
     }
 }
 
+/// Makes the driver a device's configuration names.
+pub fn build(cfg: &DeviceConfig) -> Result<Box<dyn Device>, DeviceError> {
+    Err(DeviceError::Config(format!(
+        "device {}: no driver section ([devices.redfish], .snmp, .modbus or .ipmi)",
+        cfg.name
+    )))
+}
+
+/// What a device task hands to the agent's main loop.
+#[derive(Debug, Default)]
+pub struct DeviceOutput {
+    /// Interval energy.
+    pub readings: Vec<Reading>,
+    /// Instantaneous values.
+    pub gauges: Vec<Gauge>,
+    /// Sensors seen for the first time (for the inventory).
+    pub new_sensors: Vec<vigie_protocol::SensorMeta>,
+}
+
+/// Polls `device` every `cfg.period` until `out` closes, sending what each
+/// poll yields. Failures are logged when the device's state changes (not at
+/// every period) and retried.
+pub fn spawn(
+    cfg: &DeviceConfig,
+    mut device: Box<dyn Device>,
+    out: tokio::sync::mpsc::Sender<DeviceOutput>,
+    clock: fn() -> i64,
+) -> tokio::task::JoinHandle<()> {
+    let period = cfg.period.max(std::time::Duration::from_millis(100));
+    let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+    let mut tracker = Tracker::new(&cfg.name, cfg.max_power_w, period_ms.saturating_mul(5));
+    let name = cfg.name.clone();
+    let points = cfg.points.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut announced: Vec<String> = Vec::new();
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let now = clock();
+            let values = match tokio::time::timeout(period, device.poll()).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(device = %name, error = %e, "device read failed; retrying every period");
+                    }
+                    failing = true;
+                    continue;
+                }
+                Err(_) => {
+                    if !failing {
+                        tracing::warn!(device = %name, period_ms, "device read timed out; retrying every period");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            if failing {
+                tracing::info!(device = %name, "device answers again");
+                failing = false;
+            }
+            let mut o = DeviceOutput::default();
+            for e in tracker.observe(now, &values, &mut o.readings, &mut o.gauges) {
+                tracing::warn!(device = %name, event = ?e, "device counter");
+            }
+            for v in &values {
+                if announced.contains(&v.point) {
+                    continue;
+                }
+                announced.push(v.point.clone());
+                let counted = values
+                    .iter()
+                    .any(|x| x.point == v.point && matches!(x.value, Value::EnergyCounter { .. }));
+                let powered = values
+                    .iter()
+                    .any(|x| x.point == v.point && matches!(x.value, Value::PowerW(_)));
+                let topo = points.iter().find(|p| p.point == v.point);
+                o.new_sensors.push(vigie_protocol::SensorMeta {
+                    name: tracker.sensor(&v.point),
+                    kind: device.kind().into(),
+                    domain: v.point.split(['-', ':']).next().unwrap_or("point").into(),
+                    source: device.source(),
+                    max_range_uj: None,
+                    method: if counted {
+                        Some(vigie_protocol::Method::Counter)
+                    } else if powered {
+                        Some(vigie_protocol::Method::IntegratedPower)
+                    } else {
+                        None
+                    },
+                    topology: topo.map(|t| vigie_protocol::Topology {
+                        room: t.room.clone(),
+                        rack: t.rack.clone(),
+                        pdu: t.pdu.clone(),
+                        outlet: t.outlet.clone(),
+                        feeds: t.feeds.clone(),
+                    }),
+                });
+            }
+            if out.send(o).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -390,6 +545,64 @@ mod tests {
             point: point.into(),
             value: Value::PowerW(w),
         }
+    }
+
+    /// A device that replays scripted polls.
+    struct Scripted(Vec<Result<Vec<PointValue>, DeviceError>>);
+    impl Device for Scripted {
+        fn kind(&self) -> &'static str {
+            "script"
+        }
+        fn source(&self) -> String {
+            "test://scripted".into()
+        }
+        fn poll(&mut self) -> PollFuture<'_> {
+            let next = if self.0.is_empty() {
+                Err(DeviceError::Unreachable("script over".into()))
+            } else {
+                self.0.remove(0)
+            };
+            Box::pin(async move { next })
+        }
+    }
+
+    static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    fn test_clock() -> i64 {
+        CLOCK.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_runner_survives_failures_and_announces_points_once() {
+        let cfg: DeviceConfig = toml::from_str(
+            "name = \"pdu-a1\"\nperiod = \"1s\"\n[[points]]\npoint = \"outlet-7\"\nrack = \"r12\"\nfeeds = \"node-01\"\n",
+        )
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let dev = Scripted(vec![
+            Ok(vec![counter("outlet-7", 10), power("outlet-7", 50.0)]),
+            Err(DeviceError::Unreachable("cable".into())),
+            Ok(vec![counter("outlet-7", 11), power("outlet-7", 60.0)]),
+        ]);
+        let task = spawn(&cfg, Box::new(dev), tx, test_clock);
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.new_sensors.len(), 1);
+        let meta = &first.new_sensors[0];
+        assert_eq!(meta.name, "pdu-a1:outlet-7");
+        assert_eq!(meta.method, Some(vigie_protocol::Method::Counter));
+        let topo = meta.topology.as_ref().unwrap();
+        assert_eq!(
+            (topo.rack.as_deref(), topo.feeds.as_deref()),
+            (Some("r12"), Some("node-01"))
+        );
+        let second = rx.recv().await.unwrap();
+        assert!(second.new_sensors.is_empty(), "announced once");
+        assert_eq!(
+            second.readings.len(),
+            1,
+            "the failed poll lost nothing: one reading spans it"
+        );
+        assert_eq!(second.readings[0].energy_uj, 360_000_000_000);
+        task.abort();
     }
 
     #[test]
