@@ -23,6 +23,18 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// List every sensor with a live reading, and why each unused source is unused.
+    Probe {
+        /// Configuration file (TOML); defaults apply when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Time between the two reads that give power, e.g. `1s`.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the command line, runs, and prints the error chain on failure.
@@ -45,6 +57,27 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(crate::run(cfg, vigie_service::shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Probe {
+            config,
+            window,
+            json,
+        } => {
+            let cfg: AgentConfig = vigie_service::load_config(config.as_deref())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(crate::probe::probe(
+                &cfg,
+                crate::Hardware::default(),
+                window,
+            ));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
             Ok(())
         }
     }

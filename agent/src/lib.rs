@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod host;
 pub mod model;
 pub mod mqtt;
+pub mod probe;
 pub mod rapl;
 pub mod sampler;
 pub mod source;
