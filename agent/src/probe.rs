@@ -267,8 +267,10 @@ mod tests {
     async fn probe_reads_each_source_and_says_why_others_are_off() {
         let dir = tempfile::tempdir().unwrap();
         let tree = FakePowercap::dual_socket(dir.path(), 262_143_328_850, 0).unwrap();
-        let mut cfg = AgentConfig::default();
-        cfg.host = Some("probe-host".into());
+        let mut cfg = AgentConfig {
+            host: Some("probe-host".into()),
+            ..AgentConfig::default()
+        };
         cfg.rapl.root = dir.path().to_owned();
         let gpus = FakeGpus::new(1, "H100", true);
         let hw = Hardware {
@@ -324,8 +326,10 @@ mod tests {
     #[tokio::test]
     async fn without_rapl_the_model_steps_in_and_rapl_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = AgentConfig::default();
-        cfg.host = Some("vm".into());
+        let mut cfg = AgentConfig {
+            host: Some("vm".into()),
+            ..AgentConfig::default()
+        };
         cfg.rapl.root = dir.path().join("no-powercap");
         cfg.gpu.enabled = false;
         let report = probe(&cfg, Hardware::default(), Duration::from_millis(150)).await;
