@@ -1,0 +1,675 @@
+//! The Redfish driver against the DMTF mockups in `shared/testdata/redfish`
+//! served from 127.0.0.1 by a small HTTP(S) server, one `index.json` per
+//! resource directory as the mockups are laid out.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use vigie_agent::device::redfish::{self, RedfishConfig, RedfishDevice};
+use vigie_agent::device::{Device, DeviceError, PointValue, Value};
+use vigie_protocol::GaugeQuantity;
+
+fn mockup(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/redfish")
+        .join(name)
+}
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    authorization: Option<String>,
+}
+
+#[derive(Default)]
+struct Options {
+    /// Bodies served instead of the mockup's, by path.
+    overrides: HashMap<String, String>,
+    /// The `Authorization` header to require.
+    authorization: Option<String>,
+    tls: Option<TlsAcceptor>,
+}
+
+struct Mock {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// While set, every request gets 503.
+    failing: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Mock {
+    fn paths(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+async fn serve(root: PathBuf, options: Options) -> Mock {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let failing = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new((root, options, seen.clone(), failing.clone()));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let (root, options, seen, failing) = &*shared;
+                let ctx = (
+                    root.as_path(),
+                    options,
+                    &**seen,
+                    failing.load(Ordering::SeqCst),
+                );
+                match &options.tls {
+                    Some(acceptor) => {
+                        // A client that refuses our certificate ends here.
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            answer(tls, ctx).await;
+                        }
+                    }
+                    None => answer(stream, ctx).await,
+                }
+            });
+        }
+    });
+    Mock {
+        addr,
+        seen,
+        failing,
+        task,
+    }
+}
+
+/// Reads one request head and answers it, then closes.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    (root, options, seen, failing): (&Path, &Options, &Mutex<Vec<Seen>>, bool),
+) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let target = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("/")
+        .to_owned();
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().to_owned());
+    let path = target.split('?').next().unwrap_or("/").to_owned();
+    seen.lock().unwrap().push(Seen {
+        path: path.clone(),
+        authorization: authorization.clone(),
+    });
+
+    let (status, body) = if failing {
+        ("503 Service Unavailable", String::new())
+    } else if options.authorization.is_some() && options.authorization != authorization {
+        ("401 Unauthorized", String::new())
+    } else if let Some(body) = options.overrides.get(&path) {
+        ("200 OK", body.clone())
+    } else {
+        match mockup_file(root, &path).and_then(|f| std::fs::read_to_string(f).ok()) {
+            Some(body) => ("200 OK", body),
+            None => ("404 Not Found", "{}".to_owned()),
+        }
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// `/redfish/v1/Chassis/1U` -> `{root}/Chassis/1U/index.json`.
+fn mockup_file(root: &Path, path: &str) -> Option<PathBuf> {
+    let rest = path.strip_prefix("/redfish/v1")?.trim_matches('/');
+    if rest.split('/').any(|part| part == "..") {
+        return None;
+    }
+    Some(root.join(rest).join("index.json"))
+}
+
+fn config(url: String) -> RedfishConfig {
+    RedfishConfig {
+        url,
+        username: None,
+        password_file: None,
+        ca_file: None,
+        insecure: false,
+        timeout: Duration::from_secs(20),
+        chassis: Vec::new(),
+    }
+}
+
+fn device(mock: &Mock) -> RedfishDevice {
+    redfish::build(&config(format!("http://{}", mock.addr))).unwrap()
+}
+
+/// The values of one point, in the order the driver gave them.
+fn of(values: &[PointValue], point: &str) -> Vec<Value> {
+    values
+        .iter()
+        .filter(|v| v.point == point)
+        .map(|v| v.value)
+        .collect()
+}
+
+fn kwh(kwh: u64) -> Value {
+    // Milliwatt-hours, 3.6 J each.
+    Value::EnergyCounter {
+        raw: kwh * 1_000_000,
+        uj_per_unit: 3_600_000,
+        max_raw: u64::MAX,
+    }
+}
+
+fn gauge(quantity: GaugeQuantity, x: f64) -> Value {
+    Value::Gauge(quantity, x)
+}
+
+use GaugeQuantity::{
+    CurrentAmperes, PowerLimitWatts, PowerWatts, TemperatureCelsius, VoltageVolts,
+};
+
+fn assert_names_are_clean_and_unique(values: &[PointValue]) {
+    let mut seen = std::collections::HashSet::new();
+    for v in values {
+        assert!(
+            !v.point.is_empty()
+                && v.point
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)),
+            "{}",
+            v.point
+        );
+        let kind = match v.value {
+            Value::PowerW(_) => "power".to_owned(),
+            Value::EnergyCounter { .. } => "energy".to_owned(),
+            Value::Gauge(q, _) => q.as_str().to_owned(),
+        };
+        assert!(seen.insert((v.point.clone(), kind)), "twice: {v:?}");
+    }
+}
+
+#[tokio::test]
+async fn rack_pdu_mockup_outlets_branches_mains_and_totals() {
+    let mock = serve(mockup("public-pdu"), Options::default()).await;
+    let values = device(&mock).poll().await.unwrap();
+    assert_names_are_clean_and_unique(&values);
+
+    // PowerEquipment/RackPDUs/1/Outlets/A1: PowerWatts 197.4 W, EnergykWh
+    // 36166, Voltage 117.5 V, CurrentAmps 1.68 A.
+    assert_eq!(
+        of(&values, "outlet-A1"),
+        vec![
+            Value::PowerW(197.4),
+            kwh(36166),
+            gauge(VoltageVolts, 117.5),
+            gauge(CurrentAmperes, 1.68)
+        ]
+    );
+    assert_eq!(
+        of(&values, "outlet-B3"),
+        vec![
+            Value::PowerW(426.5),
+            kwh(61848),
+            gauge(VoltageVolts, 204.1),
+            gauge(CurrentAmperes, 2.09)
+        ]
+    );
+    assert_eq!(
+        of(&values, "outlet-C1"),
+        vec![
+            Value::PowerW(56.8),
+            kwh(36166),
+            gauge(VoltageVolts, 118.4),
+            gauge(CurrentAmperes, 0.48)
+        ]
+    );
+    // Outlets A4 and A5 report nothing.
+    assert!(of(&values, "outlet-A4").is_empty());
+    assert_eq!(
+        values
+            .iter()
+            .filter(|v| v.point.starts_with("outlet-"))
+            .count(),
+        9 * 4
+    );
+
+    // Branch A: single power, energy and current; voltage only per line.
+    assert_eq!(
+        of(&values, "branch-A"),
+        vec![
+            Value::PowerW(937.4),
+            kwh(325_675),
+            gauge(CurrentAmperes, 5.19)
+        ]
+    );
+    assert_eq!(
+        of(&values, "branch-A.Line1ToNeutral"),
+        vec![gauge(VoltageVolts, 118.2)]
+    );
+    assert_eq!(
+        of(&values, "branch-A.Line1ToLine2"),
+        vec![gauge(VoltageVolts, 203.5)]
+    );
+    assert_eq!(
+        of(&values, "branch-C"),
+        vec![
+            Value::PowerW(816.5),
+            kwh(121_666),
+            gauge(CurrentAmperes, 4.13)
+        ]
+    );
+
+    // Mains AC1 is three-phase with no single figure: per-line gauges only.
+    assert!(of(&values, "mains-AC1").is_empty());
+    assert_eq!(
+        of(&values, "mains-AC1.Line1ToNeutral"),
+        vec![gauge(VoltageVolts, 117.8), gauge(PowerWatts, 198.4)]
+    );
+    assert_eq!(
+        of(&values, "mains-AC1.Line2ToLine3"),
+        vec![gauge(VoltageVolts, 203.8), gauge(PowerWatts, 748.3)]
+    );
+    assert_eq!(
+        of(&values, "mains-AC1.Line3"),
+        vec![gauge(CurrentAmperes, 6.91)]
+    );
+    assert_eq!(
+        of(&values, "mains-AC1.Neutral"),
+        vec![gauge(CurrentAmperes, 2.74)]
+    );
+
+    // RackPDUs/1/Metrics: the whole PDU.
+    assert_eq!(
+        of(&values, "pdu-1"),
+        vec![
+            Value::PowerW(6438.0),
+            kwh(56438),
+            gauge(TemperatureCelsius, 31.0)
+        ]
+    );
+
+    // Chassis/PDU/Sensors: those the PDU resources read through their
+    // DataSourceUri are not read twice, the others are.
+    for duplicate in [
+        "sensor-PDU.PowerA1",
+        "sensor-PDU.EnergyA1",
+        "sensor-PDU.PowerA",
+        "sensor-PDU.PDUPower",
+        "sensor-PDU.PowerMains1-4",
+    ] {
+        assert!(of(&values, duplicate).is_empty(), "{duplicate}");
+    }
+    assert_eq!(
+        of(&values, "sensor-PDU.ACMainPower"),
+        vec![Value::PowerW(28783.0)]
+    );
+    assert_eq!(
+        of(&values, "sensor-PDU.GroupEnergyRack5Storage"),
+        vec![kwh(26880)]
+    );
+    // Not power or energy: not read.
+    assert!(of(&values, "sensor-PDU.VoltageA1").is_empty());
+    assert!(of(&values, "sensor-PDU.CabTemp").is_empty());
+}
+
+#[tokio::test]
+async fn rackmount_mockup_chassis_power_supplies_and_sensors() {
+    let mock = serve(mockup("public-rackmount1"), Options::default()).await;
+    let values = device(&mock).poll().await.unwrap();
+    assert_names_are_clean_and_unique(&values);
+
+    // Chassis/1U/Power: PowerControl[0].PowerConsumedWatts 344 W, limit 500 W.
+    assert_eq!(
+        of(&values, "chassis-1U"),
+        vec![Value::PowerW(344.0), gauge(PowerLimitWatts, 500.0)]
+    );
+    // Legacy PowerSupplies[0]: LineInputVoltage 120 V, no input power.
+    assert_eq!(of(&values, "psu-1U.0"), vec![gauge(VoltageVolts, 120.0)]);
+    // Chassis/1U/EnvironmentMetrics: PowerWatts 374 W, 39 °C, limit 500 W.
+    assert_eq!(
+        of(&values, "chassis-1U.env"),
+        vec![
+            Value::PowerW(374.0),
+            gauge(TemperatureCelsius, 39.0),
+            gauge(PowerLimitWatts, 500.0)
+        ]
+    );
+    // PowerSubsystem/PowerSupplies/Bay1/Metrics.
+    assert_eq!(
+        of(&values, "psu-1U.Bay1"),
+        vec![
+            gauge(PowerWatts, 937.4),
+            kwh(325_675),
+            gauge(VoltageVolts, 230.2),
+            gauge(CurrentAmperes, 5.19)
+        ]
+    );
+    assert_eq!(
+        of(&values, "psu-1U.Bay1.output"),
+        vec![gauge(PowerWatts, 937.4)]
+    );
+    // Bay2 has no Metrics.
+    assert!(values.iter().all(|v| !v.point.starts_with("psu-1U.Bay2")));
+    // Sensors (the collection's members; the mockup's CPU1Power is not
+    // one): TotalEnergy 325675 kWh is read;
+    // TotalPower (EnvironmentMetrics) and PS1InputPower, PS1Energy (Bay1
+    // Metrics) are read there; PS2InputPower and PS2Energy have a null
+    // Reading; temperatures are not power.
+    assert_eq!(of(&values, "sensor-1U.TotalEnergy"), vec![kwh(325_675)]);
+    let sensors: Vec<&str> = values
+        .iter()
+        .filter(|v| v.point.starts_with("sensor-"))
+        .map(|v| v.point.as_str())
+        .collect();
+    assert_eq!(sensors, vec!["sensor-1U.TotalEnergy"]);
+}
+
+#[tokio::test]
+async fn later_polls_read_only_the_planned_resources_and_errors_rediscover() {
+    let mock = serve(mockup("public-rackmount1"), Options::default()).await;
+    let mut dev = device(&mock);
+    let first = dev.poll().await.unwrap();
+    assert!(mock.paths().contains(&"/redfish/v1/".to_owned()));
+
+    mock.clear();
+    assert_eq!(dev.poll().await.unwrap(), first);
+    let mut planned = mock.paths();
+    planned.sort();
+    assert_eq!(
+        planned,
+        vec![
+            "/redfish/v1/Chassis/1U/EnvironmentMetrics",
+            "/redfish/v1/Chassis/1U/Power",
+            "/redfish/v1/Chassis/1U/PowerSubsystem/PowerSupplies/Bay1/Metrics",
+            "/redfish/v1/Chassis/1U/Sensors/PS2Energy",
+            "/redfish/v1/Chassis/1U/Sensors/PS2InputPower",
+            "/redfish/v1/Chassis/1U/Sensors/TotalEnergy",
+        ]
+    );
+
+    // A busy BMC: the poll fails and the plan is dropped.
+    mock.failing.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        dev.poll().await,
+        Err(DeviceError::Unreachable(m)) if m.contains("503")
+    ));
+    mock.failing.store(false, Ordering::SeqCst);
+    mock.clear();
+    assert_eq!(dev.poll().await.unwrap(), first);
+    assert!(
+        mock.paths().contains(&"/redfish/v1/".to_owned()),
+        "discovered again"
+    );
+}
+
+#[tokio::test]
+async fn null_and_missing_readings_are_skipped() {
+    let root = mockup("public-pdu");
+    let path = "/redfish/v1/PowerEquipment/RackPDUs/1/Outlets/A1";
+    let mut outlet: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("PowerEquipment/RackPDUs/1/Outlets/A1/index.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    outlet["PowerWatts"]["Reading"] = serde_json::Value::Null;
+    outlet.as_object_mut().unwrap().remove("EnergykWh");
+    outlet["Voltage"]["Reading"] = "n/a".into();
+    let mut legacy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(mockup("public-rackmount1").join("Chassis/1U/Power/index.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    legacy["PowerControl"][0]["PowerConsumedWatts"] = serde_json::Value::Null;
+    legacy["PowerSupplies"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("LineInputVoltage");
+
+    let mock = serve(
+        root,
+        Options {
+            overrides: HashMap::from([(path.to_owned(), outlet.to_string())]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let values = device(&mock).poll().await.unwrap();
+    // Power null, energy missing, voltage not a number: the current is left.
+    assert_eq!(of(&values, "outlet-A1"), vec![gauge(CurrentAmperes, 1.68)]);
+    // Without its single voltage, the outlet's per-line one stands in;
+    // its current is single, so no per-line current.
+    assert!(of(&values, "outlet-A1.Line1").is_empty());
+    assert_eq!(
+        of(&values, "outlet-A1.Line1ToNeutral"),
+        vec![gauge(VoltageVolts, 117.5)]
+    );
+    assert_eq!(of(&values, "outlet-A2").len(), 4, "the others are whole");
+
+    let mock = serve(
+        mockup("public-rackmount1"),
+        Options {
+            overrides: HashMap::from([(
+                "/redfish/v1/Chassis/1U/Power".to_owned(),
+                legacy.to_string(),
+            )]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let values = device(&mock).poll().await.unwrap();
+    assert_eq!(
+        of(&values, "chassis-1U"),
+        vec![gauge(PowerLimitWatts, 500.0)]
+    );
+    assert!(of(&values, "psu-1U.0").is_empty());
+    assert_eq!(of(&values, "chassis-1U.env")[0], Value::PowerW(374.0));
+}
+
+#[tokio::test]
+async fn the_chassis_filter_keeps_the_pdus() {
+    let mock = serve(mockup("public-pdu"), Options::default()).await;
+    let mut cfg = config(format!("http://{}", mock.addr));
+    cfg.chassis = vec!["TransferSwitch1".into()];
+    let values = redfish::build(&cfg).unwrap().poll().await.unwrap();
+    assert!(values.iter().all(|v| !v.point.starts_with("sensor-PDU.")));
+    assert!(!of(&values, "outlet-A1").is_empty());
+    assert!(
+        !mock
+            .paths()
+            .iter()
+            .any(|p| p.starts_with("/redfish/v1/Chassis/PDU/"))
+    );
+
+    // Nothing to read is an error (the next poll looks again), not an
+    // empty success.
+    let mock = serve(mockup("public-rackmount1"), Options::default()).await;
+    let mut cfg = config(format!("http://{}", mock.addr));
+    cfg.chassis = vec!["2U".into()];
+    let err = redfish::build(&cfg).unwrap().poll().await.unwrap_err();
+    assert!(
+        matches!(&err, DeviceError::Protocol(m) if m.contains("2U")),
+        "{err:?}"
+    );
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn basic_auth_comes_from_the_password_file() {
+    assert_eq!(
+        base64(b"Aladdin:open sesame"),
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let expected = format!("Basic {}", base64(b"vigie:s3cret pw"));
+    let mock = serve(
+        mockup("public-rackmount1"),
+        Options {
+            authorization: Some(expected.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut cfg = config(format!("http://{}", mock.addr));
+    cfg.username = Some("vigie".into());
+    cfg.password_file = Some(secret_file(dir.path(), "pw", "s3cret pw\n"));
+    let mut dev = redfish::build(&cfg).unwrap();
+    assert!(
+        !format!("{dev:?}").contains("s3cret"),
+        "the password shows in Debug"
+    );
+    let values = dev.poll().await.unwrap();
+    assert_eq!(of(&values, "chassis-1U")[0], Value::PowerW(344.0));
+    let seen = mock.seen.lock().unwrap().clone();
+    assert!(seen.len() > 5);
+    assert!(
+        seen.iter()
+            .all(|s| s.authorization.as_deref() == Some(expected.as_str())),
+        "{seen:?}"
+    );
+
+    cfg.password_file = Some(secret_file(dir.path(), "wrong", "nope\n"));
+    let err = redfish::build(&cfg).unwrap().poll().await.unwrap_err();
+    assert!(
+        matches!(&err, DeviceError::Auth(m) if m.contains("401")),
+        "{err:?}"
+    );
+
+    cfg.password_file = Some(dir.path().join("missing"));
+    assert!(matches!(
+        redfish::build(&cfg),
+        Err(DeviceError::Config(m)) if m.contains("password_file")
+    ));
+}
+
+fn tls_acceptor(pki: &vigie_testkit::pki::Pki) -> TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let files = pki.server().unwrap();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn https_with_the_targets_own_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_dir, other_dir) = (dir.path().join("ca"), dir.path().join("other"));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let pki = vigie_testkit::pki::Pki::new(&ca_dir).unwrap();
+    let other = vigie_testkit::pki::Pki::new(&other_dir).unwrap();
+    let mock = serve(
+        mockup("public-rackmount1"),
+        Options {
+            tls: Some(tls_acceptor(&pki)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let url = format!("https://{}", mock.addr);
+
+    let mut cfg = config(url.clone());
+    cfg.ca_file = Some(pki.ca_file.clone());
+    let values = redfish::build(&cfg).unwrap().poll().await.unwrap();
+    assert_eq!(of(&values, "chassis-1U")[0], Value::PowerW(344.0));
+
+    // Another CA, or the system's roots: the certificate is refused.
+    for ca_file in [Some(other.ca_file.clone()), None] {
+        let mut cfg = config(url.clone());
+        cfg.ca_file = ca_file;
+        let err = redfish::build(&cfg).unwrap().poll().await.unwrap_err();
+        assert!(
+            matches!(&err, DeviceError::Config(m) if m.contains("not trusted")),
+            "{err:?}"
+        );
+    }
+
+    // The explicit switch: no verification.
+    let mut cfg = config(url);
+    cfg.insecure = true;
+    let values = redfish::build(&cfg).unwrap().poll().await.unwrap();
+    assert_eq!(of(&values, "chassis-1U")[0], Value::PowerW(344.0));
+}
