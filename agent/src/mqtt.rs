@@ -71,6 +71,10 @@ impl Link {
                 .unwrap_or(u16::MAX)
                 .max(5),
         );
+        // rumqttc sizes its in-flight table by this limit (default 65535
+        // slots, about 14 MB); 100 unacknowledged batches is plenty, and a
+        // replay simply waits for slots.
+        opts.set_outgoing_inflight_upper_limit(100);
         let secrets = vigie_service::secrets::broker_secrets(
             cfg.tls.as_ref(),
             cfg.username.as_deref(),

@@ -42,6 +42,9 @@ pub fn subscribe(
     out: mpsc::Sender<Delivery>,
 ) -> Result<Subscription, vigie_service::secrets::SecretError> {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), (cfg.host.clone(), cfg.port));
+    // The collector publishes nothing: keep rumqttc's in-flight table small
+    // (its default of 65535 slots costs about 14 MB).
+    opts.set_outgoing_inflight_upper_limit(16);
     let secrets = vigie_service::secrets::broker_secrets(
         cfg.tls.as_ref(),
         cfg.username.as_deref(),
