@@ -88,13 +88,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
 /// [`run`] with the hardware given.
 pub async fn run_with(
     cfg: AgentConfig,
-    hw: Hardware,
+    mut hw: Hardware,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let host = cfg.host.clone().unwrap_or_else(host::host_name);
     vigie_protocol::is_valid_host_or_site(&host)?;
     vigie_protocol::is_valid_host_or_site(&cfg.site)?;
 
+    let extra_devices = std::mem::take(&mut hw.devices);
     let Built {
         mut sources,
         sockets,
@@ -106,7 +107,7 @@ pub async fn run_with(
             tracing::info!(source = n.source, "not in use: {why}");
         }
     }
-    if sources.is_empty() && cfg.devices.is_empty() {
+    if sources.is_empty() && cfg.devices.is_empty() && extra_devices.is_empty() {
         return Err(AgentError::NoSensors);
     }
     let sensors: Vec<SensorMeta> = sources.sensors();
@@ -227,6 +228,9 @@ pub async fn run_with(
         })?;
         device_tasks.push(device::spawn(d, driver, device_tx.clone(), now_ms));
     }
+    for (d, driver) in extra_devices {
+        device_tasks.push(device::spawn(&d, driver, device_tx.clone(), now_ms));
+    }
     let watchdog = vigie_service::watchdog_period();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
@@ -346,6 +350,9 @@ pub struct Hardware {
     pub gpus: Option<Box<dyn gpu::GpuBackend>>,
     /// CPU utilisation for the host model; `None` uses sysinfo.
     pub cpu_load: Option<Box<dyn model::CpuLoad>>,
+    /// Devices with their drivers already made (simulations), polled
+    /// besides those of the configuration.
+    pub devices: Vec<(device::DeviceConfig, Box<dyn device::Device>)>,
 }
 
 /// Whether a source is in use, and why not when it is not.

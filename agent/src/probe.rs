@@ -275,7 +275,7 @@ mod tests {
         let gpus = FakeGpus::new(1, "H100", true);
         let hw = Hardware {
             gpus: Some(Box::new(gpus.clone())),
-            cpu_load: None,
+            ..Hardware::default()
         };
         // Energy moves during the window.
         let mover = {

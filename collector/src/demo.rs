@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vigie_agent::Hardware;
 use vigie_agent::config::AgentConfig;
+use vigie_agent::device::{Device, DeviceConfig, FakePdu};
 use vigie_agent::gpu::FakeGpus;
 use vigie_testkit::FakePowercap;
 
@@ -156,8 +157,23 @@ pub async fn run(
         .iter()
         .map(|s| (s.name.clone(), s.tree.root().to_owned()))
         .collect();
-    // The first host also carries two simulated GPUs with energy counters.
+    // The first host also carries two simulated GPUs with energy counters,
+    // and its agent polls a simulated rack PDU with one outlet per host
+    // (wall power: the host's CPU power plus the rest of the server).
     let gpus = FakeGpus::new(2, "NVIDIA H100 80GB HBM3 (simulated)", true);
+    let pdu = FakePdu::new(sims.len());
+    let pdu_cfg: DeviceConfig = toml::from_str(&format!(
+        "name = \"pdu-a1\"\nperiod = \"5s\"\n{}",
+        sims.iter()
+            .enumerate()
+            .map(|(i, h)| format!(
+                "[[points]]\npoint = \"outlet-{}\"\nroom = \"hall-a\"\nrack = \"r01\"\npdu = \"pdu-a1\"\noutlet = \"{}\"\nfeeds = \"{}\"\n",
+                i + 1,
+                i + 1,
+                h.name
+            ))
+            .collect::<String>()
+    ))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -167,16 +183,26 @@ pub async fn run(
     let sim = {
         let rx = stop_rx.clone();
         let gpus = gpus.clone();
+        let pdu = pdu.clone();
         tokio::spawn(async move {
+            // Wh not yet whole, per outlet: the register counts whole Wh.
+            let mut carry = vec![0.0f64; sims.len()];
             let start = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while !*rx.borrow() {
                 tick.tick().await;
                 let t = start.elapsed().as_secs_f64();
                 for (i, h) in sims.iter().enumerate() {
-                    if let Err(e) = h.step(simulated_watts(i, t) * 0.1) {
+                    let w = simulated_watts(i, t);
+                    if let Err(e) = h.step(w * 0.1) {
                         tracing::warn!(host = %h.name, error = %e, "simulator");
                     }
+                    // Wall power: CPU + memory, fans, disks, PSU losses.
+                    let wall = w * 1.6 + 60.0 + if i == 0 { 900.0 } else { 0.0 };
+                    carry[i] += wall * 0.1 / 3600.0;
+                    let whole = carry[i].floor();
+                    carry[i] -= whole;
+                    pdu.set(i, wall, whole as u64);
                 }
                 for g in 0..2 {
                     // A training-like load: 250 to 650 W, in phase opposition.
@@ -206,6 +232,11 @@ pub async fn run(
         let hw = Hardware {
             gpus: (n == 0).then(|| Box::new(gpus.clone()) as Box<dyn vigie_agent::gpu::GpuBackend>),
             cpu_load: None,
+            devices: if n == 0 {
+                vec![(pdu_cfg.clone(), Box::new(pdu.clone()) as Box<dyn Device>)]
+            } else {
+                Vec::new()
+            },
         };
         cfg.gpu.enabled = n == 0;
         agents.push(tokio::spawn(vigie_agent::run_with(

@@ -424,6 +424,73 @@ pub fn build(cfg: &DeviceConfig) -> Result<Box<dyn Device>, DeviceError> {
     )))
 }
 
+/// A simulated rack PDU for tests, the demo and the overhead benchmark:
+/// per outlet a power reading and a Counter32 energy register in Wh, and
+/// the whole PDU's power. The test moves it forward.
+#[derive(Clone, Debug)]
+pub struct FakePdu {
+    outlets: std::sync::Arc<std::sync::Mutex<Vec<(f64, u64)>>>,
+}
+
+impl FakePdu {
+    /// A PDU with `n` outlets at 0 W and 0 Wh.
+    pub fn new(n: usize) -> Self {
+        FakePdu {
+            outlets: std::sync::Arc::new(std::sync::Mutex::new(vec![(0.0, 0); n])),
+        }
+    }
+
+    /// Sets outlet `i`'s power and adds `wh` to its register (wrapping at 2^32).
+    pub fn set(&self, i: usize, watts: f64, wh: u64) {
+        let mut o = self.outlets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = o.get_mut(i) {
+            x.0 = watts;
+            x.1 = (x.1 + wh) % (1 << 32);
+        }
+    }
+}
+
+impl Device for FakePdu {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn source(&self) -> String {
+        "simulated PDU".into()
+    }
+
+    fn poll(&mut self) -> PollFuture<'_> {
+        let o = self
+            .outlets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Box::pin(async move {
+            let mut v = Vec::with_capacity(o.len() * 2 + 1);
+            v.push(PointValue {
+                point: "device".into(),
+                value: Value::Gauge(GaugeQuantity::PowerWatts, o.iter().map(|x| x.0).sum()),
+            });
+            for (i, (w, wh)) in o.iter().enumerate() {
+                let point = format!("outlet-{}", i + 1);
+                v.push(PointValue {
+                    point: point.clone(),
+                    value: Value::PowerW(*w),
+                });
+                v.push(PointValue {
+                    point,
+                    value: Value::EnergyCounter {
+                        raw: *wh,
+                        uj_per_unit: 3_600_000_000,
+                        max_raw: u64::from(u32::MAX),
+                    },
+                });
+            }
+            Ok(v)
+        })
+    }
+}
+
 /// What a device task hands to the agent's main loop.
 #[derive(Debug, Default)]
 pub struct DeviceOutput {
