@@ -34,6 +34,12 @@ pub struct DeviceConfig {
     /// Where each point sits in the site.
     #[serde(default)]
     pub points: Vec<PointTopology>,
+    /// A Redfish BMC or PDU.
+    #[serde(default)]
+    pub redfish: Option<redfish::RedfishConfig>,
+    /// IPMI DCMI power through ipmitool or FreeIPMI.
+    #[serde(default)]
+    pub ipmi: Option<ipmi::IpmiConfig>,
 }
 
 /// A point's place in the site topology.
@@ -418,8 +424,32 @@ impl Tracker {
 
 /// Makes the driver a device's configuration names.
 pub fn build(cfg: &DeviceConfig) -> Result<Box<dyn Device>, DeviceError> {
+    let sections = usize::from(cfg.redfish.is_some()) + usize::from(cfg.ipmi.is_some());
+    if sections != 1 {
+        return Err(DeviceError::Config(format!(
+            "device {}: exactly one driver section ([devices.redfish], .snmp, .modbus or .ipmi), found {sections}",
+            cfg.name
+        )));
+    }
+    if !cfg
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        || cfg.name.is_empty()
+    {
+        return Err(DeviceError::Config(format!(
+            "device name {:?}: use [A-Za-z0-9._-] only",
+            cfg.name
+        )));
+    }
+    if let Some(c) = &cfg.redfish {
+        return Ok(Box::new(redfish::build(c)?));
+    }
+    if let Some(c) = &cfg.ipmi {
+        return Ok(Box::new(ipmi::build(c)?));
+    }
     Err(DeviceError::Config(format!(
-        "device {}: no driver section ([devices.redfish], .snmp, .modbus or .ipmi)",
+        "device {}: no driver",
         cfg.name
     )))
 }
@@ -636,6 +666,36 @@ mod tests {
     static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
     fn test_clock() -> i64 {
         CLOCK.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_driver_section_picks_the_driver() {
+        let parse = |t: &str| toml::from_str::<crate::config::AgentConfig>(t).unwrap();
+        let cfg = parse(
+            "[[devices]]\nname = \"bmc-r12\"\nperiod = \"30s\"\n[devices.redfish]\nurl = \"https://10.0.0.5\"\n\n[[devices]]\nname = \"dcmi\"\n[devices.ipmi]\ntool = \"freeipmi\"\n",
+        );
+        assert_eq!(build(&cfg.devices[0]).unwrap().kind(), "redfish");
+        assert_eq!(build(&cfg.devices[1]).unwrap().kind(), "ipmi");
+        let none = parse("[[devices]]\nname = \"x\"\n");
+        assert!(
+            build(&none.devices[0])
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("exactly one")
+        );
+        let two = parse(
+            "[[devices]]\nname = \"x\"\n[devices.redfish]\nurl = \"https://a\"\n[devices.ipmi]\n",
+        );
+        assert!(build(&two.devices[0]).is_err());
+        let bad_name = parse("[[devices]]\nname = \"a/b\"\n[devices.ipmi]\n");
+        assert!(
+            build(&bad_name.devices[0])
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("A-Za-z0-9")
+        );
     }
 
     #[tokio::test(start_paused = true)]
