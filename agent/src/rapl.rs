@@ -221,7 +221,30 @@ pub fn discover(root: &Path) -> Result<Vec<Zone>, RaplError> {
         });
     }
     zones.sort_by(|a, b| a.sensor.cmp(&b.sensor));
+    drop_die_copies(&mut zones)?;
     Ok(zones)
+}
+
+/// Some AMD parts expose one package zone per die, each a copy of the
+/// socket's counter. Two independent packages reading the very same
+/// non-zero microjoule count at the same instant are copies: keep the
+/// first. (Both at 0, just after boot, cannot be told apart; they are kept.)
+fn drop_die_copies(zones: &mut Vec<Zone>) -> Result<(), RaplError> {
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let mut keep = Vec::with_capacity(zones.len());
+    for z in zones.drain(..) {
+        if z.domain == Domain::Package {
+            let v = z.read_energy_uj()?;
+            if v != 0 && seen.contains(&(z.max_range_uj, v)) {
+                tracing::info!(sensor = %z.sensor, path = %z.path.display(), "package zone is a per-die copy of another package: not counted");
+                continue;
+            }
+            seen.push((z.max_range_uj, v));
+        }
+        keep.push(z);
+    }
+    *zones = keep;
+    Ok(())
 }
 
 impl Zone {
@@ -305,6 +328,35 @@ mod tests {
             vec![ZoneSpec::new("intel-rapl-mmio:0", "package-0", 1000, 1)],
         )
         .unwrap();
+        assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:package-0"]);
+    }
+
+    #[test]
+    fn amd_per_die_copies_of_the_package_are_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // One socket shown as four dies, all mirroring the socket counter.
+        FakePowercap::amd_per_die(dir.path(), 4, 65_532_610_987, 7_654_321).unwrap();
+        assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:package-0"]);
+        // Two real sockets read different values: both are kept.
+        let dir = tempfile::tempdir().unwrap();
+        FakePowercap::create(
+            dir.path(),
+            vec![
+                ZoneSpec::new("intel-rapl:0", "package-0", 65_532_610_987, 5),
+                ZoneSpec::new("intel-rapl:1", "package-1", 65_532_610_987, 6),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            sensors(&discover(dir.path()).unwrap()),
+            ["rapl:package-0", "rapl:package-1"]
+        );
+    }
+
+    #[test]
+    fn client_with_psys_counts_the_package_and_not_its_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        FakePowercap::client_with_psys(dir.path(), 262_143_328_850, 1).unwrap();
         assert_eq!(sensors(&discover(dir.path()).unwrap()), ["rapl:package-0"]);
     }
 

@@ -67,10 +67,54 @@ impl FakePowercap {
                 ZoneSpec::new("intel-rapl:0", "package-0", max_range_uj, start_uj),
                 ZoneSpec::new("intel-rapl:0:0", "core", max_range_uj, start_uj / 2),
                 ZoneSpec::new("intel-rapl:0:1", "dram", max_range_uj, start_uj / 4),
-                ZoneSpec::new("intel-rapl:1", "package-1", max_range_uj, start_uj),
+                // Two sockets never read the same count (equal values mark
+                // per-die copies, see `amd_per_die`).
+                ZoneSpec::new(
+                    "intel-rapl:1",
+                    "package-1",
+                    max_range_uj,
+                    (start_uj + start_uj / 3 + 1) % max_range_uj.max(1),
+                ),
                 ZoneSpec::new("intel-rapl:1:0", "core", max_range_uj, start_uj / 2),
                 ZoneSpec::new("intel-rapl:1:1", "dram", max_range_uj, start_uj / 4),
                 ZoneSpec::new("intel-rapl-mmio:0", "package-0", max_range_uj, start_uj),
+            ],
+        )
+    }
+
+    /// An AMD part that shows one package zone per die, each a copy of the
+    /// socket's counter (keep them equal with [`Self::set_energy`]).
+    pub fn amd_per_die(
+        root: &Path,
+        dies: u32,
+        max_range_uj: u64,
+        start_uj: u64,
+    ) -> anyhow::Result<Self> {
+        Self::create(
+            root,
+            (0..dies)
+                .map(|d| {
+                    ZoneSpec::new(
+                        &format!("intel-rapl:{d}"),
+                        &format!("package-{d}"),
+                        max_range_uj,
+                        start_uj,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// A client (laptop, desktop) part: package with core, uncore and dram
+    /// sub-zones, and psys, which contains the package.
+    pub fn client_with_psys(root: &Path, max_range_uj: u64, start_uj: u64) -> anyhow::Result<Self> {
+        Self::create(
+            root,
+            vec![
+                ZoneSpec::new("intel-rapl:0", "package-0", max_range_uj, start_uj),
+                ZoneSpec::new("intel-rapl:0:0", "core", max_range_uj, start_uj),
+                ZoneSpec::new("intel-rapl:0:1", "uncore", max_range_uj, start_uj),
+                ZoneSpec::new("intel-rapl:1", "psys", max_range_uj, start_uj),
             ],
         )
     }
