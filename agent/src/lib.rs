@@ -226,11 +226,26 @@ pub async fn run_with(
             name: d.name.clone(),
             source,
         })?;
-        device_tasks.push(device::spawn(d, driver, device_tx.clone(), now_ms));
+        device_tasks.push(device::spawn(
+            d,
+            driver,
+            device_tx.clone(),
+            now_ms,
+            &checkpoints,
+        ));
     }
     for (d, driver) in extra_devices {
-        device_tasks.push(device::spawn(&d, driver, device_tx.clone(), now_ms));
+        device_tasks.push(device::spawn(
+            &d,
+            driver,
+            device_tx.clone(),
+            now_ms,
+            &checkpoints,
+        ));
     }
+    // Latest register checkpoints of the devices, spooled with each batch.
+    let mut device_checkpoints: std::collections::BTreeMap<String, sampler::Checkpoint> =
+        std::collections::BTreeMap::new();
     let watchdog = vigie_service::watchdog_period();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 2));
@@ -246,7 +261,7 @@ pub async fn run_with(
             }
             _ = publish_tick.tick() => {
                 if let Some(batch) = batcher.cut() {
-                    send(&link, &mut keeper, connected, &batch, &sources.checkpoints()).await?;
+                    send(&link, &mut keeper, connected, &batch, &sources.checkpoints(), &device_checkpoints).await?;
                 }
             }
             _ = status_tick.tick() => {
@@ -257,6 +272,9 @@ pub async fn run_with(
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => vigie_service::notify_watchdog(),
             Some(out) = device_rx.recv() => {
+                for cp in out.checkpoints {
+                    device_checkpoints.insert(cp.sensor.clone(), cp);
+                }
                 let sink = batcher.sink();
                 sink.readings.extend(out.readings);
                 sink.gauges.extend(out.gauges);
@@ -298,6 +316,9 @@ pub async fn run_with(
     drop(device_tx);
     // What the devices read before the stop goes into the last batch.
     while let Ok(out) = device_rx.try_recv() {
+        for cp in out.checkpoints {
+            device_checkpoints.insert(cp.sensor.clone(), cp);
+        }
         let sink = batcher.sink();
         sink.readings.extend(out.readings);
         sink.gauges.extend(out.gauges);
@@ -314,6 +335,7 @@ pub async fn run_with(
             connected,
             &batch,
             &sources.checkpoints(),
+            &device_checkpoints,
         )
         .await?;
     }
@@ -533,9 +555,11 @@ async fn send(
     connected: bool,
     batch: &TelemetryBatch,
     checkpoints: &[sampler::Checkpoint],
+    device_checkpoints: &std::collections::BTreeMap<String, sampler::Checkpoint>,
 ) -> Result<(), AgentError> {
     let payload = json(batch);
-    keeper.spool.push(batch, &payload, checkpoints)?;
+    let devices: Vec<sampler::Checkpoint> = device_checkpoints.values().cloned().collect();
+    keeper.spool.push(batch, &payload, checkpoints, &devices)?;
     keeper.health.batches += 1;
     if keeper.health.batches > keeper.bounds.max_batches as u64 {
         keeper.enforce(batch.readings.first().map_or(0, |r| r.end_ms))?;

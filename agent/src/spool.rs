@@ -87,6 +87,7 @@ impl Spool {
         batch: &TelemetryBatch,
         payload: &[u8],
         checkpoints: &[Checkpoint],
+        device_checkpoints: &[Checkpoint],
     ) -> Result<(), SpoolError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -114,17 +115,23 @@ impl Spool {
                     cp.at_ms
                 ])?;
             }
+            // A device's registers do not restart with this host: valid in
+            // any boot.
+            for cp in device_checkpoints {
+                stmt.execute(params![cp.sensor, ANY_BOOT, cp.raw_uj as i64, cp.at_ms])?;
+            }
         }
         tx.commit()?;
         Ok(())
     }
 
     /// Checkpoints written during boot `boot_id` (those of an earlier boot
-    /// are useless: the counters restarted from zero).
+    /// are useless: the counters restarted from zero), and those of remote
+    /// devices, whatever the boot.
     pub fn checkpoints(&self, boot_id: &str) -> Result<Vec<Checkpoint>, SpoolError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT sensor, raw_uj, at_ms FROM checkpoints WHERE boot_id = ?1 ORDER BY sensor",
+            "SELECT sensor, raw_uj, at_ms FROM checkpoints WHERE boot_id = ?1 OR boot_id = '*' ORDER BY sensor",
         )?;
         let rows = stmt.query_map([boot_id], |r| {
             Ok(Checkpoint {
@@ -283,6 +290,8 @@ impl Spool {
     }
 }
 
+const ANY_BOOT: &str = "*";
+
 /// The spool's bounds, in the units the spool works in.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
@@ -389,7 +398,8 @@ mod tests {
         {
             let s = Spool::open(&path).unwrap();
             for x in [&a, &b, &c] {
-                s.push(x, &serde_json::to_vec(x).unwrap(), &[]).unwrap();
+                s.push(x, &serde_json::to_vec(x).unwrap(), &[], &[])
+                    .unwrap();
             }
             s.ack(1, 6).unwrap();
         }
@@ -502,7 +512,8 @@ mod tests {
                 &[("package-0", 1_000 + seq)],
             );
             truth += 1_000 + seq;
-            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[]).unwrap();
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[], &[])
+                .unwrap();
         }
         // The first two went out before the outage: never merged.
         s.mark_published(samples::telemetry().epoch, 0).unwrap();
@@ -527,7 +538,8 @@ mod tests {
         let s = Spool::open(&dir.path().join("spool.sqlite")).unwrap();
         for seq in 0..12u64 {
             let b = batch(seq, seq as i64 * 10_000, &[("package-0", 1)]);
-            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[]).unwrap();
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[], &[])
+                .unwrap();
         }
         let tight = Bounds {
             max_span_ms: 10_000,
@@ -544,7 +556,8 @@ mod tests {
         let s = Spool::open(&dir.path().join("spool.sqlite")).unwrap();
         for seq in 0..3u64 {
             let b = batch(seq, seq as i64 * 100_000, &[("package-0", 10 + seq)]);
-            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[]).unwrap();
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[], &[])
+                .unwrap();
         }
         let aged = Bounds {
             max_age_ms: 150_000,
@@ -569,7 +582,7 @@ mod tests {
         };
         Spool::open(&path)
             .unwrap()
-            .push(&batch, b"{}", std::slice::from_ref(&cp))
+            .push(&batch, b"{}", std::slice::from_ref(&cp), &[])
             .unwrap();
         let s = Spool::open(&path).unwrap();
         assert_eq!(s.checkpoints(&batch.boot_id).unwrap(), vec![cp]);

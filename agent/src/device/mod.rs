@@ -13,6 +13,7 @@ pub mod modbus;
 pub mod redfish;
 pub mod snmp;
 
+use crate::sampler::Checkpoint;
 use std::future::Future;
 use std::pin::Pin;
 use vigie_energy::{Microjoules, average_power};
@@ -196,6 +197,51 @@ impl Tracker {
     /// The sensor name of `point`.
     pub fn sensor(&self, point: &str) -> String {
         format!("{}:{point}", self.device)
+    }
+
+    /// Where each energy register stands (`raw_uj` holds the register
+    /// value in the device's units).
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.points
+            .iter()
+            .filter_map(|(p, st)| match st {
+                PointState::Counter {
+                    last_raw, last_ms, ..
+                } => Some(Checkpoint {
+                    sensor: self.sensor(p),
+                    raw_uj: *last_raw,
+                    at_ms: *last_ms,
+                }),
+                PointState::Power { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Restores register baselines from an earlier run, so the first poll
+    /// counts what the device measured meanwhile. A register that went back
+    /// (device reset or replaced) is caught by the wrap-or-reset rule.
+    pub fn resume(&mut self, checkpoints: &[Checkpoint]) -> usize {
+        let prefix = format!("{}:", self.device);
+        let mut n = 0;
+        for cp in checkpoints {
+            let Some(point) = cp.sensor.strip_prefix(&prefix) else {
+                continue;
+            };
+            let point = point.to_owned();
+            self.set(
+                &point,
+                PointState::Counter {
+                    last_raw: cp.raw_uj,
+                    last_ms: cp.at_ms,
+                    total: Microjoules::ZERO,
+                },
+            );
+            if !self.counted.contains(&point) {
+                self.counted.push(point);
+            }
+            n += 1;
+        }
+        n
     }
 
     /// Applies one poll made at `now_ms`.
@@ -530,6 +576,8 @@ pub struct DeviceOutput {
     pub gauges: Vec<Gauge>,
     /// Sensors seen for the first time (for the inventory).
     pub new_sensors: Vec<vigie_protocol::SensorMeta>,
+    /// Where the device's registers stand once these readings are counted.
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// Polls `device` every `cfg.period` until `out` closes, sending what each
@@ -540,10 +588,15 @@ pub fn spawn(
     mut device: Box<dyn Device>,
     out: tokio::sync::mpsc::Sender<DeviceOutput>,
     clock: fn() -> i64,
+    resume: &[Checkpoint],
 ) -> tokio::task::JoinHandle<()> {
     let period = cfg.period.max(std::time::Duration::from_millis(100));
     let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
     let mut tracker = Tracker::new(&cfg.name, cfg.max_power_w, period_ms.saturating_mul(5));
+    let resumed = tracker.resume(resume);
+    if resumed > 0 {
+        tracing::info!(device = %cfg.name, registers = resumed, "device registers resumed from the previous run");
+    }
     let name = cfg.name.clone();
     let points = cfg.points.clone();
     tokio::spawn(async move {
@@ -613,6 +666,7 @@ pub fn spawn(
                     }),
                 });
             }
+            o.checkpoints = tracker.checkpoints();
             if out.send(o).await.is_err() {
                 break;
             }
@@ -710,7 +764,7 @@ mod tests {
             Err(DeviceError::Unreachable("cable".into())),
             Ok(vec![counter("outlet-7", 11), power("outlet-7", 60.0)]),
         ]);
-        let task = spawn(&cfg, Box::new(dev), tx, test_clock);
+        let task = spawn(&cfg, Box::new(dev), tx, test_clock, &[]);
         let first = rx.recv().await.unwrap();
         assert_eq!(first.new_sensors.len(), 1);
         let meta = &first.new_sensors[0];
@@ -821,6 +875,28 @@ mod tests {
                 .count(),
             4
         );
+    }
+
+    #[test]
+    fn registers_resume_across_an_agent_restart() {
+        let mut t = Tracker::new("pdu", 100_000.0, 60_000);
+        let (mut r, mut g) = (Vec::new(), Vec::new());
+        t.observe(0, &[counter("device", 100)], &mut r, &mut g);
+        let cps = t.checkpoints();
+        assert_eq!((cps[0].sensor.as_str(), cps[0].raw_uj), ("pdu:device", 100));
+        // A new agent: the PDU counted 0.2 kWh while it was down.
+        let mut t2 = Tracker::new("pdu", 100_000.0, 60_000);
+        assert_eq!(t2.resume(&cps), 1);
+        assert_eq!(
+            t2.resume(&[Checkpoint {
+                sensor: "other:device".into(),
+                raw_uj: 1,
+                at_ms: 0
+            }]),
+            0
+        );
+        t2.observe(600_000, &[counter("device", 102)], &mut r, &mut g);
+        assert_eq!((r[0].start_ms, r[0].energy_uj), (0, 720_000_000_000));
     }
 
     #[test]
