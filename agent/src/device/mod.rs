@@ -41,6 +41,12 @@ pub struct DeviceConfig {
     /// IPMI DCMI power through ipmitool or FreeIPMI.
     #[serde(default)]
     pub ipmi: Option<ipmi::IpmiConfig>,
+    /// An SNMP rack PDU.
+    #[serde(default)]
+    pub snmp: Option<snmp::SnmpConfig>,
+    /// A Modbus TCP meter.
+    #[serde(default)]
+    pub modbus: Option<modbus::ModbusConfig>,
 }
 
 /// A point's place in the site topology.
@@ -470,7 +476,10 @@ impl Tracker {
 
 /// Makes the driver a device's configuration names.
 pub fn build(cfg: &DeviceConfig) -> Result<Box<dyn Device>, DeviceError> {
-    let sections = usize::from(cfg.redfish.is_some()) + usize::from(cfg.ipmi.is_some());
+    let sections = usize::from(cfg.redfish.is_some())
+        + usize::from(cfg.ipmi.is_some())
+        + usize::from(cfg.snmp.is_some())
+        + usize::from(cfg.modbus.is_some());
     if sections != 1 {
         return Err(DeviceError::Config(format!(
             "device {}: exactly one driver section ([devices.redfish], .snmp, .modbus or .ipmi), found {sections}",
@@ -493,6 +502,12 @@ pub fn build(cfg: &DeviceConfig) -> Result<Box<dyn Device>, DeviceError> {
     }
     if let Some(c) = &cfg.ipmi {
         return Ok(Box::new(ipmi::build(c)?));
+    }
+    if let Some(c) = &cfg.snmp {
+        return Ok(Box::new(snmp::build(c)?));
+    }
+    if let Some(c) = &cfg.modbus {
+        return Ok(Box::new(modbus::build(c)?));
     }
     Err(DeviceError::Config(format!(
         "device {}: no driver",
