@@ -58,7 +58,9 @@ enum Command {
 /// Parses the command line, runs, and prints the error chain on failure.
 pub fn main() -> ExitCode {
     // rumqttd (demo only) logs every probe and disconnect as an error.
-    vigie_service::init_tracing("info,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off");
+    vigie_service::init_tracing(
+        "info,rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off",
+    );
     match real_main(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
