@@ -11,18 +11,50 @@
 //! - [`split`]: exact, energy-conserving apportioning of an interval's energy
 //!   over aligned time buckets;
 //! - [`ledger`]: the reference in-memory model of the collector's ledger,
-//!   deduplicating batches and summing energy per key and bucket.
+//!   deduplicating batches and summing energy per key and bucket;
+//! - [`coverage`]: series over time and how much of a period they cover
+//!   (measured, estimated, missing), with the gap rules figures apply;
+//! - [`kpi`]: facility indicators (PUE, pPUE, REF, ERF, CER, CUE, WUE) as
+//!   [`Figure`]s that carry their inputs and coverage;
+//! - [`scope2`](mod@scope2): hourly GHG Protocol Scope 2, location- and
+//!   market-based, and the hourly carbon-free-energy score;
+//! - [`heat`]: measured heat-reuse figures and the heat-reuse potential
+//!   study for permit files;
+//! - [`quantities`]: water, temperature and planning-scale energy.
 //!
 //! Invariant: the crate does no I/O and never reads a clock. Time is always
 //! an argument, as `i64` Unix milliseconds. Energy is integer microjoules so
 //! that sums are exact and independent of order.
 
 pub mod counter;
+pub mod coverage;
+pub mod heat;
+pub mod kpi;
 pub mod ledger;
+pub mod quantities;
+pub mod scope2;
 pub mod split;
 pub mod units;
 
 pub use counter::{CounterError, CounterStep, WrappingCounter, counter_delta};
+pub use coverage::{
+    Amount, Coverage, GapRule, InputUsed, Period, Quality, Sample, Series, SeriesError, Status,
+};
+pub use heat::{
+    Assumption, AssumptionValue, Cooling, CoolingTechnology, CopModel, FacilityEnergy, HeatError,
+    HeatMeterSample, HeatPump, HeatStudy, HeatStudyInput, MeasuredHeat, Offtaker, heat_potential,
+    measured_heat,
+};
+pub use kpi::{
+    Figure, Indicator, PueCategory, carbon_usage_effectiveness, cooling_efficiency_ratio,
+    energy_reuse_factor, partial_pue, pue, renewable_energy_factor, water_usage_effectiveness,
+};
 pub use ledger::{Applied, BatchId, Interval, Ledger, LedgerError};
+pub use quantities::{Celsius, KilowattHours, Litres};
+pub use scope2::{
+    AverageFactor, CfeScore, GridFactorSource, GridFactors, Instrument, InstrumentKind,
+    InstrumentUse, MAX_HOURS, MarginalFactor, MarketInputs, MarketSource, Origin, Scope2Basis,
+    Scope2Error, Scope2Hour, Scope2Report, SupplierFactor, Tranche, Volume, scope2,
+};
 pub use split::{HOUR_MS, MAX_BUCKETS, MINUTE_MS, SplitError, split_interval};
 pub use units::{GramsCo2e, GramsPerKwh, Microjoules, Watts, average_power, emissions};
