@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod grid;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
