@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
-use vigie_energy::{GramsPerKwh, HOUR_MS, MINUTE_MS, Microjoules, emissions};
+use vigie_energy::{HOUR_MS, MINUTE_MS};
 
 /// Static grid factor and its provenance.
 #[derive(Debug, Clone, Serialize)]
@@ -41,16 +41,23 @@ pub struct AppState {
     db_path: Arc<PathBuf>,
     metrics: Arc<Metrics>,
     factor: Arc<Factor>,
+    carbon: Arc<crate::config::CarbonConfig>,
 }
 
 impl AppState {
     /// State reading the ledger at `db_path`.
-    pub fn new(db_path: PathBuf, metrics: Arc<Metrics>, factor: Factor) -> Self {
+    pub fn new(
+        db_path: PathBuf,
+        metrics: Arc<Metrics>,
+        factor: Factor,
+        carbon: crate::config::CarbonConfig,
+    ) -> Self {
         AppState {
             db: Arc::new(Mutex::new(None)),
             db_path: Arc::new(db_path),
             metrics,
             factor: Arc::new(factor),
+            carbon: Arc::new(carbon),
         }
     }
 
@@ -296,26 +303,30 @@ async fn emissions_route(
     // Hourly figures: widen to whole hours.
     let from = from.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
-    let rows = s
-        .read(move |c| store::energy(c, Resolution::Hour, from, to, false, true))
+    let carbon = s.carbon.clone();
+    let (rows, factors) = s
+        .read(move |c| {
+            crate::carbon::location_based(c, &carbon, from, to).map_err(|e| match e {
+                crate::carbon::CarbonError::Store(e) => e,
+            })
+        })
         .await?;
-    let factor = GramsPerKwh(s.factor.g_per_kwh);
     let mut totals: BTreeMap<String, (u128, f64, u128)> = BTreeMap::new();
     let series: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let total = Microjoules(r.amount.measured.saturating_add(r.amount.estimated));
-            let g = emissions(total, factor).0;
+            let f = factors.get(&r.hour_ms);
             let t = totals.entry(r.host.clone()).or_default();
-            t.0 += u128::from(total.0);
-            t.1 += g;
-            t.2 += u128::from(r.amount.estimated);
+            t.0 += u128::from(r.energy.0);
+            t.1 += r.emissions.0;
+            t.2 += u128::from(r.estimated_energy.0);
             json!({
                 "host": r.host,
-                "hour": r.bucket_ms.map(rfc3339),
-                "energy_kwh": total.as_kwh(),
-                "emissions_g": g,
-                "estimated": r.amount.estimated > 0,
+                "hour": rfc3339(r.hour_ms),
+                "energy_kwh": r.energy.as_kwh(),
+                "emissions_g": r.emissions.0,
+                "estimated": r.estimated_energy.0 > 0,
+                "factor_g_per_kwh": f.map(|f| f.g_per_kwh),
             })
         })
         .collect();
@@ -325,13 +336,31 @@ async fn emissions_route(
             json!({ "host": host, "energy_kwh": uj as f64 / 3.6e12, "emissions_g": g, "estimated": est > 0 })
         })
         .collect();
+    let fallback_hours = factors.values().filter(|f| f.fallback).count();
+    let factors: Vec<Value> = factors
+        .iter()
+        .map(|(h, f)| {
+            json!({
+                "hour": rfc3339(*h),
+                "g_per_kwh": f.g_per_kwh,
+                "sources": f.sources,
+                "estimated": f.estimated,
+                "fallback": f.fallback,
+            })
+        })
+        .collect();
     Ok(axum::Json(json!({
         "method": "location-based",
-        "factor": *s.factor,
+        "zone": s.carbon.zone,
+        "basis": s.carbon.basis.as_str(),
+        "factor_type": "average",
+        "static_factor": *s.factor,
+        "fallback_hours": fallback_hours,
         "from": rfc3339(from),
         "to": rfc3339(to),
         "series": series,
         "totals": totals,
+        "factors": factors,
     })))
 }
 

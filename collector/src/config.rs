@@ -106,6 +106,31 @@ pub struct CarbonConfig {
     /// Where the figure comes from, reported with every emission figure.
     #[serde(default = "d_source")]
     pub source: String,
+    /// Which factors the inventory uses: `direct` (combustion) or
+    /// `lifecycle`.
+    #[serde(default = "d_basis")]
+    pub basis: crate::grid::Basis,
+    /// Grid intensity series files loaded at start-up; hours they cover
+    /// use their values, the others the static factor (flagged).
+    #[serde(default)]
+    pub series: Vec<SeriesFile>,
+}
+
+/// A grid intensity time-series file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesFile {
+    /// The file.
+    pub path: PathBuf,
+    /// `eco2mix` (RTE export), `electricity-maps-csv`, `carbon-intensity-json`.
+    pub format: crate::grid::FileFormat,
+    /// Zone it describes; defaults to `carbon.zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn d_basis() -> crate::grid::Basis {
+    crate::grid::Basis::Direct
 }
 
 /// Input limits (see `vigie_protocol::Limits`).

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod carbon;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -31,6 +32,9 @@ use vigie_energy::{GramsPerKwh, Microjoules};
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
+    /// A configured grid intensity series could not be loaded.
+    #[error("grid intensity: {0}")]
+    Grid(#[from] grid::GridError),
     /// The ledger writer thread ended while the collector was running.
     #[error("the ledger writer stopped; nothing more could be committed")]
     WriterDied,
@@ -107,7 +111,9 @@ pub async fn run(
         path: path.display().to_string(),
         source,
     };
-    let conn = store::open(&path).map_err(store_err)?;
+    let mut conn = store::open(&path).map_err(store_err)?;
+    grid::store::init(&conn).map_err(store_err)?;
+    carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
     let metrics = Arc::new(Metrics::new(
         &cfg.carbon.zone,
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
@@ -168,6 +174,7 @@ pub async fn run(
             source: cfg.carbon.source.clone(),
             estimated: false,
         },
+        cfg.carbon.clone(),
     );
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

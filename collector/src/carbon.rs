@@ -1,0 +1,236 @@
+//! Location-based emissions from the ledger and the stored grid series:
+//! each hour's energy times that hour's average grid factor (the
+//! time-weighted mean of the series points covering it), with the static
+//! configured factor as a flagged fallback for hours no series covers.
+//! Marginal factors never enter here: the store is queried for average
+//! factors only, and `inventory_factor` refuses anything else.
+
+use crate::config::CarbonConfig;
+use crate::grid::{self, Basis, IntensityPoint};
+use crate::store::{self, Resolution};
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+use vigie_energy::{GramsCo2e, GramsPerKwh, HOUR_MS, Microjoules, emissions};
+
+/// The factor used for one hour, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourFactor {
+    /// gCO2e/kWh.
+    pub g_per_kwh: f64,
+    /// `series:<source>` names, or `static` for the configured fallback.
+    pub sources: Vec<String>,
+    /// Any contributing value was an estimate (forecast, model, fallback
+    /// year), or the hour was only partly covered.
+    pub estimated: bool,
+    /// The static fallback was used.
+    pub fallback: bool,
+}
+
+/// Why emissions could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum CarbonError {
+    /// The ledger or the grid table.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+/// The average factor of every hour of [`from_ms`, `to_ms`) (whole hours)
+/// for `zone` and `basis`, from the stored series; hours without any
+/// point get the static `fallback`.
+pub fn hourly_factors(
+    conn: &Connection,
+    zone: &str,
+    basis: Basis,
+    fallback: GramsPerKwh,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<BTreeMap<i64, HourFactor>, CarbonError> {
+    let points = grid::store::overlapping(
+        conn,
+        zone,
+        from_ms,
+        to_ms,
+        &grid::store::Filter::inventory(basis),
+    )?;
+    Ok(factors_from_points(&points, fallback, from_ms, to_ms))
+}
+
+/// The pure part of [`hourly_factors`].
+pub fn factors_from_points(
+    points: &[IntensityPoint],
+    fallback: GramsPerKwh,
+    from_ms: i64,
+    to_ms: i64,
+) -> BTreeMap<i64, HourFactor> {
+    let mut out = BTreeMap::new();
+    let mut hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    while hour < to_ms {
+        let end = hour + HOUR_MS;
+        let (mut weight, mut sum) = (0i64, 0.0f64);
+        let mut sources: Vec<String> = Vec::new();
+        let mut estimated = false;
+        for p in points {
+            let overlap = p.end_ms.min(end) - p.start_ms.max(hour);
+            let Ok(g) = p.inventory_factor() else {
+                continue;
+            };
+            if overlap <= 0 {
+                continue;
+            }
+            weight += overlap;
+            sum += g.0 * overlap as f64;
+            estimated |= p.estimated;
+            let name = format!("series:{}", p.source);
+            if !sources.contains(&name) {
+                sources.push(name);
+            }
+        }
+        let f = if weight > 0 {
+            HourFactor {
+                g_per_kwh: sum / weight as f64,
+                sources,
+                // A partly covered hour is the mean of what covers it.
+                estimated: estimated || weight < HOUR_MS,
+                fallback: false,
+            }
+        } else {
+            HourFactor {
+                g_per_kwh: fallback.0,
+                sources: vec!["static".into()],
+                estimated: true,
+                fallback: true,
+            }
+        };
+        out.insert(hour, f);
+        hour = end;
+    }
+    out
+}
+
+/// One host's energy and emissions in one hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostHour {
+    /// Host.
+    pub host: String,
+    /// Hour start, ms.
+    pub hour_ms: i64,
+    /// Energy, measured and estimated.
+    pub energy: Microjoules,
+    /// Of which estimated.
+    pub estimated_energy: Microjoules,
+    /// Location-based emissions.
+    pub emissions: GramsCo2e,
+}
+
+/// Location-based emissions per host and hour over [`from_ms`, `to_ms`).
+pub fn location_based(
+    conn: &Connection,
+    carbon: &CarbonConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(Vec<HostHour>, BTreeMap<i64, HourFactor>), CarbonError> {
+    let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let rows = store::energy(conn, Resolution::Hour, from, to, false, true)?;
+    let (first, last) = rows
+        .iter()
+        .filter_map(|r| r.bucket_ms)
+        .fold((i64::MAX, i64::MIN), |(a, b), h| (a.min(h), b.max(h)));
+    // Only the hours with energy need a factor.
+    let factors = if first <= last {
+        hourly_factors(
+            conn,
+            &carbon.zone,
+            carbon.basis,
+            GramsPerKwh(carbon.intensity_g_per_kwh),
+            first,
+            last + HOUR_MS,
+        )?
+    } else {
+        BTreeMap::new()
+    };
+    let out = rows
+        .iter()
+        .filter_map(|r| {
+            let hour = r.bucket_ms?;
+            let f = factors.get(&hour)?;
+            let energy = Microjoules(r.amount.measured.saturating_add(r.amount.estimated));
+            Some(HostHour {
+                host: r.host.clone(),
+                hour_ms: hour,
+                energy,
+                estimated_energy: Microjoules(r.amount.estimated),
+                emissions: emissions(energy, GramsPerKwh(f.g_per_kwh)),
+            })
+        })
+        .collect();
+    Ok((out, factors))
+}
+
+/// Loads the configured series files into the grid table; returns the
+/// points written.
+pub fn load_series_files(
+    conn: &mut Connection,
+    carbon: &CarbonConfig,
+    now_ms: i64,
+) -> Result<usize, grid::GridError> {
+    let mut n = 0;
+    for f in &carbon.series {
+        let zone = f.zone.as_deref().unwrap_or(&carbon.zone);
+        let s = grid::Series::load(&f.path, f.format, zone, now_ms)?;
+        let written =
+            grid::store::upsert_all(conn, s.points()).map_err(|e| grid::GridError::Io {
+                path: f.path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        tracing::info!(file = %f.path.display(), zone, points = s.points().len(), skipped_rows = s.skipped_rows(), written, "grid intensity series loaded");
+        n += written;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::grid::Intensity;
+
+    fn point(start: i64, end: i64, g: f64, estimated: bool) -> IntensityPoint {
+        IntensityPoint {
+            zone: "FR".into(),
+            start_ms: start,
+            end_ms: end,
+            intensity: Intensity::Average(GramsPerKwh(g)),
+            basis: Basis::Direct,
+            estimated,
+            source: "rte-eco2mix".into(),
+            retrieved_ms: 0,
+        }
+    }
+
+    #[test]
+    fn hours_take_the_time_weighted_mean_or_the_flagged_fallback() {
+        let q = 15 * 60_000;
+        // Hour 0: four quarters 70, 72, 71, 69 -> 70.5. Hour 1: nothing.
+        let pts = [
+            point(0, q, 70.0, false),
+            point(q, 2 * q, 72.0, false),
+            point(2 * q, 3 * q, 71.0, false),
+            point(3 * q, 4 * q, 69.0, false),
+        ];
+        let f = factors_from_points(&pts, GramsPerKwh(33.0), 0, 2 * HOUR_MS);
+        assert_eq!(f[&0].g_per_kwh, 70.5);
+        assert!(!f[&0].estimated && !f[&0].fallback);
+        assert_eq!(f[&0].sources, ["series:rte-eco2mix"]);
+        assert_eq!((f[&HOUR_MS].g_per_kwh, f[&HOUR_MS].fallback), (33.0, true));
+        // Half an hour covered: the mean of that half, flagged estimated.
+        let f = factors_from_points(&pts[..2], GramsPerKwh(33.0), 0, HOUR_MS);
+        assert_eq!(f[&0].g_per_kwh, 71.0);
+        assert!(f[&0].estimated);
+        // Marginal points never count.
+        let mut m = point(0, HOUR_MS, 500.0, false);
+        m.intensity = Intensity::Marginal(GramsPerKwh(500.0));
+        let f = factors_from_points(&[m], GramsPerKwh(33.0), 0, HOUR_MS);
+        assert!(f[&0].fallback);
+    }
+}
