@@ -114,6 +114,10 @@ pub struct CarbonConfig {
     /// use their values, the others the static factor (flagged).
     #[serde(default)]
     pub series: Vec<SeriesFile>,
+    /// Live grid-data providers refreshed periodically (optional: vigie
+    /// needs none of them to run).
+    #[serde(default)]
+    pub live: Vec<crate::grid_live::LiveConfig>,
 }
 
 /// A grid intensity time-series file.

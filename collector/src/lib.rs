@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod grid;
+pub mod grid_live;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
@@ -114,6 +115,19 @@ pub async fn run(
     let mut conn = store::open(&path).map_err(store_err)?;
     grid::store::init(&conn).map_err(store_err)?;
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
+    let mut live_tasks = Vec::new();
+    for l in &cfg.carbon.live {
+        let provider = l.build()?;
+        let zone = l.zone.clone().unwrap_or_else(|| cfg.carbon.zone.clone());
+        tracing::info!(source = provider.source(), %zone, every = ?l.every, "live grid provider");
+        live_tasks.push(grid_live::spawn(
+            l.clone(),
+            provider,
+            path.clone(),
+            zone,
+            now_ms,
+        ));
+    }
     let metrics = Arc::new(Metrics::new(
         &cfg.carbon.zone,
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
@@ -235,6 +249,9 @@ pub async fn run(
     }
     tracing::info!("stopping");
     vigie_service::notify_stopping();
+    for t in &live_tasks {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
