@@ -42,6 +42,7 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     factor: Arc<Factor>,
     carbon: Arc<crate::config::CarbonConfig>,
+    site: Arc<crate::site::SiteConfig>,
 }
 
 impl AppState {
@@ -51,6 +52,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         factor: Factor,
         carbon: crate::config::CarbonConfig,
+        site: crate::site::SiteConfig,
     ) -> Self {
         AppState {
             db: Arc::new(Mutex::new(None)),
@@ -58,6 +60,7 @@ impl AppState {
             metrics,
             factor: Arc::new(factor),
             carbon: Arc::new(carbon),
+            site: Arc::new(site),
         }
     }
 
@@ -122,9 +125,14 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
     let operator = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/hosts", get(hosts))
+        .route(
+            "/api/v1/meters/{name}/readings",
+            axum::routing::post(post_readings),
+        )
         .route_layer(guard(&[Operator]));
     let reporting = Router::new()
         .route("/api/v1/energy", get(energy))
+        .route("/api/v1/kpi", get(kpi))
         .route_layer(guard(&[Operator, Regulator]));
     let signals = Router::new()
         .route("/api/v1/emissions", get(emissions_route))
@@ -362,6 +370,104 @@ async fn emissions_route(
         "totals": totals,
         "factors": factors,
     })))
+}
+
+/// `GET /api/v1/kpi?from=&to=`: every facility indicator whose meters
+/// are configured, each with its coverage and status.
+async fn kpi(
+    State(s): State<AppState>,
+    Query(q): Query<EmissionsQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let site = s.site.clone();
+    let result = s
+        .read(move |c| Ok(crate::site::figures(c, &site, from, to)))
+        .await?;
+    let f = result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(axum::Json(json!({
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "installed_it_kw": s.site.installed_it_kw,
+        "floor_area_m2": s.site.floor_area_m2,
+        "computer_room_area_m2": s.site.computer_room_area_m2,
+        "figures": f.figures.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
+        "roles_without_meter": f.missing_roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+    })))
+}
+
+/// One manual reading as posted: an amount over an interval.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostedReading {
+    from: String,
+    to: String,
+    /// Energy meters.
+    #[serde(default)]
+    kwh: Option<f64>,
+    /// Water meters.
+    #[serde(default)]
+    litres: Option<f64>,
+    #[serde(default)]
+    estimated: bool,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /api/v1/meters/{name}/readings`: manual readings of a manual
+/// meter (no ledger sensors), all or none.
+async fn post_readings(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<Vec<PostedReading>>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let meter = s
+        .site
+        .meters
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| ApiError::BadRequest(format!("no meter {name:?} in [site]")))?;
+    if !meter.sensors.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "meter {name:?} reads the ledger; manual readings go to meters without sensors"
+        )));
+    }
+    let water = meter.role == crate::site::Role::Water;
+    let mut readings = Vec::with_capacity(body.len());
+    for r in body {
+        let amount = match (water, r.kwh, r.litres) {
+            (false, Some(k), None) if k.is_finite() && k >= 0.0 => (k * 3.6e12).round() as u64,
+            (true, None, Some(l)) if l.is_finite() && l >= 0.0 => l.round() as u64,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "each reading needs a non-negative {} (and nothing else)",
+                    if water { "`litres`" } else { "`kwh`" }
+                )));
+            }
+        };
+        readings.push(crate::site::ManualReading {
+            start_ms: parse_time("from", &r.from)?,
+            end_ms: parse_time("to", &r.to)?,
+            amount,
+            estimated: r.estimated,
+            note: r.note,
+        });
+    }
+    let n = readings.len();
+    let path = s.db_path.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut conn = store::open(&path)?;
+        crate::site::init(&conn)?;
+        Ok::<_, rusqlite::Error>(crate::site::add_manual(
+            &mut conn,
+            &name,
+            &readings,
+            crate::now_ms(),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(axum::Json(json!({ "stored": n })))
 }
 
 #[cfg(test)]

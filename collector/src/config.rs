@@ -25,6 +25,9 @@ pub struct CollectorConfig {
     /// Input limits.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The site model: boundary meters and facility facts.
+    #[serde(default)]
+    pub site: crate::site::SiteConfig,
 }
 
 /// Broker settings.

@@ -18,6 +18,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod site;
 pub mod store;
 
 use config::CollectorConfig;
@@ -114,6 +115,7 @@ pub async fn run(
     };
     let mut conn = store::open(&path).map_err(store_err)?;
     grid::store::init(&conn).map_err(store_err)?;
+    site::init(&conn).map_err(store_err)?;
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
     let mut live_tasks = Vec::new();
     for l in &cfg.carbon.live {
@@ -189,6 +191,7 @@ pub async fn run(
             estimated: false,
         },
         cfg.carbon.clone(),
+        cfg.site.clone(),
     );
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,573 @@
+//! The site model: which meters make up the data-centre boundary, and the
+//! facility indicators computed from them over any period.
+//!
+//! Each role is one meter. A meter reads the ledger (the sum of one or
+//! more agent sensors, minute by minute, a minute counting only when every
+//! sensor has it) or manual readings entered through the API (water and
+//! heat meters read by hand). The maths, coverage and gap rules are
+//! `vigie_energy::kpi`; here the inputs are gathered.
+
+use crate::store::{self, Resolution};
+use rusqlite::{Connection, params};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use vigie_energy::{
+    Figure, GapRule, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample, Series,
+    SeriesError,
+};
+
+/// `[site]`: the boundary and the facts regulators ask for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Installed IT power, kW.
+    #[serde(default)]
+    pub installed_it_kw: Option<f64>,
+    /// Total floor area, m².
+    #[serde(default)]
+    pub floor_area_m2: Option<f64>,
+    /// Computer-room floor area, m².
+    #[serde(default)]
+    pub computer_room_area_m2: Option<f64>,
+    /// ISO/IEC 30134-2 category of the IT meter: 1 UPS output, 2 PDU
+    /// output, 3 IT equipment input.
+    #[serde(default = "d_category")]
+    pub it_category: u8,
+    /// `strict` (a gap makes a figure incomplete, the default) or
+    /// `scale-to-period` (gaps filled at each input's own rate, flagged
+    /// estimated).
+    #[serde(default)]
+    pub gap_rule: GapRuleConfig,
+    /// The meters.
+    #[serde(default)]
+    pub meters: Vec<MeterConfig>,
+}
+
+fn d_category() -> u8 {
+    2
+}
+
+/// Gap rule as configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GapRuleConfig {
+    /// See [`GapRule::Strict`].
+    #[default]
+    Strict,
+    /// See [`GapRule::ScaleToPeriod`].
+    ScaleToPeriod,
+}
+
+impl From<GapRuleConfig> for GapRule {
+    fn from(g: GapRuleConfig) -> Self {
+        match g {
+            GapRuleConfig::Strict => GapRule::Strict,
+            GapRuleConfig::ScaleToPeriod => GapRule::ScaleToPeriod,
+        }
+    }
+}
+
+/// What a meter measures in the boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Electricity entering from the grid (part of E_DC).
+    GridImport,
+    /// On-site generation used on site (part of E_DC; renewable for REF).
+    OnsiteGeneration,
+    /// IT equipment energy (E_IT), at the category's point.
+    It,
+    /// Cooling electricity (CER's denominator).
+    Cooling,
+    /// Heat handed to a user outside the boundary (ERF).
+    HeatDelivered,
+    /// Heat removed from the IT rooms (CER's numerator), kWh thermal.
+    HeatRemoved,
+    /// Water input, litres (WUE).
+    Water,
+}
+
+/// One agent sensor: `host` and `sensor` as in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorRef {
+    /// Host.
+    pub host: String,
+    /// Sensor.
+    pub sensor: String,
+}
+
+/// `[[site.meters]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// Meter name (manual readings are posted to it).
+    pub name: String,
+    /// What it measures.
+    pub role: Role,
+    /// Ledger sensors summed into it; none: a manual meter.
+    #[serde(default)]
+    pub sensors: Vec<SensorRef>,
+}
+
+/// Why site figures cannot be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// The store.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// Samples that do not form a series (overlapping manual readings).
+    #[error("meter {meter}: {source}")]
+    Series {
+        /// Meter.
+        meter: String,
+        /// Cause.
+        source: SeriesError,
+    },
+    /// A bad period.
+    #[error("period: {0}")]
+    Period(SeriesError),
+    /// The configuration names a role twice or no such meter.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Creates the manual-readings table.
+pub fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS manual_readings (
+            meter TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+            -- µJ for energy meters, litres for water meters
+            amount INTEGER NOT NULL CHECK (amount >= 0),
+            estimated INTEGER NOT NULL, entered_ms INTEGER NOT NULL, note TEXT,
+            PRIMARY KEY (meter, start_ms), CHECK (end_ms > start_ms)
+        ) WITHOUT ROWID;",
+    )
+}
+
+/// One manual reading: an amount over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManualReading {
+    /// Start, Unix ms.
+    pub start_ms: i64,
+    /// End, Unix ms.
+    pub end_ms: i64,
+    /// µJ (energy) or litres (water).
+    pub amount: u64,
+    /// An estimate rather than a reading.
+    pub estimated: bool,
+    /// Free text (who read it, the index values).
+    pub note: Option<String>,
+}
+
+/// Stores manual readings of `meter` in one transaction; refuses them all
+/// if any overlaps a stored one or another in the same call.
+pub fn add_manual(
+    conn: &mut Connection,
+    meter: &str,
+    readings: &[ManualReading],
+    now_ms: i64,
+) -> Result<(), SiteError> {
+    let tx = conn.transaction()?;
+    {
+        let mut overlap = tx.prepare_cached(
+            "SELECT start_ms, end_ms FROM manual_readings WHERE meter = ?1 AND start_ms < ?3 AND end_ms > ?2 LIMIT 1",
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO manual_readings (meter, start_ms, end_ms, amount, estimated, entered_ms, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for r in readings {
+            if r.end_ms <= r.start_ms {
+                return Err(SiteError::Config(format!(
+                    "reading {}..{}: the end must come after the start",
+                    r.start_ms, r.end_ms
+                )));
+            }
+            if overlap.exists(params![meter, r.start_ms, r.end_ms])? {
+                return Err(SiteError::Config(format!(
+                    "reading {}..{} overlaps one already stored for {meter}",
+                    r.start_ms, r.end_ms
+                )));
+            }
+            insert.execute(params![
+                meter,
+                r.start_ms,
+                r.end_ms,
+                i64::try_from(r.amount).unwrap_or(i64::MAX),
+                r.estimated,
+                now_ms,
+                r.note
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn manual_samples(
+    conn: &Connection,
+    meter: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT start_ms, end_ms, amount, estimated FROM manual_readings
+         WHERE meter = ?1 AND start_ms < ?3 AND end_ms > ?2 ORDER BY start_ms",
+    )?;
+    let rows = stmt.query_map(params![meter, from_ms, to_ms], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
+    })?;
+    rows.collect()
+}
+
+/// Minute samples of a ledger meter: a minute counts only when every one
+/// of its sensors has a bucket there (a partial minute is missing, not
+/// under-counted).
+fn ledger_samples(
+    conn: &Connection,
+    sensors: &[SensorRef],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
+    let rows = store::energy(conn, Resolution::Minute, from_ms, to_ms, true, true)?;
+    let mut minutes: BTreeMap<i64, (usize, u64, bool)> = BTreeMap::new();
+    for r in rows {
+        let (Some(sensor), Some(bucket)) = (&r.sensor, r.bucket_ms) else {
+            continue;
+        };
+        if !sensors
+            .iter()
+            .any(|s| s.host == r.host && &s.sensor == sensor)
+        {
+            continue;
+        }
+        let m = minutes.entry(bucket).or_default();
+        m.0 += 1;
+        m.1 =
+            m.1.saturating_add(r.amount.measured.saturating_add(r.amount.estimated));
+        m.2 |= r.amount.estimated > 0;
+    }
+    Ok(minutes
+        .into_iter()
+        .filter(|(_, (n, _, _))| *n == sensors.len())
+        .map(|(t, (_, amount, est))| (t, t + MINUTE_MS, amount, est))
+        .collect())
+}
+
+/// The figures of the site over a period.
+#[derive(Debug)]
+pub struct SiteFigures {
+    /// The period.
+    pub period: Period,
+    /// PUE, REF, ERF, CER, WUE (those whose meters exist).
+    pub figures: Vec<Figure>,
+    /// Roles without a meter: indicators that cannot be computed.
+    pub missing_roles: Vec<Role>,
+}
+
+/// Computes every indicator whose meters are configured.
+pub fn figures(
+    conn: &Connection,
+    site: &SiteConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<SiteFigures, SiteError> {
+    let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
+    let rule: GapRule = site.gap_rule.into();
+    let mut by_role: BTreeMap<Role, &MeterConfig> = BTreeMap::new();
+    for m in &site.meters {
+        if by_role.insert(m.role, m).is_some() {
+            return Err(SiteError::Config(format!(
+                "two meters have role {:?}: give each role one meter (sum several sensors in it)",
+                m.role
+            )));
+        }
+    }
+    let raw = |m: &MeterConfig| -> Result<Vec<(i64, i64, u64, bool)>, SiteError> {
+        Ok(if m.sensors.is_empty() {
+            manual_samples(conn, &m.name, from_ms, to_ms)?
+        } else {
+            ledger_samples(conn, &m.sensors, from_ms, to_ms)?
+        })
+    };
+    let quality = |est: bool| {
+        if est {
+            Quality::Estimated
+        } else {
+            Quality::Measured
+        }
+    };
+    let energy = |role: Role| -> Result<Option<Series<Microjoules>>, SiteError> {
+        let Some(m) = by_role.get(&role) else {
+            return Ok(None);
+        };
+        let samples = raw(m)?.into_iter().map(|(s, e, a, est)| Sample {
+            start_ms: s,
+            end_ms: e,
+            amount: Microjoules(a),
+            quality: quality(est),
+        });
+        Series::new(samples)
+            .map(Some)
+            .map_err(|source| SiteError::Series {
+                meter: m.name.clone(),
+                source,
+            })
+    };
+    let grid = energy(Role::GridImport)?;
+    let onsite = energy(Role::OnsiteGeneration)?;
+    let it = energy(Role::It)?;
+    let cooling = energy(Role::Cooling)?;
+    let heat_delivered = energy(Role::HeatDelivered)?;
+    let heat_removed = energy(Role::HeatRemoved)?;
+    let water = match by_role.get(&Role::Water) {
+        Some(m) => Some(
+            Series::new(raw(m)?.into_iter().map(|(s, e, a, est)| Sample {
+                start_ms: s,
+                end_ms: e,
+                amount: Litres(a),
+                quality: quality(est),
+            }))
+            .map_err(|source| SiteError::Series {
+                meter: m.name.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    // E_DC: grid import plus on-site generation, minute by minute when
+    // both are metered.
+    let e_dc = match (&grid, &onsite) {
+        (Some(g), None) => Some(g.clone()),
+        (Some(_), Some(_)) => {
+            let (gm, om) = (
+                by_role.get(&Role::GridImport).map(|m| raw(m)).transpose()?,
+                by_role
+                    .get(&Role::OnsiteGeneration)
+                    .map(|m| raw(m))
+                    .transpose()?,
+            );
+            let mut sum: BTreeMap<(i64, i64), (u64, bool, u8)> = BTreeMap::new();
+            for (s, e, a, est) in gm.into_iter().flatten().chain(om.into_iter().flatten()) {
+                let x = sum.entry((s, e)).or_default();
+                x.0 = x.0.saturating_add(a);
+                x.1 |= est;
+                x.2 += 1;
+            }
+            Some(
+                Series::new(sum.into_iter().filter(|(_, x)| x.2 == 2).map(
+                    |((s, e), (a, est, _))| Sample {
+                        start_ms: s,
+                        end_ms: e,
+                        amount: Microjoules(a),
+                        quality: quality(est),
+                    },
+                ))
+                .map_err(|source| SiteError::Series {
+                    meter: "E_DC".into(),
+                    source,
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let category = match site.it_category {
+        1 => PueCategory::UpsOutput,
+        3 => PueCategory::ItInput,
+        _ => PueCategory::PduOutput,
+    };
+    let mut figures = Vec::new();
+    let mut missing = Vec::new();
+    let mut need = |role: Role, present: bool| {
+        if !present && !missing.contains(&role) {
+            missing.push(role);
+        }
+    };
+    need(Role::GridImport, e_dc.is_some());
+    need(Role::It, it.is_some());
+    if let (Some(dc), Some(it)) = (&e_dc, &it) {
+        figures.push(vigie_energy::pue(period, rule, category, dc, it));
+    }
+    if let Some(dc) = &e_dc {
+        figures.push(vigie_energy::renewable_energy_factor(
+            period,
+            rule,
+            dc,
+            onsite.as_ref(),
+            &[],
+        ));
+    }
+    need(Role::HeatDelivered, heat_delivered.is_some());
+    if let (Some(h), Some(dc)) = (&heat_delivered, &e_dc) {
+        figures.push(vigie_energy::energy_reuse_factor(period, rule, h, dc));
+    }
+    need(Role::HeatRemoved, heat_removed.is_some());
+    need(Role::Cooling, cooling.is_some());
+    if let (Some(h), Some(c)) = (&heat_removed, &cooling) {
+        figures.push(vigie_energy::cooling_efficiency_ratio(period, rule, h, c));
+    }
+    need(Role::Water, water.is_some());
+    if let (Some(w), Some(it)) = (&water, &it) {
+        figures.push(vigie_energy::water_usage_effectiveness(period, rule, w, it));
+    }
+    Ok(SiteFigures {
+        period,
+        figures,
+        missing_roles: missing,
+    })
+}
+
+/// The JSON form of a figure: value, status, gap rule, every input with
+/// its coverage, and the notes.
+pub fn figure_json(f: &Figure) -> serde_json::Value {
+    use vigie_energy::{Indicator, Status};
+    let status = match f.status {
+        Status::Measured => "measured",
+        Status::Estimated => "estimated",
+        Status::Incomplete => "incomplete",
+        Status::Undefined => "undefined",
+    };
+    let category = match &f.indicator {
+        Indicator::Pue { category } | Indicator::PartialPue { category, .. } => {
+            Some(match category {
+                PueCategory::UpsOutput => 1,
+                PueCategory::PduOutput => 2,
+                PueCategory::ItInput => 3,
+            })
+        }
+        _ => None,
+    };
+    let inputs: Vec<serde_json::Value> = f
+        .inputs
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "name": i.name,
+                "unit": i.unit,
+                "measured": i.measured,
+                "estimated": i.estimated,
+                "filled": i.filled,
+                "total": i.total,
+                "coverage": i.coverage.map(|c| serde_json::json!({
+                    "measured_share": c.measured_share(),
+                    "estimated_share": c.estimated_share(),
+                    "missing_share": c.missing_share(),
+                })),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "indicator": f.indicator.symbol(),
+        "unit": f.indicator.unit(),
+        "measurement_category": category,
+        "value": f.value,
+        "status": status,
+        "complete": f.is_complete(),
+        "gap_rule": match f.rule {
+            GapRule::Strict => "strict",
+            GapRule::ScaleToPeriod => "scale-to-period",
+        },
+        "inputs": inputs,
+        "notes": f.notes,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn site(extra: &str) -> SiteConfig {
+        toml::from_str(&format!(
+            "it_category = 2\n[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{{ host = \"facility\", sensor = \"meter:mains\" }}]\n[[meters]]\nname = \"it\"\nrole = \"it\"\nsensors = [{{ host = \"facility\", sensor = \"pdu-a:total\" }}, {{ host = \"facility\", sensor = \"pdu-b:total\" }}]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn add(conn: &Connection, sensor: &str, minute: i64, uj: u64) {
+        let mut p = store::Pending::default();
+        p.minute.insert(
+            ("facility".into(), sensor.into(), minute * MINUTE_MS),
+            store::Amount {
+                measured: uj,
+                estimated: 0,
+            },
+        );
+        let tx = conn.unchecked_transaction().unwrap();
+        store::add_energy(&tx, &p).unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn pue_from_ledger_meters_with_coverage_and_water_from_manual_readings() {
+        let mut conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        // Two minutes. Minute 0: grid 1500 µJ, IT from both PDUs (600 +
+        // 400). Minute 1: grid 1500, only PDU a: the IT meter misses it.
+        for m in 0..2 {
+            add(&conn, "meter:mains", m, 1_500);
+        }
+        add(&conn, "pdu-a:total", 0, 600);
+        add(&conn, "pdu-b:total", 0, 400);
+        add(&conn, "pdu-a:total", 1, 700);
+        let strict = site("");
+        let f = figures(&conn, &strict, 0, MINUTE_MS).unwrap();
+        let pue = &f.figures[0];
+        // 1500 / (600 + 400) = 1.5 over the first minute, fully measured.
+        assert_eq!(pue.value, Some(1.5));
+        assert_eq!(figure_json(pue)["status"], "measured");
+        assert_eq!(figure_json(pue)["measurement_category"], 2);
+        // Over both minutes the IT meter misses minute 1 (PDU b absent):
+        // strict gives no value and says why.
+        let f = figures(&conn, &strict, 0, 2 * MINUTE_MS).unwrap();
+        let j = figure_json(&f.figures[0]);
+        assert_eq!(j["status"], "incomplete");
+        assert!(j["value"].is_null());
+        assert_eq!(j["inputs"][1]["coverage"]["missing_share"], 0.5);
+        // Scaled to the period: 3000 / (1000 x 2) = 1.5, flagged estimated.
+        let mut scaled = site("");
+        scaled.gap_rule = GapRuleConfig::ScaleToPeriod;
+        let f = figures(&conn, &scaled, 0, 2 * MINUTE_MS).unwrap();
+        assert_eq!(f.figures[0].value, Some(1.5));
+        assert_eq!(figure_json(&f.figures[0])["status"], "estimated");
+        assert!(f.missing_roles.contains(&Role::Water));
+
+        // A manual water meter: 2 L over the first minute, then WUE.
+        let with_water = site("[[meters]]\nname = \"water\"\nrole = \"water\"\n");
+        add_manual(
+            &mut conn,
+            "water",
+            &[ManualReading {
+                start_ms: 0,
+                end_ms: MINUTE_MS,
+                amount: 2,
+                estimated: false,
+                note: Some("index 1000 -> 1002".into()),
+            }],
+            0,
+        )
+        .unwrap();
+        let overlapping = ManualReading {
+            start_ms: 30_000,
+            end_ms: 90_000,
+            amount: 1,
+            estimated: false,
+            note: None,
+        };
+        assert!(add_manual(&mut conn, "water", &[overlapping], 0).is_err());
+        let f = figures(&conn, &with_water, 0, MINUTE_MS).unwrap();
+        let wue = f
+            .figures
+            .iter()
+            .find(|x| x.indicator.symbol() == "WUE")
+            .unwrap();
+        // 2 L over 1000 µJ of IT energy: 2 / (1000 / 3.6e12 kWh) = 7.2e9 L/kWh.
+        let expected = 2.0 / (1000.0 / 3.6e12);
+        assert!(
+            (wue.value.unwrap() - expected).abs() < 1e-6 * expected,
+            "{:?} vs {expected}",
+            wue.value
+        );
+    }
+}
