@@ -133,6 +133,7 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
     let reporting = Router::new()
         .route("/api/v1/energy", get(energy))
         .route("/api/v1/kpi", get(kpi))
+        .route("/api/v1/scope2", get(scope2_route))
         .route_layer(guard(&[Operator, Regulator]));
     let signals = Router::new()
         .route("/api/v1/emissions", get(emissions_route))
@@ -392,6 +393,66 @@ async fn kpi(
         "computer_room_area_m2": s.site.computer_room_area_m2,
         "figures": f.figures.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
         "roles_without_meter": f.missing_roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/v1/scope2?from=&to=`: the site's location- and market-based
+/// Scope 2 over whole hours, instrument use, the hourly CFE score and CUE.
+async fn scope2_route(
+    State(s): State<AppState>,
+    Query(q): Query<EmissionsQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    use vigie_energy::MarketSource;
+    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let (site, carbon) = (s.site.clone(), s.carbon.clone());
+    let result = s
+        .read(move |c| Ok(crate::site::scope2(c, &site, &carbon, from, to)))
+        .await?;
+    let (r, cue) = result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let kg = |g: vigie_energy::GramsCo2e| g.0 / 1000.0;
+    let fallback_hours = r
+        .hours
+        .iter()
+        .filter(|h| {
+            h.tranches
+                .iter()
+                .any(|t| t.source == MarketSource::GridAverage)
+        })
+        .count();
+    Ok(axum::Json(json!({
+        "from": rfc3339(r.period.from_ms()),
+        "to": rfc3339(r.period.to_ms()),
+        "consumption_kwh": r.consumption().as_kwh(),
+        "measured_kwh": r.measured.as_kwh(),
+        "estimated_kwh": r.estimated.as_kwh(),
+        "coverage": {
+            "measured_share": r.coverage.measured_share(),
+            "estimated_share": r.coverage.estimated_share(),
+            "missing_share": r.coverage.missing_share(),
+        },
+        "location_based_kg": kg(r.location),
+        "market_based_kg": kg(r.market),
+        "market_hours_on_grid_average": fallback_hours,
+        "zone": s.carbon.zone,
+        "basis": s.carbon.basis.as_str(),
+        "instruments": r.instruments.iter().map(|i| json!({
+            "name": i.name,
+            "kind": format!("{:?}", i.kind).to_lowercase(),
+            "origin": format!("{:?}", i.origin).to_lowercase(),
+            "factor_g_per_kwh": i.factor.0,
+            "offered_kwh": i.offered.as_kwh(),
+            "applied_kwh": i.applied.as_kwh(),
+            "surplus_kwh": i.surplus.as_kwh(),
+        })).collect::<Vec<_>>(),
+        "allocation": "annual volumes enter pro rata to the part of their year the period covers, then to hours pro rata to uncovered consumption",
+        "cfe": {
+            "score": r.cfe.score,
+            "consumption_kwh": r.cfe.consumption.as_kwh(),
+            "carbon_free_supply_kwh": r.cfe.supply.as_kwh(),
+            "matched_kwh": r.cfe.matched.as_kwh(),
+            "note": "hourly matching counts hourly volumes only; annual certificates have no hour",
+        },
+        "cue": cue.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
     })))
 }
 

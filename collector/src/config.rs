@@ -121,6 +121,9 @@ pub struct CarbonConfig {
     /// needs none of them to run).
     #[serde(default)]
     pub live: Vec<crate::grid_live::LiveConfig>,
+    /// Contracts for market-based Scope 2.
+    #[serde(default)]
+    pub market: crate::site::MarketConfig,
 }
 
 /// A grid intensity time-series file.

@@ -500,6 +500,52 @@ mod tests {
     }
 
     #[test]
+    fn years_start_where_the_calendar_says() {
+        assert_eq!(year_start_ms(1970), 0);
+        assert_eq!(year_start_ms(1971), 365 * 86_400_000);
+        // 2024-01-01 is day 19723 of the Unix epoch.
+        assert_eq!(year_start_ms(2024), 19_723 * 86_400_000);
+    }
+
+    #[test]
+    fn scope2_location_and_market_with_a_certificate_and_the_residual_mix() {
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        // Two hours of grid import, 1e9 µJ (1 kJ) per minute.
+        for m in 0..120 {
+            add(&conn, "meter:mains", m, 1_000_000_000);
+        }
+        let cons_kwh = 120.0 * 1e9 / 3.6e12;
+        let site = site("");
+        // Static 50 g/kWh (no series); residual mix 300 g/kWh; a 1970
+        // guarantee of origin whose pro-rata share of the two hours
+        // covers half the consumption: V x 3.6e15 x 2/8760 = 6e10 µJ.
+        let volume_mwh = 6e10 * 8760.0 / (3.6e15 * 2.0);
+        let carbon: crate::config::CarbonConfig = toml::from_str(&format!(
+            "zone = \"FR\"\nintensity_g_per_kwh = 50.0\n[market]\nresidual_mix_g_per_kwh = 300.0\n[[market.instruments]]\nname = \"GO hydro\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = 1970\nvolume_mwh = {volume_mwh}\n"
+        ))
+        .unwrap();
+        let (r, cue) = scope2(&conn, &site, &carbon, 0, 2 * 3_600_000).unwrap();
+        assert_eq!(r.consumption().0, 120_000_000_000);
+        let loc_g = cons_kwh * 50.0;
+        let mkt_g = cons_kwh / 2.0 * 300.0;
+        assert!(
+            (r.location.0 - loc_g).abs() < 1e-6,
+            "{} vs {loc_g}",
+            r.location.0
+        );
+        assert!(
+            (r.market.0 - mkt_g).abs() < 1e-3,
+            "{} vs {mkt_g}",
+            r.market.0
+        );
+        assert_eq!(r.instruments[0].applied.0, 60_000_000_000);
+        // No IT meter with data: CUE over an empty IT series is incomplete.
+        assert!(cue.iter().all(|f| !f.is_complete()));
+    }
+
+    #[test]
     fn pue_from_ledger_meters_with_coverage_and_water_from_manual_readings() {
         let mut conn = store::open_in_memory().unwrap();
         init(&conn).unwrap();
@@ -570,4 +616,211 @@ mod tests {
             wue.value
         );
     }
+}
+
+/// `[carbon.market]`: what the site buys, for market-based Scope 2.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    /// Residual-mix factor of the zone, gCO2e/kWh (after instruments and
+    /// the supplier's covered share).
+    #[serde(default)]
+    pub residual_mix_g_per_kwh: Option<f64>,
+    /// The supplier's specific factor and the share of the remainder it covers.
+    #[serde(default)]
+    pub supplier: Option<SupplierConfig>,
+    /// Guarantees of origin, PPAs, on-site generation contracts.
+    #[serde(default)]
+    pub instruments: Vec<InstrumentConfig>,
+}
+
+/// A supplier-specific factor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupplierConfig {
+    /// gCO2e/kWh.
+    pub factor_g_per_kwh: f64,
+    /// Share (0 to 1) of each hour's uncovered consumption it covers.
+    pub share: f64,
+}
+
+/// One contractual instrument with an annual volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstrumentConfig {
+    /// Name shown in reports.
+    pub name: String,
+    /// `certificate` (guarantees of origin, RECs), `ppa`, `on-site`.
+    pub kind: InstrumentKindConfig,
+    /// `renewable`, `carbon-free` (e.g. nuclear), `other`.
+    pub origin: OriginConfig,
+    /// Calendar year (UTC) the volume is for.
+    pub year: i32,
+    /// Volume for that year, MWh.
+    pub volume_mwh: f64,
+    /// Emission factor, gCO2e/kWh; 0 by default for carbon-free origins.
+    #[serde(default)]
+    pub factor_g_per_kwh: Option<f64>,
+}
+
+/// Instrument kind as configured.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstrumentKindConfig {
+    /// Energy attribute certificate.
+    Certificate,
+    /// Power purchase agreement.
+    Ppa,
+    /// On-site generation contract.
+    OnSite,
+}
+
+/// Instrument origin as configured.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginConfig {
+    /// Renewable.
+    Renewable,
+    /// Carbon-free, not renewable.
+    CarbonFree,
+    /// Anything else (needs a factor).
+    Other,
+}
+
+/// Milliseconds at the start of UTC calendar year `y`.
+fn year_start_ms(y: i32) -> i64 {
+    // Days from 1970 to y-01-01, proleptic Gregorian.
+    let y = i64::from(y) - 1;
+    let days =
+        365 * (y - 1969) + (y / 4 - 1969 / 4) - (y / 100 - 1969 / 100) + (y / 400 - 1969 / 400);
+    days * 86_400_000
+}
+
+/// The market inputs for `period`: each instrument's annual volume enters
+/// pro rata to the part of its year the period covers (annual contracts
+/// carry no hourly shape; the allocation is documented in the report).
+pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketInputs {
+    use vigie_energy::{Instrument, InstrumentKind, Origin, SupplierFactor, Volume};
+    let instruments = m
+        .instruments
+        .iter()
+        .filter_map(|i| {
+            let (ys, ye) = (year_start_ms(i.year), year_start_ms(i.year + 1));
+            let overlap = period.to_ms().min(ye) - period.from_ms().max(ys);
+            if overlap <= 0 || !i.volume_mwh.is_finite() || i.volume_mwh < 0.0 {
+                return None;
+            }
+            let share = overlap as f64 / (ye - ys) as f64;
+            let uj = (i.volume_mwh * 3.6e15 * share).round();
+            Some(Instrument {
+                name: i.name.clone(),
+                kind: match i.kind {
+                    InstrumentKindConfig::Certificate => InstrumentKind::Certificate,
+                    InstrumentKindConfig::Ppa => InstrumentKind::Ppa,
+                    InstrumentKindConfig::OnSite => InstrumentKind::OnSite,
+                },
+                origin: match i.origin {
+                    OriginConfig::Renewable => Origin::Renewable,
+                    OriginConfig::CarbonFree => Origin::CarbonFreeNonRenewable,
+                    OriginConfig::Other => Origin::Other,
+                },
+                volume: Volume::Period(Microjoules(if uj > 0.0 { uj as u64 } else { 0 })),
+                factor: i.factor_g_per_kwh.map(vigie_energy::GramsPerKwh),
+            })
+        })
+        .collect();
+    vigie_energy::MarketInputs {
+        instruments,
+        supplier: m.supplier.as_ref().map(|s| SupplierFactor {
+            factor: vigie_energy::GramsPerKwh(s.factor_g_per_kwh),
+            share: s.share,
+        }),
+        residual_mix: m.residual_mix_g_per_kwh.map(vigie_energy::GramsPerKwh),
+    }
+}
+
+/// Site Scope 2 over whole hours: E_DC's grid import, location- and
+/// market-based, with CUE against E_IT.
+pub fn scope2(
+    conn: &Connection,
+    site: &SiteConfig,
+    carbon: &crate::config::CarbonConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(vigie_energy::Scope2Report, Vec<Figure>), SiteError> {
+    use vigie_energy::HOUR_MS;
+    let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let period = Period::new(from, to).map_err(SiteError::Period)?;
+    let meter = |role: Role| site.meters.iter().find(|m| m.role == role);
+    let grid = meter(Role::GridImport).ok_or_else(|| {
+        SiteError::Config("Scope 2 needs a [[site.meters]] with role grid-import".into())
+    })?;
+    let series = |m: &MeterConfig| -> Result<Series<Microjoules>, SiteError> {
+        let raw = if m.sensors.is_empty() {
+            manual_samples(conn, &m.name, from, to)?
+        } else {
+            ledger_samples(conn, &m.sensors, from, to)?
+        };
+        Series::new(raw.into_iter().map(|(s, e, a, est)| Sample {
+            start_ms: s,
+            end_ms: e,
+            amount: Microjoules(a),
+            quality: if est {
+                Quality::Estimated
+            } else {
+                Quality::Measured
+            },
+        }))
+        .map_err(|source| SiteError::Series {
+            meter: m.name.clone(),
+            source,
+        })
+    };
+    let consumption = series(grid)?;
+    let factors = crate::carbon::hourly_factors(
+        conn,
+        &carbon.zone,
+        carbon.basis,
+        vigie_energy::GramsPerKwh(carbon.intensity_g_per_kwh),
+        from,
+        to,
+    )
+    .map_err(|e| match e {
+        crate::carbon::CarbonError::Store(e) => SiteError::Store(e),
+    })?;
+    let grid_factors = vigie_energy::GridFactors::new(
+        factors.iter().map(|(h, f)| {
+            (
+                *h,
+                vigie_energy::AverageFactor {
+                    intensity: vigie_energy::GramsPerKwh(f.g_per_kwh),
+                    estimated: f.estimated,
+                },
+            )
+        }),
+        None,
+    )
+    .map_err(|e| SiteError::Config(e.to_string()))?;
+    let report = vigie_energy::scope2(
+        period,
+        &consumption,
+        &grid_factors,
+        &market_inputs(&carbon.market, period),
+    )
+    .map_err(|e| SiteError::Config(e.to_string()))?;
+    let mut cue = Vec::new();
+    if let Some(it) = meter(Role::It) {
+        let it = series(it)?;
+        let rule: GapRule = site.gap_rule.into();
+        for basis in [
+            vigie_energy::Scope2Basis::LocationBased,
+            vigie_energy::Scope2Basis::MarketBased,
+        ] {
+            cue.push(vigie_energy::carbon_usage_effectiveness(
+                rule, &report, basis, &it,
+            ));
+        }
+    }
+    Ok((report, cue))
 }
