@@ -134,6 +134,10 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route("/api/v1/energy", get(energy))
         .route("/api/v1/kpi", get(kpi))
         .route("/api/v1/scope2", get(scope2_route))
+        .route(
+            "/api/v1/heat/potential",
+            axum::routing::post(heat_potential),
+        )
         .route_layer(guard(&[Operator, Regulator]));
     let signals = Router::new()
         .route("/api/v1/emissions", get(emissions_route))
@@ -454,6 +458,17 @@ async fn scope2_route(
         },
         "cue": cue.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
     })))
+}
+
+/// `POST /api/v1/heat/potential`: the heat-reuse potential study.
+async fn heat_potential(
+    axum::Json(req): axum::Json<crate::heat_api::PotentialRequest>,
+) -> Result<axum::Json<Value>, ApiError> {
+    tokio::task::spawn_blocking(move || crate::heat_api::study(&req))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(axum::Json)
+        .map_err(ApiError::BadRequest)
 }
 
 /// One manual reading as posted: an amount over an interval.

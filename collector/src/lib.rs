@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod grid;
 pub mod grid_live;
+pub mod heat_api;
 pub mod https;
 pub mod ingest;
 pub mod metrics;
