@@ -384,9 +384,9 @@ async fn kpi(
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
-    let site = s.site.clone();
+    let (site, carbon) = (s.site.clone(), s.carbon.clone());
     let result = s
-        .read(move |c| Ok(crate::site::figures(c, &site, from, to)))
+        .read(move |c| Ok(crate::site::figures(c, &site, &carbon.market, from, to)))
         .await?;
     let f = result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(axum::Json(json!({

@@ -270,6 +270,7 @@ pub struct SiteFigures {
 pub fn figures(
     conn: &Connection,
     site: &SiteConfig,
+    market: &MarketConfig,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<SiteFigures, SiteError> {
@@ -390,12 +391,15 @@ pub fn figures(
         figures.push(vigie_energy::pue(period, rule, category, dc, it));
     }
     if let Some(dc) = &e_dc {
+        // Renewable instruments bought for the period count (pro rata to
+        // their year), beside on-site generation.
+        let instruments = market_inputs(market, period).instruments;
         figures.push(vigie_energy::renewable_energy_factor(
             period,
             rule,
             dc,
             onsite.as_ref(),
-            &[],
+            &instruments,
         ));
     }
     need(Role::HeatDelivered, heat_delivered.is_some());
@@ -558,7 +562,7 @@ mod tests {
         add(&conn, "pdu-b:total", 0, 400);
         add(&conn, "pdu-a:total", 1, 700);
         let strict = site("");
-        let f = figures(&conn, &strict, 0, MINUTE_MS).unwrap();
+        let f = figures(&conn, &strict, &MarketConfig::default(), 0, MINUTE_MS).unwrap();
         let pue = &f.figures[0];
         // 1500 / (600 + 400) = 1.5 over the first minute, fully measured.
         assert_eq!(pue.value, Some(1.5));
@@ -566,7 +570,7 @@ mod tests {
         assert_eq!(figure_json(pue)["measurement_category"], 2);
         // Over both minutes the IT meter misses minute 1 (PDU b absent):
         // strict gives no value and says why.
-        let f = figures(&conn, &strict, 0, 2 * MINUTE_MS).unwrap();
+        let f = figures(&conn, &strict, &MarketConfig::default(), 0, 2 * MINUTE_MS).unwrap();
         let j = figure_json(&f.figures[0]);
         assert_eq!(j["status"], "incomplete");
         assert!(j["value"].is_null());
@@ -574,7 +578,7 @@ mod tests {
         // Scaled to the period: 3000 / (1000 x 2) = 1.5, flagged estimated.
         let mut scaled = site("");
         scaled.gap_rule = GapRuleConfig::ScaleToPeriod;
-        let f = figures(&conn, &scaled, 0, 2 * MINUTE_MS).unwrap();
+        let f = figures(&conn, &scaled, &MarketConfig::default(), 0, 2 * MINUTE_MS).unwrap();
         assert_eq!(f.figures[0].value, Some(1.5));
         assert_eq!(figure_json(&f.figures[0])["status"], "estimated");
         assert!(f.missing_roles.contains(&Role::Water));
@@ -602,7 +606,7 @@ mod tests {
             note: None,
         };
         assert!(add_manual(&mut conn, "water", &[overlapping], 0).is_err());
-        let f = figures(&conn, &with_water, 0, MINUTE_MS).unwrap();
+        let f = figures(&conn, &with_water, &MarketConfig::default(), 0, MINUTE_MS).unwrap();
         let wue = f
             .figures
             .iter()

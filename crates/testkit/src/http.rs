@@ -34,7 +34,18 @@ pub fn http_get_with(
     bearer: Option<&str>,
 ) -> anyhow::Result<HttpResponse> {
     let s = connect(addr)?;
-    exchange(s, addr, path, bearer)
+    exchange(s, addr, "GET", path, bearer, None)
+}
+
+/// POSTs a JSON `body` to `path` (optionally with a bearer token).
+pub fn http_post_json(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> anyhow::Result<HttpResponse> {
+    let s = connect(addr)?;
+    exchange(s, addr, "POST", path, bearer, Some(body))
 }
 
 /// GETs `path` over HTTPS, trusting only the PEM CA in `ca_file`, with an
@@ -59,7 +70,7 @@ pub fn https_get(
     let name = ServerName::IpAddress(addr.ip().into());
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
     let tls = rustls::StreamOwned::new(conn, connect(addr)?);
-    exchange(tls, addr, path, bearer)
+    exchange(tls, addr, "GET", path, bearer, None)
 }
 
 fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
@@ -71,15 +82,26 @@ fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
 fn exchange(
     mut s: impl Read + Write,
     addr: SocketAddr,
+    method: &str,
     path: &str,
     bearer: Option<&str>,
+    body: Option<&str>,
 ) -> anyhow::Result<HttpResponse> {
     let auth = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = body
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
     )?;
     s.flush()?;
     let mut raw = Vec::new();

@@ -7,7 +7,7 @@ mod mosquitto;
 pub mod pki;
 mod powercap;
 
-pub use http::{HttpResponse, http_get, http_get_with, https_get};
+pub use http::{HttpResponse, http_get, http_get_with, http_post_json, https_get};
 pub use mosquitto::Mosquitto;
 pub use powercap::{FakePowercap, ZoneSpec};
 
