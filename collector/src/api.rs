@@ -161,6 +161,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds, if it is one.
+pub fn parse_time_str(v: &str) -> Option<i64> {
+    parse_time("time", v).ok()
+}
+
 /// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds.
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {

@@ -38,6 +38,19 @@ enum Command {
         #[arg(long)]
         append: Option<PathBuf>,
     },
+    /// Import hand readings of a manual meter from a CSV file
+    /// (`from,to,amount[,estimated[,note]]`, amount in kWh or, for water
+    /// meters, litres); all lines or none.
+    ImportReadings {
+        /// Configuration file (names the meters and the ledger).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Meter name from `[[site.meters]]`.
+        #[arg(long)]
+        meter: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
     /// Run everything on this machine: embedded broker, simulated hosts, collector.
     Demo {
         /// HTTP listen address for the API and /metrics.
@@ -111,6 +124,36 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             eprintln!("token for {name} ({}), shown once:", role.as_str());
             println!("{token}");
+            Ok(())
+        }
+        Command::ImportReadings {
+            config,
+            meter,
+            file,
+        } => {
+            let cfg: CollectorConfig = vigie_service::load_config(config.as_deref())?;
+            let m = cfg
+                .site
+                .meters
+                .iter()
+                .find(|m| m.name == meter)
+                .with_context(|| format!("no meter {meter:?} in [site]"))?;
+            anyhow::ensure!(
+                m.sensors.is_empty(),
+                "meter {meter:?} reads the ledger; hand readings go to meters without sensors"
+            );
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let readings =
+                crate::site::parse_readings_csv(&text, m.role == crate::site::Role::Water, |t| {
+                    crate::api::parse_time_str(t)
+                })
+                .map_err(anyhow::Error::msg)?;
+            let mut conn = crate::store::open(&cfg.store.path)
+                .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+            crate::site::init(&conn)?;
+            crate::site::add_manual(&mut conn, &meter, &readings, crate::now_ms())?;
+            eprintln!("{} readings stored for {meter}", readings.len());
             Ok(())
         }
         Command::Demo {

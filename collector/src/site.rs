@@ -205,6 +205,60 @@ pub fn add_manual(
     Ok(())
 }
 
+/// Parses a CSV of manual readings: a header line, then
+/// `from,to,amount[,estimated[,note]]` per line, times in RFC 3339 or Unix
+/// ms, the amount in kWh (energy meters) or litres (water meters). Lines
+/// that do not parse are reported by number; nothing is stored then.
+pub fn parse_readings_csv(
+    text: &str,
+    water: bool,
+    parse_time: impl Fn(&str) -> Option<i64>,
+) -> Result<Vec<ManualReading>, String> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.splitn(5, ',').map(str::trim).collect();
+        let parsed = (|| {
+            let start_ms = parse_time(f.first()?)?;
+            let end_ms = parse_time(f.get(1)?)?;
+            let x: f64 = f.get(2)?.parse().ok()?;
+            if !(x.is_finite() && x >= 0.0) || end_ms <= start_ms {
+                return None;
+            }
+            let amount = if water {
+                x.round()
+            } else {
+                (x * 3.6e12).round()
+            } as u64;
+            let estimated = matches!(f.get(3).copied(), Some("true" | "1" | "yes" | "estimated"));
+            let note = f.get(4).map(|n| (*n).to_owned()).filter(|n| !n.is_empty());
+            Some(ManualReading {
+                start_ms,
+                end_ms,
+                amount,
+                estimated,
+                note,
+            })
+        })();
+        match parsed {
+            Some(r) => out.push(r),
+            None => errors.push(i + 1),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "lines that do not parse (expected from,to,amount[,estimated[,note]] with to after from and a non-negative amount): {:?}",
+            errors.iter().take(20).collect::<Vec<_>>()
+        ))
+    }
+}
+
 fn manual_samples(
     conn: &Connection,
     meter: &str,
@@ -501,6 +555,22 @@ mod tests {
         let tx = conn.unchecked_transaction().unwrap();
         store::add_energy(&tx, &p).unwrap();
         tx.commit().unwrap();
+    }
+
+    #[test]
+    fn csv_readings_parse_or_say_which_lines_do_not() {
+        let t = |s: &str| s.parse::<i64>().ok();
+        let csv = "from,to,amount,estimated,note\n0,3600000,1.5,,index 10 -> 11.5\n3600000,7200000,2,estimated,\n";
+        let r = parse_readings_csv(csv, false, t).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].amount, 5_400_000_000_000);
+        assert_eq!(r[0].note.as_deref(), Some("index 10 -> 11.5"));
+        assert!(r[1].estimated && !r[0].estimated);
+        let water = parse_readings_csv("h\n0,10,3.4\n", true, t).unwrap();
+        assert_eq!(water[0].amount, 3);
+        let bad =
+            parse_readings_csv("h\n0,10,1\n10,5,1\nx,20,1\n20,30,-1\n", false, t).unwrap_err();
+        assert!(bad.contains("[3, 4, 5]"), "{bad}");
     }
 
     #[test]
