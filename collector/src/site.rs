@@ -85,6 +85,10 @@ pub enum Role {
     HeatRemoved,
     /// Water input, litres (WUE).
     Water,
+    /// All energy of a zone or subsystem (pPUE's numerator); needs `zone`.
+    ZoneTotal,
+    /// IT energy of that zone (pPUE's denominator); needs `zone`.
+    ZoneIt,
 }
 
 /// One agent sensor: `host` and `sensor` as in the ledger.
@@ -108,6 +112,9 @@ pub struct MeterConfig {
     /// Ledger sensors summed into it; none: a manual meter.
     #[serde(default)]
     pub sensors: Vec<SensorRef>,
+    /// The zone of a `zone-total` or `zone-it` meter.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 /// Why site figures cannot be computed.
@@ -331,7 +338,29 @@ pub fn figures(
     let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
     let rule: GapRule = site.gap_rule.into();
     let mut by_role: BTreeMap<Role, &MeterConfig> = BTreeMap::new();
+    let mut zones: BTreeMap<&str, (Option<&MeterConfig>, Option<&MeterConfig>)> = BTreeMap::new();
     for m in &site.meters {
+        if matches!(m.role, Role::ZoneTotal | Role::ZoneIt) {
+            let Some(z) = m.zone.as_deref() else {
+                return Err(SiteError::Config(format!(
+                    "meter {}: role {:?} needs a zone",
+                    m.name, m.role
+                )));
+            };
+            let e = zones.entry(z).or_default();
+            let slot = if m.role == Role::ZoneTotal {
+                &mut e.0
+            } else {
+                &mut e.1
+            };
+            if slot.replace(m).is_some() {
+                return Err(SiteError::Config(format!(
+                    "zone {z}: two meters with role {:?}",
+                    m.role
+                )));
+            }
+            continue;
+        }
         if by_role.insert(m.role, m).is_some() {
             return Err(SiteError::Config(format!(
                 "two meters have role {:?}: give each role one meter (sum several sensors in it)",
@@ -465,6 +494,33 @@ pub fn figures(
     if let (Some(h), Some(c)) = (&heat_removed, &cooling) {
         figures.push(vigie_energy::cooling_efficiency_ratio(period, rule, h, c));
     }
+    for (zone, pair) in &zones {
+        let (Some(total), Some(zit)) = pair else {
+            return Err(SiteError::Config(format!(
+                "zone {zone}: pPUE needs both a zone-total and a zone-it meter"
+            )));
+        };
+        let series = |m: &MeterConfig| -> Result<Series<Microjoules>, SiteError> {
+            Series::new(raw(m)?.into_iter().map(|(s, e, a, est)| Sample {
+                start_ms: s,
+                end_ms: e,
+                amount: Microjoules(a),
+                quality: quality(est),
+            }))
+            .map_err(|source| SiteError::Series {
+                meter: m.name.clone(),
+                source,
+            })
+        };
+        figures.push(vigie_energy::partial_pue(
+            period,
+            rule,
+            category,
+            zone,
+            &series(total)?,
+            &series(zit)?,
+        ));
+    }
     need(Role::Water, water.is_some());
     if let (Some(w), Some(it)) = (&water, &it) {
         figures.push(vigie_energy::water_usage_effectiveness(period, rule, w, it));
@@ -515,8 +571,13 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
             })
         })
         .collect();
+    let zone = match &f.indicator {
+        Indicator::PartialPue { zone, .. } => Some(zone.clone()),
+        _ => None,
+    };
     serde_json::json!({
         "indicator": f.indicator.symbol(),
+        "zone": zone,
         "unit": f.indicator.unit(),
         "measurement_category": category,
         "value": f.value,
@@ -571,6 +632,29 @@ mod tests {
         let bad =
             parse_readings_csv("h\n0,10,1\n10,5,1\nx,20,1\n20,30,-1\n", false, t).unwrap_err();
         assert!(bad.contains("[3, 4, 5]"), "{bad}");
+    }
+
+    #[test]
+    fn partial_pue_per_zone() {
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        add(&conn, "hall-a:total", 0, 1_200);
+        add(&conn, "hall-a:it", 0, 1_000);
+        let s = site(
+            "[[meters]]\nname = \"a-total\"\nrole = \"zone-total\"\nzone = \"hall-a\"\nsensors = [{ host = \"facility\", sensor = \"hall-a:total\" }]\n[[meters]]\nname = \"a-it\"\nrole = \"zone-it\"\nzone = \"hall-a\"\nsensors = [{ host = \"facility\", sensor = \"hall-a:it\" }]\n",
+        );
+        let f = figures(&conn, &s, &MarketConfig::default(), 0, MINUTE_MS).unwrap();
+        let p = f
+            .figures
+            .iter()
+            .find(|x| x.indicator.symbol() == "pPUE")
+            .unwrap();
+        // 1200 / 1000.
+        assert_eq!(p.value, Some(1.2));
+        let lonely = site("[[meters]]\nname = \"b\"\nrole = \"zone-it\"\nzone = \"hall-b\"\n");
+        assert!(figures(&conn, &lonely, &MarketConfig::default(), 0, MINUTE_MS).is_err());
+        let nozone = site("[[meters]]\nname = \"c\"\nrole = \"zone-it\"\n");
+        assert!(figures(&conn, &nozone, &MarketConfig::default(), 0, MINUTE_MS).is_err());
     }
 
     #[test]
