@@ -311,6 +311,8 @@ async fn hosts(State(s): State<AppState>) -> Result<axum::Json<Value>, ApiError>
 struct EmissionsQuery {
     from: Option<String>,
     to: Option<String>,
+    #[serde(default)]
+    group_by: Option<String>,
 }
 
 async fn emissions_route(
@@ -329,29 +331,89 @@ async fn emissions_route(
             })
         })
         .await?;
-    let mut totals: BTreeMap<String, (u128, f64, u128)> = BTreeMap::new();
+    let group_by = q.group_by.as_deref().unwrap_or("host");
+    if !["host", "rack", "room", "site"].contains(&group_by) {
+        return Err(ApiError::BadRequest(
+            "group_by must be host, rack, room or site".into(),
+        ));
+    }
+    // Market-based: the site's hourly effective factor, when a grid-import
+    // meter makes the site's Scope 2 computable, allocated by consumption.
+    let (site, carbon) = (s.site.clone(), s.carbon.clone());
+    let market = s
+        .read(move |c| {
+            let places = crate::carbon::host_places(c).map_err(|e| match e {
+                crate::carbon::CarbonError::Store(e) => e,
+            })?;
+            let has_grid = site
+                .meters
+                .iter()
+                .any(|m| m.role == crate::site::Role::GridImport);
+            let factors = if has_grid {
+                crate::site::scope2(c, &site, &carbon, from, to)
+                    .ok()
+                    .map(|(r, _)| crate::carbon::market_factors(&r))
+            } else {
+                None
+            };
+            Ok((places, factors))
+        })
+        .await?;
+    let (places, market) = market;
+    let group_of = |host: &str| -> String {
+        match group_by {
+            "site" => "site".into(),
+            "rack" => places
+                .get(host)
+                .map(|(room, rack)| format!("{room}/{rack}"))
+                .unwrap_or_else(|| "unassigned".into()),
+            "room" => places
+                .get(host)
+                .map(|(room, _)| room.clone())
+                .unwrap_or_else(|| "unassigned".into()),
+            _ => host.to_owned(),
+        }
+    };
+    // group -> (µJ, location g, estimated µJ, market g, hours without a market factor)
+    let mut totals: BTreeMap<String, (u128, f64, u128, f64, usize)> = BTreeMap::new();
     let series: Vec<Value> = rows
         .iter()
         .map(|r| {
             let f = factors.get(&r.hour_ms);
-            let t = totals.entry(r.host.clone()).or_default();
+            let m = market.as_ref().and_then(|m| m.get(&r.hour_ms));
+            let market_g = m.map(|g_per_kwh| r.energy.as_kwh() * g_per_kwh);
+            let t = totals.entry(group_of(&r.host)).or_default();
             t.0 += u128::from(r.energy.0);
             t.1 += r.emissions.0;
             t.2 += u128::from(r.estimated_energy.0);
+            match market_g {
+                Some(g) => t.3 += g,
+                None => t.4 += 1,
+            }
             json!({
                 "host": r.host,
+                "group": group_of(&r.host),
                 "hour": rfc3339(r.hour_ms),
                 "energy_kwh": r.energy.as_kwh(),
                 "emissions_g": r.emissions.0,
+                "market_emissions_g": market_g,
                 "estimated": r.estimated_energy.0 > 0,
                 "factor_g_per_kwh": f.map(|f| f.g_per_kwh),
             })
         })
         .collect();
+    let with_market = market.is_some();
     let totals: Vec<Value> = totals
         .into_iter()
-        .map(|(host, (uj, g, est))| {
-            json!({ "host": host, "energy_kwh": uj as f64 / 3.6e12, "emissions_g": g, "estimated": est > 0 })
+        .map(|(group, (uj, g, est, mg, missing))| {
+            json!({
+                group_by: group,
+                "energy_kwh": uj as f64 / 3.6e12,
+                "emissions_g": g,
+                "market_emissions_g": (with_market && missing == 0).then_some(mg),
+                "market_hours_missing": if with_market { Some(missing) } else { None },
+                "estimated": est > 0,
+            })
         })
         .collect();
     let fallback_hours = factors.values().filter(|f| f.fallback).count();
@@ -369,6 +431,12 @@ async fn emissions_route(
         .collect();
     Ok(axum::Json(json!({
         "method": "location-based",
+        "group_by": group_by,
+        "market_based": if with_market {
+            "the site's hourly market-based factor (market-based grams / site grid import) applied to each group's consumption"
+        } else {
+            "not computed: no [site] grid-import meter"
+        },
         "zone": s.carbon.zone,
         "basis": s.carbon.basis.as_str(),
         "factor_type": "average",
