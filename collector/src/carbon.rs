@@ -189,6 +189,43 @@ pub fn load_series_files(
     Ok(n)
 }
 
+/// Where a host sits, from its retained inventory: (room, rack).
+pub fn host_places(conn: &Connection) -> Result<BTreeMap<String, (String, String)>, CarbonError> {
+    let mut out = BTreeMap::new();
+    for h in store::hosts(conn)? {
+        let rack = h
+            .meta
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|v| {
+                let r = v.get("rack")?;
+                Some((
+                    r.get("room")?.as_str()?.to_owned(),
+                    r.get("rack")?.as_str()?.to_owned(),
+                ))
+            });
+        if let Some(p) = rack {
+            out.insert(h.host, p);
+        }
+    }
+    Ok(out)
+}
+
+/// The site's effective market-based factor of each hour (market grams
+/// over the site's consumption that hour), to allocate market-based
+/// emissions to hosts, racks and rooms by their consumption. Hours without
+/// site consumption have none.
+pub fn market_factors(report: &vigie_energy::Scope2Report) -> BTreeMap<i64, f64> {
+    report
+        .hours
+        .iter()
+        .filter_map(|h| {
+            let kwh = h.consumption().as_kwh();
+            (kwh > 0.0).then(|| (h.start_ms, h.market.0 / kwh))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -233,41 +270,4 @@ mod tests {
         let f = factors_from_points(&[m], GramsPerKwh(33.0), 0, HOUR_MS);
         assert!(f[&0].fallback);
     }
-}
-
-/// Where a host sits, from its retained inventory: (room, rack).
-pub fn host_places(conn: &Connection) -> Result<BTreeMap<String, (String, String)>, CarbonError> {
-    let mut out = BTreeMap::new();
-    for h in store::hosts(conn)? {
-        let rack = h
-            .meta
-            .as_deref()
-            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-            .and_then(|v| {
-                let r = v.get("rack")?;
-                Some((
-                    r.get("room")?.as_str()?.to_owned(),
-                    r.get("rack")?.as_str()?.to_owned(),
-                ))
-            });
-        if let Some(p) = rack {
-            out.insert(h.host, p);
-        }
-    }
-    Ok(out)
-}
-
-/// The site's effective market-based factor of each hour (market grams
-/// over the site's consumption that hour), to allocate market-based
-/// emissions to hosts, racks and rooms by their consumption. Hours without
-/// site consumption have none.
-pub fn market_factors(report: &vigie_energy::Scope2Report) -> BTreeMap<i64, f64> {
-    report
-        .hours
-        .iter()
-        .filter_map(|h| {
-            let kwh = h.consumption().as_kwh();
-            (kwh > 0.0).then(|| (h.start_ms, h.market.0 / kwh))
-        })
-        .collect()
 }
