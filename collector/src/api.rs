@@ -575,9 +575,9 @@ async fn post_readings(
         .iter()
         .find(|m| m.name == name)
         .ok_or_else(|| ApiError::BadRequest(format!("no meter {name:?} in [site]")))?;
-    if !meter.sensors.is_empty() {
+    if !meter.is_manual() {
         return Err(ApiError::BadRequest(format!(
-            "meter {name:?} reads the ledger; manual readings go to meters without sensors"
+            "meter {name:?} reads the ledger; manual readings go to meters without sensors or register"
         )));
     }
     let water = meter.role == crate::site::Role::Water;

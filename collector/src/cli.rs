@@ -139,8 +139,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .find(|m| m.name == meter)
                 .with_context(|| format!("no meter {meter:?} in [site]"))?;
             anyhow::ensure!(
-                m.sensors.is_empty(),
-                "meter {meter:?} reads the ledger; hand readings go to meters without sensors"
+                m.is_manual(),
+                "meter {meter:?} reads the ledger; hand readings go to meters without sensors or register"
             );
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;

@@ -104,6 +104,7 @@ impl Ingestor {
                                     batch.readings.len(),
                                 )? {
                                     accumulate(&mut self.pending, &batch);
+                                    store::record_registers(&tx, &batch.host, &batch.gauges)?;
                                     store::touch_host(
                                         &tx,
                                         &batch.site,

@@ -115,6 +115,65 @@ pub struct MeterConfig {
     /// The zone of a `zone-total` or `zone-it` meter.
     #[serde(default)]
     pub zone: Option<String>,
+    /// A cumulative register read by an agent (heat meters' kWh, water
+    /// meters' m³ over Modbus): intervals are the differences of
+    /// consecutive values, exact over any span.
+    #[serde(default)]
+    pub register: Option<RegisterRef>,
+}
+
+/// A register series in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRef {
+    /// Host whose agent reads it.
+    pub host: String,
+    /// Sensor (`{device}:{point}`).
+    pub sensor: String,
+    /// `heat-energy-kwh` or `volume-m3`.
+    pub quantity: RegisterQuantity,
+}
+
+/// Which register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegisterQuantity {
+    /// Thermal energy, kWh (heat meters).
+    HeatEnergyKwh,
+    /// Volume, m³ (water meters).
+    VolumeM3,
+}
+
+impl MeterConfig {
+    /// Whether hand readings feed it.
+    pub fn is_manual(&self) -> bool {
+        self.sensors.is_empty() && self.register.is_none()
+    }
+}
+
+/// Interval samples from a cumulative register: `(start, end, amount,
+/// estimated)` in µJ (heat) or litres (volume). A step backwards (meter
+/// reset or replaced) leaves that interval out.
+fn register_samples(
+    conn: &Connection,
+    r: &RegisterRef,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
+    let (quantity, scale) = match r.quantity {
+        RegisterQuantity::HeatEnergyKwh => (vigie_protocol::GaugeQuantity::HeatEnergyKwh, 3.6e12),
+        RegisterQuantity::VolumeM3 => (vigie_protocol::GaugeQuantity::VolumeCubicMetres, 1000.0),
+    };
+    let values = store::registers(conn, &r.host, &r.sensor, quantity.as_str(), from_ms, to_ms)?;
+    Ok(values
+        .windows(2)
+        .filter_map(|w| {
+            let ((t0, v0), (t1, v1)) = (w[0], w[1]);
+            let d = v1 - v0;
+            (t1 > t0 && d.is_finite() && d >= 0.0)
+                .then(|| (t0, t1, (d * scale).round() as u64, false))
+        })
+        .collect())
 }
 
 /// Why site figures cannot be computed.
@@ -369,7 +428,9 @@ pub fn figures(
         }
     }
     let raw = |m: &MeterConfig| -> Result<Vec<(i64, i64, u64, bool)>, SiteError> {
-        Ok(if m.sensors.is_empty() {
+        Ok(if let Some(r) = &m.register {
+            register_samples(conn, r, from_ms, to_ms)?
+        } else if m.sensors.is_empty() {
             manual_samples(conn, &m.name, from_ms, to_ms)?
         } else {
             ledger_samples(conn, &m.sensors, from_ms, to_ms)?
@@ -632,6 +693,56 @@ mod tests {
         let bad =
             parse_readings_csv("h\n0,10,1\n10,5,1\nx,20,1\n20,30,-1\n", false, t).unwrap_err();
         assert!(bad.contains("[3, 4, 5]"), "{bad}");
+    }
+
+    #[test]
+    fn heat_and_water_from_registers() {
+        let mut conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        add(&conn, "meter:mains", 0, 3_600_000_000_000); // 1 kWh of E_DC in minute 0
+        add(&conn, "pdu-a:total", 0, 1);
+        add(&conn, "pdu-b:total", 0, 1);
+        let g = |q, t, v| vigie_protocol::Gauge {
+            sensor: "heat-1:meter".into(),
+            quantity: q,
+            value: v,
+            at_ms: t,
+        };
+        use vigie_protocol::GaugeQuantity::{HeatEnergyKwh, VolumeCubicMetres};
+        let tx = conn.transaction().unwrap();
+        store::record_registers(
+            &tx,
+            "facility",
+            &[
+                g(HeatEnergyKwh, -30_000, 1000.0),
+                g(HeatEnergyKwh, 30_000, 1000.2),
+                g(HeatEnergyKwh, 90_000, 1000.3),
+                g(VolumeCubicMetres, 0, 5.0),
+                g(VolumeCubicMetres, 60_000, 5.004),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let s = site(
+            "[[meters]]\nname = \"heat-out\"\nrole = \"heat-delivered\"\nregister = { host = \"facility\", sensor = \"heat-1:meter\", quantity = \"heat-energy-kwh\" }\n[[meters]]\nname = \"water\"\nrole = \"water\"\nregister = { host = \"facility\", sensor = \"heat-1:meter\", quantity = \"volume-m3\" }\n",
+        );
+        assert!(!s.meters[2].is_manual());
+        let f = figures(&conn, &s, &MarketConfig::default(), 0, MINUTE_MS).unwrap();
+        // Heat in minute 0: half of 0.2 kWh (−30 s..30 s) + half of 0.1
+        // kWh (30 s..90 s) = 0.15 kWh; ERF = 0.15 / 1 kWh.
+        let erf = f
+            .figures
+            .iter()
+            .find(|x| x.indicator.symbol() == "ERF")
+            .unwrap();
+        assert!((erf.value.unwrap() - 0.15).abs() < 1e-9, "{erf:?}");
+        // Water: 0.004 m³ = 4 L over minute 0.
+        let wue = f
+            .figures
+            .iter()
+            .find(|x| x.indicator.symbol() == "WUE")
+            .unwrap();
+        assert_eq!(wue.inputs[0].total, Some(4.0));
     }
 
     #[test]
@@ -915,7 +1026,9 @@ pub fn scope2(
         SiteError::Config("Scope 2 needs a [[site.meters]] with role grid-import".into())
     })?;
     let series = |m: &MeterConfig| -> Result<Series<Microjoules>, SiteError> {
-        let raw = if m.sensors.is_empty() {
+        let raw = if let Some(r) = &m.register {
+            register_samples(conn, r, from, to)?
+        } else if m.sensors.is_empty() {
             manual_samples(conn, &m.name, from, to)?
         } else {
             ledger_samples(conn, &m.sensors, from, to)?

@@ -36,6 +36,13 @@ CREATE TABLE IF NOT EXISTS hosts (
     boot_id TEXT, epoch INTEGER, last_seq INTEGER, last_seen_ms INTEGER,
     online INTEGER, status_ms INTEGER, meta TEXT
 );
+-- Meter registers and temperatures that facility figures read (heat and
+-- water meters): every value, so intervals come from exact differences.
+CREATE TABLE IF NOT EXISTS registers (
+    host TEXT NOT NULL, sensor TEXT NOT NULL, quantity TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (host, sensor, quantity, at_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL
@@ -152,6 +159,82 @@ pub fn add_energy(tx: &Transaction<'_>, pending: &Pending) -> Result<(), StoreEr
         }
     }
     Ok(())
+}
+
+/// Gauge quantities kept as register series (the rest are only exported
+/// as their latest value).
+pub const REGISTER_QUANTITIES: &[vigie_protocol::GaugeQuantity] = &[
+    vigie_protocol::GaugeQuantity::HeatEnergyKwh,
+    vigie_protocol::GaugeQuantity::VolumeCubicMetres,
+    vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius,
+    vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius,
+];
+
+/// Records the register gauges of an accepted batch.
+pub fn record_registers(
+    tx: &Transaction<'_>,
+    host: &str,
+    gauges: &[vigie_protocol::Gauge],
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO registers (host, sensor, quantity, at_ms, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for g in gauges
+        .iter()
+        .filter(|g| REGISTER_QUANTITIES.contains(&g.quantity))
+    {
+        stmt.execute(params![
+            host,
+            g.sensor,
+            g.quantity.as_str(),
+            g.at_ms,
+            g.value
+        ])?;
+    }
+    Ok(())
+}
+
+/// Register values of (`host`, `sensor`, `quantity`) in [`from_ms`,
+/// `to_ms`], plus the last one before `from_ms` and the first after
+/// `to_ms` (intervals crossing the period's edges count their part), in
+/// time order.
+pub fn registers(
+    conn: &Connection,
+    host: &str,
+    sensor: &str,
+    quantity: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    let mut before = conn.prepare_cached(
+        "SELECT at_ms, value FROM registers WHERE host = ?1 AND sensor = ?2 AND quantity = ?3 AND at_ms < ?4
+         ORDER BY at_ms DESC LIMIT 1",
+    )?;
+    let mut out: Vec<(i64, f64)> = before
+        .query_map(params![host, sensor, quantity, from_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut within = conn.prepare_cached(
+        "SELECT at_ms, value FROM registers WHERE host = ?1 AND sensor = ?2 AND quantity = ?3
+         AND at_ms >= ?4 AND at_ms <= ?5 ORDER BY at_ms",
+    )?;
+    let rows = within.query_map(params![host, sensor, quantity, from_ms, to_ms], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    for r in rows {
+        out.push(r?);
+    }
+    let mut after = conn.prepare_cached(
+        "SELECT at_ms, value FROM registers WHERE host = ?1 AND sensor = ?2 AND quantity = ?3 AND at_ms > ?4
+         ORDER BY at_ms LIMIT 1",
+    )?;
+    for r in after.query_map(params![host, sensor, quantity, to_ms], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })? {
+        out.push(r?);
+    }
+    Ok(out)
 }
 
 /// Updates a host's last-seen row after an accepted batch.

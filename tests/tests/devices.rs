@@ -46,6 +46,13 @@ fn set_wh(regs: &Registers, wh: u32) {
     r.insert(1, (wh & 0xffff) as u16);
 }
 
+/// Sets the u32 heat kWh register at 2..4.
+fn set_heat_kwh(regs: &Registers, kwh: u32) {
+    let mut r = regs.lock().unwrap();
+    r.insert(2, (kwh >> 16) as u16);
+    r.insert(3, (kwh & 0xffff) as u16);
+}
+
 fn sensor_uj(http: std::net::SocketAddr, sensor: &str) -> Option<u64> {
     let v = http_get(http, "/api/v1/energy?group_by=sensor")
         .ok()?
@@ -67,6 +74,8 @@ async fn a_modbus_meter_through_the_agent_exact_across_an_agent_crash() {
     let d = dir.path();
     let regs: Registers = Arc::new(Mutex::new(HashMap::new()));
     set_wh(&regs, 1_000_000);
+    set_heat_kwh(&regs, 500);
+    let started = vigie_service::now_ms();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let modbus_port = listener.local_addr().unwrap().port();
     {
@@ -86,7 +95,7 @@ async fn a_modbus_meter_through_the_agent_exact_across_an_agent_crash() {
     std::fs::write(
         d.join("collector.toml"),
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"dev-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n",
+            "[mqtt]\nport = {port}\nclient_id = \"dev-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[[site.meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{{ host = \"facility\", sensor = \"meter-1:mains\" }}]\n[[site.meters]]\nname = \"heat-out\"\nrole = \"heat-delivered\"\nregister = {{ host = \"facility\", sensor = \"meter-1:heat\", quantity = \"heat-energy-kwh\" }}\n",
             d.join("ledger.sqlite").display()
         ),
     )
@@ -132,6 +141,12 @@ address = 0
 type = "u32"
 unit = "Wh"
 measures = "electricity"
+[[devices.modbus.registers]]
+name = "heat"
+address = 2
+type = "u32"
+unit = "kWh"
+measures = "heat"
 [[devices.points]]
 point = "mains"
 room = "hall-a"
@@ -193,6 +208,10 @@ feeds = "it-load"
         )
     });
 
+    // The heat meter delivers 5 kWh (its register is a gauge series the
+    // collector keeps; ERF's numerator reads its differences).
+    set_heat_kwh(&regs, 505);
+
     // Crash; the meter counts 5 Wh meanwhile; the new run counts them.
     tokio::time::sleep(Duration::from_millis(700)).await;
     agent.kill();
@@ -220,6 +239,30 @@ feeds = "it-load"
     });
     let log = std::fs::read_to_string(d.join("agent-2.log")).unwrap();
     assert!(log.contains("device registers resumed"), "{log}");
+    let q = format!(
+        "/api/v1/kpi?from={}&to={}",
+        started - 3_600_000,
+        vigie_service::now_ms() + 3_600_000
+    );
+    let erf = tokio::task::spawn_blocking(move || {
+        wait_for(
+            "5 kWh of heat in ERF's input",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || {
+                let v = http_get(http, &q).ok()?.json().ok()?;
+                let f = v["figures"]
+                    .as_array()?
+                    .iter()
+                    .find(|f| f["indicator"] == "ERF")?
+                    .clone();
+                (f["inputs"][0]["measured"].as_f64()? == 5.0).then_some(f)
+            },
+        )
+    })
+    .await
+    .unwrap();
+    erf.unwrap_or_else(|e| panic!("{e}"));
     assert!(agent.interrupt(Duration::from_secs(15)).unwrap().success());
     assert!(
         collector
