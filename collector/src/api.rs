@@ -134,6 +134,7 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route("/api/v1/energy", get(energy))
         .route("/api/v1/kpi", get(kpi))
         .route("/api/v1/scope2", get(scope2_route))
+        .route("/api/v1/heat", get(heat_route))
         .route(
             "/api/v1/heat/potential",
             axum::routing::post(heat_potential),
@@ -531,6 +532,20 @@ async fn scope2_route(
         },
         "cue": cue.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
     })))
+}
+
+/// `GET /api/v1/heat?from=&to=`: measured heat reuse.
+async fn heat_route(
+    State(s): State<AppState>,
+    Query(q): Query<EmissionsQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let site = s.site.clone();
+    let r = s
+        .read(move |c| Ok(crate::site::measured_heat(c, &site, from, to)))
+        .await?;
+    r.map(axum::Json)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// `POST /api/v1/heat/potential`: the heat-reuse potential study.

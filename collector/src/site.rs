@@ -83,6 +83,8 @@ pub enum Role {
     HeatDelivered,
     /// Heat removed from the IT rooms (CER's numerator), kWh thermal.
     HeatRemoved,
+    /// Heat released to the environment (not reused), kWh thermal.
+    HeatRejected,
     /// Water input, litres (WUE).
     Water,
     /// All energy of a zone or subsystem (pPUE's numerator); needs `zone`.
@@ -593,6 +595,115 @@ pub fn figures(
     })
 }
 
+/// Measured heat over a period: delivered (from the `heat-delivered`
+/// meter, which must be a register so that its supply and return
+/// temperatures come with it) and rejected, energy-weighted mean
+/// temperatures, and ERF.
+pub fn measured_heat(
+    conn: &Connection,
+    site: &SiteConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<serde_json::Value, SiteError> {
+    let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
+    let rule: GapRule = site.gap_rule.into();
+    let meter = |role: Role| site.meters.iter().find(|m| m.role == role);
+    let delivered = meter(Role::HeatDelivered)
+        .and_then(|m| m.register.as_ref())
+        .ok_or_else(|| {
+            SiteError::Config(
+                "measured heat needs a heat-delivered meter with a register (its temperatures come with it)".into(),
+            )
+        })?;
+    let temps = |q: vigie_protocol::GaugeQuantity| {
+        store::registers(
+            conn,
+            &delivered.host,
+            &delivered.sensor,
+            q.as_str(),
+            from_ms,
+            to_ms,
+        )
+    };
+    let supply = temps(vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius)?;
+    let ret = temps(vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius)?;
+    // The temperature of an interval: the mean of the values read in it,
+    // else the last one before its end.
+    let at = |v: &[(i64, f64)], s: i64, e: i64| -> Option<f64> {
+        let inside: Vec<f64> = v
+            .iter()
+            .filter(|(t, _)| *t > s && *t <= e)
+            .map(|x| x.1)
+            .collect();
+        if inside.is_empty() {
+            v.iter().rev().find(|(t, _)| *t <= e).map(|x| x.1)
+        } else {
+            Some(inside.iter().sum::<f64>() / inside.len() as f64)
+        }
+    };
+    let samples: Vec<vigie_energy::HeatMeterSample> =
+        register_samples(conn, delivered, from_ms, to_ms)?
+            .into_iter()
+            .filter_map(|(s, e, uj, _)| {
+                Some(vigie_energy::HeatMeterSample {
+                    start_ms: s,
+                    end_ms: e,
+                    heat: Microjoules(uj),
+                    supply: vigie_energy::Celsius(at(&supply, s, e)?),
+                    return_temperature: vigie_energy::Celsius(at(&ret, s, e)?),
+                    quality: Quality::Measured,
+                })
+            })
+            .collect();
+    let series = |role: Role| -> Result<Series<Microjoules>, SiteError> {
+        let Some(m) = meter(role) else {
+            return Ok(Series::default());
+        };
+        let raw = if let Some(r) = &m.register {
+            register_samples(conn, r, from_ms, to_ms)?
+        } else if m.sensors.is_empty() {
+            manual_samples(conn, &m.name, from_ms, to_ms)?
+        } else {
+            ledger_samples(conn, &m.sensors, from_ms, to_ms)?
+        };
+        Series::new(raw.into_iter().map(|(s, e, a, est)| Sample {
+            start_ms: s,
+            end_ms: e,
+            amount: Microjoules(a),
+            quality: if est {
+                Quality::Estimated
+            } else {
+                Quality::Measured
+            },
+        }))
+        .map_err(|source| SiteError::Series {
+            meter: m.name.clone(),
+            source,
+        })
+    };
+    let rejected = series(Role::HeatRejected)?;
+    let e_dc = series(Role::GridImport)?;
+    let h = vigie_energy::measured_heat(period, rule, &samples, &rejected, None, &e_dc)
+        .map_err(|e| SiteError::Config(e.to_string()))?;
+    let input = |i: &vigie_energy::InputUsed| {
+        serde_json::json!({
+            "measured_kwh": i.measured,
+            "estimated_kwh": i.estimated,
+            "total_kwh": i.total,
+            "missing_share": i.coverage.map(|c| c.missing_share()),
+        })
+    };
+    Ok(serde_json::json!({
+        "delivered": input(&h.delivered),
+        "rejected": input(&h.rejected),
+        "recovered_share": h.recovered_share,
+        "mean_supply_c": h.mean_supply.map(|c| c.0),
+        "mean_return_c": h.mean_return.map(|c| c.0),
+        "erf": figure_json(&h.erf),
+        "temperature_weighting": "energy-weighted over the delivered heat",
+    }))
+}
+
 /// The JSON form of a figure: value, status, gap rule, every input with
 /// its coverage, and the notes.
 pub fn figure_json(f: &Figure) -> serde_json::Value {
@@ -743,6 +854,49 @@ mod tests {
             .find(|x| x.indicator.symbol() == "WUE")
             .unwrap();
         assert_eq!(wue.inputs[0].total, Some(4.0));
+    }
+
+    #[test]
+    fn measured_heat_weights_temperatures_by_energy() {
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        use vigie_protocol::GaugeQuantity::{
+            HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
+        };
+        let g = |q, t, v| vigie_protocol::Gauge {
+            sensor: "hm:1".into(),
+            quantity: q,
+            value: v,
+            at_ms: t,
+        };
+        // Two intervals: 1 kWh at 60/40 °C, then 3 kWh at 70/45 °C.
+        let tx = conn.unchecked_transaction().unwrap();
+        store::record_registers(
+            &tx,
+            "f",
+            &[
+                g(HeatEnergyKwh, 0, 10.0),
+                g(HeatEnergyKwh, 30_000, 11.0),
+                g(HeatEnergyKwh, 60_000, 14.0),
+                g(SupplyTemperatureCelsius, 30_000, 60.0),
+                g(ReturnTemperatureCelsius, 30_000, 40.0),
+                g(SupplyTemperatureCelsius, 60_000, 70.0),
+                g(ReturnTemperatureCelsius, 60_000, 45.0),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let s: SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"h\"\nrole = \"heat-delivered\"\nregister = { host = \"f\", sensor = \"hm:1\", quantity = \"heat-energy-kwh\" }\n",
+        )
+        .unwrap();
+        let v = measured_heat(&conn, &s, 0, MINUTE_MS).unwrap();
+        assert_eq!(v["delivered"]["measured_kwh"], 4.0);
+        // (1 x 60 + 3 x 70) / 4 = 67.5; (1 x 40 + 3 x 45) / 4 = 43.75.
+        assert_eq!(v["mean_supply_c"], 67.5);
+        assert_eq!(v["mean_return_c"], 43.75);
+        let bare = site("");
+        assert!(measured_heat(&conn, &bare, 0, MINUTE_MS).is_err());
     }
 
     #[test]
