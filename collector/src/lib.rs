@@ -118,6 +118,9 @@ pub async fn run(
     grid::store::init(&conn).map_err(store_err)?;
     site::init(&conn).map_err(store_err)?;
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
+    let mut cfg = cfg;
+    site::load_hourly_profiles(&mut cfg.carbon.market, api::parse_time_str)
+        .map_err(grid::GridError::Config)?;
     let mut live_tasks = Vec::new();
     for l in &cfg.carbon.live {
         let provider = l.build()?;

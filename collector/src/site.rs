@@ -923,6 +923,39 @@ mod tests {
     }
 
     #[test]
+    fn an_hourly_ppa_counts_for_cfe() {
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        for m in 0..120 {
+            add(&conn, "meter:mains", m, 1_000_000_000);
+        }
+        // 60 kJ per hour consumed; the PPA delivers 30 kJ in hour 0 and
+        // 90 kJ in hour 1: matched = 30 + 60 = 90 of 120 kJ, CFE 0.75.
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("ppa.csv");
+        std::fs::write(
+            &csv,
+            format!("hour,kwh\n0,{}\n3600000,{}\n", 3e10 / 3.6e12, 9e10 / 3.6e12),
+        )
+        .unwrap();
+        let mut carbon: crate::config::CarbonConfig = toml::from_str(&format!(
+            "[market]\nresidual_mix_g_per_kwh = 300.0\n[[market.instruments]]\nname = \"wind PPA\"\nkind = \"ppa\"\norigin = \"renewable\"\nhourly_csv = \"{}\"\n",
+            csv.display()
+        ))
+        .unwrap();
+        load_hourly_profiles(&mut carbon.market, |t| t.parse().ok()).unwrap();
+        let (r, _) = scope2(&conn, &site(""), &carbon, 0, 2 * 3_600_000).unwrap();
+        assert_eq!(r.cfe.matched.0, 90_000_000_000);
+        assert_eq!(r.cfe.score, Some(0.75));
+        let mut bad: crate::config::CarbonConfig = toml::from_str(
+            "[[market.instruments]]\nname = \"x\"\nkind = \"ppa\"\norigin = \"renewable\"\n",
+        )
+        .unwrap();
+        assert!(load_hourly_profiles(&mut bad.market, |t| t.parse().ok()).is_err());
+    }
+
+    #[test]
     fn years_start_where_the_calendar_says() {
         assert_eq!(year_start_ms(1970), 0);
         assert_eq!(year_start_ms(1971), 365 * 86_400_000);
@@ -1077,10 +1110,20 @@ pub struct InstrumentConfig {
     pub kind: InstrumentKindConfig,
     /// `renewable`, `carbon-free` (e.g. nuclear), `other`.
     pub origin: OriginConfig,
-    /// Calendar year (UTC) the volume is for.
-    pub year: i32,
-    /// Volume for that year, MWh.
-    pub volume_mwh: f64,
+    /// Calendar year (UTC) the volume is for (annual volumes).
+    #[serde(default)]
+    pub year: Option<i32>,
+    /// Volume for that year, MWh (annual volumes).
+    #[serde(default)]
+    pub volume_mwh: Option<f64>,
+    /// An hourly delivery profile instead (a PPA's metered output): CSV
+    /// lines `hour,kwh` (hour start in RFC 3339 or Unix ms), header first.
+    /// Hourly volumes count for the CFE score.
+    #[serde(default)]
+    pub hourly_csv: Option<std::path::PathBuf>,
+    /// The profile, loaded at start-up.
+    #[serde(skip)]
+    pub hourly: Option<BTreeMap<i64, Microjoules>>,
     /// Emission factor, gCO2e/kWh; 0 by default for carbon-free origins.
     #[serde(default)]
     pub factor_g_per_kwh: Option<f64>,
@@ -1110,6 +1153,44 @@ pub enum OriginConfig {
     Other,
 }
 
+/// Loads the hourly profiles named by `hourly_csv`; says which line of
+/// which file is wrong.
+pub fn load_hourly_profiles(
+    m: &mut MarketConfig,
+    parse_time: impl Fn(&str) -> Option<i64>,
+) -> Result<(), String> {
+    for i in &mut m.instruments {
+        let Some(path) = &i.hourly_csv else {
+            if i.year.is_none() || i.volume_mwh.is_none() {
+                return Err(format!(
+                    "instrument {}: give year and volume_mwh, or hourly_csv",
+                    i.name
+                ));
+            }
+            continue;
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("instrument {}: {}: {e}", i.name, path.display()))?;
+        let mut map = BTreeMap::new();
+        for (n, line) in text.lines().enumerate().skip(1) {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = || format!("{} line {}: expected hour,kwh", path.display(), n + 1);
+            let (h, k) = line.split_once(',').ok_or_else(bad)?;
+            let hour = parse_time(h.trim()).ok_or_else(bad)?;
+            let kwh: f64 = k.trim().parse().map_err(|_| bad())?;
+            if hour % vigie_energy::HOUR_MS != 0 || !(kwh.is_finite() && kwh >= 0.0) {
+                return Err(bad());
+            }
+            map.insert(hour, Microjoules((kwh * 3.6e12).round() as u64));
+        }
+        i.hourly = Some(map);
+    }
+    Ok(())
+}
+
 /// Milliseconds at the start of UTC calendar year `y`.
 fn year_start_ms(y: i32) -> i64 {
     // Days from 1970 to y-01-01, proleptic Gregorian.
@@ -1128,13 +1209,23 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
         .instruments
         .iter()
         .filter_map(|i| {
-            let (ys, ye) = (year_start_ms(i.year), year_start_ms(i.year + 1));
-            let overlap = period.to_ms().min(ye) - period.from_ms().max(ys);
-            if overlap <= 0 || !i.volume_mwh.is_finite() || i.volume_mwh < 0.0 {
-                return None;
-            }
-            let share = overlap as f64 / (ye - ys) as f64;
-            let uj = (i.volume_mwh * 3.6e15 * share).round();
+            let volume = if let Some(h) = &i.hourly {
+                Volume::Hourly(
+                    h.range(period.from_ms()..period.to_ms())
+                        .map(|(k, v)| (*k, *v))
+                        .collect(),
+                )
+            } else {
+                let (year, mwh) = (i.year?, i.volume_mwh?);
+                let (ys, ye) = (year_start_ms(year), year_start_ms(year + 1));
+                let overlap = period.to_ms().min(ye) - period.from_ms().max(ys);
+                if overlap <= 0 || !mwh.is_finite() || mwh < 0.0 {
+                    return None;
+                }
+                let share = overlap as f64 / (ye - ys) as f64;
+                let uj = (mwh * 3.6e15 * share).round();
+                Volume::Period(Microjoules(if uj > 0.0 { uj as u64 } else { 0 }))
+            };
             Some(Instrument {
                 name: i.name.clone(),
                 kind: match i.kind {
@@ -1147,7 +1238,7 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
                     OriginConfig::CarbonFree => Origin::CarbonFreeNonRenewable,
                     OriginConfig::Other => Origin::Other,
                 },
-                volume: Volume::Period(Microjoules(if uj > 0.0 { uj as u64 } else { 0 })),
+                volume,
                 factor: i.factor_g_per_kwh.map(vigie_energy::GramsPerKwh),
             })
         })
