@@ -470,6 +470,16 @@ async fn kpi(
         "floor_area_m2": s.site.floor_area_m2,
         "computer_room_area_m2": s.site.computer_room_area_m2,
         "figures": f.figures.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
+        "meters": f.totals.iter().map(|(name, role, i)| json!({
+            "meter": name,
+            "role": format!("{role:?}"),
+            "unit": i.unit,
+            "measured": i.measured,
+            "estimated": i.estimated,
+            "filled": i.filled,
+            "total": i.total,
+            "missing_share": i.coverage.map(|c| c.missing_share()),
+        })).collect::<Vec<_>>(),
         "roles_without_meter": f.missing_roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
     })))
 }

@@ -87,6 +87,10 @@ pub enum Role {
     HeatRejected,
     /// Water input, litres (WUE).
     Water,
+    /// Of which potable water, litres (reported, EED).
+    WaterPotable,
+    /// Back-up generator output, kWh (reported, EED).
+    Generator,
     /// All energy of a zone or subsystem (pPUE's numerator); needs `zone`.
     ZoneTotal,
     /// IT energy of that zone (pPUE's denominator); needs `zone`.
@@ -386,6 +390,8 @@ pub struct SiteFigures {
     pub figures: Vec<Figure>,
     /// Roles without a meter: indicators that cannot be computed.
     pub missing_roles: Vec<Role>,
+    /// Every meter's total over the period, with its coverage.
+    pub totals: Vec<(String, Role, vigie_energy::InputUsed)>,
 }
 
 /// Computes every indicator whose meters are configured.
@@ -524,6 +530,32 @@ pub fn figures(
         3 => PueCategory::ItInput,
         _ => PueCategory::PduOutput,
     };
+    let mut totals = Vec::new();
+    for m in &site.meters {
+        let samples = raw(m)?;
+        let input = if matches!(m.role, Role::Water | Role::WaterPotable) {
+            Series::new(samples.into_iter().map(|(s, e, a, est)| Sample {
+                start_ms: s,
+                end_ms: e,
+                amount: Litres(a),
+                quality: quality(est),
+            }))
+            .map(|x| x.input("total", period, rule))
+        } else {
+            Series::new(samples.into_iter().map(|(s, e, a, est)| Sample {
+                start_ms: s,
+                end_ms: e,
+                amount: Microjoules(a),
+                quality: quality(est),
+            }))
+            .map(|x| x.input("total", period, rule))
+        }
+        .map_err(|source| SiteError::Series {
+            meter: m.name.clone(),
+            source,
+        })?;
+        totals.push((m.name.clone(), m.role, input));
+    }
     let mut figures = Vec::new();
     let mut missing = Vec::new();
     let mut need = |role: Role, present: bool| {
@@ -592,6 +624,7 @@ pub fn figures(
         period,
         figures,
         missing_roles: missing,
+        totals,
     })
 }
 

@@ -184,6 +184,18 @@ role = "heat-delivered"
         .unwrap()
         .json()
         .unwrap();
+    // Every meter's total is reported with its unit.
+    let water_total = kpi["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["meter"] == "water")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (water_total["unit"].as_str(), water_total["total"].as_f64()),
+        (Some("L"), Some(2.0))
+    );
     // WUE = 2 L / 1 kWh; ERF = 0.3 / 1.5; REF = 0 (nothing renewable).
     assert_eq!(fig(&kpi, "WUE")["value"], 2.0);
     assert!((fig(&kpi, "ERF")["value"].as_f64().unwrap() - 0.2).abs() < 1e-12);
