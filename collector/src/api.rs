@@ -605,7 +605,12 @@ async fn post_readings(
             "meter {name:?} reads the ledger; manual readings go to meters without sensors or register"
         )));
     }
-    let water = meter.role == crate::site::Role::Water;
+    let water = matches!(
+        meter.role,
+        crate::site::Role::Water
+            | crate::site::Role::WaterPotable
+            | crate::site::Role::WaterNonPotable
+    );
     let mut readings = Vec::with_capacity(body.len());
     for r in body {
         let amount = match (water, r.kwh, r.litres) {

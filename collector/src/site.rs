@@ -89,6 +89,8 @@ pub enum Role {
     Water,
     /// Of which potable water, litres (reported, EED).
     WaterPotable,
+    /// Of which non-potable water (rain, grey, river), litres (reported).
+    WaterNonPotable,
     /// Back-up generator output, kWh (reported, EED).
     Generator,
     /// All energy of a zone or subsystem (pPUE's numerator); needs `zone`.
@@ -533,7 +535,10 @@ pub fn figures(
     let mut totals = Vec::new();
     for m in &site.meters {
         let samples = raw(m)?;
-        let input = if matches!(m.role, Role::Water | Role::WaterPotable) {
+        let input = if matches!(
+            m.role,
+            Role::Water | Role::WaterPotable | Role::WaterNonPotable
+        ) {
             Series::new(samples.into_iter().map(|(s, e, a, est)| Sample {
                 start_ms: s,
                 end_ms: e,
