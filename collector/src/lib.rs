@@ -19,6 +19,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod signals;
 pub mod site;
 pub mod store;
 

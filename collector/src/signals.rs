@@ -1,0 +1,193 @@
+//! Carbon signals for schedulers: the Green Software Foundation Carbon
+//! Aware SDK web API shapes (so Kubernetes and batch tools that speak it
+//! work unchanged), native signals (the site's effective intensity, the
+//! best start for a job), and the forecast as the ConfigMap the
+//! carbon-aware KEDA operator reads.
+//!
+//! Signals may use marginal factors (that is what they are for); with
+//! both kinds stored, `factor` picks (marginal by default when present).
+
+use crate::grid::{self, Factor, IntensityPoint};
+use rusqlite::Connection;
+use serde::Serialize;
+
+/// One point in Carbon Aware SDK shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmissionsData {
+    /// Location (a grid zone here).
+    pub location: String,
+    /// Start, RFC 3339.
+    pub time: String,
+    /// gCO2e/kWh.
+    pub rating: f64,
+    /// Length, `hh:mm:ss`.
+    pub duration: String,
+}
+
+/// The SDK's `hh:mm:ss` durations.
+pub fn timespan(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Which factor a signal uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Marginal when the zone has it, else average.
+    Prefer,
+    /// Average only.
+    Average,
+    /// Marginal only.
+    Marginal,
+}
+
+impl Want {
+    /// Parses `average`, `marginal`, or nothing.
+    pub fn parse(s: Option<&str>) -> Option<Want> {
+        match s {
+            None => Some(Want::Prefer),
+            Some("average") => Some(Want::Average),
+            Some("marginal") => Some(Want::Marginal),
+            _ => None,
+        }
+    }
+}
+
+/// The stored points of `zone` meeting [`from`, `to`), of the wanted
+/// kind, one per start time (the latest retrieval wins, sources merged).
+pub fn points(
+    conn: &Connection,
+    zone: &str,
+    from_ms: i64,
+    to_ms: i64,
+    want: Want,
+) -> Result<Vec<IntensityPoint>, rusqlite::Error> {
+    let all = grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
+    let has_marginal = all.iter().any(|p| p.factor() == Factor::Marginal);
+    let keep = |p: &IntensityPoint| match want {
+        Want::Average => p.factor() == Factor::Average,
+        Want::Marginal => p.factor() == Factor::Marginal,
+        Want::Prefer => p.factor() == if has_marginal { Factor::Marginal } else { Factor::Average },
+    };
+    let mut v: Vec<IntensityPoint> = all.into_iter().filter(keep).collect();
+    v.sort_by(|a, b| a.start_ms.cmp(&b.start_ms).then(b.retrieved_ms.cmp(&a.retrieved_ms)));
+    v.dedup_by_key(|p| p.start_ms);
+    Ok(v)
+}
+
+/// SDK shape of points.
+pub fn as_sdk(points: &[IntensityPoint], rfc3339: fn(i64) -> String) -> Vec<EmissionsData> {
+    points
+        .iter()
+        .map(|p| EmissionsData {
+            location: p.zone.clone(),
+            time: rfc3339(p.start_ms),
+            rating: p.signal().0,
+            duration: timespan(p.end_ms - p.start_ms),
+        })
+        .collect()
+}
+
+/// Time-weighted mean intensity over [`from`, `to`) (the SDK's average).
+pub fn average(points: &[IntensityPoint], from_ms: i64, to_ms: i64) -> Option<f64> {
+    let (mut w, mut sum) = (0i64, 0.0);
+    for p in points {
+        let o = p.end_ms.min(to_ms) - p.start_ms.max(from_ms);
+        if o > 0 {
+            w += o;
+            sum += p.signal().0 * o as f64;
+        }
+    }
+    (w > 0).then(|| sum / w as f64)
+}
+
+/// The start among the points' starts (from `earliest`, with the whole
+/// window before `latest_end`) whose window of `window_ms` has the lowest
+/// time-weighted mean intensity, with that mean. Windows not fully covered
+/// by points are skipped.
+pub fn best_window(
+    points: &[IntensityPoint],
+    window_ms: i64,
+    earliest_ms: i64,
+    latest_end_ms: i64,
+) -> Option<(i64, f64)> {
+    let covered = |s: i64, e: i64| {
+        let mut t = s;
+        for p in points.iter().filter(|p| p.end_ms > s && p.start_ms < e) {
+            if p.start_ms > t {
+                return false;
+            }
+            t = t.max(p.end_ms);
+        }
+        t >= e
+    };
+    points
+        .iter()
+        .map(|p| p.start_ms.max(earliest_ms))
+        .filter(|s| s + window_ms <= latest_end_ms && covered(*s, s + window_ms))
+        .filter_map(|s| Some((s, average(points, s, s + window_ms)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::grid::{Basis, Intensity};
+    use vigie_energy::GramsPerKwh;
+
+    const H: i64 = 3_600_000;
+
+    fn p(h: i64, g: f64, marginal: bool) -> IntensityPoint {
+        IntensityPoint {
+            zone: "FR".into(),
+            start_ms: h * H,
+            end_ms: (h + 1) * H,
+            intensity: if marginal {
+                Intensity::Marginal(GramsPerKwh(g))
+            } else {
+                Intensity::Average(GramsPerKwh(g))
+            },
+            basis: Basis::Direct,
+            estimated: true,
+            source: "t".into(),
+            retrieved_ms: 0,
+        }
+    }
+
+    #[test]
+    fn sdk_shapes_and_windows() {
+        assert_eq!(timespan(H), "01:00:00");
+        assert_eq!(timespan(5 * 60_000), "00:05:00");
+        let pts: Vec<_> = [50.0, 40.0, 10.0, 20.0, 90.0]
+            .iter()
+            .enumerate()
+            .map(|(h, g)| p(h as i64, *g, false))
+            .collect();
+        // Two-hour windows: 45, 25, 15, 55 -> the one starting at hour 2.
+        assert_eq!(best_window(&pts, 2 * H, 0, 5 * H), Some((2 * H, 15.0)));
+        // A deadline at hour 3 leaves windows starting at 0 and 1.
+        assert_eq!(best_window(&pts, 2 * H, 0, 3 * H), Some((H, 25.0)));
+        // Not before hour 3: only 3..5 (55).
+        assert_eq!(best_window(&pts, 2 * H, 3 * H, 5 * H), Some((3 * H, 55.0)));
+        assert_eq!(best_window(&pts, 6 * H, 0, 10 * H), None, "no covered window");
+        assert_eq!(average(&pts, 0, 2 * H), Some(45.0));
+        assert_eq!(average(&pts, H / 2, 3 * H / 2), Some(45.0));
+        let sdk = as_sdk(&pts[..1], |ms| ms.to_string());
+        assert_eq!(sdk[0].rating, 50.0);
+        assert_eq!(sdk[0].duration, "01:00:00");
+    }
+
+    #[test]
+    fn marginal_is_preferred_for_signals_when_present() {
+        let conn = crate::store::open_in_memory().unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        crate::grid::store::upsert(&conn, &[p(0, 30.0, false), p(0, 400.0, true), p(1, 35.0, false)]).unwrap();
+        let pref = points(&conn, "FR", 0, 2 * H, Want::Prefer).unwrap();
+        assert_eq!(pref.len(), 1);
+        assert_eq!(pref[0].signal().0, 400.0);
+        let avg = points(&conn, "FR", 0, 2 * H, Want::Average).unwrap();
+        assert_eq!(avg.iter().map(|p| p.signal().0).collect::<Vec<_>>(), [30.0, 35.0]);
+        assert_eq!(Want::parse(Some("nope")), None);
+    }
+}
