@@ -64,7 +64,13 @@ impl AppState {
         }
     }
 
-    async fn read<T: Send + 'static>(
+    /// The carbon settings.
+    pub fn carbon(&self) -> &crate::config::CarbonConfig {
+        &self.carbon
+    }
+
+    /// Runs `f` on the ledger in the blocking pool.
+    pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -140,7 +146,16 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
             axum::routing::post(heat_potential),
         )
         .route_layer(guard(&[Operator, Regulator]));
+    use crate::signals_api as sig;
     let signals = Router::new()
+        .route("/emissions/bylocation", get(sig::by_location))
+        .route("/emissions/bylocations", get(sig::by_locations))
+        .route("/emissions/bylocations/best", get(sig::best))
+        .route("/emissions/forecasts/current", get(sig::forecast))
+        .route("/emissions/average-carbon-intensity", get(sig::average))
+        .route("/locations", get(sig::locations_route))
+        .route("/api/v1/signals/best-start", get(sig::best_start))
+        .route("/api/v1/signals/keda-configmap", get(sig::keda))
         .route("/api/v1/emissions", get(emissions_route))
         .route_layer(guard(&[Operator, Regulator, Scheduler]));
     Router::new()
@@ -183,7 +198,8 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
         })
 }
 
-fn rfc3339(ms: i64) -> String {
+/// Unix ms as RFC 3339 with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod signals;
+pub mod signals_api;
 pub mod site;
 pub mod store;
 

@@ -1,0 +1,168 @@
+//! Scheduler signals in the shapes schedulers already speak (Green
+//! Software Foundation Carbon Aware SDK web API, carbon-aware KEDA
+//! ConfigMap), from a forecast loaded into a running collector.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+use vigie_e2e::{Proc, binary};
+use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
+
+const H: i64 = 3_600_000;
+
+/// `2026-11-23T10:00Z`, the Carbon Intensity API's format.
+fn ci_time(ms: i64) -> String {
+    let secs = ms / 1000;
+    let days = secs.div_euclid(86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60
+    )
+}
+
+#[test]
+fn carbon_aware_sdk_routes_and_native_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A forecast from the current hour: 48 half-hours, 200 g falling to a
+    // trough of 20 g at hours 6-7, then back up.
+    let h0 = vigie_service::now_ms() / H * H;
+    let value = |i: i64| if (12..14).contains(&i) { 20 } else { 200 - i };
+    let data: Vec<String> = (0..48)
+        .map(|i| {
+            format!(
+                r#"{{"from":"{}","to":"{}","intensity":{{"forecast":{},"actual":null,"index":"moderate"}}}}"#,
+                ci_time(h0 + i * H / 2),
+                ci_time(h0 + (i + 1) * H / 2),
+                value(i)
+            )
+        })
+        .collect();
+    std::fs::write(
+        d.join("gb.json"),
+        format!(r#"{{"data":[{}]}}"#, data.join(",")),
+    )
+    .unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let http = free_addr().unwrap();
+    std::fs::write(
+        d.join("collector.toml"),
+        format!(
+            "[mqtt]\nport = {}\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[carbon]\nzone = \"GB\"\n[[carbon.series]]\npath = \"{}\"\nformat = \"carbon-intensity-json\"\n",
+            broker.port(),
+            d.join("ledger.sqlite").display(),
+            d.join("gb.json").display()
+        ),
+    )
+    .unwrap();
+    let mut collector = Proc::start(
+        "collector",
+        &binary("vigie-collector").unwrap(),
+        &[
+            "run",
+            "--config",
+            d.join("collector.toml").to_str().unwrap(),
+        ],
+        d,
+    )
+    .unwrap();
+    let get = |path: &str| http_get(http, path).unwrap();
+    wait_for(
+        "collector",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || http_get(http, "/healthz").ok(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
+
+    let (t0, t1) = (h0, h0 + 24 * H);
+    let by = get(&format!(
+        "/emissions/bylocation?location=GB&time={t0}&toTime={t1}"
+    ))
+    .json()
+    .unwrap();
+    let by = by.as_array().unwrap();
+    assert_eq!(by.len(), 48, "{by:?}");
+    assert_eq!(by[0]["location"], "GB");
+    assert_eq!(by[0]["rating"], 200.0);
+    assert_eq!(by[0]["duration"], "00:30:00");
+
+    let best = get(&format!(
+        "/emissions/bylocations/best?location=GB&time={t0}&toTime={t1}"
+    ))
+    .json()
+    .unwrap();
+    assert_eq!(best.as_array().unwrap().len(), 2, "the two 20 g half-hours");
+    assert_eq!(best[0]["rating"], 20.0);
+
+    // Mean over the first hour: (200 + 199) / 2.
+    let avg = get(&format!(
+        "/emissions/average-carbon-intensity?location=GB&startTime={t0}&endTime={}",
+        t0 + H
+    ))
+    .json()
+    .unwrap();
+    assert_eq!(avg["carbonIntensity"], 199.5);
+
+    let f = get(&format!(
+        "/emissions/forecasts/current?location=GB&dataStartAt={t0}&dataEndAt={t1}&windowSize=60"
+    ))
+    .json()
+    .unwrap();
+    let f = &f[0];
+    assert_eq!(f["windowSize"], 60);
+    assert_eq!(f["forecastData"].as_array().unwrap().len(), 48);
+    // The best hour is the trough, hours 6 to 7, at 20 g.
+    assert_eq!(f["optimalDataPoints"][0]["value"], 20.0);
+    assert_eq!(
+        f["optimalDataPoints"][0]["timestamp"],
+        f["forecastData"][12]["timestamp"]
+    );
+
+    // Native: a 1-hour, 10 kW job with PUE 1.2.
+    let b = get("/api/v1/signals/best-start?duration=1h&power_kw=10&pue=1.2&location=GB")
+        .json()
+        .unwrap();
+    assert_eq!(b["mean_intensity_g_per_kwh"], 20.0);
+    assert!(
+        (b["emissions_g"].as_f64().unwrap() - 10.0 * 20.0 * 1.2).abs() < 1e-9,
+        "{b}"
+    );
+    assert!(
+        b["emissions_g_if_started_at_earliest"].as_f64().unwrap()
+            > b["emissions_g"].as_f64().unwrap()
+    );
+
+    let keda = get("/api/v1/signals/keda-configmap?location=GB");
+    assert_eq!(keda.status, 200);
+    assert!(
+        keda.body.contains("kind: ConfigMap") && keda.body.contains("forecast: '[{"),
+        "{}",
+        keda.body
+    );
+
+    let locs = get("/locations").json().unwrap();
+    assert_eq!(locs["GB"]["name"], "GB");
+    assert_eq!(
+        get("/emissions/bylocation").status,
+        400,
+        "location is required"
+    );
+    assert!(
+        collector
+            .interrupt(Duration::from_secs(15))
+            .unwrap()
+            .success()
+    );
+}
