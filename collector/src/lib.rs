@@ -225,6 +225,26 @@ pub async fn run(
         }),
     };
 
+    // Grid and scheduler gauges from the stored series, every minute.
+    let signal_task = {
+        let (metrics, db, zone, basis) = (
+            metrics.clone(),
+            path.clone(),
+            cfg.carbon.zone.clone(),
+            cfg.carbon.basis,
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let (metrics, db, zone) = (metrics.clone(), db.clone(), zone.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    refresh_signal_gauges(&metrics, &db, &zone, basis, now_ms())
+                })
+                .await;
+            }
+        })
+    };
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
         let busy_since = busy_since.clone();
@@ -261,6 +281,7 @@ pub async fn run(
     for t in &live_tasks {
         t.abort();
     }
+    signal_task.abort();
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -278,6 +299,43 @@ pub async fn run(
         return Err(CollectorError::WriterDied);
     }
     Ok(())
+}
+
+/// Sets the grid and signal gauges of `zone` from the stored series.
+fn refresh_signal_gauges(
+    metrics: &Metrics,
+    db: &std::path::Path,
+    zone: &str,
+    basis: grid::Basis,
+    now: i64,
+) {
+    let Ok(conn) = store::open(db) else {
+        return;
+    };
+    let average_now = grid::store::latest(&conn, zone, now, &grid::store::Filter::inventory(basis))
+        .ok()
+        .flatten()
+        .filter(|p| p.end_ms > now)
+        .and_then(|p| p.inventory_factor().ok())
+        .map(|g| g.0);
+    let upcoming = signals::points(
+        &conn,
+        zone,
+        now,
+        now + 24 * 3_600_000,
+        signals::Want::Prefer,
+    )
+    .unwrap_or_default();
+    let signal_now = upcoming
+        .iter()
+        .find(|p| p.start_ms <= now && p.end_ms > now)
+        .map(|p| (p.signal().0, p.factor().as_str()));
+    let best = upcoming
+        .iter()
+        .filter(|p| p.start_ms >= now - 3_600_000)
+        .min_by(|a, b| a.signal().0.total_cmp(&b.signal().0))
+        .map(|p| (p.start_ms, p.signal().0));
+    metrics.set_signals(zone, average_now, signal_now, best);
 }
 
 /// Commits groups of deliveries and acknowledges them after each commit.

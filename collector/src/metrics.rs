@@ -55,6 +55,15 @@ pub struct GaugeLabels {
     pub quantity: String,
 }
 
+/// Labels of the scheduler signal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    /// Grid zone.
+    pub zone: String,
+    /// `average` or `marginal`.
+    pub factor: String,
+}
+
 /// Labels of the rejection counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -88,6 +97,10 @@ pub struct Metrics {
     spool_merges: Family<HostLabels, Gauge>,
     spool_dropped: Family<HostLabels, FloatGauge>,
     gauges: Family<GaugeLabels, FloatGauge>,
+    grid: Family<ZoneLabels, FloatGauge>,
+    signal: Family<SignalLabels, FloatGauge>,
+    signal_best: Family<ZoneLabels, FloatGauge>,
+    signal_best_start: Family<ZoneLabels, FloatGauge>,
     gauge_times: std::sync::Mutex<std::collections::HashMap<GaugeLabels, i64>>,
 }
 
@@ -207,9 +220,31 @@ impl Metrics {
             "Latest instantaneous value of a sensor (temperature, utilisation, limit, device power...); unit in the quantity label",
             gauges.clone(),
         );
+        let signal = Family::<SignalLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_signal_intensity_grams_per_kwh",
+            "Grid intensity now for schedulers (marginal when stored, else average), gCO2e/kWh",
+            signal.clone(),
+        );
+        let signal_best = Family::<ZoneLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_signal_forecast_min_grams_per_kwh",
+            "Lowest forecast intensity over the next 24 hours, gCO2e/kWh",
+            signal_best.clone(),
+        );
+        let signal_best_start = Family::<ZoneLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_signal_forecast_min_start_timestamp_seconds",
+            "Start of the lowest-intensity forecast point in the next 24 hours (Unix seconds)",
+            signal_best_start.clone(),
+        );
         Metrics {
             registry,
             gauges,
+            grid: grid.clone(),
+            signal,
+            signal_best,
+            signal_best_start,
             gauge_times: std::sync::Mutex::new(std::collections::HashMap::new()),
             spool_batches,
             spool_age,
@@ -300,6 +335,38 @@ impl Metrics {
         self.spool_dropped
             .get_or_create(&labels)
             .set(Microjoules(spool.dropped_uj_total).as_joules());
+    }
+
+    /// Sets the grid and scheduler gauges of `zone` from stored points:
+    /// the average factor in force now (inventory), the signal now, and
+    /// the forecast minimum over the next 24 hours.
+    pub fn set_signals(
+        &self,
+        zone: &str,
+        average_now: Option<f64>,
+        signal_now: Option<(f64, &str)>,
+        best: Option<(i64, f64)>,
+    ) {
+        let z = ZoneLabels {
+            zone: zone.to_owned(),
+        };
+        if let Some(g) = average_now {
+            self.grid.get_or_create(&z).set(g);
+        }
+        if let Some((g, factor)) = signal_now {
+            self.signal
+                .get_or_create(&SignalLabels {
+                    zone: zone.to_owned(),
+                    factor: factor.to_owned(),
+                })
+                .set(g);
+        }
+        if let Some((start_ms, g)) = best {
+            self.signal_best.get_or_create(&z).set(g);
+            self.signal_best_start
+                .get_or_create(&z)
+                .set(start_ms as f64 / 1000.0);
+        }
     }
 
     /// Records the commit time of a group.

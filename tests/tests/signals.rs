@@ -152,6 +152,21 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         keda.body
     );
 
+    // The gauges follow the stored forecast: 200 g now, minimum 20 g.
+    let text = get("/metrics").body;
+    assert!(
+        text.contains(r#"vigie_signal_intensity_grams_per_kwh{zone="GB",factor="average"} 200.0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"vigie_signal_forecast_min_grams_per_kwh{zone="GB"} 20.0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"vigie_grid_intensity_grams_per_kwh{zone="GB"} 200.0"#),
+        "{text}"
+    );
+
     let locs = get("/locations").json().unwrap();
     assert_eq!(locs["GB"]["name"], "GB");
     assert_eq!(
