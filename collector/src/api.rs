@@ -160,6 +160,7 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route_layer(guard(&[Operator, Regulator, Scheduler]));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/openapi.json", get(openapi))
         .merge(operator)
         .merge(reporting)
         .merge(signals)
@@ -184,18 +185,20 @@ pub fn parse_time_str(v: &str) -> Option<i64> {
 
 /// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds.
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(v)
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "{name}: expected RFC 3339 (2026-11-23T12:00:00Z) or Unix milliseconds, got {v:?}"
-            ))
-        })
+    // 1970 to 9999: far from i64's ends, so no caller's arithmetic overflows.
+    const MAX_MS: i64 = 253_402_300_799_999;
+    let ms = match v.parse::<i64>() {
+        Ok(ms) => Some(ms),
+        Err(_) => humantime::parse_rfc3339_weak(v)
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64),
+    };
+    ms.filter(|ms| (0..=MAX_MS).contains(ms)).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{name}: expected RFC 3339 (2026-11-23T12:00:00Z) or Unix milliseconds, got {v:?}"
+        ))
+    })
 }
 
 /// Unix ms as RFC 3339 with milliseconds.
@@ -467,6 +470,13 @@ async fn emissions_route(
     })))
 }
 
+/// The OpenAPI document of every route.
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// `GET /api/v1/kpi?from=&to=`: every facility indicator whose meters
 /// are configured, each with its coverage and status.
 async fn kpi(
@@ -671,6 +681,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_openapi_document_covers_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let documented: std::collections::BTreeSet<String> =
+            doc["paths"].as_object().unwrap().keys().cloned().collect();
+        // Every `.route("...")` of this file, multi-line calls included.
+        let src = include_str!("api.rs");
+        let mut routed = std::collections::BTreeSet::new();
+        for part in src.split(".route(").skip(1) {
+            let rest = part.trim_start();
+            if let Some(r) = rest.strip_prefix("\"/") {
+                routed.insert(format!("/{}", r.split('"').next().unwrap()));
+            }
+        }
+        assert!(routed.len() > 15, "{routed:?}");
+        assert_eq!(
+            routed, documented,
+            "document every route in collector/api/openapi.json"
+        );
+    }
+
+    #[test]
     fn ranges_pick_their_table() {
         let (f, t, r) = range(Some("2026-11-23T10:00:00Z"), Some("2026-11-23T12:00:00Z")).unwrap();
         assert_eq!(r, Resolution::Hour);
@@ -687,5 +718,8 @@ mod tests {
             Err(ApiError::BadRequest(_))
         ));
         assert_eq!(rfc3339(1_795_000_020_000), "2026-11-18T11:07:00.000Z");
+        // Absurd instants are refused, not overflowed later.
+        assert!(parse_time("t", "-9223372036854775808").is_err());
+        assert!(parse_time("t", "9223372036854775807").is_err());
     }
 }

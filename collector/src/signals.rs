@@ -62,15 +62,27 @@ pub fn points(
     to_ms: i64,
     want: Want,
 ) -> Result<Vec<IntensityPoint>, rusqlite::Error> {
-    let all = grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
+    let all =
+        grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
     let has_marginal = all.iter().any(|p| p.factor() == Factor::Marginal);
     let keep = |p: &IntensityPoint| match want {
         Want::Average => p.factor() == Factor::Average,
         Want::Marginal => p.factor() == Factor::Marginal,
-        Want::Prefer => p.factor() == if has_marginal { Factor::Marginal } else { Factor::Average },
+        Want::Prefer => {
+            p.factor()
+                == if has_marginal {
+                    Factor::Marginal
+                } else {
+                    Factor::Average
+                }
+        }
     };
     let mut v: Vec<IntensityPoint> = all.into_iter().filter(keep).collect();
-    v.sort_by(|a, b| a.start_ms.cmp(&b.start_ms).then(b.retrieved_ms.cmp(&a.retrieved_ms)));
+    v.sort_by(|a, b| {
+        a.start_ms
+            .cmp(&b.start_ms)
+            .then(b.retrieved_ms.cmp(&a.retrieved_ms))
+    });
     v.dedup_by_key(|p| p.start_ms);
     Ok(v)
 }
@@ -124,8 +136,10 @@ pub fn best_window(
     points
         .iter()
         .map(|p| p.start_ms.max(earliest_ms))
-        .filter(|s| s + window_ms <= latest_end_ms && covered(*s, s + window_ms))
-        .filter_map(|s| Some((s, average(points, s, s + window_ms)?)))
+        .filter(|s| {
+            s.saturating_add(window_ms) <= latest_end_ms && covered(*s, s.saturating_add(window_ms))
+        })
+        .filter_map(|s| Some((s, average(points, s, s.saturating_add(window_ms))?)))
         .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
 }
 
@@ -170,7 +184,11 @@ mod tests {
         assert_eq!(best_window(&pts, 2 * H, 0, 3 * H), Some((H, 25.0)));
         // Not before hour 3: only 3..5 (55).
         assert_eq!(best_window(&pts, 2 * H, 3 * H, 5 * H), Some((3 * H, 55.0)));
-        assert_eq!(best_window(&pts, 6 * H, 0, 10 * H), None, "no covered window");
+        assert_eq!(
+            best_window(&pts, 6 * H, 0, 10 * H),
+            None,
+            "no covered window"
+        );
         assert_eq!(average(&pts, 0, 2 * H), Some(45.0));
         assert_eq!(average(&pts, H / 2, 3 * H / 2), Some(45.0));
         let sdk = as_sdk(&pts[..1], |ms| ms.to_string());
@@ -182,12 +200,19 @@ mod tests {
     fn marginal_is_preferred_for_signals_when_present() {
         let conn = crate::store::open_in_memory().unwrap();
         crate::grid::store::init(&conn).unwrap();
-        crate::grid::store::upsert(&conn, &[p(0, 30.0, false), p(0, 400.0, true), p(1, 35.0, false)]).unwrap();
+        crate::grid::store::upsert(
+            &conn,
+            &[p(0, 30.0, false), p(0, 400.0, true), p(1, 35.0, false)],
+        )
+        .unwrap();
         let pref = points(&conn, "FR", 0, 2 * H, Want::Prefer).unwrap();
         assert_eq!(pref.len(), 1);
         assert_eq!(pref[0].signal().0, 400.0);
         let avg = points(&conn, "FR", 0, 2 * H, Want::Average).unwrap();
-        assert_eq!(avg.iter().map(|p| p.signal().0).collect::<Vec<_>>(), [30.0, 35.0]);
+        assert_eq!(
+            avg.iter().map(|p| p.signal().0).collect::<Vec<_>>(),
+            [30.0, 35.0]
+        );
         assert_eq!(Want::parse(Some("nope")), None);
     }
 }

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 const H: i64 = 3_600_000;
+/// Longest window or job a signal plans for: a week.
+const MAX_WINDOW_MIN: i64 = 7 * 24 * 60;
 
 fn time(name: &str, v: Option<&str>, default: i64) -> Result<i64, ApiError> {
     match v {
@@ -213,7 +215,7 @@ pub async fn forecast(
                 })
             })
             .collect();
-        let optimal: Vec<Value> = signals::best_window(&pts, window_min.max(1) * 60_000, start, end)
+        let optimal: Vec<Value> = signals::best_window(&pts, window_min * 60_000, start, end)
             .map(|(t, v)| json!({ "location": loc, "timestamp": rfc3339(t), "duration": window_min, "value": v }))
             .into_iter()
             .collect();
@@ -289,6 +291,11 @@ pub async fn best_start(
     let dur = humantime::parse_duration(&q.duration)
         .map_err(|_| ApiError::BadRequest("duration like 2h or 90m".into()))?;
     let dur_ms = i64::try_from(dur.as_millis()).unwrap_or(i64::MAX);
+    if dur_ms <= 0 || dur_ms > MAX_WINDOW_MIN * 60_000 {
+        return Err(ApiError::BadRequest(
+            "duration: more than zero, at most a week".into(),
+        ));
+    }
     let earliest = time("earliest", q.earliest.as_deref(), now)?;
     let deadline = time("deadline", q.deadline.as_deref(), now + 24 * H)?;
     let zone = q
@@ -308,7 +315,7 @@ pub async fn best_start(
             q.duration
         )));
     };
-    let now_mean = signals::average(&pts, earliest, earliest + dur_ms);
+    let now_mean = signals::average(&pts, earliest, earliest.saturating_add(dur_ms));
     let kwh = q.power_kw.map(|kw| kw * dur_ms as f64 / H as f64);
     Ok(axum::Json(json!({
         "location": zone,
