@@ -142,6 +142,18 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route("/api/v1/scope2", get(scope2_route))
         .route("/api/v1/heat", get(heat_route))
         .route(
+            "/api/v1/exports/{regime}",
+            get(|State(s): State<AppState>, p, q| {
+                crate::export::http_handler(
+                    s.db_path.clone(),
+                    s.site.clone(),
+                    s.carbon.clone(),
+                    p,
+                    q,
+                )
+            }),
+        )
+        .route(
             "/api/v1/heat/potential",
             axum::routing::post(heat_potential),
         )

@@ -51,6 +51,11 @@ enum Command {
         /// The CSV file.
         file: PathBuf,
     },
+    /// Regulators' data sets (eed, enefg, fr) for a period, in JSON or CSV,
+    /// hashed and optionally signed; `export keygen --out DIR` makes a key pair.
+    Export(crate::export::cli::ExportArgs),
+    /// Check an export against FILE.sha256 and FILE.sig; non-zero exit on mismatch.
+    Verify(crate::export::cli::VerifyArgs),
     /// Run everything on this machine: embedded broker, simulated hosts, collector.
     Demo {
         /// HTTP listen address for the API and /metrics.
@@ -156,6 +161,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{} readings stored for {meter}", readings.len());
             Ok(())
         }
+        Command::Export(a) => crate::export::cli::export(a),
+        Command::Verify(a) => crate::export::cli::verify(a),
         Command::Demo {
             http,
             mqtt_port,

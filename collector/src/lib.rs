@@ -12,6 +12,7 @@ pub mod carbon;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod grid;
 pub mod grid_live;
 pub mod heat_api;

@@ -1,0 +1,143 @@
+//! `vigie-collector export` and `vigie-collector verify`.
+
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// `export`: a regulator's data set for a period, or `export keygen`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ExportArgs {
+    /// `keygen --out DIR`: create a signing key pair.
+    #[command(subcommand)]
+    pub sub: Option<ExportSub>,
+    /// eed, enefg or fr.
+    #[arg(long)]
+    pub regime: Option<String>,
+    /// json or csv.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// Period start: YYYY-MM-DD (UTC), RFC 3339 or Unix ms; default 1 January of last year.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Period end, exclusive; default 1 January of this year.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Commissioning date of the site, YYYY-MM-DD (EnEfG PUE and ERF targets).
+    #[arg(long)]
+    pub commissioned: Option<String>,
+    /// Configuration file (meters, ledger, carbon).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Output file; FILE.sha256 (and FILE.sig with --key) go next to it. Default: stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Private signing key, PKCS#8 PEM (from `export keygen` or `openssl genpkey -algorithm ed25519`).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+/// Subcommands of `export`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ExportSub {
+    /// Create export-signing.key (0600) and export-signing.pub in DIR.
+    Keygen {
+        /// Directory for the key pair.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `verify`: check an export against FILE.sha256 and FILE.sig.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Public key, PKCS#8 SubjectPublicKeyInfo PEM.
+    #[arg(long)]
+    pub public_key: PathBuf,
+    /// The export.
+    pub file: PathBuf,
+}
+
+/// Runs `export`.
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    if let Some(ExportSub::Keygen { out }) = a.sub {
+        let (k, p) = super::sign::keygen(&out)?;
+        eprintln!("private key (0600, keep it secret): {}", k.display());
+        eprintln!("public key (give it to whoever verifies): {}", p.display());
+        return Ok(());
+    }
+    let regime = a
+        .regime
+        .context("--regime eed|enefg|fr is required (or `export keygen --out DIR`)")?;
+    let format = super::Format::parse(&a.format).context("--format must be json or csv")?;
+    anyhow::ensure!(
+        a.key.is_none() || a.out.is_some(),
+        "--key needs --out: the signature goes next to the export file"
+    );
+    let req = super::http::request(
+        &regime,
+        a.from.as_deref(),
+        a.to.as_deref(),
+        a.commissioned.as_deref(),
+        crate::now_ms(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    // Load the key first: a bad key should not cost a long export.
+    let key = a
+        .key
+        .as_deref()
+        .map(|k| {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(k)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                eprintln!(
+                    "warning: {} is readable by group or others; chmod 600 it",
+                    k.display()
+                );
+            }
+            super::sign::load_signing_key(k)
+        })
+        .transpose()?;
+    let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
+    let step = |s: &str| eprintln!("export {regime}: {s}");
+    step(&format!(
+        "period {} to {}, ledger {}",
+        super::date::rfc3339(req.from_ms),
+        super::date::rfc3339(req.to_ms),
+        cfg.store.path.display()
+    ));
+    let conn = crate::store::open(&cfg.store.path)
+        .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+    let mut progress = |s: &str| step(s);
+    let export = super::build(&conn, &cfg.site, &cfg.carbon, &req, &mut progress)?;
+    let bytes = export.render(format);
+    match &a.out {
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
+        Some(out) => {
+            step(&format!("writing {}", out.display()));
+            std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            if key.is_some() {
+                step("signing");
+            }
+            let digest = super::sign::write_sidecars(out, &bytes, key.as_ref())?;
+            step(&format!("sha-256 {digest}"));
+        }
+    }
+    step("done");
+    Ok(())
+}
+
+/// Runs `verify`: an error (non-zero exit) on any mismatch.
+pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let public = super::sign::load_verifying_key(&a.public_key)?;
+    let digest = super::sign::verify(&a.file, &public)?;
+    eprintln!(
+        "{}: OK (sha-256 {digest}, signature valid for {})",
+        a.file.display(),
+        a.public_key.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,787 @@
+//! Regulators' data sets: the EU EED (Delegated Regulation 2024/1364),
+//! the German EnEfG/RZReg register with its targets checked, and the
+//! French L.236 declaration, in JSON or CSV, optionally signed.
+//!
+//! The field lists are data (`collector/exports/*.toml`, embedded): each
+//! field names a source expression resolved against the site figures of
+//! the period, so a change of regulation is a table edit. Source
+//! expressions:
+//! - `site.installed_it_kw`, `site.floor_area_m2`, `site.computer_room_area_m2`:
+//!   declared in `[site]`;
+//! - `meter.<role>.total`: the period total of the meter with that role
+//!   (kWh, or litres for water roles), with its coverage;
+//! - `derived.e_dc`: grid import plus on-site generation;
+//! - `kpi.<SYMBOL>.value`: PUE, REF, ERF, CER, WUE as `site::figures` computes them;
+//! - `heat.mean_supply_c`, `heat.mean_return_c`: energy-weighted
+//!   temperatures of the heat delivered (needs a register heat meter);
+//! - `renewable.total|certificates|ppa|onsite`: renewable instruments of
+//!   `[carbon.market]` pro rata to the period, and metered on-site generation;
+//! - `not-metered`: a field vigie's model does not hold.
+
+pub mod cli;
+pub mod date;
+pub mod http;
+pub mod sign;
+pub mod targets;
+
+pub use http::http_handler;
+
+use crate::config::CarbonConfig;
+use crate::site::{self, Role, SiteConfig};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A reporting regime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regime {
+    /// EU Energy Efficiency Directive.
+    Eed,
+    /// German Energieeffizienzgesetz / data centre register.
+    Enefg,
+    /// French Code de l'énergie L.236.
+    Fr,
+}
+
+impl Regime {
+    /// Every regime.
+    pub const ALL: [Regime; 3] = [Regime::Eed, Regime::Enefg, Regime::Fr];
+
+    /// `eed`, `enefg` or `fr`.
+    pub fn parse(s: &str) -> Option<Regime> {
+        match s {
+            "eed" => Some(Regime::Eed),
+            "enefg" => Some(Regime::Enefg),
+            "fr" => Some(Regime::Fr),
+            _ => None,
+        }
+    }
+
+    /// The id used on the command line and in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regime::Eed => "eed",
+            Regime::Enefg => "enefg",
+            Regime::Fr => "fr",
+        }
+    }
+
+    /// The embedded field table.
+    pub fn table_text(self) -> &'static str {
+        match self {
+            Regime::Eed => include_str!("../../exports/eed.toml"),
+            Regime::Enefg => include_str!("../../exports/enefg.toml"),
+            Regime::Fr => include_str!("../../exports/fr.toml"),
+        }
+    }
+
+    /// The parsed field table.
+    pub fn table(self) -> Result<FieldTable, ExportError> {
+        toml::from_str(self.table_text())
+            .map_err(|e| ExportError::Table(format!("{}: {e}", self.as_str())))
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Pretty JSON.
+    Json,
+    /// CSV, one line per field and target.
+    Csv,
+}
+
+impl Format {
+    /// `json` or `csv`.
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "json" => Some(Format::Json),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+
+    /// MIME type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// One regime's field table (`collector/exports/<id>.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldTable {
+    /// Regime id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Legal texts.
+    pub legal_basis: String,
+    /// Sites at or above this installed IT power report, kW.
+    pub threshold_kw: f64,
+    /// When and where.
+    pub deadline: String,
+    /// The fields, in order.
+    pub fields: Vec<FieldSpec>,
+}
+
+/// One field of a data set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Stable id.
+    pub id: String,
+    /// Label as the regulation words it.
+    pub label: String,
+    /// Unit of the exported value.
+    pub unit: String,
+    /// Source expression (see the module docs).
+    pub source: String,
+    /// Factor applied to the source value (e.g. 0.001 for L to m³).
+    #[serde(default)]
+    pub scale: Option<f64>,
+}
+
+/// Why an export could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A field table does not parse or names an unknown source.
+    #[error("field table {0}")]
+    Table(String),
+    /// The site figures.
+    #[error("site figures: {0}")]
+    Site(#[from] site::SiteError),
+    /// The ledger.
+    #[error("ledger: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// A bad request (period, regime, date).
+    #[error("{0}")]
+    Request(String),
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Regime.
+    pub regime: Regime,
+    /// Period start, Unix ms.
+    pub from_ms: i64,
+    /// Period end (exclusive), Unix ms.
+    pub to_ms: i64,
+    /// Commissioning date of the site (EnEfG targets), if known.
+    pub commissioned: Option<date::Date>,
+}
+
+/// A parsed source expression.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Site(&'static str),
+    Meter(Role),
+    EDc,
+    Kpi(String),
+    Heat(&'static str),
+    Renewable(&'static str),
+    NotMetered,
+}
+
+fn role_from_str(s: &str) -> Option<Role> {
+    #[derive(Deserialize)]
+    struct W {
+        r: Role,
+    }
+    toml::from_str::<W>(&format!("r = {s:?}")).ok().map(|w| w.r)
+}
+
+const KPIS: [&str; 5] = ["PUE", "REF", "ERF", "CER", "WUE"];
+
+fn parse_source(s: &str) -> Option<Source> {
+    if s == "not-metered" {
+        return Some(Source::NotMetered);
+    }
+    if s == "derived.e_dc" {
+        return Some(Source::EDc);
+    }
+    let (ns, rest) = s.split_once('.')?;
+    match ns {
+        "site" => ["installed_it_kw", "floor_area_m2", "computer_room_area_m2"]
+            .into_iter()
+            .find(|k| *k == rest)
+            .map(Source::Site),
+        "meter" => {
+            let role = rest.strip_suffix(".total")?;
+            role_from_str(role).map(Source::Meter)
+        }
+        "kpi" => {
+            let sym = rest.strip_suffix(".value")?;
+            KPIS.contains(&sym).then(|| Source::Kpi(sym.to_owned()))
+        }
+        "heat" => ["mean_supply_c", "mean_return_c"]
+            .into_iter()
+            .find(|k| *k == rest)
+            .map(Source::Heat),
+        "renewable" => ["total", "certificates", "ppa", "onsite"]
+            .into_iter()
+            .find(|k| *k == rest)
+            .map(Source::Renewable),
+        _ => None,
+    }
+}
+
+/// Checks that every source expression of a table resolves; returns the
+/// ids of the fields that do not.
+pub fn check_table(t: &FieldTable) -> Vec<String> {
+    t.fields
+        .iter()
+        .filter(|f| parse_source(&f.source).is_none())
+        .map(|f| format!("{} ({})", f.id, f.source))
+        .collect()
+}
+
+/// A resolved field.
+#[derive(Debug, Clone, PartialEq)]
+struct Resolved {
+    value: Option<f64>,
+    status: &'static str,
+    missing_share: Option<f64>,
+}
+
+impl Resolved {
+    fn none(status: &'static str) -> Self {
+        Resolved {
+            value: None,
+            status,
+            missing_share: None,
+        }
+    }
+}
+
+fn input_status(i: &vigie_energy::InputUsed) -> Resolved {
+    let missing = i.coverage.map(|c| c.missing_share());
+    let status = match (i.total, i.coverage) {
+        (None, _) => "incomplete",
+        (Some(_), Some(c)) if c.missing_share() > 0.0 => "estimated",
+        (Some(_), _) if i.estimated > 0.0 || i.filled > 0.0 => "estimated",
+        (Some(_), _) => "measured",
+    };
+    Resolved {
+        value: i.total,
+        status,
+        missing_share: missing,
+    }
+}
+
+fn figure_status(f: &vigie_energy::Figure) -> Resolved {
+    let j = site::figure_json(f);
+    let status = match j["status"].as_str() {
+        Some("measured") => "measured",
+        Some("estimated") => "estimated",
+        Some("incomplete") => "incomplete",
+        _ => "undefined",
+    };
+    let missing = f
+        .inputs
+        .iter()
+        .filter_map(|i| i.coverage.map(|c| c.missing_share()))
+        .fold(None, |a: Option<f64>, m| Some(a.map_or(m, |a| a.max(m))));
+    Resolved {
+        value: f.value,
+        status,
+        missing_share: missing,
+    }
+}
+
+/// Everything the fields are resolved against.
+struct Inputs<'a> {
+    site: &'a SiteConfig,
+    figures: site::SiteFigures,
+    heat: Option<Value>,
+    market: vigie_energy::MarketInputs,
+}
+
+fn worst(a: &'static str, b: &'static str) -> &'static str {
+    let rank = |s| match s {
+        "measured" => 0,
+        "estimated" => 1,
+        "incomplete" => 2,
+        _ => 3,
+    };
+    if rank(a) >= rank(b) { a } else { b }
+}
+
+fn instruments_kwh(
+    m: &vigie_energy::MarketInputs,
+    kind: Option<vigie_energy::InstrumentKind>,
+) -> f64 {
+    use vigie_energy::{Origin, Volume};
+    m.instruments
+        .iter()
+        .filter(|i| matches!(i.origin, Origin::Renewable))
+        .filter(|i| {
+            kind.as_ref()
+                .is_none_or(|k| std::mem::discriminant(k) == std::mem::discriminant(&i.kind))
+        })
+        .map(|i| match &i.volume {
+            Volume::Period(uj) => uj.0 as f64 / 3.6e12,
+            Volume::Hourly(h) => h.values().map(|v| v.0 as f64).sum::<f64>() / 3.6e12,
+        })
+        .sum()
+}
+
+impl Inputs<'_> {
+    fn meter(&self, role: Role) -> Option<&vigie_energy::InputUsed> {
+        self.figures
+            .totals
+            .iter()
+            .find(|(_, r, _)| *r == role)
+            .map(|x| &x.2)
+    }
+
+    fn resolve(&self, src: &Source) -> Resolved {
+        use vigie_energy::InstrumentKind;
+        match src {
+            Source::NotMetered => Resolved::none("not-metered"),
+            Source::Site(k) => {
+                let v = match *k {
+                    "installed_it_kw" => self.site.installed_it_kw,
+                    "floor_area_m2" => self.site.floor_area_m2,
+                    _ => self.site.computer_room_area_m2,
+                };
+                Resolved {
+                    value: v,
+                    status: if v.is_some() {
+                        "declared"
+                    } else {
+                        "not-declared"
+                    },
+                    missing_share: None,
+                }
+            }
+            Source::Meter(role) => self
+                .meter(*role)
+                .map_or(Resolved::none("not-metered"), input_status),
+            Source::EDc => {
+                let Some(g) = self.meter(Role::GridImport).map(input_status) else {
+                    return Resolved::none("not-metered");
+                };
+                match self.meter(Role::OnsiteGeneration).map(input_status) {
+                    None => g,
+                    Some(o) => Resolved {
+                        value: g.value.zip(o.value).map(|(a, b)| a + b),
+                        status: worst(g.status, o.status),
+                        missing_share: match (g.missing_share, o.missing_share) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            (a, b) => a.or(b),
+                        },
+                    },
+                }
+            }
+            Source::Kpi(sym) => self
+                .figures
+                .figures
+                .iter()
+                .find(|f| f.indicator.symbol() == sym)
+                .map_or(Resolved::none("not-metered"), figure_status),
+            Source::Heat(k) => {
+                let v = self.heat.as_ref().and_then(|h| h[*k].as_f64());
+                match (&self.heat, v) {
+                    (None, _) => Resolved::none("not-metered"),
+                    (Some(_), None) => Resolved::none("incomplete"),
+                    (Some(h), Some(v)) => Resolved {
+                        value: Some(v),
+                        status: "measured",
+                        missing_share: h["delivered"]["missing_share"].as_f64(),
+                    },
+                }
+            }
+            Source::Renewable(k) => {
+                let onsite = self.meter(Role::OnsiteGeneration).map(input_status);
+                let contractual = |kind| Resolved {
+                    value: Some(instruments_kwh(&self.market, kind)),
+                    status: "contractual",
+                    missing_share: None,
+                };
+                match *k {
+                    "certificates" => contractual(Some(InstrumentKind::Certificate)),
+                    "ppa" => contractual(Some(InstrumentKind::Ppa)),
+                    // Metered on-site generation when there is a meter,
+                    // else the on-site contracts.
+                    "onsite" => onsite.unwrap_or_else(|| contractual(Some(InstrumentKind::OnSite))),
+                    _ => {
+                        let bought =
+                            instruments_kwh(&self.market, Some(InstrumentKind::Certificate))
+                                + instruments_kwh(&self.market, Some(InstrumentKind::Ppa));
+                        match onsite {
+                            Some(o) => Resolved {
+                                value: o.value.map(|v| v + bought),
+                                status: o.status,
+                                missing_share: o.missing_share,
+                            },
+                            None => Resolved {
+                                value: Some(
+                                    bought
+                                        + instruments_kwh(
+                                            &self.market,
+                                            Some(InstrumentKind::OnSite),
+                                        ),
+                                ),
+                                status: "contractual",
+                                missing_share: None,
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A built export: the JSON document (the CSV is rendered from it).
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The document.
+    pub doc: Value,
+}
+
+/// Builds the export of `req`, calling `progress` at each step.
+pub fn build(
+    conn: &Connection,
+    site_cfg: &SiteConfig,
+    carbon: &CarbonConfig,
+    req: &ExportRequest,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Export, ExportError> {
+    if req.to_ms <= req.from_ms {
+        return Err(ExportError::Request(
+            "the period must end after it starts".into(),
+        ));
+    }
+    let table = req.regime.table()?;
+    let bad = check_table(&table);
+    if !bad.is_empty() {
+        return Err(ExportError::Table(format!(
+            "unknown sources: {}",
+            bad.join(", ")
+        )));
+    }
+    progress("reading meters and computing figures");
+    site::init(conn)?;
+    let figures = site::figures(conn, site_cfg, &carbon.market, req.from_ms, req.to_ms)?;
+    let heat = site::measured_heat(conn, site_cfg, req.from_ms, req.to_ms).ok();
+    let market = site::market_inputs(&carbon.market, figures.period);
+    progress("reading emission factors");
+    let factors = factor_provenance(conn, carbon, req.from_ms, req.to_ms)?;
+    let inputs = Inputs {
+        site: site_cfg,
+        figures,
+        heat,
+        market,
+    };
+    progress("resolving fields");
+    let mut fields = Vec::new();
+    let mut resolved = std::collections::BTreeMap::new();
+    for f in &table.fields {
+        let src = parse_source(&f.source)
+            .ok_or_else(|| ExportError::Table(format!("{}: unknown source {}", f.id, f.source)))?;
+        let mut r = inputs.resolve(&src);
+        if let (Some(v), Some(s)) = (r.value, f.scale) {
+            r.value = Some(v * s);
+        }
+        resolved.insert(f.id.clone(), r.clone());
+        fields.push(json!({
+            "id": f.id,
+            "label": f.label,
+            "unit": f.unit,
+            "value": r.value,
+            "status": r.status,
+            "missing_share": r.missing_share,
+            "source": f.source,
+        }));
+    }
+    let it_kw = site_cfg.installed_it_kw;
+    let mut doc = json!({
+        "format": "vigie-export/1",
+        "generator": format!("vigie-collector {}", env!("CARGO_PKG_VERSION")),
+        "regime": {
+            "id": table.id,
+            "title": table.title,
+            "legal_basis": table.legal_basis,
+            "deadline": table.deadline,
+            "threshold_kw": table.threshold_kw,
+            "site_in_scope": it_kw.map(|kw| kw >= table.threshold_kw),
+        },
+        "period": {
+            "from": date::rfc3339(req.from_ms),
+            "to": date::rfc3339(req.to_ms),
+            "from_ms": req.from_ms,
+            "to_ms": req.to_ms,
+        },
+        "fields": fields,
+        "figures": inputs.figures.figures.iter().map(site::figure_json).collect::<Vec<_>>(),
+        "missing_roles": inputs.figures.missing_roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+        "methodology": methodology(site_cfg, carbon),
+        "provenance": {
+            "meters": site_cfg.meters.iter().map(|m| meter_provenance(m, &inputs)).collect::<Vec<_>>(),
+            "emission_factors": factors,
+            "instruments": carbon.market.instruments.iter().map(|i| json!({
+                "name": i.name,
+                "kind": format!("{:?}", i.kind).to_lowercase(),
+                "origin": format!("{:?}", i.origin).to_lowercase(),
+                "year": i.year,
+                "volume_mwh": i.volume_mwh,
+                "hourly_profile": i.hourly_csv.as_ref().map(|p| p.display().to_string()),
+            })).collect::<Vec<_>>(),
+        },
+    });
+    if req.regime == Regime::Enefg {
+        progress("checking EnEfG targets");
+        let value = |id: &str| resolved.get(id).and_then(|r| r.value);
+        let checks = targets::check(
+            date::Date::from_ms(req.to_ms - 1),
+            req.commissioned,
+            value("pue"),
+            value("erf"),
+            value("renewable_share"),
+        );
+        doc["commissioned"] = match req.commissioned {
+            Some(d) => json!(d.to_string()),
+            None => json!(
+                "unknown: pass --commissioned YYYY-MM-DD (HTTP: commissioned=) to check the PUE and ERF targets"
+            ),
+        };
+        doc["targets"] = serde_json::to_value(&checks).unwrap_or(Value::Null);
+    }
+    Ok(Export { doc })
+}
+
+fn meter_provenance(m: &site::MeterConfig, inputs: &Inputs<'_>) -> Value {
+    let total = inputs
+        .figures
+        .totals
+        .iter()
+        .find(|(n, _, _)| *n == m.name)
+        .map(|(_, _, i)| input_status(i));
+    json!({
+        "name": m.name,
+        "role": format!("{:?}", m.role),
+        "kind": if m.register.is_some() { "register" } else if m.is_manual() { "manual readings" } else { "ledger sensors" },
+        "sensors": m.sensors.iter().map(|s| format!("{}/{}", s.host, s.sensor)).collect::<Vec<_>>(),
+        "register": m.register.as_ref().map(|r| json!({
+            "host": r.host,
+            "sensor": r.sensor,
+            "quantity": format!("{:?}", r.quantity),
+        })),
+        "zone": m.zone,
+        "total": total.as_ref().and_then(|t| t.value),
+        "status": total.as_ref().map(|t| t.status),
+        "missing_share": total.as_ref().and_then(|t| t.missing_share),
+    })
+}
+
+fn factor_provenance(
+    conn: &Connection,
+    carbon: &CarbonConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Value, ExportError> {
+    use vigie_energy::HOUR_MS;
+    crate::grid::store::init(conn)?;
+    let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let hours = crate::carbon::hourly_factors(
+        conn,
+        &carbon.zone,
+        carbon.basis,
+        vigie_energy::GramsPerKwh(carbon.intensity_g_per_kwh),
+        from,
+        to,
+    )
+    .map_err(|e| match e {
+        crate::carbon::CarbonError::Store(e) => ExportError::Store(e),
+    })?;
+    let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
+    let (mut fallback, mut estimated) = (0u64, 0u64);
+    for f in hours.values() {
+        fallback += u64::from(f.fallback);
+        estimated += u64::from(f.estimated);
+        for s in &f.sources {
+            *by_source.entry(s.clone()).or_default() += 1;
+        }
+    }
+    Ok(json!({
+        "zone": carbon.zone,
+        "basis": carbon.basis.as_str(),
+        "type": "average (location-based); marginal factors never enter inventories",
+        "static_fallback_g_per_kwh": carbon.intensity_g_per_kwh,
+        "static_fallback_source": carbon.source,
+        "series_files": carbon.series.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+        "live_providers": carbon.live.len(),
+        "hours": hours.len(),
+        "hours_by_source": by_source,
+        "hours_on_static_fallback": fallback,
+        "hours_estimated": estimated,
+        "residual_mix_g_per_kwh": carbon.market.residual_mix_g_per_kwh,
+        "supplier": carbon.market.supplier.as_ref().map(|s| json!({
+            "factor_g_per_kwh": s.factor_g_per_kwh,
+            "share": s.share,
+        })),
+    }))
+}
+
+fn methodology(site_cfg: &SiteConfig, carbon: &CarbonConfig) -> Value {
+    json!({
+        "formulas": {
+            "E_DC": "grid import + on-site generation used on site, minute by minute where both are metered",
+            "PUE": "E_DC / E_IT (ISO/IEC 30134-2)",
+            "ERF": "heat delivered for reuse / E_DC (ISO/IEC 30134-6)",
+            "REF": "renewable energy (on-site generation + renewable certificates and PPAs pro rata to the period) / E_DC (ISO/IEC 30134-3)",
+            "WUE": "water input (L) / E_IT (kWh) (ISO/IEC 30134-9)",
+            "CER": "heat removed / cooling electricity (ISO/IEC 30134-7)",
+            "average heat temperature": "energy-weighted mean of the supply temperature over the heat delivered",
+        },
+        "it_measurement_category": site_cfg.it_category,
+        "gap_rule": match site_cfg.gap_rule {
+            site::GapRuleConfig::Strict => "strict: a gap in any input makes the figure incomplete (no value)",
+            site::GapRuleConfig::ScaleToPeriod => "scale-to-period: gaps are filled at each input's own average rate and the figure is flagged estimated",
+        },
+        "meter_minutes": "a ledger meter's minute counts only when every one of its sensors has it",
+        "registers": "cumulative registers: intervals are differences of consecutive values; a step backwards is left out",
+        "instruments": "annual volumes enter pro rata to the share of their calendar year the period covers",
+        "emission_factors": format!(
+            "hourly average factors for zone {} ({} basis) from the stored grid series; hours without a point use the static factor {} g/kWh ({})",
+            carbon.zone, carbon.basis.as_str(), carbon.intensity_g_per_kwh, carbon.source
+        ),
+        "statuses": {
+            "measured": "fully covered by measured samples",
+            "estimated": "contains estimated samples or filled gaps",
+            "incomplete": "gaps under the strict rule: no value",
+            "undefined": "a zero denominator",
+            "declared": "a fact declared in the configuration",
+            "not-declared": "a fact the configuration does not give",
+            "contractual": "a contractual volume, not a metered one",
+            "not-metered": "vigie has no meter or model for this field",
+        },
+    })
+}
+
+impl Export {
+    /// The bytes of the export in `format`.
+    pub fn render(&self, format: Format) -> Vec<u8> {
+        match format {
+            Format::Json => {
+                let mut v = serde_json::to_vec_pretty(&self.doc).unwrap_or_default();
+                v.push(b'\n');
+                v
+            }
+            Format::Csv => self.csv().into_bytes(),
+        }
+    }
+
+    fn csv(&self) -> String {
+        let d = &self.doc;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# vigie export regime={} from={} to={}\n",
+            d["regime"]["id"].as_str().unwrap_or(""),
+            d["period"]["from"].as_str().unwrap_or(""),
+            d["period"]["to"].as_str().unwrap_or("")
+        ));
+        out.push_str("section,id,label,value,unit,status,missing_share,source\n");
+        let num = |v: &Value| v.as_f64().map(|x| x.to_string()).unwrap_or_default();
+        let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        for f in d["fields"].as_array().into_iter().flatten() {
+            out.push_str(&csv_line(&[
+                "field".into(),
+                s(&f["id"]),
+                s(&f["label"]),
+                num(&f["value"]),
+                s(&f["unit"]),
+                s(&f["status"]),
+                num(&f["missing_share"]),
+                s(&f["source"]),
+            ]));
+        }
+        for t in d["targets"].as_array().into_iter().flatten() {
+            out.push_str(&csv_line(&[
+                "target".into(),
+                s(&t["id"]),
+                s(&t["label"]),
+                num(&t["limit"]),
+                s(&t["unit"]),
+                s(&t["result"]),
+                String::new(),
+                s(&t["basis"]),
+            ]));
+        }
+        out
+    }
+}
+
+/// One CSV line, quoting fields with commas, quotes or line breaks (RFC 4180).
+fn csv_line(cells: &[String]) -> String {
+    let mut l = cells
+        .iter()
+        .map(|c| {
+            if c.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    l.push('\n');
+    l
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_expression_of_every_table_resolves() {
+        for r in Regime::ALL {
+            let t = r.table().unwrap();
+            assert_eq!(t.id, r.as_str());
+            assert!(!t.fields.is_empty());
+            assert_eq!(check_table(&t), Vec::<String>::new(), "{}", r.as_str());
+            let mut ids: Vec<&str> = t.fields.iter().map(|f| f.id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), t.fields.len(), "duplicate field ids in {}", t.id);
+        }
+    }
+
+    #[test]
+    fn unknown_sources_are_refused() {
+        for bad in [
+            "kpi.XYZ.value",
+            "meter.nope.total",
+            "meter.it",
+            "site.colour",
+            "heat.x",
+            "",
+        ] {
+            assert_eq!(parse_source(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_source("meter.water-potable.total"),
+            Some(Source::Meter(Role::WaterPotable))
+        );
+        assert_eq!(
+            parse_source("kpi.PUE.value"),
+            Some(Source::Kpi("PUE".into()))
+        );
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(
+            csv_line(&["a".into(), "b,c".into(), "say \"x\"".into()]),
+            "a,\"b,c\",\"say \"\"x\"\"\"\n"
+        );
+    }
+}
