@@ -1,0 +1,426 @@
+//! Regulators' exports of a small site: every field checked, CSV shape,
+//! EnEfG targets, the CLI (export, keygen, verify with tamper and wrong
+//! key) on the built binary, and the HTTP route.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vigie_collector::config::CollectorConfig;
+use vigie_collector::export::{self, ExportRequest, Format, Regime, date::Date};
+use vigie_collector::{site, store};
+
+const KWH: u64 = 3_600_000_000_000;
+const MIN: i64 = 60_000;
+
+/// The period: the last two minutes of 2027.
+fn period() -> (i64, i64) {
+    let to = Date::parse("2028-01-01").unwrap().start_ms();
+    (to - 2 * MIN, to)
+}
+
+fn add(conn: &rusqlite::Connection, sensor: &str, at: i64, uj: u64) {
+    let mut p = store::Pending::default();
+    p.minute.insert(
+        ("facility".into(), sensor.into(), at),
+        store::Amount {
+            measured: uj,
+            estimated: 0,
+        },
+    );
+    let tx = conn.unchecked_transaction().unwrap();
+    store::add_energy(&tx, &p).unwrap();
+    tx.commit().unwrap();
+}
+
+/// A ledger and configuration: grid 1.5 kWh and IT 1 kWh a minute, 300 L
+/// of water and 0.3 kWh of heat delivered read by hand.
+fn small_site(dir: &Path) -> (PathBuf, CollectorConfig) {
+    let db = dir.join("ledger.sqlite");
+    let cfg_path = dir.join("collector.toml");
+    let text = format!(
+        r#"
+[store]
+path = "{}"
+[carbon]
+zone = "FR"
+intensity_g_per_kwh = 33.0
+source = "test factor"
+[site]
+installed_it_kw = 800.0
+floor_area_m2 = 1200.0
+computer_room_area_m2 = 500.0
+[[site.meters]]
+name = "grid"
+role = "grid-import"
+sensors = [{{ host = "facility", sensor = "meter:mains" }}]
+[[site.meters]]
+name = "it"
+role = "it"
+sensors = [{{ host = "facility", sensor = "pdu:total" }}]
+[[site.meters]]
+name = "water"
+role = "water"
+[[site.meters]]
+name = "heat-out"
+role = "heat-delivered"
+"#,
+        db.display()
+    );
+    std::fs::write(&cfg_path, &text).unwrap();
+    let cfg = CollectorConfig::from_toml(&text).unwrap();
+    let mut conn = store::open(&db).unwrap();
+    site::init(&conn).unwrap();
+    let (from, to) = period();
+    for m in [from, from + MIN] {
+        add(&conn, "meter:mains", m, 3 * KWH / 2);
+        add(&conn, "pdu:total", m, KWH);
+    }
+    let reading = |amount| site::ManualReading {
+        start_ms: from,
+        end_ms: to,
+        amount,
+        estimated: false,
+        note: None,
+    };
+    site::add_manual(&mut conn, "water", &[reading(300)], 0).unwrap();
+    site::add_manual(&mut conn, "heat-out", &[reading(3 * KWH / 10)], 0).unwrap();
+    (cfg_path, cfg)
+}
+
+fn field<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no field {id}"))
+}
+
+fn close(v: &Value, x: f64) -> bool {
+    v.as_f64()
+        .is_some_and(|v| (v - x).abs() < 1e-9 * x.abs().max(1.0))
+}
+
+fn build(regime: Regime, commissioned: Option<&str>) -> export::Export {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cfg) = small_site(dir.path());
+    let conn = store::open(&cfg.store.path).unwrap();
+    let (from_ms, to_ms) = period();
+    let mut steps = Vec::new();
+    let e = export::build(
+        &conn,
+        &cfg.site,
+        &cfg.carbon,
+        &ExportRequest {
+            regime,
+            from_ms,
+            to_ms,
+            commissioned: commissioned.map(|c| Date::parse(c).unwrap()),
+        },
+        &mut |s| steps.push(s.to_owned()),
+    )
+    .unwrap();
+    assert!(steps.len() >= 3, "{steps:?}");
+    e
+}
+
+#[test]
+fn eed_export_of_a_small_site_field_by_field() {
+    let e = build(Regime::Eed, None);
+    let d = &e.doc;
+    assert_eq!(d["period"]["from"], "2027-12-31T23:58:00Z");
+    assert_eq!(d["period"]["to"], "2028-01-01T00:00:00Z");
+    assert_eq!(d["regime"]["site_in_scope"], true);
+    // (id, value or None, status, missing share)
+    let expect: [(&str, Option<f64>, &str); 21] = [
+        ("installed_it_power", Some(800.0), "declared"),
+        ("total_floor_area", Some(1200.0), "declared"),
+        ("computer_room_floor_area", Some(500.0), "declared"),
+        ("total_energy_consumption", Some(3.0), "measured"),
+        ("it_energy_consumption", Some(2.0), "measured"),
+        ("total_water_input", Some(0.3), "measured"),
+        ("potable_water_input", None, "not-metered"),
+        ("waste_heat_reused", Some(0.3), "measured"),
+        ("waste_heat_average_temperature", None, "not-metered"),
+        ("temperature_set_points", None, "not-metered"),
+        ("renewable_energy_total", Some(0.0), "contractual"),
+        (
+            "renewable_energy_guarantees_of_origin",
+            Some(0.0),
+            "contractual",
+        ),
+        ("renewable_energy_ppa", Some(0.0), "contractual"),
+        ("renewable_energy_onsite", Some(0.0), "contractual"),
+        ("backup_generator_energy", None, "not-metered"),
+        ("incoming_traffic_bandwidth", None, "not-metered"),
+        ("storage_capacity", None, "not-metered"),
+        ("pue", Some(1.5), "measured"),
+        ("wue", Some(150.0), "measured"),
+        ("erf", Some(0.1), "measured"),
+        ("ref", Some(0.0), "measured"),
+    ];
+    assert_eq!(d["fields"].as_array().unwrap().len(), expect.len());
+    for (id, value, status) in expect {
+        let f = field(d, id);
+        match value {
+            Some(x) => assert!(close(&f["value"], x), "{id}: {f}"),
+            None => assert!(f["value"].is_null(), "{id}: {f}"),
+        }
+        assert_eq!(f["status"], status, "{id}: {f}");
+        if status == "measured" {
+            assert_eq!(f["missing_share"], 0.0, "{id}: {f}");
+        }
+    }
+    // Methodology and provenance.
+    assert!(
+        d["methodology"]["gap_rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("strict")
+    );
+    assert!(d["methodology"]["formulas"]["PUE"].is_string());
+    let ef = &d["provenance"]["emission_factors"];
+    assert_eq!(ef["zone"], "FR");
+    assert_eq!(ef["static_fallback_source"], "test factor");
+    assert_eq!(ef["hours"], 1);
+    assert_eq!(ef["hours_on_static_fallback"], 1);
+    let meters = d["provenance"]["meters"].as_array().unwrap();
+    assert_eq!(meters.len(), 4);
+    assert_eq!(meters[0]["sensors"][0], "facility/meter:mains");
+    assert_eq!(meters[2]["kind"], "manual readings");
+    assert!(
+        d["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["indicator"] == "PUE")
+    );
+    assert!(d.get("targets").is_none());
+}
+
+#[test]
+fn enefg_checks_targets_and_says_when_the_commissioning_date_is_unknown() {
+    let e = build(Regime::Enefg, Some("2010-01-01"));
+    let t = e.doc["targets"].as_array().unwrap();
+    assert_eq!(t[0]["id"], "pue_max");
+    assert_eq!(t[0]["limit"], 1.5);
+    assert_eq!(t[0]["result"], "met");
+    assert_eq!(t[1]["result"], "not-applicable");
+    assert_eq!(t[2]["limit"], 100.0);
+    assert_eq!(t[2]["result"], "not-met");
+    assert!(close(&field(&e.doc, "erf")["value"], 10.0));
+    assert_eq!(e.doc["commissioned"], "2010-01-01");
+    let u = build(Regime::Enefg, None);
+    assert!(
+        u.doc["commissioned"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown")
+    );
+    assert_eq!(u.doc["targets"][0]["result"], "unknown-commissioning-date");
+}
+
+#[test]
+fn csv_has_one_line_per_field_and_target() {
+    let e = build(Regime::Enefg, Some("2010-01-01"));
+    let csv = String::from_utf8(e.render(Format::Csv)).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("# vigie export regime=enefg from=2027-12-31T23:58:00Z"));
+    assert_eq!(
+        lines[1],
+        "section,id,label,value,unit,status,missing_share,source"
+    );
+    let fields = Regime::Enefg.table().unwrap().fields.len();
+    assert_eq!(lines.len(), 2 + fields + 3);
+    assert!(lines.contains(&"field,pue,PUE,1.5,1,measured,0,kpi.PUE.value"));
+    assert!(lines.iter().any(|l| l.starts_with("target,pue_max,")));
+    // Every line has 8 cells (labels with commas are quoted).
+    for l in &lines[1..] {
+        let mut cells = 1;
+        let mut quoted = false;
+        for c in l.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => cells += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(cells, 8, "{l}");
+    }
+    let fr = build(Regime::Fr, None);
+    assert!(close(&field(&fr.doc, "energy_total")["value"], 3.0));
+    assert!(close(&field(&fr.doc, "water_total")["value"], 0.3));
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigie-collector"))
+}
+
+fn run(c: &mut Command) -> (bool, String, String) {
+    let o = c.output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_exports_signs_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = small_site(dir.path());
+    let keys = dir.path().join("keys");
+    let (ok, _, err) = run(bin().args(["export", "keygen", "--out"]).arg(&keys));
+    assert!(ok, "{err}");
+    let (key, public) = (
+        keys.join("export-signing.key"),
+        keys.join("export-signing.pub"),
+    );
+    let out = dir.path().join("eed-2027.json");
+    let (from, to) = period();
+    let (ok, _, err) = run(bin()
+        .args(["export", "--regime", "eed", "--format", "json"])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .arg("--key")
+        .arg(&key));
+    assert!(ok, "{err}");
+    for step in ["reading meters", "writing", "signing", "sha-256"] {
+        assert!(err.contains(step), "no progress line for {step}: {err}");
+    }
+    let doc: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(close(&field(&doc, "pue")["value"], 1.5));
+    let sha_line = std::fs::read_to_string(dir.path().join("eed-2027.json.sha256")).unwrap();
+    assert!(sha_line.ends_with("  eed-2027.json\n"), "{sha_line}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("eed-2027.json.sig"))
+            .unwrap()
+            .trim()
+            .len(),
+        128
+    );
+    let verify = |public: &Path| {
+        run(bin()
+            .arg("verify")
+            .arg("--public-key")
+            .arg(public)
+            .arg(&out))
+    };
+    let (ok, _, err) = verify(&public);
+    assert!(ok, "{err}");
+    assert!(err.contains("OK"), "{err}");
+
+    // One byte changed.
+    let good = std::fs::read(&out).unwrap();
+    let mut bad = good.clone();
+    bad[20] ^= 0x01;
+    std::fs::write(&out, &bad).unwrap();
+    let (ok, _, err) = verify(&public);
+    assert!(!ok);
+    assert!(err.contains("SHA-256 mismatch"), "{err}");
+
+    // Another key.
+    std::fs::write(&out, &good).unwrap();
+    let other = dir.path().join("other");
+    assert!(run(bin().args(["export", "keygen", "--out"]).arg(&other)).0);
+    let (ok, _, err) = verify(&other.join("export-signing.pub"));
+    assert!(!ok);
+    assert!(err.contains("does not verify"), "{err}");
+
+    // CSV to stdout; a bad regime is refused with a clear message.
+    let (ok, csv, err) = run(bin()
+        .args([
+            "export",
+            "--regime",
+            "fr",
+            "--format",
+            "csv",
+            "--from",
+            "2027-12-31T23:58:00Z",
+            "--to",
+            "2028-01-01",
+        ])
+        .arg("--config")
+        .arg(&cfg));
+    assert!(ok, "{err}");
+    assert_eq!(
+        csv.lines().nth(1),
+        Some("section,id,label,value,unit,status,missing_share,source")
+    );
+    let (ok, _, err) = run(bin()
+        .args(["export", "--regime", "xx"])
+        .arg("--config")
+        .arg(&cfg));
+    assert!(!ok);
+    assert!(err.contains("eed, enefg or fr"), "{err}");
+}
+
+#[tokio::test]
+async fn http_route_serves_the_export_with_its_digest() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cfg) = small_site(dir.path());
+    let state = vigie_collector::api::AppState::new(
+        cfg.store.path.clone(),
+        std::sync::Arc::new(vigie_collector::metrics::Metrics::new(
+            "FR",
+            vigie_energy::GramsPerKwh(33.0),
+        )),
+        vigie_collector::api::Factor {
+            zone: "FR".into(),
+            g_per_kwh: 33.0,
+            kind: "average",
+            source: "test".into(),
+            estimated: false,
+        },
+        cfg.carbon.clone(),
+        cfg.site.clone(),
+    );
+    let app = vigie_collector::api::router(state, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let get = |path: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    };
+    let (from, to) = period();
+    let (head, body) = get(format!(
+        "/api/v1/exports/enefg?from={from}&to={to}&commissioned=2010-01-01"
+    ))
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let digest = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("digest")
+                .then(|| value.to_owned())
+        })
+        .unwrap();
+    let want = export::sign::base64(&export::sign::sha256(body.as_bytes()));
+    assert_eq!(digest, format!("sha-256={want}"));
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["targets"][0]["result"], "met");
+    let (head, body) = get(format!(
+        "/api/v1/exports/eed?from={from}&to={to}&format=csv"
+    ))
+    .await;
+    assert!(head.contains("text/csv"), "{head}");
+    assert!(body.contains("field,pue,"), "{body}");
+    let (head, _) = get("/api/v1/exports/nope".into()).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
