@@ -36,6 +36,11 @@ fn add(conn: &rusqlite::Connection, sensor: &str, at: i64, uj: u64) {
 /// A ledger and configuration: grid 1.5 kWh and IT 1 kWh a minute, 300 L
 /// of water and 0.3 kWh of heat delivered read by hand.
 fn small_site(dir: &Path) -> (PathBuf, CollectorConfig) {
+    site_with(dir, "")
+}
+
+/// [`small_site`] with more configuration appended.
+fn site_with(dir: &Path, extra: &str) -> (PathBuf, CollectorConfig) {
     let db = dir.join("ledger.sqlite");
     let cfg_path = dir.join("collector.toml");
     let text = format!(
@@ -64,7 +69,7 @@ role = "water"
 [[site.meters]]
 name = "heat-out"
 role = "heat-delivered"
-"#,
+{extra}"#,
         db.display()
     );
     std::fs::write(&cfg_path, &text).unwrap();
@@ -103,8 +108,12 @@ fn close(v: &Value, x: f64) -> bool {
 }
 
 fn build(regime: Regime, commissioned: Option<&str>) -> export::Export {
+    build_with(regime, commissioned, "")
+}
+
+fn build_with(regime: Regime, commissioned: Option<&str>, extra: &str) -> export::Export {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cfg) = small_site(dir.path());
+    let (_, cfg) = site_with(dir.path(), extra);
     let conn = store::open(&cfg.store.path).unwrap();
     let (from_ms, to_ms) = period();
     let mut steps = Vec::new();
@@ -219,6 +228,28 @@ fn enefg_checks_targets_and_says_when_the_commissioning_date_is_unknown() {
             .starts_with("unknown")
     );
     assert_eq!(u.doc["targets"][0]["result"], "unknown-commissioning-date");
+}
+
+#[test]
+fn renewable_split_from_guarantees_of_origin_and_ppas_pro_rata() {
+    // 2027 volumes; two minutes are 120 000 / 31 536 000 000 of the year:
+    // 394.2 MWh -> 1.5 kWh, 197.1 MWh -> 0.75 kWh. A non-renewable
+    // certificate does not count.
+    let extra = "[[carbon.market.instruments]]\nname = \"GO hydro\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = 2027\nvolume_mwh = 394.2\n[[carbon.market.instruments]]\nname = \"wind PPA\"\nkind = \"ppa\"\norigin = \"renewable\"\nyear = 2027\nvolume_mwh = 197.1\n[[carbon.market.instruments]]\nname = \"nuclear\"\nkind = \"certificate\"\norigin = \"carbon-free\"\nyear = 2027\nvolume_mwh = 1000.0\n";
+    let e = build_with(Regime::Eed, None, extra);
+    let v = |id| field(&e.doc, id)["value"].clone();
+    assert!(close(&v("renewable_energy_guarantees_of_origin"), 1.5));
+    assert!(close(&v("renewable_energy_ppa"), 0.75));
+    assert!(close(&v("renewable_energy_onsite"), 0.0));
+    assert!(close(&v("renewable_energy_total"), 2.25));
+    assert!(close(&v("ref"), 0.75), "{}", v("ref"));
+    let instruments = e.doc["provenance"]["instruments"].as_array().unwrap();
+    assert_eq!(instruments.len(), 3);
+    assert_eq!(instruments[1]["kind"], "ppa");
+    // EnEfG: 75 % renewable, short of the 100 % in force at the end of 2027.
+    let g = build_with(Regime::Enefg, Some("2010-01-01"), extra);
+    assert!(close(&field(&g.doc, "renewable_share")["value"], 75.0));
+    assert_eq!(g.doc["targets"][2]["result"], "not-met");
 }
 
 #[test]
@@ -357,6 +388,28 @@ fn cli_exports_signs_and_verifies() {
         .arg(&cfg));
     assert!(!ok);
     assert!(err.contains("eed, enefg or fr"), "{err}");
+    // No ledger where the configuration says: refused, none created.
+    let missing = dir.path().join("missing.toml");
+    let ledger = dir.path().join("nowhere.sqlite");
+    std::fs::write(
+        &missing,
+        format!("[store]\npath = \"{}\"\n", ledger.display()),
+    )
+    .unwrap();
+    let (ok, _, err) = run(bin()
+        .args(["export", "--regime", "eed", "--config"])
+        .arg(&missing));
+    assert!(!ok);
+    assert!(err.contains("no ledger at"), "{err}");
+    assert!(!ledger.exists());
+    // --key without --out.
+    let (ok, _, err) = run(bin()
+        .args(["export", "--regime", "eed", "--key"])
+        .arg(&key)
+        .arg("--config")
+        .arg(&cfg));
+    assert!(!ok);
+    assert!(err.contains("--key needs --out"), "{err}");
 }
 
 #[tokio::test]

@@ -106,6 +106,12 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         super::date::rfc3339(req.to_ms),
         cfg.store.path.display()
     ));
+    // Opening would create an empty ledger and export zeros.
+    anyhow::ensure!(
+        cfg.store.path.exists(),
+        "no ledger at {}: give the collector's configuration with --config",
+        cfg.store.path.display()
+    );
     let conn = crate::store::open(&cfg.store.path)
         .with_context(|| format!("opening {}", cfg.store.path.display()))?;
     let mut progress = |s: &str| step(s);

@@ -8,7 +8,7 @@
 //! `sha256sum` line, so `sha256sum -c FILE.sha256` works) and `FILE.sig`
 //! (the 64-byte signature, hex, one line).
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -144,9 +144,7 @@ pub fn keygen(dir: &Path) -> Result<(PathBuf, PathBuf), SignError> {
         dir.join("export-signing.key"),
         dir.join("export-signing.pub"),
     );
-    let pem = key
-        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .map_err(|_| SignError::Key(kp.clone()))?;
+    let pem = private_key_pem(&key);
     let public = key
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
@@ -157,6 +155,23 @@ pub fn keygen(dir: &Path) -> Result<(PathBuf, PathBuf), SignError> {
     write_new(&kp, pem.as_bytes(), 0o600)?;
     write_new(&pp, public.as_bytes(), 0o644)?;
     Ok((kp, pp))
+}
+
+/// PKCS#8 v1 (RFC 8410 section 7, without the optional public key: the
+/// v2 form is not read by OpenSSL 3.0) in PEM.
+fn private_key_pem(key: &SigningKey) -> zeroize::Zeroizing<String> {
+    // PrivateKeyInfo { version 0, AlgorithmIdentifier id-Ed25519,
+    // OCTET STRING { OCTET STRING seed } }.
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = zeroize::Zeroizing::new(PREFIX.to_vec());
+    der.extend_from_slice(&key.to_bytes());
+    zeroize::Zeroizing::new(format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64(&der)
+    ))
 }
 
 /// Reads a private key file.
@@ -246,6 +261,22 @@ mod tests {
         assert_eq!(
             hex(&sha256(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn reads_the_rfc_8410_example_keys_and_writes_pkcs8_v1() {
+        // RFC 8410 section 10.3 private key and section 10.1 public key.
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = (dir.path().join("k.pem"), dir.path().join("p.pem"));
+        std::fs::write(&k, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(&p, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n").unwrap();
+        let key = load_signing_key(&k).unwrap();
+        assert_eq!(key.verifying_key(), load_verifying_key(&p).unwrap());
+        // Written back byte for byte as OpenSSL writes it.
+        assert_eq!(
+            private_key_pem(&key).as_str(),
+            std::fs::read_to_string(&k).unwrap()
         );
     }
 
