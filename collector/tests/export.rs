@@ -253,6 +253,69 @@ fn renewable_split_from_guarantees_of_origin_and_ppas_pro_rata() {
 }
 
 #[test]
+fn heat_from_a_register_meter_carries_its_energy_weighted_temperature() {
+    let dir = tempfile::tempdir().unwrap();
+    // The heat meter is a register this time (no hand readings for it).
+    let (_, mut cfg) = small_site(dir.path());
+    cfg.site.meters.retain(|m| m.name != "heat-out");
+    cfg.site.meters.push(
+        toml::from_str(
+            "name = \"heat-reg\"\nrole = \"heat-delivered\"\nregister = { host = \"facility\", sensor = \"hm:1\", quantity = \"heat-energy-kwh\" }\n",
+        )
+        .unwrap(),
+    );
+    let (from, to) = period();
+    use vigie_protocol::GaugeQuantity::{
+        HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
+    };
+    let g = |q, t, v| vigie_protocol::Gauge {
+        sensor: "hm:1".into(),
+        quantity: q,
+        value: v,
+        at_ms: t,
+    };
+    // 0.1 kWh at 60 degC, then 0.3 kWh at 70 degC: (6 + 21) / 0.4 = 67.5.
+    let mut conn = store::open(&cfg.store.path).unwrap();
+    let tx = conn.transaction().unwrap();
+    store::record_registers(
+        &tx,
+        "facility",
+        &[
+            g(HeatEnergyKwh, from, 100.0),
+            g(HeatEnergyKwh, from + MIN, 100.1),
+            g(HeatEnergyKwh, to, 100.4),
+            g(SupplyTemperatureCelsius, from + MIN, 60.0),
+            g(ReturnTemperatureCelsius, from + MIN, 40.0),
+            g(SupplyTemperatureCelsius, to, 70.0),
+            g(ReturnTemperatureCelsius, to, 45.0),
+        ],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let e = export::build(
+        &conn,
+        &cfg.site,
+        &cfg.carbon,
+        &ExportRequest {
+            regime: Regime::Eed,
+            from_ms: from,
+            to_ms: to,
+            commissioned: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let f = field(&e.doc, "waste_heat_average_temperature");
+    assert!(close(&f["value"], 67.5), "{f}");
+    assert_eq!(f["status"], "measured");
+    assert!(close(&field(&e.doc, "waste_heat_reused")["value"], 0.4));
+    assert!(close(&field(&e.doc, "erf")["value"], 0.4 / 3.0));
+    let meters = e.doc["provenance"]["meters"].as_array().unwrap();
+    assert_eq!(meters[3]["kind"], "register");
+    assert_eq!(meters[3]["register"]["sensor"], "hm:1");
+}
+
+#[test]
 fn csv_has_one_line_per_field_and_target() {
     let e = build(Regime::Enefg, Some("2010-01-01"));
     let csv = String::from_utf8(e.render(Format::Csv)).unwrap();
