@@ -315,6 +315,41 @@ fn heat_from_a_register_meter_carries_its_energy_weighted_temperature() {
     assert_eq!(meters[3]["register"]["sensor"], "hm:1");
 }
 
+/// The checked-in exports of the small site: a change of the export's
+/// shape or of a field table shows up as a diff of these files.
+/// `VIGIE_UPDATE_GOLDEN=1 cargo test -p vigie-collector --test export` rewrites them.
+#[test]
+fn exports_match_the_checked_in_golden_files() {
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("exports/golden");
+    for (regime, name) in [
+        (Regime::Eed, "eed-small-site.json"),
+        (Regime::Enefg, "enefg-small-site.csv"),
+        (Regime::Fr, "fr-small-site.json"),
+    ] {
+        let mut e = build(regime, Some("2010-01-01"));
+        // The version changes with every release; the shape does not.
+        e.doc["generator"] = Value::from("vigie-collector");
+        let format = if name.ends_with(".csv") {
+            Format::Csv
+        } else {
+            Format::Json
+        };
+        let bytes = e.render(format);
+        let path = golden.join(name);
+        if std::env::var_os("VIGIE_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(&golden).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let want = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            want == bytes,
+            "{} differs from this build's export; if the change is meant, rerun with VIGIE_UPDATE_GOLDEN=1 and commit the file:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
+
 #[test]
 fn csv_has_one_line_per_field_and_target() {
     let e = build(Regime::Enefg, Some("2010-01-01"));

@@ -489,6 +489,8 @@ pub fn build(
         if let (Some(v), Some(s)) = (r.value, f.scale) {
             r.value = Some(v * s);
         }
+        // No "-0" in a regulator's file.
+        r.value = r.value.map(|v| v + 0.0);
         resolved.insert(f.id.clone(), r.clone());
         fields.push(json!({
             "id": f.id,
@@ -553,7 +555,21 @@ pub fn build(
         };
         doc["targets"] = serde_json::to_value(&checks).unwrap_or(Value::Null);
     }
+    no_negative_zero(&mut doc);
     Ok(Export { doc })
+}
+
+/// `-0.0` (from `0 x -1` in the figures) reads as a sign error in a
+/// regulator's file: written as 0.
+fn no_negative_zero(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.as_f64().is_some_and(|x| x == 0.0 && x.is_sign_negative()) => {
+            *v = json!(0.0);
+        }
+        Value::Array(a) => a.iter_mut().for_each(no_negative_zero),
+        Value::Object(o) => o.values_mut().for_each(no_negative_zero),
+        _ => {}
+    }
 }
 
 fn meter_provenance(m: &site::MeterConfig, inputs: &Inputs<'_>) -> Value {
@@ -774,6 +790,16 @@ mod tests {
         assert_eq!(
             parse_source("kpi.PUE.value"),
             Some(Source::Kpi("PUE".into()))
+        );
+    }
+
+    #[test]
+    fn negative_zero_is_written_as_zero() {
+        let mut v = json!({"a": [-0.0, 1.5], "b": {"c": -0.0}});
+        no_negative_zero(&mut v);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"a":[0.0,1.5],"b":{"c":0.0}}"#
         );
     }
 
