@@ -194,7 +194,11 @@ pub async fn forecast(
     )?;
     let window_min: i64 = param(raw, "windowSize")
         .map_or(Ok(5), str::parse)
-        .map_err(|_| ApiError::BadRequest("windowSize: minutes".into()))?;
+        .ok()
+        .filter(|m| (1..=MAX_WINDOW_MIN).contains(m))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("windowSize: minutes, 1 to {MAX_WINDOW_MIN}"))
+        })?;
     let want = Want::parse(param(raw, "factor"))
         .ok_or_else(|| ApiError::BadRequest("factor: average or marginal".into()))?;
     let mut out = Vec::new();
