@@ -35,10 +35,15 @@ fn ci_time(ms: i64) -> String {
 fn carbon_aware_sdk_routes_and_native_signals() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // A forecast from the current hour: 48 half-hours, 200 g falling to a
-    // trough of 20 g at hours 6-7, then back up.
+    // A forecast from the current hour: 48 half-hours, 200 g for the
+    // whole current hour (whichever half "now" falls in), then falling,
+    // with a trough of 20 g at hours 6-7.
     let h0 = vigie_service::now_ms() / H * H;
-    let value = |i: i64| if (12..14).contains(&i) { 20 } else { 200 - i };
+    let value = |i: i64| match i {
+        0 | 1 => 200,
+        12 | 13 => 20,
+        _ => 200 - i,
+    };
     let data: Vec<String> = (0..48)
         .map(|i| {
             format!(
@@ -106,14 +111,17 @@ fn carbon_aware_sdk_routes_and_native_signals() {
     assert_eq!(best.as_array().unwrap().len(), 2, "the two 20 g half-hours");
     assert_eq!(best[0]["rating"], 20.0);
 
-    // Mean over the first hour: (200 + 199) / 2.
+    // Mean over the first hour and a half: (200 + 200 + 198) / 3.
     let avg = get(&format!(
         "/emissions/average-carbon-intensity?location=GB&startTime={t0}&endTime={}",
-        t0 + H
+        t0 + 3 * H / 2
     ))
     .json()
     .unwrap();
-    assert_eq!(avg["carbonIntensity"], 199.5);
+    assert!(
+        (avg["carbonIntensity"].as_f64().unwrap() - 598.0 / 3.0).abs() < 1e-9,
+        "{avg}"
+    );
 
     let f = get(&format!(
         "/emissions/forecasts/current?location=GB&dataStartAt={t0}&dataEndAt={t1}&windowSize=60"
