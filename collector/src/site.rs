@@ -383,6 +383,49 @@ fn ledger_samples(
         .collect())
 }
 
+/// `(start, end, amount, estimated)` of a meter over a period: µJ for
+/// energy meters, litres for water meters.
+type RawSample = (i64, i64, u64, bool);
+
+/// A meter's samples, from its register, its hand readings or its ledger
+/// sensors.
+fn meter_samples(
+    conn: &Connection,
+    m: &MeterConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<RawSample>, rusqlite::Error> {
+    if let Some(r) = &m.register {
+        register_samples(conn, r, from_ms, to_ms)
+    } else if m.sensors.is_empty() {
+        manual_samples(conn, &m.name, from_ms, to_ms)
+    } else {
+        ledger_samples(conn, &m.sensors, from_ms, to_ms)
+    }
+}
+
+/// Raw samples as a series of `amount`s.
+fn to_series<A: vigie_energy::Amount>(
+    meter: &str,
+    raw: Vec<RawSample>,
+    amount: fn(u64) -> A,
+) -> Result<Series<A>, SiteError> {
+    Series::new(raw.into_iter().map(|(s, e, a, est)| Sample {
+        start_ms: s,
+        end_ms: e,
+        amount: amount(a),
+        quality: if est {
+            Quality::Estimated
+        } else {
+            Quality::Measured
+        },
+    }))
+    .map_err(|source| SiteError::Series {
+        meter: meter.to_owned(),
+        source,
+    })
+}
+
 /// The figures of the site over a period.
 #[derive(Debug)]
 pub struct SiteFigures {
@@ -437,38 +480,12 @@ pub fn figures(
             )));
         }
     }
-    let raw = |m: &MeterConfig| -> Result<Vec<(i64, i64, u64, bool)>, SiteError> {
-        Ok(if let Some(r) = &m.register {
-            register_samples(conn, r, from_ms, to_ms)?
-        } else if m.sensors.is_empty() {
-            manual_samples(conn, &m.name, from_ms, to_ms)?
-        } else {
-            ledger_samples(conn, &m.sensors, from_ms, to_ms)?
-        })
-    };
-    let quality = |est: bool| {
-        if est {
-            Quality::Estimated
-        } else {
-            Quality::Measured
-        }
-    };
+    let raw = |m: &MeterConfig| meter_samples(conn, m, from_ms, to_ms);
     let energy = |role: Role| -> Result<Option<Series<Microjoules>>, SiteError> {
         let Some(m) = by_role.get(&role) else {
             return Ok(None);
         };
-        let samples = raw(m)?.into_iter().map(|(s, e, a, est)| Sample {
-            start_ms: s,
-            end_ms: e,
-            amount: Microjoules(a),
-            quality: quality(est),
-        });
-        Series::new(samples)
-            .map(Some)
-            .map_err(|source| SiteError::Series {
-                meter: m.name.clone(),
-                source,
-            })
+        to_series(&m.name, raw(m)?, Microjoules).map(Some)
     };
     let grid = energy(Role::GridImport)?;
     let onsite = energy(Role::OnsiteGeneration)?;
@@ -477,18 +494,7 @@ pub fn figures(
     let heat_delivered = energy(Role::HeatDelivered)?;
     let heat_removed = energy(Role::HeatRemoved)?;
     let water = match by_role.get(&Role::Water) {
-        Some(m) => Some(
-            Series::new(raw(m)?.into_iter().map(|(s, e, a, est)| Sample {
-                start_ms: s,
-                end_ms: e,
-                amount: Litres(a),
-                quality: quality(est),
-            }))
-            .map_err(|source| SiteError::Series {
-                meter: m.name.clone(),
-                source,
-            })?,
-        ),
+        Some(m) => Some(to_series(&m.name, raw(m)?, Litres)?),
         None => None,
     };
     // E_DC: grid import plus on-site generation, minute by minute when
@@ -510,20 +516,12 @@ pub fn figures(
                 x.1 |= est;
                 x.2 += 1;
             }
-            Some(
-                Series::new(sum.into_iter().filter(|(_, x)| x.2 == 2).map(
-                    |((s, e), (a, est, _))| Sample {
-                        start_ms: s,
-                        end_ms: e,
-                        amount: Microjoules(a),
-                        quality: quality(est),
-                    },
-                ))
-                .map_err(|source| SiteError::Series {
-                    meter: "E_DC".into(),
-                    source,
-                })?,
-            )
+            let both = sum
+                .into_iter()
+                .filter(|(_, x)| x.2 == 2)
+                .map(|((s, e), (a, est, _))| (s, e, a, est))
+                .collect();
+            Some(to_series("E_DC", both, Microjoules)?)
         }
         _ => None,
     };
@@ -539,26 +537,10 @@ pub fn figures(
             m.role,
             Role::Water | Role::WaterPotable | Role::WaterNonPotable
         ) {
-            Series::new(samples.into_iter().map(|(s, e, a, est)| Sample {
-                start_ms: s,
-                end_ms: e,
-                amount: Litres(a),
-                quality: quality(est),
-            }))
-            .map(|x| x.input("total", period, rule))
+            to_series(&m.name, samples, Litres)?.input("total", period, rule)
         } else {
-            Series::new(samples.into_iter().map(|(s, e, a, est)| Sample {
-                start_ms: s,
-                end_ms: e,
-                amount: Microjoules(a),
-                quality: quality(est),
-            }))
-            .map(|x| x.input("total", period, rule))
-        }
-        .map_err(|source| SiteError::Series {
-            meter: m.name.clone(),
-            source,
-        })?;
+            to_series(&m.name, samples, Microjoules)?.input("total", period, rule)
+        };
         totals.push((m.name.clone(), m.role, input));
     }
     let mut figures = Vec::new();
@@ -600,18 +582,7 @@ pub fn figures(
                 "zone {zone}: pPUE needs both a zone-total and a zone-it meter"
             )));
         };
-        let series = |m: &MeterConfig| -> Result<Series<Microjoules>, SiteError> {
-            Series::new(raw(m)?.into_iter().map(|(s, e, a, est)| Sample {
-                start_ms: s,
-                end_ms: e,
-                amount: Microjoules(a),
-                quality: quality(est),
-            }))
-            .map_err(|source| SiteError::Series {
-                meter: m.name.clone(),
-                source,
-            })
-        };
+        let series = |m: &MeterConfig| to_series(&m.name, raw(m)?, Microjoules);
         figures.push(vigie_energy::partial_pue(
             period,
             rule,
@@ -697,27 +668,11 @@ pub fn measured_heat(
         let Some(m) = meter(role) else {
             return Ok(Series::default());
         };
-        let raw = if let Some(r) = &m.register {
-            register_samples(conn, r, from_ms, to_ms)?
-        } else if m.sensors.is_empty() {
-            manual_samples(conn, &m.name, from_ms, to_ms)?
-        } else {
-            ledger_samples(conn, &m.sensors, from_ms, to_ms)?
-        };
-        Series::new(raw.into_iter().map(|(s, e, a, est)| Sample {
-            start_ms: s,
-            end_ms: e,
-            amount: Microjoules(a),
-            quality: if est {
-                Quality::Estimated
-            } else {
-                Quality::Measured
-            },
-        }))
-        .map_err(|source| SiteError::Series {
-            meter: m.name.clone(),
-            source,
-        })
+        to_series(
+            &m.name,
+            meter_samples(conn, m, from_ms, to_ms)?,
+            Microjoules,
+        )
     };
     let rejected = series(Role::HeatRejected)?;
     let e_dc = series(Role::GridImport)?;
@@ -1309,27 +1264,7 @@ pub fn scope2(
         SiteError::Config("Scope 2 needs a [[site.meters]] with role grid-import".into())
     })?;
     let series = |m: &MeterConfig| -> Result<Series<Microjoules>, SiteError> {
-        let raw = if let Some(r) = &m.register {
-            register_samples(conn, r, from, to)?
-        } else if m.sensors.is_empty() {
-            manual_samples(conn, &m.name, from, to)?
-        } else {
-            ledger_samples(conn, &m.sensors, from, to)?
-        };
-        Series::new(raw.into_iter().map(|(s, e, a, est)| Sample {
-            start_ms: s,
-            end_ms: e,
-            amount: Microjoules(a),
-            quality: if est {
-                Quality::Estimated
-            } else {
-                Quality::Measured
-            },
-        }))
-        .map_err(|source| SiteError::Series {
-            meter: m.name.clone(),
-            source,
-        })
+        to_series(&m.name, meter_samples(conn, m, from, to)?, Microjoules)
     };
     let consumption = series(grid)?;
     let factors = crate::carbon::hourly_factors(
