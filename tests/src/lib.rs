@@ -25,6 +25,24 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Waits (30 s at most) until the first host the collector at `http`
+/// knows is online; panics with `agent`'s log otherwise.
+pub fn wait_host_online(http: std::net::SocketAddr, agent: &Proc) {
+    vigie_testkit::wait_for(
+        "host online",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let v = vigie_testkit::http_get(http, "/api/v1/hosts")
+                .ok()?
+                .json()
+                .ok()?;
+            (v["hosts"][0]["online"] == true).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+}
+
 /// A child process killed on drop, its stderr kept in a file for failures.
 pub struct Proc {
     child: Option<Child>,

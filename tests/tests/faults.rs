@@ -3,8 +3,9 @@
 //! spooled batches reach the ledger. Totals equal the script to the µJ.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::{Proc, binary, wait_host_online};
 use vigie_testkit::{FakePowercap, Mosquitto, free_addr, http_get, wait_for};
 
 fn total_uj(http: std::net::SocketAddr) -> Option<u64> {
@@ -15,30 +16,30 @@ fn total_uj(http: std::net::SocketAddr) -> Option<u64> {
     v["total"]["energy_uj"].as_u64()
 }
 
-#[test]
-fn broker_outage_then_agent_crash_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let mut broker = Mosquitto::start().unwrap();
-    let port = broker.port();
-    let http = free_addr().unwrap();
+/// A collector (client id `client_id`) and an agent's configuration for
+/// host h1 on a single-socket fake powercap tree, sampling every 100 ms.
+fn start_site(
+    d: &Path,
+    port: u16,
+    http: std::net::SocketAddr,
+    client_id: &str,
+) -> (Proc, FakePowercap, PathBuf) {
     let collector_cfg = d.join("collector.toml");
     std::fs::write(
         &collector_cfg,
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"faults-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n",
+            "[mqtt]\nport = {port}\nclient_id = \"{client_id}\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n",
             d.join("ledger.sqlite").display()
         ),
     )
     .unwrap();
-    let mut collector = Proc::start(
+    let collector = Proc::start(
         "collector",
         &binary("vigie-collector").unwrap(),
         &["run", "--config", collector_cfg.to_str().unwrap()],
         d,
     )
     .unwrap();
-
     let root = d.join("powercap");
     std::fs::create_dir_all(&root).unwrap();
     let tree = FakePowercap::single_socket(&root, 262_143_328_850, 0).unwrap();
@@ -52,6 +53,17 @@ fn broker_outage_then_agent_crash_loses_nothing() {
         ),
     )
     .unwrap();
+    (collector, tree, agent_cfg)
+}
+
+#[test]
+fn broker_outage_then_agent_crash_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let http = free_addr().unwrap();
+    let (mut collector, tree, agent_cfg) = start_site(d, port, http, "faults-collector");
     let agent_bin = binary("vigie-agent").unwrap();
     let mut agent = Proc::start(
         "agent-1",
@@ -60,16 +72,7 @@ fn broker_outage_then_agent_crash_loses_nothing() {
         d,
     )
     .unwrap();
-    wait_for(
-        "host online",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let v = http_get(http, "/api/v1/hosts").ok()?.json().ok()?;
-            (v["hosts"][0]["online"] == true).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    wait_host_online(http, &agent);
 
     let mut truth = 0u64;
     let run_steps = |n: u64, truth: &mut u64| {
@@ -148,35 +151,7 @@ fn broker_that_forgot_everything_is_rejoined() {
     let mut broker = Mosquitto::start().unwrap();
     let port = broker.port();
     let http = free_addr().unwrap();
-    let collector_cfg = d.join("collector.toml");
-    std::fs::write(
-        &collector_cfg,
-        format!(
-            "[mqtt]\nport = {port}\nclient_id = \"amnesia-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n",
-            d.join("ledger.sqlite").display()
-        ),
-    )
-    .unwrap();
-    let mut collector = Proc::start(
-        "collector",
-        &binary("vigie-collector").unwrap(),
-        &["run", "--config", collector_cfg.to_str().unwrap()],
-        d,
-    )
-    .unwrap();
-    let root = d.join("powercap");
-    std::fs::create_dir_all(&root).unwrap();
-    let tree = FakePowercap::single_socket(&root, 262_143_328_850, 0).unwrap();
-    let agent_cfg = d.join("agent.toml");
-    std::fs::write(
-        &agent_cfg,
-        format!(
-            "site = \"f\"\nhost = \"h1\"\nstate_dir = \"{}\"\n[mqtt]\nport = {port}\n[sampling]\ninterval = \"100ms\"\npublish_interval = \"300ms\"\n[gpu]\nenabled = false\n[rapl]\nroot = \"{}\"\n",
-            d.join("state").display(),
-            root.display()
-        ),
-    )
-    .unwrap();
+    let (mut collector, tree, agent_cfg) = start_site(d, port, http, "amnesia-collector");
     let mut agent = Proc::start(
         "agent",
         &binary("vigie-agent").unwrap(),
@@ -184,16 +159,7 @@ fn broker_that_forgot_everything_is_rejoined() {
         d,
     )
     .unwrap();
-    wait_for(
-        "host online",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let v = http_get(http, "/api/v1/hosts").ok()?.json().ok()?;
-            (v["hosts"][0]["online"] == true).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    wait_host_online(http, &agent);
     tree.advance("intel-rapl:0", 5_000_000).unwrap();
     wait_for(
         "energy before the broker loses its memory",

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 use vigie_e2e::client::TestClient;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::{Proc, binary, wait_host_online};
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{FakePowercap, Mosquitto, free_addr, http_get, wait_for};
 
@@ -304,16 +304,7 @@ fn spool_overflow_during_an_outage_keeps_totals_exact() {
         d,
     )
     .unwrap();
-    wait_for(
-        "host online",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            let v = http_get(http, "/api/v1/hosts").ok()?.json().ok()?;
-            (v["hosts"][0]["online"] == true).then_some(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
+    wait_host_online(http, &agent);
 
     // The zones the agent counts (never core/uncore, inside the package, nor
     // the mmio copy of package-0).
