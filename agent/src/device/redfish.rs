@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use vigie_protocol::GaugeQuantity;
+use vigie_service::errors::{chain, rustls_cause};
 use vigie_service::secrets::{Redacted, read_secret};
 
 /// Requests in flight at once towards one service: BMCs are small
@@ -623,39 +624,6 @@ fn transport_error(e: &reqwest::Error, path: &str) -> DeviceError {
         ));
     }
     DeviceError::Unreachable(format!("{path}: {}", chain(e)))
-}
-
-/// The rustls error under an HTTP error, looking inside the `io::Error`s
-/// that the connector wraps it in (their `source()` skips a level).
-fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut err = e;
-    loop {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => err = inner,
-            None => err = err.source()?,
-        }
-    }
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `doc[key]["@odata.id"]`, when it is a path on this service.

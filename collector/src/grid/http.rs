@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use vigie_service::errors::{chain, rustls_cause};
 
 /// Largest response body read; more is a format error (a runaway or
 /// hostile server must not fill memory).
@@ -236,37 +237,4 @@ fn transport_error(e: &reqwest::Error, what: &str) -> GridError {
         what: what.to_owned(),
         detail: chain(e),
     }
-}
-
-/// The rustls error under an HTTP error, looking inside the `io::Error`s
-/// that the connector wraps it in (their `source()` skips a level).
-fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut err = e;
-    loop {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => err = inner,
-            None => err = err.source()?,
-        }
-    }
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let s = cause.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod errors;
 pub mod secrets;
 
 /// Installs the `tracing` subscriber on stderr. `RUST_LOG` overrides
