@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod carbon;
+pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -20,6 +21,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod report;
 pub mod signals;
 pub mod signals_api;
 pub mod site;

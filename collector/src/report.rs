@@ -1,0 +1,220 @@
+//! The site's figures over a period and each of its calendar months, for
+//! the human-facing reports (permit dossier, public disclosure page).
+//! Site-level only: nothing here names a host.
+//!
+//! Every amount comes from [`site::figures`] and [`site::scope2`], so the
+//! reports show exactly what the API and the exports show, with the same
+//! coverage and status.
+
+use crate::config::CarbonConfig;
+use crate::export::date::Date;
+use crate::site::{self, SiteConfig, SiteError};
+use rusqlite::Connection;
+use serde::Serialize;
+use vigie_energy::{Figure, Indicator, Status};
+
+/// One figure as the reports show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Value {
+    /// The value, if it can be computed.
+    pub value: Option<f64>,
+    /// `measured`, `estimated`, `incomplete` or `undefined`.
+    pub status: &'static str,
+    /// Share of the period covered by samples of every input, 0 to 1
+    /// (the least covered input).
+    pub coverage: Option<f64>,
+}
+
+/// The site over one span of time.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Span {
+    /// `2026` or `2026-03`.
+    pub label: String,
+    /// Start, Unix ms (inclusive).
+    pub from_ms: i64,
+    /// End, Unix ms (exclusive).
+    pub to_ms: i64,
+    /// Total facility energy E_DC, kWh.
+    pub facility_kwh: Option<f64>,
+    /// IT equipment energy E_IT, kWh.
+    pub it_kwh: Option<f64>,
+    /// Heat reused outside the boundary E_reused, kWh.
+    pub heat_reused_kwh: Option<f64>,
+    /// Renewable energy E_renewable (on site and instruments), kWh.
+    pub renewable_kwh: Option<f64>,
+    /// PUE.
+    pub pue: Value,
+    /// ERF.
+    pub erf: Value,
+    /// REF (renewable energy factor).
+    pub ref_: Value,
+    /// WUE, L/kWh.
+    pub wue: Value,
+    /// Location-based Scope 2 emissions of the grid import, t CO2e.
+    pub emissions_location_t: Option<f64>,
+    /// Market-based Scope 2 emissions, t CO2e.
+    pub emissions_market_t: Option<f64>,
+}
+
+/// A period and its months.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// The whole period.
+    pub total: Span,
+    /// Each calendar month (UTC) overlapping the period, clipped to it.
+    pub months: Vec<Span>,
+    /// Roles without a meter (figures that need them are absent).
+    pub missing_roles: Vec<String>,
+}
+
+/// The month boundaries (UTC) cutting `[from_ms, to_ms)`.
+pub fn month_spans(from_ms: i64, to_ms: i64) -> Vec<(String, i64, i64)> {
+    let mut out = Vec::new();
+    let first = Date::from_ms(from_ms);
+    let (mut y, mut m) = (first.y, first.m);
+    let mut start = from_ms;
+    while start < to_ms {
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        let next = Date { y: ny, m: nm, d: 1 }.start_ms();
+        let end = next.min(to_ms);
+        out.push((format!("{y:04}-{m:02}"), start, end));
+        start = end;
+        (y, m) = (ny, nm);
+    }
+    out
+}
+
+fn status(s: Status) -> &'static str {
+    match s {
+        Status::Measured => "measured",
+        Status::Estimated => "estimated",
+        Status::Incomplete => "incomplete",
+        Status::Undefined => "undefined",
+    }
+}
+
+fn value(f: Option<&Figure>) -> Value {
+    let Some(f) = f else {
+        return Value {
+            value: None,
+            status: "undefined",
+            coverage: None,
+        };
+    };
+    let coverage = f
+        .inputs
+        .iter()
+        .filter_map(|i| i.coverage.as_ref())
+        .map(|c| 1.0 - c.missing_share())
+        .reduce(f64::min);
+    Value {
+        value: f.value,
+        status: status(f.status),
+        coverage,
+    }
+}
+
+fn input_total(figs: &[Figure], name: &str) -> Option<f64> {
+    figs.iter()
+        .filter_map(|f| f.input(name))
+        .find_map(|i| i.total)
+}
+
+/// The site over `[from_ms, to_ms)` labelled `label`.
+pub fn span(
+    conn: &Connection,
+    site_cfg: &SiteConfig,
+    carbon: &CarbonConfig,
+    label: String,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(Span, Vec<String>), SiteError> {
+    let f = site::figures(conn, site_cfg, &carbon.market, from_ms, to_ms)?;
+    let find = |pred: &dyn Fn(&Indicator) -> bool| f.figures.iter().find(|x| pred(&x.indicator));
+    let renewable = f
+        .figures
+        .iter()
+        .find(|x| x.indicator == Indicator::Ref)
+        .and_then(|r| {
+            let parts: Vec<f64> = r
+                .inputs
+                .iter()
+                .filter(|i| i.name.starts_with("E_renewable"))
+                .filter_map(|i| i.total)
+                .collect();
+            (!parts.is_empty()).then(|| parts.iter().sum())
+        });
+    let has_grid = site_cfg
+        .meters
+        .iter()
+        .any(|m| m.role == site::Role::GridImport);
+    let (loc, mkt) = if has_grid {
+        let (r, _) = site::scope2(conn, site_cfg, carbon, from_ms, to_ms)?;
+        (Some(r.location.0 / 1e6), Some(r.market.0 / 1e6))
+    } else {
+        (None, None)
+    };
+    let missing = f.missing_roles.iter().map(|r| format!("{r:?}")).collect();
+    Ok((
+        Span {
+            label,
+            from_ms,
+            to_ms,
+            facility_kwh: input_total(&f.figures, "E_DC"),
+            it_kwh: input_total(&f.figures, "E_IT"),
+            heat_reused_kwh: input_total(&f.figures, "E_reused"),
+            renewable_kwh: renewable,
+            pue: value(find(&|i| matches!(i, Indicator::Pue { .. }))),
+            erf: value(find(&|i| *i == Indicator::Erf)),
+            ref_: value(find(&|i| *i == Indicator::Ref)),
+            wue: value(find(&|i| *i == Indicator::Wue)),
+            emissions_location_t: loc,
+            emissions_market_t: mkt,
+        },
+        missing,
+    ))
+}
+
+/// The site over a period and each of its months.
+pub fn summary(
+    conn: &Connection,
+    site_cfg: &SiteConfig,
+    carbon: &CarbonConfig,
+    label: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Summary, SiteError> {
+    let (total, missing_roles) = span(conn, site_cfg, carbon, label.to_owned(), from_ms, to_ms)?;
+    let mut months = Vec::new();
+    for (l, a, b) in month_spans(from_ms, to_ms) {
+        months.push(span(conn, site_cfg, carbon, l, a, b)?.0);
+    }
+    Ok(Summary {
+        total,
+        months,
+        missing_roles,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_cut_at_utc_month_starts_and_clip_to_the_period() {
+        let a = Date::new(2025, 11, 15).unwrap().start_ms();
+        let b = Date::new(2026, 2, 10).unwrap().start_ms();
+        let m = month_spans(a, b);
+        let labels: Vec<&str> = m.iter().map(|x| x.0.as_str()).collect();
+        assert_eq!(labels, ["2025-11", "2025-12", "2026-01", "2026-02"]);
+        assert_eq!(m[0].1, a);
+        assert_eq!(m[1].1, Date::new(2025, 12, 1).unwrap().start_ms());
+        assert_eq!(m[3].2, b);
+        // Contiguous.
+        for w in m.windows(2) {
+            assert_eq!(w[0].2, w[1].1);
+        }
+        assert!(month_spans(b, b).is_empty());
+    }
+}
