@@ -43,6 +43,20 @@ pub struct AppState {
     factor: Arc<Factor>,
     carbon: Arc<crate::config::CarbonConfig>,
     site: Arc<crate::site::SiteConfig>,
+    /// The site's PUE over the last week for the signals, and when it was
+    /// computed (it needs a pass over the facility meters).
+    pue_cache: Arc<Mutex<Option<(i64, Option<MeasuredPue>)>>>,
+}
+
+/// The site's measured PUE, for the signals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasuredPue {
+    /// The value.
+    pub value: f64,
+    /// `measured` or `estimated` (incomplete figures are not used).
+    pub status: &'static str,
+    /// The period's start, Unix ms (it ends at the computation time).
+    pub from_ms: i64,
 }
 
 impl AppState {
@@ -61,7 +75,51 @@ impl AppState {
             factor: Arc::new(factor),
             carbon: Arc::new(carbon),
             site: Arc::new(site),
+            pue_cache: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The site's PUE over the seven days before `now`, recomputed at most
+    /// every five minutes; `None` without facility and IT meters or when
+    /// the figure is incomplete.
+    pub async fn measured_pue(&self, now: i64) -> Result<Option<MeasuredPue>, ApiError> {
+        const WEEK: i64 = 7 * 86_400_000;
+        const REFRESH: i64 = 300_000;
+        if let Ok(g) = self.pue_cache.lock()
+            && let Some((at, v)) = *g
+            && (0..REFRESH).contains(&(now - at))
+        {
+            return Ok(v);
+        }
+        let site = self.site.clone();
+        let carbon = self.carbon.clone();
+        let from = now - WEEK;
+        let v = self
+            .read(move |c| {
+                let Ok(f) = crate::site::figures(c, &site, &carbon.market, from, now) else {
+                    return Ok(None);
+                };
+                Ok(f.figures
+                    .iter()
+                    .find(|x| matches!(x.indicator, vigie_energy::Indicator::Pue { .. }))
+                    .and_then(|x| {
+                        let status = match x.status {
+                            vigie_energy::Status::Measured => "measured",
+                            vigie_energy::Status::Estimated => "estimated",
+                            _ => return None,
+                        };
+                        x.value.map(|value| MeasuredPue {
+                            value,
+                            status,
+                            from_ms: from,
+                        })
+                    }))
+            })
+            .await?;
+        if let Ok(mut g) = self.pue_cache.lock() {
+            *g = Some((now, v));
+        }
+        Ok(v)
     }
 
     /// The carbon settings.
@@ -168,6 +226,7 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route("/locations", get(sig::locations_route))
         .route("/api/v1/signals/best-start", get(sig::best_start))
         .route("/api/v1/signals/keda-configmap", get(sig::keda))
+        .route("/api/v1/signals/intensity", get(sig::intensity))
         .route("/api/v1/emissions", get(emissions_route))
         .route_layer(guard(&[Operator, Regulator, Scheduler]));
     Router::new()

@@ -143,6 +143,60 @@ pub fn best_window(
         .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
 }
 
+/// The market-based factor of one more kWh drawn from the grid: the
+/// supplier's disclosed factor for its share of the supply, the residual
+/// mix for the rest (GHG Protocol Scope 2 hierarchy, without certificates:
+/// a certificate volume for the year does not change with the hour a job
+/// runs, so it does not belong in a scheduling signal). `None` when
+/// neither is configured.
+pub fn market_factor(m: &crate::site::MarketConfig) -> Option<f64> {
+    let residual = m.residual_mix_g_per_kwh;
+    match (&m.supplier, residual) {
+        (Some(s), Some(r)) => {
+            let share = s.share.clamp(0.0, 1.0);
+            Some(share * s.factor_g_per_kwh + (1.0 - share) * r)
+        }
+        (Some(s), None) if s.share >= 1.0 => Some(s.factor_g_per_kwh),
+        (None, Some(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// One point of the site's effective intensity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectivePoint {
+    /// Start, Unix ms.
+    pub start_ms: i64,
+    /// End, Unix ms.
+    pub end_ms: i64,
+    /// The grid (or market) factor, gCO2e per kWh at the meter.
+    pub grid_g_per_kwh: f64,
+    /// Per kWh of IT energy: the factor times the PUE.
+    pub effective_g_per_kwh: f64,
+    /// Whether the grid point is a forecast or estimate.
+    pub estimated: bool,
+}
+
+/// The site's effective intensity over `points`: the grid factor (or the
+/// market factor in every hour, when given) times `pue`, so that a
+/// scheduler multiplying by its job's IT energy gets the facility's
+/// emissions for it.
+pub fn effective(points: &[IntensityPoint], pue: f64, market: Option<f64>) -> Vec<EffectivePoint> {
+    points
+        .iter()
+        .map(|p| {
+            let g = market.unwrap_or(p.signal().0);
+            EffectivePoint {
+                start_ms: p.start_ms,
+                end_ms: p.end_ms,
+                grid_g_per_kwh: g,
+                effective_g_per_kwh: g * pue,
+                estimated: p.estimated,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -214,5 +268,44 @@ mod tests {
             [30.0, 35.0]
         );
         assert_eq!(Want::parse(Some("nope")), None);
+    }
+    #[test]
+    fn effective_intensity_is_the_factor_times_pue() {
+        let pts = [p(0, 100.0, false), p(1, 300.0, true)];
+        let e = effective(&pts, 1.5, None);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].effective_g_per_kwh, 150.0);
+        assert_eq!(e[1].grid_g_per_kwh, 300.0);
+        assert_eq!(e[1].effective_g_per_kwh, 450.0);
+        let m = effective(&pts, 1.2, Some(50.0));
+        assert!(
+            m.iter()
+                .all(|x| x.grid_g_per_kwh == 50.0 && (x.effective_g_per_kwh - 60.0).abs() < 1e-12)
+        );
+    }
+
+    #[test]
+    fn market_factor_blends_supplier_share_and_residual_mix() {
+        use crate::site::{MarketConfig, SupplierConfig};
+        let mut m = MarketConfig::default();
+        assert_eq!(market_factor(&m), None);
+        m.residual_mix_g_per_kwh = Some(400.0);
+        assert_eq!(market_factor(&m), Some(400.0));
+        m.supplier = Some(SupplierConfig {
+            factor_g_per_kwh: 100.0,
+            share: 0.75,
+        });
+        assert_eq!(market_factor(&m), Some(0.75 * 100.0 + 0.25 * 400.0));
+        m.residual_mix_g_per_kwh = None;
+        assert_eq!(
+            market_factor(&m),
+            None,
+            "a quarter of the supply has no factor"
+        );
+        m.supplier = Some(SupplierConfig {
+            factor_g_per_kwh: 100.0,
+            share: 1.0,
+        });
+        assert_eq!(market_factor(&m), Some(100.0));
     }
 }

@@ -335,6 +335,102 @@ pub async fn best_start(
     .into_response())
 }
 
+/// Native intensity query.
+#[derive(Debug, Deserialize)]
+pub struct IntensityQuery {
+    /// Zone (default `[carbon] zone`).
+    #[serde(default)]
+    location: Option<String>,
+    /// `average` or `marginal` (default: marginal when stored).
+    #[serde(default)]
+    factor: Option<String>,
+    /// `location` (grid factors, the default) or `market` (the supplier
+    /// and residual-mix factors of `[carbon.market]`).
+    #[serde(default)]
+    basis: Option<String>,
+    /// Forecast horizon, hours (default 24, at most a week).
+    #[serde(default)]
+    hours: Option<i64>,
+    /// PUE to apply instead of the site's measured one.
+    #[serde(default)]
+    pue: Option<f64>,
+}
+
+/// `GET /api/v1/signals/intensity`: the site's effective intensity now and
+/// over the horizon, per kWh of IT energy (the grid or market factor
+/// times the PUE: the site's measured PUE over the last week, unless the
+/// query gives one).
+pub async fn intensity(
+    State(s): State<AppState>,
+    Query(q): Query<IntensityQuery>,
+) -> Result<Response, ApiError> {
+    let now = crate::now_ms();
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=MAX_WINDOW_MIN / 60).contains(&hours) {
+        return Err(ApiError::BadRequest(format!(
+            "hours: 1 to {}",
+            MAX_WINDOW_MIN / 60
+        )));
+    }
+    let want = Want::parse(q.factor.as_deref())
+        .ok_or_else(|| ApiError::BadRequest("factor: average or marginal".into()))?;
+    let market = match q.basis.as_deref() {
+        None | Some("location") => None,
+        Some("market") => Some(signals::market_factor(&s.carbon().market).ok_or_else(|| {
+            ApiError::BadRequest(
+                "basis=market needs [carbon.market] residual_mix_g_per_kwh (and optionally a supplier)"
+                    .into(),
+            )
+        })?),
+        Some(_) => return Err(ApiError::BadRequest("basis: location or market".into())),
+    };
+    let (pue, pue_source, pue_status) = match q.pue {
+        Some(p) if p.is_finite() && (1.0..=10.0).contains(&p) => (p, "query", None),
+        Some(_) => return Err(ApiError::BadRequest("pue: 1 to 10".into())),
+        None => match s.measured_pue(now).await? {
+            Some(m) => (m.value, "measured-7d", Some(m.status)),
+            None => (1.0, "none", None),
+        },
+    };
+    let zone = q
+        .location
+        .clone()
+        .unwrap_or_else(|| s.carbon().zone.clone());
+    let z = zone.clone();
+    let end = now + hours * H;
+    let pts = s
+        .read(move |c| signals::points(c, &z, now - H, end, want))
+        .await?;
+    let pts: Vec<_> = pts.into_iter().filter(|p| p.end_ms > now).collect();
+    let factor = pts.first().map(|p| p.factor().as_str());
+    let eff = signals::effective(&pts, pue, market);
+    let point = |e: &signals::EffectivePoint| {
+        json!({
+            "start": rfc3339(e.start_ms),
+            "end": rfc3339(e.end_ms),
+            "grid_g_per_kwh": e.grid_g_per_kwh,
+            "effective_g_per_kwh": e.effective_g_per_kwh,
+            "estimated": e.estimated,
+        })
+    };
+    let current = eff.iter().find(|e| e.start_ms <= now && e.end_ms > now);
+    let best = eff
+        .iter()
+        .min_by(|a, b| a.effective_g_per_kwh.total_cmp(&b.effective_g_per_kwh));
+    Ok(axum::Json(json!({
+        "location": zone,
+        "basis": if market.is_some() { "market" } else { "location" },
+        "factor": factor,
+        "pue": pue,
+        "pue_source": pue_source,
+        "pue_status": pue_status,
+        "now": current.map(point),
+        "lowest": best.map(point),
+        "forecast": eff.iter().map(point).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
 /// `GET /api/v1/signals/keda-configmap?location=`: the forecast as the
 /// ConfigMap the carbon-aware KEDA operator reads (`data.forecast` holds
 /// the forecastData array), in YAML.

@@ -64,7 +64,7 @@ fn carbon_aware_sdk_routes_and_native_signals() {
     std::fs::write(
         d.join("collector.toml"),
         format!(
-            "[mqtt]\nport = {}\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[carbon]\nzone = \"GB\"\n[[carbon.series]]\npath = \"{}\"\nformat = \"carbon-intensity-json\"\n",
+            "[mqtt]\nport = {}\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[carbon]\nzone = \"GB\"\n[[carbon.series]]\npath = \"{}\"\nformat = \"carbon-intensity-json\"\n[carbon.market]\nresidual_mix_g_per_kwh = 400.0\n[carbon.market.supplier]\nfactor_g_per_kwh = 100.0\nshare = 0.5\n",
             broker.port(),
             d.join("ledger.sqlite").display(),
             d.join("gb.json").display()
@@ -151,6 +151,42 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         b["emissions_g_if_started_at_earliest"].as_f64().unwrap()
             > b["emissions_g"].as_f64().unwrap()
     );
+
+    // The site's effective intensity: the grid factor times the PUE given.
+    let i = get("/api/v1/signals/intensity?pue=1.5&hours=12")
+        .json()
+        .unwrap();
+    assert_eq!(i["pue_source"], "query", "{i}");
+    assert_eq!(i["basis"], "location");
+    assert_eq!(i["now"]["grid_g_per_kwh"], 200.0, "{i}");
+    assert!((i["now"]["effective_g_per_kwh"].as_f64().unwrap() - 300.0).abs() < 1e-9);
+    assert!((i["lowest"]["effective_g_per_kwh"].as_f64().unwrap() - 30.0).abs() < 1e-9);
+    let n = i["forecast"].as_array().unwrap().len();
+    assert!((24..=25).contains(&n), "12 h of half-hours: {n}");
+    // No facility meters here: no measured PUE, and the answer says so.
+    let i = get("/api/v1/signals/intensity").json().unwrap();
+    assert_eq!(i["pue_source"], "none");
+    assert_eq!(i["pue"], 1.0);
+    // Market-based: half from the supplier (100 g), half residual mix (400 g).
+    let m = get("/api/v1/signals/intensity?basis=market&pue=1.2")
+        .json()
+        .unwrap();
+    assert_eq!(m["basis"], "market");
+    assert_eq!(m["now"]["grid_g_per_kwh"], 250.0, "{m}");
+    assert!((m["now"]["effective_g_per_kwh"].as_f64().unwrap() - 300.0).abs() < 1e-9);
+    for bad in [
+        "basis=residual",
+        "hours=0",
+        "hours=1000",
+        "pue=0.5",
+        "factor=mean",
+    ] {
+        assert_eq!(
+            get(&format!("/api/v1/signals/intensity?{bad}")).status,
+            400,
+            "{bad}"
+        );
+    }
 
     let keda = get("/api/v1/signals/keda-configmap?location=GB");
     assert_eq!(keda.status, 200);
