@@ -45,8 +45,11 @@ pub struct AppState {
     site: Arc<crate::site::SiteConfig>,
     /// The site's PUE over the last week for the signals, and when it was
     /// computed (it needs a pass over the facility meters).
-    pue_cache: Arc<Mutex<Option<(i64, Option<MeasuredPue>)>>>,
+    pue_cache: Arc<Mutex<PueCache>>,
 }
+
+/// When the PUE was computed, and what it was.
+type PueCache = Option<(i64, Option<MeasuredPue>)>;
 
 /// The site's measured PUE, for the signals.
 #[derive(Debug, Clone, Copy, PartialEq)]
