@@ -46,6 +46,8 @@ pub struct AppState {
     /// The site's PUE over the last week for the signals, and when it was
     /// computed (it needs a pass over the facility meters).
     pue_cache: Arc<Mutex<PueCache>>,
+    /// Grid points for the signal routes.
+    points_cache: Arc<crate::signals::PointsCache>,
 }
 
 /// When the PUE was computed, and what it was.
@@ -79,7 +81,34 @@ impl AppState {
             carbon: Arc::new(carbon),
             site: Arc::new(site),
             pue_cache: Arc::new(Mutex::new(None)),
+            points_cache: Arc::new(crate::signals::PointsCache::default()),
         }
+    }
+
+    /// [`crate::signals::points`], from memory when the cache holds them.
+    pub async fn points(
+        &self,
+        zone: String,
+        from_ms: i64,
+        to_ms: i64,
+        want: crate::signals::Want,
+    ) -> Result<Vec<crate::grid::IntensityPoint>, ApiError> {
+        use crate::signals::{self, PointsCache};
+        let now = crate::now_ms();
+        if let Some(v) = self.points_cache.get(&zone, from_ms, to_ms, want, now) {
+            return Ok(v);
+        }
+        let cache = self.points_cache.clone();
+        self.read(move |c| {
+            if PointsCache::covers(from_ms, to_ms, now) {
+                cache.load(c, &zone, now)?;
+                if let Some(v) = cache.get(&zone, from_ms, to_ms, want, now) {
+                    return Ok(v);
+                }
+            }
+            signals::points(c, &zone, from_ms, to_ms, want)
+        })
+        .await
     }
 
     /// The site's PUE over the seven days before `now`, recomputed at most

@@ -10,6 +10,8 @@
 use crate::grid::{self, Factor, IntensityPoint};
 use rusqlite::Connection;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// One point in Carbon Aware SDK shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,6 +66,12 @@ pub fn points(
 ) -> Result<Vec<IntensityPoint>, rusqlite::Error> {
     let all =
         grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
+    Ok(select(all, want))
+}
+
+/// [`points`] from every stored point meeting the period (any kind, any
+/// source), in store order.
+pub fn select(all: Vec<IntensityPoint>, want: Want) -> Vec<IntensityPoint> {
     let has_marginal = all.iter().any(|p| p.factor() == Factor::Marginal);
     let keep = |p: &IntensityPoint| match want {
         Want::Average => p.factor() == Factor::Average,
@@ -84,7 +92,97 @@ pub fn points(
             .then(b.retrieved_ms.cmp(&a.retrieved_ms))
     });
     v.dedup_by_key(|p| p.start_ms);
-    Ok(v)
+    v
+}
+
+/// What the cache holds of one zone: every stored point meeting a span
+/// around the time it was loaded.
+#[derive(Debug)]
+struct Cached {
+    generation: u64,
+    loaded_ms: i64,
+    from_ms: i64,
+    to_ms: i64,
+    all: Arc<Vec<IntensityPoint>>,
+}
+
+/// The grid points of the signal routes, kept in memory: schedulers ask
+/// the same questions about the next hours thousands of times a minute,
+/// and the answer changes only when new points are stored. A zone's
+/// points from two days back to eight days ahead are loaded once and
+/// reloaded after any write of grid points in this process
+/// ([`grid::store::generation`]) or after [`PointsCache::TTL_MS`] (for
+/// writes by another process). Queries reaching outside that span go to
+/// the store.
+#[derive(Debug, Default)]
+pub struct PointsCache {
+    zones: Mutex<HashMap<String, Cached>>,
+}
+
+impl PointsCache {
+    /// Longest a loaded copy is used, ms.
+    pub const TTL_MS: i64 = 30_000;
+    const BEFORE_MS: i64 = 2 * 86_400_000;
+    const AFTER_MS: i64 = 8 * 86_400_000;
+
+    /// [`points`] from memory, if the cache holds a fresh copy covering
+    /// the query.
+    pub fn get(
+        &self,
+        zone: &str,
+        from_ms: i64,
+        to_ms: i64,
+        want: Want,
+        now_ms: i64,
+    ) -> Option<Vec<IntensityPoint>> {
+        let zones = self.zones.lock().ok()?;
+        let c = zones.get(zone)?;
+        let fresh = c.generation == grid::store::generation()
+            && (0..Self::TTL_MS).contains(&(now_ms - c.loaded_ms));
+        if !fresh || from_ms < c.from_ms || to_ms > c.to_ms {
+            return None;
+        }
+        let all = c.all.clone();
+        drop(zones);
+        let meeting: Vec<IntensityPoint> = all
+            .iter()
+            .filter(|p| p.end_ms > from_ms && p.start_ms < to_ms)
+            .cloned()
+            .collect();
+        Some(select(meeting, want))
+    }
+
+    /// Whether a query of `[from_ms, to_ms)` at `now_ms` lies in the span
+    /// a load covers.
+    pub fn covers(from_ms: i64, to_ms: i64, now_ms: i64) -> bool {
+        from_ms >= now_ms - Self::BEFORE_MS && to_ms <= now_ms + Self::AFTER_MS
+    }
+
+    /// Loads `zone`'s span around `now_ms` from the store (the generation
+    /// is read first, so a write during the load makes the copy stale).
+    pub fn load(&self, conn: &Connection, zone: &str, now_ms: i64) -> Result<(), rusqlite::Error> {
+        let generation = grid::store::generation();
+        let (from_ms, to_ms) = (now_ms - Self::BEFORE_MS, now_ms + Self::AFTER_MS);
+        let all =
+            grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
+        if let Ok(mut zones) = self.zones.lock() {
+            // A bounded map: zones come from queries.
+            if zones.len() >= 64 && !zones.contains_key(zone) {
+                zones.clear();
+            }
+            zones.insert(
+                zone.to_owned(),
+                Cached {
+                    generation,
+                    loaded_ms: now_ms,
+                    from_ms,
+                    to_ms,
+                    all: Arc::new(all),
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 /// SDK shape of points.
@@ -307,5 +405,76 @@ mod tests {
             share: 1.0,
         });
         assert_eq!(market_factor(&m), Some(100.0));
+    }
+    #[test]
+    fn the_cache_answers_like_the_store_until_a_write_or_its_ttl() {
+        let mut conn = crate::store::open_in_memory().unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let now = 100 * H;
+        crate::grid::store::upsert_all(
+            &mut conn,
+            &[
+                p(100, 30.0, false),
+                p(100, 400.0, true),
+                p(101, 35.0, false),
+                p(102, 20.0, false),
+            ],
+        )
+        .unwrap();
+        let cache = PointsCache::default();
+        assert!(
+            cache
+                .get("FR", now, now + 3 * H, Want::Average, now)
+                .is_none(),
+            "empty"
+        );
+        // Other tests may write grid points (the generation is process-wide)
+        // between a load and a read: load again then.
+        let fresh = |a: i64, b: i64, want: Want, t: i64| {
+            (0..100)
+                .find_map(|_| {
+                    cache.load(&conn, "FR", now).unwrap();
+                    cache.get("FR", a, b, want, t)
+                })
+                .unwrap()
+        };
+        for want in [Want::Prefer, Want::Average, Want::Marginal] {
+            for (a, b) in [(now, now + 3 * H), (now + H, now + 2 * H), (now - H, now)] {
+                assert_eq!(
+                    fresh(a, b, want, now + 1),
+                    points(&conn, "FR", a, b, want).unwrap(),
+                    "{want:?} {a} {b}"
+                );
+            }
+        }
+        assert!(
+            cache.get("DE", now, now + H, Want::Average, now).is_none(),
+            "other zone"
+        );
+        assert!(
+            cache
+                .get("FR", now, now + 30 * 86_400_000, Want::Average, now)
+                .is_none(),
+            "beyond the loaded span"
+        );
+        assert!(!PointsCache::covers(now, now + 30 * 86_400_000, now));
+        assert!(
+            cache
+                .get("FR", now, now + H, Want::Average, now + PointsCache::TTL_MS)
+                .is_none(),
+            "expired"
+        );
+        // A write makes the copy stale at once.
+        assert!(
+            cache
+                .get("FR", now, now + H, Want::Average, now + 2)
+                .is_some()
+        );
+        crate::grid::store::upsert_all(&mut conn, &[p(101, 99.0, false)]).unwrap();
+        assert!(
+            cache
+                .get("FR", now, now + H, Want::Average, now + 3)
+                .is_none()
+        );
     }
 }

@@ -52,17 +52,14 @@ async fn sdk_points(
     to: i64,
     want: Want,
 ) -> Result<Vec<signals::EmissionsData>, ApiError> {
-    s.read(move |c| {
-        let mut out = Vec::new();
-        for z in &zones {
-            out.extend(signals::as_sdk(
-                &signals::points(c, z, from, to, want)?,
-                rfc3339,
-            ));
-        }
-        Ok(out)
-    })
-    .await
+    let mut out = Vec::new();
+    for z in zones {
+        out.extend(signals::as_sdk(
+            &s.points(z, from, to, want).await?,
+            rfc3339,
+        ));
+    }
+    Ok(out)
 }
 
 fn window(raw: Option<&str>, now: i64) -> Result<(i64, i64, Want), ApiError> {
@@ -152,9 +149,7 @@ pub async fn average(
         ));
     }
     let l = loc.clone();
-    let pts = s
-        .read(move |c| signals::points(c, &l, from, to, Want::Average))
-        .await?;
+    let pts = s.points(l.clone(), from, to, Want::Average).await?;
     let Some(v) = signals::average(&pts, from, to) else {
         return Err(ApiError::BadRequest(format!(
             "no intensity stored for {loc} in that range"
@@ -204,9 +199,7 @@ pub async fn forecast(
     let mut out = Vec::new();
     for loc in locs {
         let l = loc.clone();
-        let pts = s
-            .read(move |c| signals::points(c, &l, start, end, want))
-            .await?;
+        let pts = s.points(l.clone(), start, end, want).await?;
         let data: Vec<Value> = pts
             .iter()
             .filter(|p| p.start_ms >= start && p.start_ms < end)
@@ -310,9 +303,7 @@ pub async fn best_start(
         .ok_or_else(|| ApiError::BadRequest("factor: average or marginal".into()))?;
     let pue = q.pue.unwrap_or(1.0);
     let z = zone.clone();
-    let pts = s
-        .read(move |c| signals::points(c, &z, earliest - H, deadline, want))
-        .await?;
+    let pts = s.points(z.clone(), earliest - H, deadline, want).await?;
     let Some((start, mean)) = signals::best_window(&pts, dur_ms, earliest, deadline) else {
         return Err(ApiError::BadRequest(format!(
             "no window of {} with intensity data for {zone} between earliest and deadline",
@@ -398,9 +389,7 @@ pub async fn intensity(
         .unwrap_or_else(|| s.carbon().zone.clone());
     let z = zone.clone();
     let end = now + hours * H;
-    let pts = s
-        .read(move |c| signals::points(c, &z, now - H, end, want))
-        .await?;
+    let pts = s.points(z.clone(), now - H, end, want).await?;
     let pts: Vec<_> = pts.into_iter().filter(|p| p.end_ms > now).collect();
     let factor = pts.first().map(|p| p.factor().as_str());
     let eff = signals::effective(&pts, pue, market);
@@ -445,9 +434,7 @@ pub async fn keda(
         .unwrap_or_else(|| s.carbon().zone.clone());
     let now = crate::now_ms();
     let z = zone.clone();
-    let pts = s
-        .read(move |c| signals::points(c, &z, now, now + 24 * H, Want::Prefer))
-        .await?;
+    let pts = s.points(z.clone(), now, now + 24 * H, Want::Prefer).await?;
     let data: Vec<Value> = pts
         .iter()
         .map(|p| json!({"location": zone, "timestamp": rfc3339(p.start_ms), "duration": (p.end_ms - p.start_ms) / 60_000, "value": p.signal().0}))

@@ -32,6 +32,19 @@ CREATE TABLE IF NOT EXISTS grid_intensity (
 CREATE INDEX IF NOT EXISTS grid_intensity_end ON grid_intensity (zone, end_ms);
 "#;
 
+/// Bumped after every committed write of grid points in this process, so
+/// in-memory copies (the signal cache) know when to reload.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The write generation of the grid points (see [`GENERATION`]).
+pub fn generation() -> u64 {
+    GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
+
+fn bump() {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
 /// Creates the table and its index if missing.
 pub fn init(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)
@@ -68,6 +81,11 @@ pub fn upsert(conn: &Connection, points: &[IntensityPoint]) -> Result<usize, Sto
             p.retrieved_ms,
         ])?;
     }
+    if conn.is_autocommit() {
+        // Each statement was its own commit; in a caller's transaction the
+        // caller's commit is not seen here, so `upsert_all` bumps after it.
+        bump();
+    }
     Ok(n)
 }
 
@@ -76,6 +94,7 @@ pub fn upsert_all(conn: &mut Connection, points: &[IntensityPoint]) -> Result<us
     let tx = conn.transaction()?;
     let n = upsert(&tx, points)?;
     tx.commit()?;
+    bump();
     Ok(n)
 }
 
