@@ -48,6 +48,8 @@ pub struct AppState {
     pue_cache: Arc<Mutex<PueCache>>,
     /// Grid points for the signal routes.
     points_cache: Arc<crate::signals::PointsCache>,
+    /// Signs exports served over HTTP.
+    signing_key: Option<Arc<ed25519_dalek::SigningKey>>,
 }
 
 /// When the PUE was computed, and what it was.
@@ -82,7 +84,14 @@ impl AppState {
             site: Arc::new(site),
             pue_cache: Arc::new(Mutex::new(None)),
             points_cache: Arc::new(crate::signals::PointsCache::default()),
+            signing_key: None,
         }
+    }
+
+    /// Signs the exports served over HTTP with `key`.
+    pub fn with_signing_key(mut self, key: Option<ed25519_dalek::SigningKey>) -> Self {
+        self.signing_key = key.map(Arc::new);
+        self
     }
 
     /// [`crate::signals::points`], from memory when the cache holds them.
@@ -238,9 +247,16 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
                     s.db_path.clone(),
                     s.site.clone(),
                     s.carbon.clone(),
+                    s.signing_key.clone(),
                     p,
                     q,
                 )
+            }),
+        )
+        .route(
+            "/api/v1/exports/public-key",
+            get(|State(s): State<AppState>| async move {
+                crate::export::http::public_key(s.signing_key.as_deref())
             }),
         )
         .route(

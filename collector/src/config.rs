@@ -28,6 +28,19 @@ pub struct CollectorConfig {
     /// The site model: boundary meters and facility facts.
     #[serde(default)]
     pub site: crate::site::SiteConfig,
+    /// Compliance exports served over HTTP.
+    #[serde(default)]
+    pub export: ExportConfig,
+}
+
+/// `[export]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Ed25519 private key (PKCS#8 PEM, `vigie-collector export keygen`)
+    /// signing every export served over HTTP; none: served unsigned.
+    #[serde(default)]
+    pub signing_key: Option<std::path::PathBuf>,
 }
 
 /// Broker settings.

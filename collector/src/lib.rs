@@ -55,6 +55,9 @@ pub enum CollectorError {
     /// A TLS or password file named in the configuration could not be used.
     #[error("MQTT credentials: {0}")]
     Secret(#[from] vigie_service::secrets::SecretError),
+    /// The export signing key could not be used.
+    #[error("export signing key: {0}")]
+    SigningKey(#[from] export::sign::SignError),
     /// The ledger could not be opened.
     #[error("ledger {path}: {source}")]
     Store {
@@ -188,6 +191,12 @@ pub async fn run(
             })?
     };
     let subscription = mqtt::subscribe(&cfg.mqtt, tx)?;
+    let signing_key = cfg
+        .export
+        .signing_key
+        .as_deref()
+        .map(export::sign::load_signing_key)
+        .transpose()?;
 
     let state = api::AppState::new(
         path.clone(),
@@ -201,7 +210,8 @@ pub async fn run(
         },
         cfg.carbon.clone(),
         cfg.site.clone(),
-    );
+    )
+    .with_signing_key(signing_key);
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = api::router(state, tokens);

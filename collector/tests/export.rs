@@ -575,3 +575,94 @@ async fn http_route_serves_the_export_with_its_digest() {
     let (head, _) = get("/api/v1/exports/nope".into()).await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
+
+#[tokio::test]
+async fn http_exports_are_signed_with_the_configured_key_and_verify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cfg) = small_site(dir.path());
+    let keys = dir.path().join("keys");
+    let (private, _) = export::sign::keygen(&keys).unwrap();
+    let state = vigie_collector::api::AppState::new(
+        cfg.store.path.clone(),
+        std::sync::Arc::new(vigie_collector::metrics::Metrics::new(
+            "FR",
+            vigie_energy::GramsPerKwh(33.0),
+        )),
+        vigie_collector::api::Factor {
+            zone: "FR".into(),
+            g_per_kwh: 33.0,
+            kind: "average",
+            source: "test".into(),
+            estimated: false,
+        },
+        cfg.carbon.clone(),
+        cfg.site.clone(),
+    )
+    .with_signing_key(Some(export::sign::load_signing_key(&private).unwrap()));
+    let app = vigie_collector::api::router(state, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let get = |path: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    };
+    let header = |head: &str, name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(": ")?;
+            n.eq_ignore_ascii_case(name).then(|| v.to_owned())
+        })
+    };
+    // The regulator fetches the public key once.
+    let (head, pem) = get("/api/v1/exports/public-key".into()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let public = dir.path().join("vigie.pub");
+    std::fs::write(&public, &pem).unwrap();
+    // Downloads an export and saves the signature header as FILE.sig.
+    let (from, to) = period();
+    let (head, body) = get(format!(
+        "/api/v1/exports/eed?from={from}&to={to}&format=csv"
+    ))
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let sig = header(&head, "vigie-signature").expect("signed");
+    let hex = sig.strip_prefix("ed25519=").unwrap();
+    assert_eq!(hex.len(), 128);
+    let file = dir.path().join("eed.csv");
+    std::fs::write(&file, &body).unwrap();
+    export::sign::write_sidecars(&file, body.as_bytes(), None).unwrap();
+    std::fs::write(dir.path().join("eed.csv.sig"), format!("{hex}\n")).unwrap();
+    let (ok, out, err) = run(bin()
+        .arg("verify")
+        .arg("--public-key")
+        .arg(&public)
+        .arg(&file));
+    assert!(ok, "{out}{err}");
+    // One byte changed, with a matching digest: the signature catches it.
+    let forged = body.replacen("field", "fielD", 1);
+    std::fs::write(&file, &forged).unwrap();
+    export::sign::write_sidecars(&file, forged.as_bytes(), None).unwrap();
+    let (ok, _, err) = run(bin()
+        .arg("verify")
+        .arg("--public-key")
+        .arg(&public)
+        .arg(&file));
+    assert!(!ok && err.to_lowercase().contains("signature"), "{err}");
+}
+
+#[tokio::test]
+async fn without_a_key_the_public_key_route_says_exports_are_unsigned() {
+    let resp = vigie_collector::export::http::public_key(None);
+    assert_eq!(resp.status(), 404);
+}

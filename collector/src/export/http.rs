@@ -1,6 +1,10 @@
 //! `GET /api/v1/exports/{regime}?from=&to=&format=&commissioned=`: the
-//! export, unsigned (no key in the configuration), with its SHA-256 in
-//! `Digest: sha-256=<base64>` (RFC 3230).
+//! export, with its SHA-256 in `Digest: sha-256=<base64>` (RFC 3230) and,
+//! when `[export] signing_key` is configured, its Ed25519 signature in
+//! `Vigie-Signature: ed25519=<hex>`: the same hex line the command line
+//! writes to `FILE.sig`, so a regulator saves it next to the file and runs
+//! `vigie-collector verify` (or OpenSSL) against the public key from
+//! `GET /api/v1/exports/public-key`.
 
 use super::{ExportRequest, Format, Regime, build, date};
 use crate::config::CarbonConfig;
@@ -74,6 +78,7 @@ pub async fn http_handler(
     db_path: Arc<PathBuf>,
     site: Arc<SiteConfig>,
     carbon: Arc<CarbonConfig>,
+    key: Option<Arc<ed25519_dalek::SigningKey>>,
     Path(regime): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Response {
@@ -119,8 +124,17 @@ pub async fn http_handler(
         "sha-256={}",
         super::sign::base64(&super::sign::sha256(&bytes))
     );
+    let signature = key.map(|k| {
+        use ed25519_dalek::Signer;
+        super::sign::hex(&k.sign(&bytes).to_bytes())
+    });
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
+    if let Some(sig) = signature
+        && let Ok(v) = HeaderValue::from_str(&format!("ed25519={sig}"))
+    {
+        h.insert("vigie-signature", v);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
@@ -129,4 +143,25 @@ pub async fn http_handler(
         h.insert("digest", v);
     }
     resp
+}
+
+/// `GET /api/v1/exports/public-key`: the key that checks the signatures,
+/// as a PEM public key (404 when exports are not signed).
+pub fn public_key(key: Option<&ed25519_dalek::SigningKey>) -> Response {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let pem = key.and_then(|k| {
+        k.verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .ok()
+    });
+    match pem {
+        Some(p) => ([(header::CONTENT_TYPE, "application/x-pem-file")], p).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": "exports are not signed: no [export] signing_key configured"
+            })),
+        )
+            .into_response(),
+    }
 }
