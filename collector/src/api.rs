@@ -43,6 +43,7 @@ pub struct AppState {
     factor: Arc<Factor>,
     carbon: Arc<crate::config::CarbonConfig>,
     site: Arc<crate::site::SiteConfig>,
+    public: Arc<crate::public::PublicState>,
 }
 
 impl AppState {
@@ -61,7 +62,29 @@ impl AppState {
             factor: Arc::new(factor),
             carbon: Arc::new(carbon),
             site: Arc::new(site),
+            public: Arc::new(crate::public::PublicState::default()),
         }
+    }
+
+    /// The same state serving the public disclosure page as `cfg` says.
+    pub fn with_public(mut self, cfg: crate::public::PublicConfig) -> Self {
+        self.public = Arc::new(crate::public::PublicState::new(cfg));
+        self
+    }
+
+    /// The public page's settings and cache.
+    pub(crate) fn public_state(&self) -> &Arc<crate::public::PublicState> {
+        &self.public
+    }
+
+    /// The site model.
+    pub(crate) fn site_arc(&self) -> Arc<crate::site::SiteConfig> {
+        self.site.clone()
+    }
+
+    /// The carbon settings, shared.
+    pub(crate) fn carbon_arc(&self) -> Arc<crate::config::CarbonConfig> {
+        self.carbon.clone()
     }
 
     /// The carbon settings.
@@ -173,6 +196,9 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/openapi.json", get(openapi))
+        .route("/public", get(crate::public::page))
+        .route("/public/data.json", get(crate::public::data_json))
+        .route("/public/data.csv", get(crate::public::data_csv))
         .merge(operator)
         .merge(reporting)
         .merge(signals)
