@@ -383,12 +383,28 @@ impl Report {
                 time_basis: "calendar months in UTC; energy in kWh from metered intervals",
             },
             coverage: Coverage {
-                roles_without_meter: summary.missing_roles.clone(),
+                roles_without_meter: summary.missing_roles.iter().map(|r| kebab(r)).collect(),
                 months_by_pue_status: by_status,
                 note: "Each figure carries a status (measured, estimated, incomplete, undefined) and its coverage: the share of the period covered by data for its least covered input.",
             },
         }
     }
+}
+
+/// `heat-removed` for `HeatRemoved` (roles as the configuration spells them).
+fn kebab(s: &str) -> String {
+    let mut o = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                o.push('-');
+            }
+            o.push(c.to_ascii_lowercase());
+        } else {
+            o.push(c);
+        }
+    }
+    o
 }
 
 // ---- formatting ----
@@ -435,7 +451,7 @@ fn fig_value(f: &Fig, style: Style) -> String {
     match (f.value, style) {
         (None, _) => "—".into(),
         (Some(v), Style::Plain) => num(v, 2),
-        (Some(v), Style::Percent) => format!("{} %", num(v * 100.0, 1)),
+        (Some(v), Style::Percent) => format!("{}\u{a0}%", num(v * 100.0, 1)),
     }
 }
 
@@ -452,8 +468,10 @@ fn flag(status: &str) -> &'static str {
 }
 
 fn coverage(f: &Fig) -> String {
-    f.coverage
-        .map_or_else(|| NA.to_owned(), |c| format!("{} %", num(c * 100.0, 1)))
+    f.coverage.map_or_else(
+        || NA.to_owned(),
+        |c| format!("{}\u{a0}%", num(c * 100.0, 1)),
+    )
 }
 
 const MONTHS: [&str; 12] = [
@@ -498,10 +516,10 @@ nav a{display:inline-block;padding:.2rem .6rem;border:1px solid #0b5cad;border-r
 nav a[aria-current]{background:#0b5cad;color:#fff}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}\
 th,td{padding:.35rem .5rem;border-bottom:1px solid #e5e5e5;text-align:right;vertical-align:top}\
-th:first-child,td:first-child{text-align:left}thead th{background:#f4f6f8}caption{text-align:left;font-weight:600;padding:.25rem 0}\
+th:first-child,td:first-child{text-align:left}thead th{background:#f4f6f8}caption{text-align:left;font-weight:600;padding:.25rem 0}.scroll{margin-bottom:1rem}\
 .flag{display:inline-block;font-size:.75rem;padding:0 .35rem;border-radius:.6rem;white-space:nowrap}\
 .est{background:#fff1c2;color:#6b4d00}.inc{background:#fde0dd;color:#8a1c12}.und{background:#eee;color:#555}\
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem}figure{margin:0}figcaption{font-size:.85rem;color:#555}\
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,28rem),1fr));gap:1.5rem}figure{margin:0}figure svg{width:100%;height:auto;display:block}figcaption{font-size:.85rem;color:#555}\
 footer{margin-top:2rem;padding-bottom:2rem;color:#555;font-size:.9rem;border-top:1px solid #ddd}";
 
 /// The page.
@@ -555,7 +573,7 @@ pub fn html(r: &Report) -> String {
     let t = &r.total;
     let _ = write!(
         h,
-        r#"<section aria-labelledby="year"><h2 id="year">Figures for {y}</h2><p>Period: {} to {} (UTC, end excluded){}.</p><div class="scroll"><table id="figures"><caption>Indicators, {y}</caption><thead><tr><th scope="col">Indicator</th><th scope="col">Value</th><th scope="col">Status</th><th scope="col">Coverage</th></tr></thead><tbody>"#,
+        r#"<section aria-labelledby="year"><h2 id="year">Figures for {y}</h2><p>Period: {} to {} (UTC, end excluded){}.</p><div class="scroll" tabindex="0"><table id="figures"><caption>Indicators, {y}</caption><thead><tr><th scope="col">Indicator</th><th scope="col">Value</th><th scope="col">Status</th><th scope="col">Coverage</th></tr></thead><tbody>"#,
         date_text(&r.period.from),
         date_text(&r.period.to),
         if r.period.to_date {
@@ -629,7 +647,7 @@ pub fn html(r: &Report) -> String {
             "WUE (water usage effectiveness)",
             &t.wue_l_per_kwh,
             Style::Plain,
-            " L/kWh",
+            "\u{a0}L/kWh",
         ),
     ];
     for (id, name, f, style, unit) in indicators {
@@ -645,12 +663,16 @@ pub fn html(r: &Report) -> String {
             coverage(f)
         );
     }
-    h.push_str(r#"</tbody></table></div><div class="scroll"><table id="amounts"><caption>Energy, heat and emissions, YEAR</caption><thead><tr><th scope="col">Amount</th><th scope="col">Value</th></tr></thead><tbody>"#.replace("YEAR", &y.to_string()).as_str());
+    h.push_str(r#"</tbody></table></div><div class="scroll" tabindex="0"><table id="amounts"><caption>Energy, heat and emissions, YEAR</caption><thead><tr><th scope="col">Amount</th><th scope="col">Value</th></tr></thead><tbody>"#.replace("YEAR", &y.to_string()).as_str());
     for (id, name, v, unit) in rows {
-        let unit = if v == NA { "" } else { unit };
+        let unit = if v == NA {
+            String::new()
+        } else {
+            format!("\u{a0}{unit}")
+        };
         let _ = write!(
             h,
-            r#"<tr id="{id}"><th scope="row">{name}</th><td class="value">{v} {unit}</td></tr>"#
+            r#"<tr id="{id}"><th scope="row">{name}</th><td class="value">{v}{unit}</td></tr>"#
         );
     }
     h.push_str("</tbody></table></div><p>The amounts are the inputs of the indicators; their status and coverage are those of the indicators that use them.</p>");
@@ -659,7 +681,7 @@ pub fn html(r: &Report) -> String {
     // Monthly table.
     let _ = write!(
         h,
-        r#"<section aria-labelledby="monthly"><h2 id="monthly">Monthly figures</h2><div class="scroll"><table id="months"><caption>Monthly figures, {y}</caption><thead><tr><th scope="col">Month</th><th scope="col">Energy consumed (MWh)</th><th scope="col">IT energy (MWh)</th><th scope="col">PUE</th><th scope="col">ERF</th><th scope="col">REF</th><th scope="col">WUE (L/kWh)</th><th scope="col">Heat reused (MWh)</th><th scope="col">Location-based (t CO<sub>2</sub>e)</th><th scope="col">Market-based (t CO<sub>2</sub>e)</th></tr></thead><tbody>"#
+        r#"<section aria-labelledby="monthly"><h2 id="monthly">Monthly figures</h2><div class="scroll" tabindex="0"><table id="months"><caption>Monthly figures, {y}</caption><thead><tr><th scope="col">Month</th><th scope="col">Energy consumed (MWh)</th><th scope="col">IT energy (MWh)</th><th scope="col">PUE</th><th scope="col">ERF</th><th scope="col">REF</th><th scope="col">WUE (L/kWh)</th><th scope="col">Heat reused (MWh)</th><th scope="col">Location-based (t CO<sub>2</sub>e)</th><th scope="col">Market-based (t CO<sub>2</sub>e)</th></tr></thead><tbody>"#
     );
     for m in &r.months {
         let cell = |f: &Fig, s: Style| format!("<td>{}{}</td>", fig_value(f, s), flag(f.status));
@@ -795,7 +817,7 @@ pub fn html(r: &Report) -> String {
             .coverage
             .roles_without_meter
             .iter()
-            .map(|s| e(s))
+            .map(|s| e(&s.replace('-', " ")))
             .collect();
         let _ = write!(
             h,
@@ -1057,6 +1079,7 @@ mod tests {
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("plain"), "plain");
         assert_eq!(month_name("2025-02"), "February 2025");
+        assert_eq!(kebab("HeatRemoved"), "heat-removed");
         assert_eq!(short_month("2025-12"), "Dec");
     }
 
@@ -1127,7 +1150,7 @@ mod tests {
             "{}",
             row("2025-01")
         );
-        assert!(row("2025-01").contains("<td>10.0 %</td>"));
+        assert!(row("2025-01").contains("<td>10.0\u{a0}%</td>"));
         assert!(row("2025-02").contains("1.30 <span class=\"flag est\""));
         assert!(row("2025-03").contains("<td>120.00</td>"));
         assert!(row("2025-04").contains("flag inc"));
