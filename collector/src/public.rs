@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -252,7 +252,7 @@ pub struct Coverage {
     /// Meter roles the site has no meter for (figures needing them are absent).
     pub roles_without_meter: Vec<String>,
     /// Months whose PUE is measured, estimated, incomplete, undefined.
-    pub months_by_pue_status: HashMap<&'static str, usize>,
+    pub months_by_pue_status: BTreeMap<&'static str, usize>,
     /// How statuses and coverage are to be read.
     pub note: &'static str,
 }
@@ -273,7 +273,7 @@ pub struct Report {
     /// Years with data, newest first.
     pub years_available: Vec<i64>,
     /// Units of the fields (also in their names).
-    pub units: HashMap<&'static str, &'static str>,
+    pub units: BTreeMap<&'static str, &'static str>,
     /// The whole period.
     pub total: Row,
     /// Each calendar month (UTC).
@@ -304,7 +304,7 @@ impl Report {
         summary: &Summary,
         now_ms: i64,
     ) -> Report {
-        let mut by_status = HashMap::new();
+        let mut by_status = BTreeMap::new();
         for m in &summary.months {
             *by_status.entry(m.pue.status).or_insert(0) += 1;
         }
@@ -338,7 +338,7 @@ impl Report {
                 to_date: year.to_date,
             },
             years_available,
-            units: HashMap::from([
+            units: BTreeMap::from([
                 ("energy", "kWh"),
                 ("heat", "kWh (thermal)"),
                 ("pue", "ratio"),

@@ -162,7 +162,7 @@ impl Drop for Browser {
 
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VIGIE_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
