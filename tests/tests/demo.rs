@@ -64,6 +64,10 @@ fn demo_serves_energy_and_stops_on_sigint() {
     let public = http_get(http, "/public").unwrap();
     assert_eq!(public.status, 200, "{}", public.body);
     assert!(public.body.contains("vigie demo site"));
+    assert!(
+        !public.body.contains("demo-0"),
+        "a host name on the public page"
+    );
 
     let status = demo.interrupt(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "demo exit {status}\n{}", demo.log_tail());
