@@ -50,6 +50,8 @@ pub struct AppState {
     points_cache: Arc<crate::signals::PointsCache>,
     /// Signs exports served over HTTP.
     signing_key: Option<Arc<ed25519_dalek::SigningKey>>,
+    /// The public disclosure page's settings and cache.
+    public: Arc<crate::public::PublicState>,
 }
 
 /// When the PUE was computed, and what it was.
@@ -85,6 +87,7 @@ impl AppState {
             pue_cache: Arc::new(Mutex::new(None)),
             points_cache: Arc::new(crate::signals::PointsCache::default()),
             signing_key: None,
+            public: Arc::new(crate::public::PublicState::default()),
         }
     }
 
@@ -161,6 +164,27 @@ impl AppState {
             *g = Some((now, v));
         }
         Ok(v)
+    }
+
+    /// The same state serving the public disclosure page as `cfg` says.
+    pub fn with_public(mut self, cfg: crate::public::PublicConfig) -> Self {
+        self.public = Arc::new(crate::public::PublicState::new(cfg));
+        self
+    }
+
+    /// The public page's settings and cache.
+    pub(crate) fn public_state(&self) -> &Arc<crate::public::PublicState> {
+        &self.public
+    }
+
+    /// The site model.
+    pub(crate) fn site_arc(&self) -> Arc<crate::site::SiteConfig> {
+        self.site.clone()
+    }
+
+    /// The carbon settings, shared.
+    pub(crate) fn carbon_arc(&self) -> Arc<crate::config::CarbonConfig> {
+        self.carbon.clone()
     }
 
     /// The carbon settings.
@@ -280,6 +304,9 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/openapi.json", get(openapi))
+        .route("/public", get(crate::public::page))
+        .route("/public/data.json", get(crate::public::data_json))
+        .route("/public/data.csv", get(crate::public::data_csv))
         .merge(operator)
         .merge(reporting)
         .merge(signals)

@@ -28,6 +28,9 @@ pub struct CollectorConfig {
     /// The site model: boundary meters and facility facts.
     #[serde(default)]
     pub site: crate::site::SiteConfig,
+    /// The public disclosure page (off unless enabled).
+    #[serde(default)]
+    pub public: crate::public::PublicConfig,
     /// Compliance exports served over HTTP.
     #[serde(default)]
     pub export: ExportConfig,

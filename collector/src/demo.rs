@@ -250,6 +250,10 @@ pub async fn run(
     cfg.mqtt.port = opts.mqtt_port;
     cfg.mqtt.client_id = "vigie-collector-demo".into();
     cfg.store.path = dir.join("ledger.sqlite");
+    // The demo shows the public disclosure page (off by default elsewhere).
+    cfg.public.enabled = true;
+    cfg.public.site_name = Some("vigie demo site".into());
+    cfg.public.description = Some("Simulated hosts of the vigie demo.".into());
     let listener = tokio::net::TcpListener::bind(opts.http).await?;
     let http = listener.local_addr()?;
     let collector = tokio::spawn(crate::run(cfg.clone(), listener, stopped(stop_rx.clone())));
@@ -263,6 +267,7 @@ pub async fn run(
     println!("  hosts:     http://{http}/api/v1/hosts");
     println!("  energy:    http://{http}/api/v1/energy?group_by=sensor");
     println!("  emissions: http://{http}/api/v1/emissions");
+    println!("  public:    http://{http}/public");
     println!("  ledger:    {}", cfg.store.path.display());
     println!("Press Ctrl-C to stop.");
 

@@ -21,6 +21,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod public;
 pub mod report;
 pub mod signals;
 pub mod signals_api;
@@ -211,7 +212,8 @@ pub async fn run(
         cfg.carbon.clone(),
         cfg.site.clone(),
     )
-    .with_signing_key(signing_key);
+    .with_signing_key(signing_key)
+    .with_public(cfg.public.clone());
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = api::router(state, tokens);

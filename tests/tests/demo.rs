@@ -56,6 +56,18 @@ fn demo_serves_energy_and_stops_on_sigint() {
         printed.contains(&format!("http://{http}/metrics")),
         "{printed}"
     );
+    // The demo publishes its disclosure page, without a token.
+    assert!(
+        printed.contains(&format!("http://{http}/public")),
+        "{printed}"
+    );
+    let public = http_get(http, "/public").unwrap();
+    assert_eq!(public.status, 200, "{}", public.body);
+    assert!(public.body.contains("vigie demo site"));
+    assert!(
+        !public.body.contains("demo-0"),
+        "a host name on the public page"
+    );
 
     let status = demo.interrupt(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "demo exit {status}\n{}", demo.log_tail());

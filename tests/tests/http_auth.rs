@@ -99,6 +99,12 @@ fn roles_open_their_routes_over_https() {
         200,
         "health is public"
     );
+    // The public page is off unless `[public] enabled`.
+    assert_eq!(get("/public", None).unwrap().status, 404);
+    assert_eq!(
+        get("/public/data.json", Some(&operator)).unwrap().status,
+        404
+    );
     // Plain HTTP on the HTTPS port gets no answer.
     assert!(http_get(http, "/healthz").map(|r| r.status).unwrap_or(0) != 200);
 
