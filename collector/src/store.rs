@@ -411,6 +411,40 @@ pub fn energy(
     rows.collect()
 }
 
+/// The SQL of [`sensor_buckets`]: a range of the primary key
+/// (host, sensor, bucket_ms), so its cost is that sensor's rows in the
+/// period, whatever the size of the ledger.
+pub fn sensor_buckets_sql(res: Resolution) -> String {
+    format!(
+        "SELECT bucket_ms, measured_uj, estimated_uj FROM {table}
+         WHERE host = ?1 AND sensor = ?2 AND bucket_ms >= ?3 AND bucket_ms < ?4 ORDER BY bucket_ms",
+        table = res.table()
+    )
+}
+
+/// The buckets of one (`host`, `sensor`) starting in [`from_ms`, `to_ms`),
+/// in time order, each with its energy.
+pub fn sensor_buckets(
+    conn: &Connection,
+    res: Resolution,
+    host: &str,
+    sensor: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, Amount)>, StoreError> {
+    let mut stmt = conn.prepare_cached(&sensor_buckets_sql(res))?;
+    let rows = stmt.query_map(params![host, sensor, from_ms, to_ms], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Amount {
+                measured: r.get::<_, i64>(1)? as u64,
+                estimated: r.get::<_, i64>(2)? as u64,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
 /// A host as the collector knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostRow {
