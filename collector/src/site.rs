@@ -1112,6 +1112,50 @@ mod tests {
     }
 
     #[test]
+    fn pruned_minutes_leave_meter_totals_unchanged() {
+        use vigie_energy::HOUR_MS;
+        let conn = store::open_in_memory().unwrap();
+        let meter = refs(&[("h1", "psu"), ("h2", "psu")]);
+        // Three hours of both sensors, as ingest writes them (minute and
+        // hour buckets), h2 missing minute 70.
+        for m in 0..180i64 {
+            for (i, h) in ["h1", "h2"].iter().enumerate() {
+                if *h == "h2" && m == 70 {
+                    continue;
+                }
+                let uj = 1_000 + (m as u64) * 3 + i as u64;
+                put(&conn, Resolution::Minute, h, "psu", m * MINUTE_MS, uj, 0);
+                put(&conn, Resolution::Hour, h, "psu", m / 60 * HOUR_MS, uj, 0);
+            }
+        }
+        let period = Period::new(0, 3 * HOUR_MS).unwrap();
+        let total = |samples: &[RawSample]| samples.iter().map(|s| s.2).sum::<u64>();
+        let before = ledger_samples(&conn, &meter, 0, 3 * HOUR_MS).unwrap();
+        assert_eq!(before.len(), 179);
+        // Cut at 1 h 30 min: rounded down to 1 h, so hour 0 loses its
+        // minutes, hour 1 keeps all of them.
+        let deleted = store::prune_minutes(&conn, HOUR_MS + 30 * MINUTE_MS).unwrap();
+        assert_eq!(deleted, 120);
+        assert_eq!(store::prune_minutes(&conn, HOUR_MS).unwrap(), 0);
+        let rows = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(rows("energy_minute"), 239);
+        assert_eq!(rows("energy_hour"), 6);
+        let after = ledger_samples(&conn, &meter, 0, 3 * HOUR_MS).unwrap();
+        // Hour 0 is one sample now; the same µJ, the same coverage.
+        assert_eq!(after.len(), 1 + 119);
+        assert_eq!(after[0].0..after[0].1, 0..HOUR_MS);
+        assert_eq!(total(&after), total(&before));
+        let (b, a) = (
+            to_series("it", before, Microjoules).unwrap(),
+            to_series("it", after, Microjoules).unwrap(),
+        );
+        assert_eq!(a.coverage(period), b.coverage(period));
+    }
+
+    #[test]
     fn csv_readings_parse_or_say_which_lines_do_not() {
         let t = |s: &str| s.parse::<i64>().ok();
         let csv = "from,to,amount,estimated,note\n0,3600000,1.5,,index 10 -> 11.5\n3600000,7200000,2,estimated,\n";
