@@ -84,6 +84,11 @@ pub struct StoreConfig {
     /// SQLite file.
     #[serde(default = "d_db")]
     pub path: PathBuf,
+    /// How long minute buckets are kept (e.g. `"400d"`); older whole hours
+    /// keep only their hour buckets, which ledger meters then read. None:
+    /// minute buckets are kept for ever.
+    #[serde(default, with = "humantime_serde")]
+    pub minute_retention: Option<std::time::Duration>,
 }
 
 /// HTTP settings.
@@ -281,5 +286,11 @@ mod tests {
         assert_eq!(c.carbon.zone, "DE");
         assert_eq!(c.limits().max_future_ms, 60_000);
         assert!(CollectorConfig::from_toml("[store]\npaht = \"x\"\n").is_err());
+        assert_eq!(c.store.minute_retention, None);
+        let c = CollectorConfig::from_toml("[store]\nminute_retention = \"400d\"\n").unwrap();
+        assert_eq!(
+            c.store.minute_retention,
+            Some(std::time::Duration::from_secs(400 * 86_400))
+        );
     }
 }

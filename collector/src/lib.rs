@@ -260,6 +260,32 @@ pub async fn run(
             }
         })
     };
+    // Minute buckets past the retention, once an hour (hour buckets stay).
+    let prune_task = cfg.store.minute_retention.map(|keep| {
+        let db = path.clone();
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3_600));
+            loop {
+                tick.tick().await;
+                let db = db.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    store::prune_minutes(&store::open(&db)?, now_ms().saturating_sub(keep_ms))
+                })
+                .await;
+                match pruned {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(rows)) => {
+                        tracing::info!(rows, "pruned minute buckets past store.minute_retention")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "pruning minute buckets failed; retrying in an hour")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pruning task failed"),
+                }
+            }
+        })
+    });
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
         let busy_since = busy_since.clone();
@@ -297,6 +323,9 @@ pub async fn run(
         t.abort();
     }
     signal_task.abort();
+    if let Some(t) = prune_task {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

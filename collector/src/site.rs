@@ -3,7 +3,7 @@
 //!
 //! Each role is one meter. A meter reads the ledger (the sum of one or
 //! more agent sensors, minute by minute, a minute counting only when every
-//! sensor has it) or manual readings entered through the API (water and
+//! sensor has it; whole hours where minute buckets are absent) or manual readings entered through the API (water and
 //! heat meters read by hand). The maths, coverage and gap rules are
 //! `vigie_energy::kpi`; here the inputs are gathered.
 
@@ -12,8 +12,8 @@ use rusqlite::{Connection, params};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use vigie_energy::{
-    Figure, GapRule, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample, Series,
-    SeriesError,
+    Figure, GapRule, HOUR_MS, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample,
+    Series, SeriesError,
 };
 
 /// `[site]`: the boundary and the facts regulators ask for.
@@ -349,38 +349,144 @@ fn manual_samples(
     rows.collect()
 }
 
-/// Minute samples of a ledger meter: a minute counts only when every one
-/// of its sensors has a bucket there (a partial minute is missing, not
-/// under-counted).
+/// Energy of a time slot summed over a meter's sensors.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    /// Sensors with data in the slot.
+    sensors: usize,
+    /// µJ, measured plus estimated.
+    amount: u64,
+    /// Some of it estimated.
+    estimated: bool,
+}
+
+/// Samples of a ledger meter, read per sensor by primary-key range (the
+/// cost is the meter's own rows, not the ledger's).
+///
+/// Minute buckets first: a minute counts only when every one of the
+/// meter's sensors has a bucket there (a partial minute is missing, not
+/// under-counted). Hour buckets are the fallback where minute rows are
+/// absent (old periods kept at hourly resolution): in a whole hour of the
+/// period where some sensor has an hour bucket but no minute bucket, the
+/// hour is evaluated as one sample for every sensor (each sensor's
+/// minutes summed into the hour, or its hour bucket when it has no
+/// minutes there), counted only when every sensor has data in it. Coverage
+/// inside such hours is therefore hour-granular: the whole hour counts as
+/// covered. Hours cut by the period's edges use minute buckets only, so
+/// that no hour amount is pro-rated. Sums are exact integer µJ.
 fn ledger_samples(
     conn: &Connection,
     sensors: &[SensorRef],
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
-    let rows = store::energy(conn, Resolution::Minute, from_ms, to_ms, true, true)?;
-    let mut minutes: BTreeMap<i64, (usize, u64, bool)> = BTreeMap::new();
-    for r in rows {
-        let (Some(sensor), Some(bucket)) = (&r.sensor, r.bucket_ms) else {
-            continue;
+) -> Result<Vec<RawSample>, rusqlite::Error> {
+    if sensors.is_empty() || to_ms <= from_ms {
+        return Ok(Vec::new());
+    }
+    // The whole hours of the period: [h0, h0 + hours x HOUR_MS).
+    let h0 =
+        from_ms.div_euclid(HOUR_MS) * HOUR_MS + if from_ms % HOUR_MS == 0 { 0 } else { HOUR_MS };
+    let h1 = to_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let hours = usize::try_from((h1 - h0).max(0) / HOUR_MS).unwrap_or(0);
+    let hour_of =
+        |t: i64| -> Option<usize> { (t >= h0 && t < h1).then(|| ((t - h0) / HOUR_MS) as usize) };
+    let mut hour_acc = vec![Acc::default(); hours];
+    // Hours evaluated as one sample: some sensor has only its hour bucket.
+    let mut hour_level = vec![false; hours];
+    // The last sensor seen with minute buckets in each hour.
+    let mut minutes_of = vec![usize::MAX; hours];
+    // Minutes every sensor read so far has: a sorted intersection.
+    let mut minutes: Vec<(i64, Acc)> = Vec::new();
+    for (i, s) in sensors.iter().enumerate() {
+        let rows =
+            store::sensor_buckets(conn, Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
+        for (t, a) in &rows {
+            if let Some(h) = hour_of(*t) {
+                let acc = &mut hour_acc[h];
+                if minutes_of[h] != i {
+                    minutes_of[h] = i;
+                    acc.sensors += 1;
+                }
+                acc.amount = acc
+                    .amount
+                    .saturating_add(a.measured.saturating_add(a.estimated));
+                acc.estimated |= a.estimated > 0;
+            }
+        }
+        minutes = if i == 0 {
+            rows.iter()
+                .map(|(t, a)| {
+                    let acc = Acc {
+                        sensors: 1,
+                        amount: a.measured.saturating_add(a.estimated),
+                        estimated: a.estimated > 0,
+                    };
+                    (*t, acc)
+                })
+                .collect()
+        } else {
+            intersect(&minutes, &rows)
         };
-        if !sensors
-            .iter()
-            .any(|s| s.host == r.host && &s.sensor == sensor)
-        {
+        if hours == 0 {
             continue;
         }
-        let m = minutes.entry(bucket).or_default();
-        m.0 += 1;
-        m.1 =
-            m.1.saturating_add(r.amount.measured.saturating_add(r.amount.estimated));
-        m.2 |= r.amount.estimated > 0;
+        for (t, a) in store::sensor_buckets(conn, Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
+            let Some(h) = hour_of(t) else { continue };
+            if minutes_of[h] == i {
+                // Its minutes are already summed into this hour.
+                continue;
+            }
+            hour_level[h] = true;
+            let acc = &mut hour_acc[h];
+            acc.sensors += 1;
+            acc.amount = acc
+                .amount
+                .saturating_add(a.measured.saturating_add(a.estimated));
+            acc.estimated |= a.estimated > 0;
+        }
     }
-    Ok(minutes
+    let mut out: Vec<RawSample> = minutes
         .into_iter()
-        .filter(|(_, (n, _, _))| *n == sensors.len())
-        .map(|(t, (_, amount, est))| (t, t + MINUTE_MS, amount, est))
-        .collect())
+        .filter(|(t, _)| hour_of(*t).is_none_or(|h| !hour_level[h]))
+        .map(|(t, a)| (t, t + MINUTE_MS, a.amount, a.estimated))
+        .collect();
+    out.extend(
+        hour_acc
+            .iter()
+            .enumerate()
+            .filter(|(h, a)| hour_level[*h] && a.sensors == sensors.len())
+            .map(|(h, a)| {
+                let t = h0 + h as i64 * HOUR_MS;
+                (t, t + HOUR_MS, a.amount, a.estimated)
+            }),
+    );
+    out.sort_unstable_by_key(|x| x.0);
+    Ok(out)
+}
+
+/// The minutes of `have` that `rows` (one more sensor's buckets, sorted)
+/// also has, with that sensor's energy added.
+fn intersect(have: &[(i64, Acc)], rows: &[(i64, store::Amount)]) -> Vec<(i64, Acc)> {
+    let mut out = Vec::with_capacity(have.len().min(rows.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < have.len() && j < rows.len() {
+        match have[i].0.cmp(&rows[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let (mut acc, a) = (have[i].1, rows[j].1);
+                acc.sensors += 1;
+                acc.amount = acc
+                    .amount
+                    .saturating_add(a.measured.saturating_add(a.estimated));
+                acc.estimated |= a.estimated > 0;
+                out.push((have[i].0, acc));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 /// `(start, end, amount, estimated)` of a meter over a period: µJ for
@@ -480,7 +586,23 @@ pub fn figures(
             )));
         }
     }
-    let raw = |m: &MeterConfig| meter_samples(conn, m, from_ms, to_ms);
+    // Each meter is read once: the figures and the totals below use the
+    // same meters again, and a ledger meter of a large site (the IT
+    // meter over every server) is most of the cost.
+    let read: Vec<Vec<RawSample>> = site
+        .meters
+        .iter()
+        .map(|m| meter_samples(conn, m, from_ms, to_ms))
+        .collect::<Result<_, _>>()?;
+    let raw = |m: &MeterConfig| -> Result<Vec<RawSample>, rusqlite::Error> {
+        Ok(site
+            .meters
+            .iter()
+            .zip(&read)
+            .find(|(x, _)| std::ptr::eq(*x, m))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default())
+    };
     let energy = |role: Role| -> Result<Option<Series<Microjoules>>, SiteError> {
         let Some(m) = by_role.get(&role) else {
             return Ok(None);
@@ -781,6 +903,256 @@ mod tests {
         let tx = conn.unchecked_transaction().unwrap();
         store::add_energy(&tx, &p).unwrap();
         tx.commit().unwrap();
+    }
+
+    /// Adds `measured` and `estimated` µJ to one bucket of `res`.
+    fn put(
+        conn: &Connection,
+        res: Resolution,
+        host: &str,
+        sensor: &str,
+        bucket_ms: i64,
+        measured: u64,
+        estimated: u64,
+    ) {
+        let mut p = store::Pending::default();
+        let map = match res {
+            Resolution::Minute => &mut p.minute,
+            Resolution::Hour => &mut p.hour,
+        };
+        map.insert(
+            (host.into(), sensor.into(), bucket_ms),
+            store::Amount {
+                measured,
+                estimated,
+            },
+        );
+        let tx = conn.unchecked_transaction().unwrap();
+        store::add_energy(&tx, &p).unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn refs(names: &[(&str, &str)]) -> Vec<SensorRef> {
+        names
+            .iter()
+            .map(|(h, s)| SensorRef {
+                host: (*h).into(),
+                sensor: (*s).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ledger_meters_read_their_own_sensors_by_primary_key() {
+        use vigie_energy::HOUR_MS;
+        let conn = store::open_in_memory().unwrap();
+        let meter = refs(&[("facility", "pdu-a:total"), ("facility", "pdu-b:total")]);
+        for m in 0..3 {
+            put(
+                &conn,
+                Resolution::Minute,
+                "facility",
+                "pdu-a:total",
+                m * MINUTE_MS,
+                600 + m as u64,
+                0,
+            );
+        }
+        put(
+            &conn,
+            Resolution::Minute,
+            "facility",
+            "pdu-b:total",
+            0,
+            400,
+            0,
+        );
+        put(
+            &conn,
+            Resolution::Minute,
+            "facility",
+            "pdu-b:total",
+            2 * MINUTE_MS,
+            300,
+            5,
+        );
+        let expected = vec![
+            (0, MINUTE_MS, 1_000, false),
+            (2 * MINUTE_MS, 3 * MINUTE_MS, 907, true),
+        ];
+        assert_eq!(ledger_samples(&conn, &meter, 0, HOUR_MS).unwrap(), expected);
+        // Rows of other hosts, other sensors (one sharing a name), other
+        // times and the hour table change nothing.
+        for m in 0..5 {
+            for (h, s) in [
+                ("facility", "pdu-c:total"),
+                ("other", "pdu-b:total"),
+                ("facility-2", "pdu-a:total"),
+                ("a", "z"),
+            ] {
+                put(&conn, Resolution::Minute, h, s, m * MINUTE_MS, 77, 1);
+                put(&conn, Resolution::Hour, h, s, 0, 77, 1);
+            }
+        }
+        put(
+            &conn,
+            Resolution::Minute,
+            "facility",
+            "pdu-a:total",
+            HOUR_MS,
+            9,
+            0,
+        );
+        put(
+            &conn,
+            Resolution::Minute,
+            "facility",
+            "pdu-b:total",
+            HOUR_MS,
+            9,
+            0,
+        );
+        assert_eq!(ledger_samples(&conn, &meter, 0, HOUR_MS).unwrap(), expected);
+        // The query is a range of the primary key, not a scan.
+        for res in [Resolution::Minute, Resolution::Hour] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", store::sensor_buckets_sql(res));
+            let mut stmt = conn.prepare(&sql).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(params!["facility", "pdu-a:total", 0, HOUR_MS], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains(
+                    "USING PRIMARY KEY (host=? AND sensor=? AND bucket_ms>? AND bucket_ms<?)"
+                ),
+                "{plan}"
+            );
+            assert!(
+                !plan.contains("SCAN") && !plan.contains("TEMP B-TREE"),
+                "{plan}"
+            );
+        }
+    }
+
+    #[test]
+    fn ledger_meters_fall_back_to_hour_buckets_where_minutes_are_absent() {
+        use vigie_energy::HOUR_MS;
+        let conn = store::open_in_memory().unwrap();
+        let meter = refs(&[("h1", "psu"), ("h2", "psu")]);
+        let both = |m: i64, a: u64, b: u64| {
+            put(&conn, Resolution::Minute, "h1", "psu", m * MINUTE_MS, a, 0);
+            put(&conn, Resolution::Minute, "h2", "psu", m * MINUTE_MS, b, 0);
+        };
+        // Hour 0: minutes for both, as ingested (hour rows too), except
+        // minute 5 of h2: 59 minute samples.
+        for m in 0..60 {
+            put(&conn, Resolution::Minute, "h1", "psu", m * MINUTE_MS, 10, 0);
+            if m != 5 {
+                put(&conn, Resolution::Minute, "h2", "psu", m * MINUTE_MS, 20, 0);
+            }
+        }
+        put(&conn, Resolution::Hour, "h1", "psu", 0, 600, 0);
+        put(&conn, Resolution::Hour, "h2", "psu", 0, 1_180, 0);
+        // Hour 1: h1 only at hourly resolution (its minutes pruned), h2
+        // has 30 minutes and its hour: one hour sample, h1's hour + h2's
+        // minutes, estimated because h1's hour has estimated energy.
+        put(&conn, Resolution::Hour, "h1", "psu", HOUR_MS, 5_000, 1_000);
+        for m in 60..90 {
+            put(&conn, Resolution::Minute, "h2", "psu", m * MINUTE_MS, 7, 0);
+        }
+        put(&conn, Resolution::Hour, "h2", "psu", HOUR_MS, 210, 0);
+        // Hour 2: both only hourly: one measured hour sample.
+        put(&conn, Resolution::Hour, "h1", "psu", 2 * HOUR_MS, 3_000, 0);
+        put(&conn, Resolution::Hour, "h2", "psu", 2 * HOUR_MS, 4_000, 0);
+        // Hour 3: h1 hourly, h2 nothing: missing, not under-counted.
+        put(&conn, Resolution::Hour, "h1", "psu", 3 * HOUR_MS, 3_000, 0);
+        // Hour 4 is cut by the period's end (4 h 30 min): its hour rows are
+        // not used (no pro-rating); its common minutes are.
+        put(&conn, Resolution::Hour, "h1", "psu", 4 * HOUR_MS, 9_000, 0);
+        put(&conn, Resolution::Hour, "h2", "psu", 4 * HOUR_MS, 9_000, 0);
+        both(245, 1, 2);
+        both(275, 1, 2);
+        let to = 4 * HOUR_MS + 30 * MINUTE_MS;
+        let got = ledger_samples(&conn, &meter, 0, to).unwrap();
+        let mut want: Vec<RawSample> = (0..60)
+            .filter(|m| *m != 5)
+            .map(|m| (m * MINUTE_MS, (m + 1) * MINUTE_MS, 30, false))
+            .collect();
+        want.push((HOUR_MS, 2 * HOUR_MS, 6_000 + 210, true));
+        want.push((2 * HOUR_MS, 3 * HOUR_MS, 7_000, false));
+        want.push((245 * MINUTE_MS, 246 * MINUTE_MS, 3, false));
+        assert_eq!(got, want);
+        // A valid series: exact total, hour-granular coverage.
+        let period = Period::new(0, to).unwrap();
+        let series = to_series("it", got, Microjoules).unwrap();
+        let cov = series.coverage(period);
+        assert_eq!(
+            cov.measured_ms,
+            (59 * MINUTE_MS + HOUR_MS + MINUTE_MS) as u64
+        );
+        assert_eq!(cov.estimated_ms, HOUR_MS as u64);
+        let input = series.input("total", period, GapRule::Strict);
+        assert_eq!(input.total, None);
+        let scaled = series.input("total", period, GapRule::ScaleToPeriod);
+        assert_eq!(scaled.measured, (59.0 * 30.0 + 7_000.0 + 3.0) / 3.6e12);
+        assert_eq!(scaled.estimated, 6_210.0 / 3.6e12);
+        // Over hour 1 alone, an hour boundary on each side: the hour sample.
+        assert_eq!(
+            ledger_samples(&conn, &meter, HOUR_MS, 2 * HOUR_MS).unwrap(),
+            vec![(HOUR_MS, 2 * HOUR_MS, 6_210, true)]
+        );
+        // Starting at 1 h 30 min, hour 1 is cut: h2's minutes alone do not
+        // make it (h1 has none), so only hour 2 remains.
+        assert_eq!(
+            ledger_samples(&conn, &meter, HOUR_MS + 30 * MINUTE_MS, 3 * HOUR_MS).unwrap(),
+            vec![(2 * HOUR_MS, 3 * HOUR_MS, 7_000, false)]
+        );
+    }
+
+    #[test]
+    fn pruned_minutes_leave_meter_totals_unchanged() {
+        use vigie_energy::HOUR_MS;
+        let conn = store::open_in_memory().unwrap();
+        let meter = refs(&[("h1", "psu"), ("h2", "psu")]);
+        // Three hours of both sensors, as ingest writes them (minute and
+        // hour buckets), h2 missing minute 70.
+        for m in 0..180i64 {
+            for (i, h) in ["h1", "h2"].iter().enumerate() {
+                if *h == "h2" && m == 70 {
+                    continue;
+                }
+                let uj = 1_000 + (m as u64) * 3 + i as u64;
+                put(&conn, Resolution::Minute, h, "psu", m * MINUTE_MS, uj, 0);
+                put(&conn, Resolution::Hour, h, "psu", m / 60 * HOUR_MS, uj, 0);
+            }
+        }
+        let period = Period::new(0, 3 * HOUR_MS).unwrap();
+        let total = |samples: &[RawSample]| samples.iter().map(|s| s.2).sum::<u64>();
+        let before = ledger_samples(&conn, &meter, 0, 3 * HOUR_MS).unwrap();
+        assert_eq!(before.len(), 179);
+        // Cut at 1 h 30 min: rounded down to 1 h, so hour 0 loses its
+        // minutes, hour 1 keeps all of them.
+        let deleted = store::prune_minutes(&conn, HOUR_MS + 30 * MINUTE_MS).unwrap();
+        assert_eq!(deleted, 120);
+        assert_eq!(store::prune_minutes(&conn, HOUR_MS).unwrap(), 0);
+        let rows = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(rows("energy_minute"), 239);
+        assert_eq!(rows("energy_hour"), 6);
+        let after = ledger_samples(&conn, &meter, 0, 3 * HOUR_MS).unwrap();
+        // Hour 0 is one sample now; the same µJ, the same coverage.
+        assert_eq!(after.len(), 1 + 119);
+        assert_eq!(after[0].0..after[0].1, 0..HOUR_MS);
+        assert_eq!(total(&after), total(&before));
+        let (b, a) = (
+            to_series("it", before, Microjoules).unwrap(),
+            to_series("it", after, Microjoules).unwrap(),
+        );
+        assert_eq!(a.coverage(period), b.coverage(period));
     }
 
     #[test]

@@ -316,6 +316,35 @@ pub fn quarantine(
     Ok(())
 }
 
+/// Deletes the minute buckets of the whole hours before `before_ms`
+/// (rounded down to an hour, so that an hour keeps all its minutes or
+/// none, and ledger meters read a pruned hour from its hour bucket); hour
+/// buckets are kept. One hour per statement, so the ledger writer, which
+/// waits for the lock up to its busy timeout, is never held up long.
+/// Returns the rows deleted.
+pub fn prune_minutes(conn: &Connection, before_ms: i64) -> Result<u64, StoreError> {
+    use vigie_energy::HOUR_MS;
+    let cutoff = before_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let mut oldest =
+        conn.prepare_cached("SELECT MIN(bucket_ms) FROM energy_minute WHERE bucket_ms >= ?1")?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM energy_minute WHERE bucket_ms >= ?1 AND bucket_ms < ?2")?;
+    let (mut from, mut deleted) = (i64::MIN, 0u64);
+    loop {
+        // The next hour holding minutes: gaps are skipped, not walked.
+        let Some(t) = oldest.query_row(params![from], |r| r.get::<_, Option<i64>>(0))? else {
+            break;
+        };
+        let hour = t.div_euclid(HOUR_MS) * HOUR_MS;
+        if hour >= cutoff {
+            break;
+        }
+        deleted += delete.execute(params![hour, hour + HOUR_MS])? as u64;
+        from = hour + HOUR_MS;
+    }
+    Ok(deleted)
+}
+
 /// Total energy per (host, sensor) over all time, from the hour table.
 pub fn totals(conn: &Connection) -> Result<Vec<(String, String, Amount)>, StoreError> {
     let mut stmt = conn.prepare(
@@ -407,6 +436,40 @@ pub fn energy(
                 estimated: r.get::<_, i64>(4)? as u64,
             },
         })
+    })?;
+    rows.collect()
+}
+
+/// The SQL of [`sensor_buckets`]: a range of the primary key
+/// (host, sensor, bucket_ms), so its cost is that sensor's rows in the
+/// period, whatever the size of the ledger.
+pub fn sensor_buckets_sql(res: Resolution) -> String {
+    format!(
+        "SELECT bucket_ms, measured_uj, estimated_uj FROM {table}
+         WHERE host = ?1 AND sensor = ?2 AND bucket_ms >= ?3 AND bucket_ms < ?4 ORDER BY bucket_ms",
+        table = res.table()
+    )
+}
+
+/// The buckets of one (`host`, `sensor`) starting in [`from_ms`, `to_ms`),
+/// in time order, each with its energy.
+pub fn sensor_buckets(
+    conn: &Connection,
+    res: Resolution,
+    host: &str,
+    sensor: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, Amount)>, StoreError> {
+    let mut stmt = conn.prepare_cached(&sensor_buckets_sql(res))?;
+    let rows = stmt.query_map(params![host, sensor, from_ms, to_ms], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            Amount {
+                measured: r.get::<_, i64>(1)? as u64,
+                estimated: r.get::<_, i64>(2)? as u64,
+            },
+        ))
     })?;
     rows.collect()
 }

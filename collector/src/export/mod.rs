@@ -663,6 +663,7 @@ fn methodology(site_cfg: &SiteConfig, carbon: &CarbonConfig) -> Value {
             site::GapRuleConfig::ScaleToPeriod => "scale-to-period: gaps are filled at each input's own average rate and the figure is flagged estimated",
         },
         "meter_minutes": "a ledger meter's minute counts only when every one of its sensors has it",
+        "meter_hours": "where minute buckets are absent (periods kept at hourly resolution), a whole hour in which every sensor has data counts as one sample, so coverage inside it is hour-granular",
         "registers": "cumulative registers: intervals are differences of consecutive values; a step backwards is left out",
         "instruments": "annual volumes enter pro rata to the share of their calendar year the period covers",
         "emission_factors": format!(
