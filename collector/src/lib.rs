@@ -21,6 +21,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod pdf;
 pub mod report;
 pub mod signals;
 pub mod signals_api;
