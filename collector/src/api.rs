@@ -43,6 +43,7 @@ pub struct AppState {
     factor: Arc<Factor>,
     carbon: Arc<crate::config::CarbonConfig>,
     site: Arc<crate::site::SiteConfig>,
+    dossier: Arc<crate::dossier::Settings>,
 }
 
 impl AppState {
@@ -59,9 +60,27 @@ impl AppState {
             db_path: Arc::new(db_path),
             metrics,
             factor: Arc::new(factor),
+            dossier: Arc::new(crate::dossier::Settings {
+                site: site.clone(),
+                carbon: carbon.clone(),
+                dossier: crate::dossier::DossierConfig::default(),
+                site_id: String::new(),
+            }),
             carbon: Arc::new(carbon),
             site: Arc::new(site),
         }
+    }
+
+    /// The permit dossier's settings (`[dossier]` and the MQTT site id);
+    /// without this call the dossier says its study is not configured.
+    pub fn with_dossier(mut self, dossier: crate::dossier::DossierConfig, site_id: &str) -> Self {
+        self.dossier = Arc::new(crate::dossier::Settings {
+            site: (*self.site).clone(),
+            carbon: (*self.carbon).clone(),
+            dossier,
+            site_id: site_id.to_owned(),
+        });
+        self
     }
 
     /// The carbon settings.
@@ -151,6 +170,12 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
                     p,
                     q,
                 )
+            }),
+        )
+        .route(
+            "/api/v1/dossier",
+            get(|State(s): State<AppState>, q| {
+                crate::dossier::http::http_handler(s.db_path.clone(), s.dossier.clone(), q)
             }),
         )
         .route(

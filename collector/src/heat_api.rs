@@ -10,7 +10,7 @@ use vigie_energy::{
 };
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PotentialRequest {
     /// Planned IT load, kW, one value per hour of a year (8760 or 8784);
@@ -60,7 +60,7 @@ pub enum CoolingRequest {
 }
 
 /// Heat pump.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeatPumpRequest {
     /// A datasheet COP; absent: Carnot COP × `carnot_fraction`.
@@ -75,7 +75,7 @@ pub struct HeatPumpRequest {
 }
 
 /// Heat user.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfftakerRequest {
     /// Required supply temperature, °C.

@@ -13,6 +13,7 @@ pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dossier;
 pub mod export;
 pub mod grid;
 pub mod grid_live;
@@ -202,7 +203,8 @@ pub async fn run(
         },
         cfg.carbon.clone(),
         cfg.site.clone(),
-    );
+    )
+    .with_dossier(cfg.dossier.clone(), &cfg.mqtt.site);
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = api::router(state, tokens);
