@@ -308,6 +308,11 @@ impl PdfBuilder {
         self.pages.len()
     }
 
+    /// Starts a new page unless `h` pt still fit on this one.
+    pub fn keep(&mut self, h: f64) {
+        self.ensure(h);
+    }
+
     fn ensure(&mut self, h: f64) {
         if self.y + h > Self::bottom() && self.y > MARGIN {
             self.new_page();

@@ -54,7 +54,9 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
     );
     let conn = crate::store::open(&cfg.store.path)
         .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+    // A ledger filled only by hand readings has no grid tables yet.
     crate::site::init(&conn)?;
+    crate::grid::store::init(&conn)?;
     let mut progress = |s: &str| step(s);
     let bytes = super::build(
         &conn,

@@ -651,7 +651,7 @@ pub fn content(f: &Facts) -> Dossier {
     // 3. Monthly energy.
     b.push(Block::Heading(2, "3 Monthly energy".into()));
     let energy_chart = Chart {
-        title: "Monthly energy".into(),
+        title: "Facility and IT energy by month".into(),
         unit: "MWh".into(),
         labels: labels.clone(),
         series: vec![
@@ -976,7 +976,11 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
                 num(g("e_dc_mwh"), 1),
                 "MWh".into(),
             ],
-            vec!["Projected ERF".into(), pct(erf), "%".into()],
+            vec![
+                "Projected ERF".into(),
+                num(erf.map(|e| e * 100.0), 1),
+                "%".into(),
+            ],
             vec![
                 "Measured ERF, this period".into(),
                 flagged(&t.erf, 1, 100.0),
@@ -1132,9 +1136,15 @@ impl Dossier {
     /// The A4 PDF; `now_ms` goes into its metadata.
     pub fn to_pdf(&self, now_ms: i64) -> Vec<u8> {
         let mut p = crate::pdf::PdfBuilder::new(&self.title);
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
             match block {
-                Block::Heading(l, t) => p.heading(*l, t),
+                Block::Heading(l, t) => {
+                    // A heading stays on the page of the chart it introduces.
+                    if let Some(Block::Chart { drawing, .. }) = self.blocks.get(i + 1) {
+                        p.keep(drawing.height + 40.0);
+                    }
+                    p.heading(*l, t);
+                }
                 Block::Para(t) => p.paragraph(t, 9.5, false),
                 Block::Note(t) => p.paragraph(t, 8.0, true),
                 Block::Table(t) => p.table(&t.caption, &t.header, &t.rows),
