@@ -325,7 +325,13 @@ pub fn gather(
         }
     };
     Ok(Facts {
-        site_name: d.site_name.clone().unwrap_or_else(|| cfg.site_id.clone()),
+        site_name: d.site_name.clone().unwrap_or_else(|| {
+            if cfg.site_id.is_empty() || cfg.site_id == "+" {
+                "site name not configured ([dossier] site_name)".into()
+            } else {
+                cfg.site_id.clone()
+            }
+        }),
         operator: d.operator.clone(),
         period: req,
         generated_ms: now_ms,
