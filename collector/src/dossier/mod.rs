@@ -126,6 +126,9 @@ pub struct DossierRequest {
     pub to_ms: i64,
 }
 
+/// Longest period a dossier covers.
+pub const MAX_PERIOD_DAYS: i64 = 3653;
+
 /// Parses the period the same way for the CLI and HTTP: `YYYY-MM-DD`,
 /// RFC 3339 or Unix ms; default the calendar year before `now_ms`.
 pub fn request(
@@ -144,6 +147,12 @@ pub fn request(
     let (from_ms, to_ms) = (bound("from", from, df)?, bound("to", to, dt)?);
     if to_ms <= from_ms {
         return Err("to must come after from".into());
+    }
+    // Every month is computed and drawn: bound the work one request asks.
+    if to_ms - from_ms > MAX_PERIOD_DAYS * 86_400_000 {
+        return Err(format!(
+            "the period may span at most {MAX_PERIOD_DAYS} days (ten years)"
+        ));
     }
     Ok(DossierRequest { from_ms, to_ms })
 }
@@ -1266,6 +1275,7 @@ mod tests {
         assert_eq!(period_label(r), "2025-03-01 to 2025-05-31");
         assert!(request(Some("2025-06-01"), Some("2025-03-01"), now).is_err());
         assert!(request(Some("June"), None, now).is_err());
+        assert!(request(Some("1970-01-01"), Some("9999-01-01"), now).is_err());
     }
 
     #[test]
