@@ -223,7 +223,7 @@ assumed_pue = 1.5
         "Assumptions of the study",
         "heat pump COP",
         "configured",
-        "default (DOMAIN.md)",
+        "DOMAIN.md §6",
         "EnEfG 1.5 from 2027-07-01 (reference)",
         "Meters used",
         "hand readings",

@@ -183,13 +183,10 @@ pub enum Study {
     NotConfigured,
     /// The assumptions were refused; the reason.
     Failed(String),
-    /// The result of [`crate::heat_api::study`], and which optional inputs
-    /// were given (to tell configured values from defaults).
+    /// The result of [`crate::heat_api::study`].
     Done {
         /// The study's JSON.
         result: Json,
-        /// Whether PUE or E_DC was configured (else the 1.3 default).
-        facility_given: bool,
     },
 }
 
@@ -325,10 +322,7 @@ pub fn gather(
         Some(s) => {
             progress("heat-reuse potential study");
             match crate::heat_api::study(s) {
-                Ok(result) => Study::Done {
-                    result,
-                    facility_given: s.assumed_pue.is_some() || s.annual_e_dc_kwh.is_some(),
-                },
+                Ok(result) => Study::Done { result },
                 Err(e) => Study::Failed(e),
             }
         }
@@ -932,7 +926,7 @@ pub fn content(f: &Facts) -> Dossier {
 }
 
 fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
-    let (result, facility_given) = match study {
+    let result = match study {
         Study::NotConfigured => {
             b.push(Block::Para(
                 "The heat-reuse potential study is not configured: add a [dossier.heat_study] section (cooling type, temperatures, heat pump, offtaker, planned IT load) to the collector configuration. No study figures are shown rather than invented ones.".into(),
@@ -945,10 +939,7 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
             )));
             return;
         }
-        Study::Done {
-            result,
-            facility_given,
-        } => (result, *facility_given),
+        Study::Done { result } => result,
     };
     let g = |k: &str| result[k].as_f64();
     if let Some(s) = result["summary"].as_str() {
@@ -1015,19 +1006,12 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
                 .map(|x| {
                     let name = x["name"].as_str().unwrap_or_default();
                     let basis = x["basis"].as_str().unwrap_or_default();
-                    let source = if name == "PUE" && !facility_given {
-                        "default (study: PUE 1.3)"
-                    } else if basis.starts_with("given") {
+                    let source = if basis.starts_with("given") {
                         "configured"
                     } else if basis.starts_with("default") {
-                        "default (DOMAIN.md)"
+                        "default"
                     } else {
                         "derived"
-                    };
-                    let basis = if name == "PUE" && !facility_given {
-                        "default: no assumed_pue or annual_e_dc_kwh configured; E_DC = E_IT × 1.3"
-                    } else {
-                        basis
                     };
                     vec![
                         name.to_owned(),
@@ -1314,10 +1298,7 @@ mod tests {
         .unwrap();
         let result = crate::heat_api::study(&req).unwrap();
         let n = result["assumptions"].as_array().unwrap().len();
-        let d = content(&facts(Study::Done {
-            result,
-            facility_given: false,
-        }));
+        let d = content(&facts(Study::Done { result }));
         let table = d
             .blocks
             .iter()
@@ -1336,11 +1317,8 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(source("offtaker supply temperature"), "configured");
-        assert_eq!(
-            source("outlet temperature (direct liquid)"),
-            "default (DOMAIN.md)"
-        );
-        assert_eq!(source("PUE"), "default (study: PUE 1.3)");
+        assert_eq!(source("outlet temperature (direct liquid)"), "default");
+        assert_eq!(source("PUE"), "default");
         // The projection joins the heat chart for a calendar year.
         let html = d.to_html();
         assert!(html.contains("Deliverable (study, projected)"));
