@@ -68,7 +68,7 @@ pub async fn http_handler(
         HeaderValue::from_static(format.content_type()),
     );
     let name = format!(
-        "attachment; filename=\"dossier-{}.{}\"",
+        "inline; filename=\"dossier-{}.{}\"",
         crate::export::date::Date::from_ms(req.from_ms),
         format.extension()
     );
