@@ -36,7 +36,7 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
     let key = a
         .key
         .as_deref()
-        .map(crate::export::sign::load_signing_key)
+        .map(crate::export::cli::load_key)
         .transpose()?;
     let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
     let step = |s: &str| eprintln!("dossier: {s}");

@@ -136,18 +136,7 @@ pub fn request(
     to: Option<&str>,
     now_ms: i64,
 ) -> Result<DossierRequest, String> {
-    let (df, dt) = date::previous_year(now_ms);
-    let bound = |name: &str, v: Option<&str>, d: i64| -> Result<i64, String> {
-        v.map_or(Ok(d), |v| {
-            date::parse_bound(v).ok_or_else(|| {
-                format!("{name}: expected YYYY-MM-DD, RFC 3339 or Unix milliseconds, got {v:?}")
-            })
-        })
-    };
-    let (from_ms, to_ms) = (bound("from", from, df)?, bound("to", to, dt)?);
-    if to_ms <= from_ms {
-        return Err("to must come after from".into());
-    }
+    let (from_ms, to_ms) = date::period(from, to, now_ms)?;
     // Every month is computed and drawn: bound the work one request asks.
     if to_ms - from_ms > MAX_PERIOD_DAYS * 86_400_000 {
         return Err(format!(
