@@ -143,6 +143,12 @@ pub fn wrap(s: &str, size: f64, bold: bool, max: f64) -> Vec<String> {
     lines
 }
 
+/// `12.5`, `-3`, `99.0 %`: a number, perhaps with a percent sign.
+fn is_number(s: &str) -> bool {
+    let t = s.trim_end_matches(" %").trim_start_matches('-');
+    !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
 fn rgb(c: Rgb) -> (f32, f32, f32) {
     (
         f32::from(c.0) / 255.0,
@@ -435,9 +441,16 @@ impl PdfBuilder {
             }
             let mut x = MARGIN;
             for (i, lines) in cells.iter().enumerate() {
+                // Numbers (not in the first column) are right-aligned.
+                let right = !bold && i > 0 && lines.len() == 1 && is_number(&lines[0]);
                 for (li, l) in lines.iter().enumerate() {
                     let base = top + PAD + lead * (li as f64 + 1.0) - SIZE * 0.25;
-                    b.page().text(x + PAD, base, l, SIZE, bold, INK);
+                    let lx = if right {
+                        x + widths[i] - PAD - width(l, SIZE, bold)
+                    } else {
+                        x + PAD
+                    };
+                    b.page().text(lx, base, l, SIZE, bold, INK);
                 }
                 x += widths[i];
             }
@@ -634,6 +647,43 @@ mod tests {
         );
         // A dashed line sets and then resets its dash pattern.
         assert!(s.contains("[4 3] 0 d") && s.contains("[] 0 d"), "{s}");
+    }
+
+    #[test]
+    fn a_chart_paints_the_same_shapes_as_its_svg() {
+        use crate::charts::{Chart, Kind, SeriesData};
+        let d = Chart {
+            title: "t".into(),
+            unit: "MWh".into(),
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            series: vec![SeriesData {
+                name: "s".into(),
+                values: vec![Some(1.0), Some(2.0), None],
+            }],
+            kind: Kind::Bars,
+            targets: vec![("limit".into(), 1.5)],
+            from_zero: true,
+        }
+        .draw();
+        let svg = d.to_svg();
+        let pdf = content_text(|p| p.drawing(&d, 0.0, 0.0, 1.0));
+        assert_eq!(pdf.matches(" re\n").count(), svg.matches("<rect").count());
+        assert_eq!(pdf.matches("Tj").count(), svg.matches("<text").count());
+        assert_eq!(
+            pdf.matches("\nS\n").count(),
+            svg.matches("<line").count() + svg.matches("<polyline").count()
+        );
+    }
+
+    #[test]
+    fn numbers_are_told_from_words() {
+        assert!(is_number("1.526") && is_number("-3") && is_number("99.0 %"));
+        assert!(
+            !is_number("n/a")
+                && !is_number("2025-01")
+                && !is_number("")
+                && !is_number("1.5 (estimated)")
+        );
     }
 
     #[test]
