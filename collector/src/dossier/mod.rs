@@ -572,7 +572,7 @@ pub fn content(f: &Facts) -> Dossier {
         energy_row("IT energy E_IT", t.it_kwh, &t.pue),
         energy_row("Heat reused E_reused (thermal)", t.heat_reused_kwh, &t.erf),
         energy_row("Renewable energy E_renewable", t.renewable_kwh, &t.ref_),
-        figure_row("PUE (E_DC / E_IT)", &t.pue, "1", 3, 1.0),
+        figure_row("PUE (E_DC / E_IT)", &t.pue, "ratio", 3, 1.0),
         figure_row("ERF (E_reused / E_DC)", &t.erf, "%", 1, 100.0),
         figure_row("REF (E_renewable / E_DC)", &t.ref_, "%", 1, 100.0),
         figure_row("WUE (water / E_IT)", &t.wue, "L/kWh", 3, 1.0),
@@ -964,7 +964,7 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
                 num(g("heat_pump_electricity_mwh"), 1),
                 "MWh".into(),
             ],
-            vec!["Heat-pump COP".into(), num(g("cop"), 2), "1".into()],
+            vec!["Heat-pump COP".into(), num(g("cop"), 2), "ratio".into()],
             vec!["IT energy E_IT".into(), num(g("e_it_mwh"), 1), "MWh".into()],
             vec![
                 "Facility energy E_DC".into(),
