@@ -52,6 +52,8 @@ pub struct AppState {
     signing_key: Option<Arc<ed25519_dalek::SigningKey>>,
     /// The public disclosure page's settings and cache.
     public: Arc<crate::public::PublicState>,
+    /// The permit dossier's settings.
+    dossier: Arc<crate::dossier::Settings>,
 }
 
 /// When the PUE was computed, and what it was.
@@ -82,6 +84,12 @@ impl AppState {
             db_path: Arc::new(db_path),
             metrics,
             factor: Arc::new(factor),
+            dossier: Arc::new(crate::dossier::Settings {
+                site: site.clone(),
+                carbon: carbon.clone(),
+                dossier: crate::dossier::DossierConfig::default(),
+                site_id: String::new(),
+            }),
             carbon: Arc::new(carbon),
             site: Arc::new(site),
             pue_cache: Arc::new(Mutex::new(None)),
@@ -187,6 +195,18 @@ impl AppState {
         self.carbon.clone()
     }
 
+    /// The permit dossier's settings (`[dossier]` and the MQTT site id);
+    /// without this call the dossier says its study is not configured.
+    pub fn with_dossier(mut self, dossier: crate::dossier::DossierConfig, site_id: &str) -> Self {
+        self.dossier = Arc::new(crate::dossier::Settings {
+            site: (*self.site).clone(),
+            carbon: (*self.carbon).clone(),
+            dossier,
+            site_id: site_id.to_owned(),
+        });
+        self
+    }
+
     /// The carbon settings.
     pub fn carbon(&self) -> &crate::config::CarbonConfig {
         &self.carbon
@@ -281,6 +301,12 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
             "/api/v1/exports/public-key",
             get(|State(s): State<AppState>| async move {
                 crate::export::http::public_key(s.signing_key.as_deref())
+            }),
+        )
+        .route(
+            "/api/v1/dossier",
+            get(|State(s): State<AppState>, q| {
+                crate::dossier::http::http_handler(s.db_path.clone(), s.dossier.clone(), q)
             }),
         )
         .route(

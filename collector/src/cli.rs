@@ -54,6 +54,9 @@ enum Command {
     /// Regulators' data sets (eed, enefg, fr) for a period, in JSON or CSV,
     /// hashed and optionally signed; `export keygen --out DIR` makes a key pair.
     Export(crate::export::cli::ExportArgs),
+    /// The permit dossier for a period (energy, PUE, ERF, heat profile,
+    /// heat-reuse potential study) as HTML or PDF, hashed and optionally signed.
+    Dossier(crate::dossier::cli::DossierArgs),
     /// Check an export against FILE.sha256 and FILE.sig; non-zero exit on mismatch.
     Verify(crate::export::cli::VerifyArgs),
     /// Run everything on this machine: embedded broker, simulated hosts, collector.
@@ -162,6 +165,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export(a) => crate::export::cli::export(a),
+        Command::Dossier(a) => crate::dossier::cli::dossier(a),
         Command::Verify(a) => crate::export::cli::verify(a),
         Command::Demo {
             http,

@@ -28,6 +28,9 @@ pub struct CollectorConfig {
     /// The site model: boundary meters and facility facts.
     #[serde(default)]
     pub site: crate::site::SiteConfig,
+    /// The permit dossier: site name, commissioning date, heat study.
+    #[serde(default)]
+    pub dossier: crate::dossier::DossierConfig,
     /// The public disclosure page (off unless enabled).
     #[serde(default)]
     pub public: crate::public::PublicConfig,

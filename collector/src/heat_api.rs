@@ -10,7 +10,7 @@ use vigie_energy::{
 };
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PotentialRequest {
     /// Planned IT load, kW, one value per hour of a year (8760 or 8784);
@@ -60,7 +60,7 @@ pub enum CoolingRequest {
 }
 
 /// Heat pump.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeatPumpRequest {
     /// A datasheet COP; absent: Carnot COP × `carnot_fraction`.
@@ -75,7 +75,7 @@ pub struct HeatPumpRequest {
 }
 
 /// Heat user.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfftakerRequest {
     /// Required supply temperature, °C.
@@ -84,6 +84,9 @@ pub struct OfftakerRequest {
     #[serde(default)]
     pub demand_kw: Option<Vec<f64>>,
 }
+
+/// PUE assumed when neither `assumed_pue` nor `annual_e_dc_kwh` is given.
+pub const DEFAULT_PUE: f64 = 1.3;
 
 /// Runs the study; errors are the request's fault (400).
 pub fn study(req: &PotentialRequest) -> Result<Value, String> {
@@ -98,7 +101,7 @@ pub fn study(req: &PotentialRequest) -> Result<Value, String> {
     let facility = match (req.assumed_pue, req.annual_e_dc_kwh) {
         (Some(p), None) => FacilityEnergy::AssumedPue(p),
         (None, Some(k)) => FacilityEnergy::Annual(KilowattHours(k)),
-        (None, None) => FacilityEnergy::AssumedPue(1.3),
+        (None, None) => FacilityEnergy::AssumedPue(DEFAULT_PUE),
         _ => return Err("give at most one of assumed_pue and annual_e_dc_kwh".into()),
     };
     let input = HeatStudyInput {
@@ -150,7 +153,12 @@ pub fn study(req: &PotentialRequest) -> Result<Value, String> {
             "name": a.name,
             "value": a.value.to_string(),
             "unit": a.unit,
-            "basis": a.basis,
+            // The study sees a PUE either way; say when it was not given.
+            "basis": if a.name == "PUE" && req.assumed_pue.is_none() && req.annual_e_dc_kwh.is_none() {
+                format!("default: {DEFAULT_PUE}, no assumed_pue or annual_e_dc_kwh given; E_DC = E_IT × PUE")
+            } else {
+                a.basis.clone()
+            },
         })).collect::<Vec<_>>(),
         "notes": s.notes,
         "hourly_kw_th": kw(&s.hourly),
@@ -182,6 +190,25 @@ mod tests {
         assert_eq!(s["peak_kw_th"], 750.0);
         assert!((s["projected_erf"].as_f64().unwrap() - 0.6).abs() < 1e-9);
         assert!(s["assumptions"].as_array().unwrap().len() >= 4);
+        let pue = |s: &Value| {
+            s["assumptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["name"] == "PUE")
+                .unwrap()["basis"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(pue(&s).starts_with("given"), "{}", pue(&s));
+        // Without a PUE the default is said to be one.
+        let req: PotentialRequest = serde_json::from_value(json!({
+            "it_load_kw_constant": 1000.0,
+            "cooling": "air",
+        }))
+        .unwrap();
+        assert!(pue(&study(&req).unwrap()).starts_with("default: 1.3"));
         assert_eq!(s["hourly_kw_th"].as_array().unwrap().len(), 8760);
     }
 

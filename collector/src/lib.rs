@@ -13,6 +13,7 @@ pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dossier;
 pub mod export;
 pub mod grid;
 pub mod grid_live;
@@ -21,6 +22,7 @@ pub mod https;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod pdf;
 pub mod public;
 pub mod report;
 pub mod signals;
@@ -213,7 +215,8 @@ pub async fn run(
         cfg.site.clone(),
     )
     .with_signing_key(signing_key)
-    .with_public(cfg.public.clone());
+    .with_public(cfg.public.clone())
+    .with_dossier(cfg.dossier.clone(), &cfg.mqtt.site);
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = api::router(state, tokens);

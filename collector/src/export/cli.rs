@@ -82,22 +82,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     // Load the key first: a bad key should not cost a long export.
-    let key = a
-        .key
-        .as_deref()
-        .map(|k| {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(m) = std::fs::metadata(k)
-                && m.permissions().mode() & 0o077 != 0
-            {
-                eprintln!(
-                    "warning: {} is readable by group or others; chmod 600 it",
-                    k.display()
-                );
-            }
-            super::sign::load_signing_key(k)
-        })
-        .transpose()?;
+    let key = a.key.as_deref().map(load_key).transpose()?;
     let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
     let step = |s: &str| eprintln!("export {regime}: {s}");
     step(&format!(
@@ -134,6 +119,20 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     }
     step("done");
     Ok(())
+}
+
+/// Loads a signing key, warning when others may read it.
+pub fn load_key(k: &std::path::Path) -> Result<ed25519_dalek::SigningKey, super::sign::SignError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(k)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: {} is readable by group or others; chmod 600 it",
+            k.display()
+        );
+    }
+    super::sign::load_signing_key(k)
 }
 
 /// Runs `verify`: an error (non-zero exit) on any mismatch.

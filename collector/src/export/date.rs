@@ -91,6 +91,24 @@ pub fn previous_year(now_ms: i64) -> (i64, i64) {
     )
 }
 
+/// A reporting period `[from, to)` from optional bounds (see
+/// [`parse_bound`]); the previous calendar year before `now_ms` by default.
+pub fn period(from: Option<&str>, to: Option<&str>, now_ms: i64) -> Result<(i64, i64), String> {
+    let (df, dt) = previous_year(now_ms);
+    let bound = |name: &str, v: Option<&str>, d: i64| -> Result<i64, String> {
+        v.map_or(Ok(d), |v| {
+            parse_bound(v).ok_or_else(|| {
+                format!("{name}: expected YYYY-MM-DD, RFC 3339 or Unix milliseconds, got {v:?}")
+            })
+        })
+    };
+    let (from_ms, to_ms) = (bound("from", from, df)?, bound("to", to, dt)?);
+    if to_ms <= from_ms {
+        return Err("to must come after from".into());
+    }
+    Ok((from_ms, to_ms))
+}
+
 /// A period bound: `YYYY-MM-DD` (midnight UTC), RFC 3339, or Unix ms.
 pub fn parse_bound(s: &str) -> Option<i64> {
     if let Some(d) = Date::parse(s) {

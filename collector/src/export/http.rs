@@ -47,18 +47,7 @@ pub fn request(
 ) -> Result<ExportRequest, String> {
     let regime = Regime::parse(regime)
         .ok_or_else(|| format!("regime must be eed, enefg or fr, got {regime:?}"))?;
-    let (df, dt) = date::previous_year(now_ms);
-    let bound = |name: &str, v: Option<&str>, d: i64| -> Result<i64, String> {
-        v.map_or(Ok(d), |v| {
-            date::parse_bound(v).ok_or_else(|| {
-                format!("{name}: expected YYYY-MM-DD, RFC 3339 or Unix milliseconds, got {v:?}")
-            })
-        })
-    };
-    let (from_ms, to_ms) = (bound("from", from, df)?, bound("to", to, dt)?);
-    if to_ms <= from_ms {
-        return Err("to must come after from".into());
-    }
+    let (from_ms, to_ms) = date::period(from, to, now_ms)?;
     let commissioned = commissioned
         .map(|c| {
             date::Date::parse(c)

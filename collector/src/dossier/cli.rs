@@ -1,0 +1,82 @@
+//! `vigie-collector dossier`.
+
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// `dossier`: the permit dossier for a period, HTML or PDF.
+#[derive(Debug, clap::Args)]
+pub struct DossierArgs {
+    /// Configuration file (meters, ledger, carbon, `[dossier]`).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Period start: YYYY-MM-DD (UTC), RFC 3339 or Unix ms; default 1 January of last year.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Period end, exclusive; default 1 January of this year.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// html or pdf.
+    #[arg(long, default_value = "pdf")]
+    pub format: String,
+    /// Output file; FILE.sha256 (and FILE.sig with --key) go next to it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Private signing key, PKCS#8 PEM (from `export keygen`).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+/// Runs `dossier`.
+pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
+    let format = super::Format::parse(&a.format).context("--format must be html or pdf")?;
+    let now = crate::now_ms();
+    let req =
+        super::request(a.from.as_deref(), a.to.as_deref(), now).map_err(anyhow::Error::msg)?;
+    // Load the key first: a bad key should not cost a long report.
+    let key = a
+        .key
+        .as_deref()
+        .map(crate::export::cli::load_key)
+        .transpose()?;
+    let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
+    let step = |s: &str| eprintln!("dossier: {s}");
+    step(&format!(
+        "period {} to {}, ledger {}",
+        crate::export::date::rfc3339(req.from_ms),
+        crate::export::date::rfc3339(req.to_ms),
+        cfg.store.path.display()
+    ));
+    // Opening would create an empty ledger and report zeros.
+    anyhow::ensure!(
+        cfg.store.path.exists(),
+        "no ledger at {}: give the collector's configuration with --config",
+        cfg.store.path.display()
+    );
+    let conn = crate::store::open(&cfg.store.path)
+        .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+    // A ledger filled only by hand readings has no grid tables yet.
+    crate::site::init(&conn)?;
+    crate::grid::store::init(&conn)?;
+    let mut progress = |s: &str| step(s);
+    let bytes = super::build(
+        &conn,
+        &super::Settings::from_config(&cfg),
+        req,
+        format,
+        now,
+        &mut progress,
+    )?;
+    step(&format!(
+        "writing {} ({} bytes)",
+        a.out.display(),
+        bytes.len()
+    ));
+    std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    if key.is_some() {
+        step("signing");
+    }
+    let digest = crate::export::sign::write_sidecars(&a.out, &bytes, key.as_ref())?;
+    step(&format!("sha-256 {digest}"));
+    step("done");
+    Ok(())
+}
