@@ -7,17 +7,19 @@
 //! heat meters read by hand). The maths, coverage and gap rules are
 //! `vigie_energy::kpi`; here the inputs are gathered.
 
+use crate::export::date::Date;
 use crate::store::{self, Resolution};
 use rusqlite::{Connection, params};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use vigie_energy::{
     Figure, GapRule, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample, Series,
     SeriesError,
 };
 
 /// `[site]`: the boundary and the facts regulators ask for.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Installed IT power, kW.
@@ -41,10 +43,41 @@ pub struct SiteConfig {
     /// The meters.
     #[serde(default)]
     pub meters: Vec<MeterConfig>,
+    /// Date the site started operating (`YYYY-MM-DD`): which EnEfG PUE and
+    /// ERF targets apply.
+    #[serde(default, deserialize_with = "de_date")]
+    pub commissioned: Option<Date>,
+    /// How often the site figures of the current day are refreshed into
+    /// the metrics.
+    #[serde(default = "d_kpi_every", with = "humantime_serde")]
+    pub kpi_every: Duration,
+    /// How often the year-to-date figures are (they read the whole year).
+    #[serde(default = "d_kpi_ytd_every", with = "humantime_serde")]
+    pub kpi_ytd_every: Duration,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        // Every field has a serde default, so an empty table parses.
+        toml::from_str("").unwrap_or_else(|e| unreachable!("{e}"))
+    }
 }
 
 fn d_category() -> u8 {
     2
+}
+fn d_kpi_every() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_kpi_ytd_every() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn de_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Date>, D::Error> {
+    let s = String::deserialize(d)?;
+    Date::parse(&s)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a date YYYY-MM-DD, got {s:?}")))
 }
 
 /// Gap rule as configured.
@@ -97,6 +130,35 @@ pub enum Role {
     ZoneTotal,
     /// IT energy of that zone (pPUE's denominator); needs `zone`.
     ZoneIt,
+}
+
+impl Role {
+    /// The role as configured (`grid-import`, `heat-delivered`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GridImport => "grid-import",
+            Role::OnsiteGeneration => "onsite-generation",
+            Role::It => "it",
+            Role::Cooling => "cooling",
+            Role::HeatDelivered => "heat-delivered",
+            Role::HeatRemoved => "heat-removed",
+            Role::HeatRejected => "heat-rejected",
+            Role::Water => "water",
+            Role::WaterPotable => "water-potable",
+            Role::WaterNonPotable => "water-non-potable",
+            Role::Generator => "generator",
+            Role::ZoneTotal => "zone-total",
+            Role::ZoneIt => "zone-it",
+        }
+    }
+
+    /// Whether the meter counts water (litres) rather than energy.
+    pub fn is_water(self) -> bool {
+        matches!(
+            self,
+            Role::Water | Role::WaterPotable | Role::WaterNonPotable
+        )
+    }
 }
 
 /// One agent sensor: `host` and `sensor` as in the ledger.
