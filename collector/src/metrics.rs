@@ -111,6 +111,15 @@ pub struct SiteEnergyLabels {
     pub quality: String,
 }
 
+/// Labels of a site meter's power.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteMeterPowerLabels {
+    /// Meter name.
+    pub meter: String,
+    /// Its role.
+    pub role: String,
+}
+
 /// Labels of a legal target.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -198,6 +207,8 @@ pub struct Metrics {
     site_figures: Vec<(&'static str, Family<SiteFigureLabels, FloatGauge>)>,
     site_energy: Family<SiteEnergyLabels, FloatGauge>,
     site_coverage: Family<SiteMeterLabels, FloatGauge>,
+    site_power: Family<SiteMeterPowerLabels, FloatGauge>,
+    site_power_shown: std::sync::Mutex<Vec<SiteMeterPowerLabels>>,
     /// The series last set per period, so those no longer computed go.
     site_shown: std::sync::Mutex<std::collections::HashMap<String, SiteGauges>>,
     target_pue: Family<TargetLabels, FloatGauge>,
@@ -360,6 +371,12 @@ impl Metrics {
             "Share of the period for which a site meter has samples (0 to 1)",
             site_coverage.clone(),
         );
+        let site_power = Family::<SiteMeterPowerLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_site_power_watts",
+            "Power of each site meter read by agents: the sum of its sensors' latest average power (watts)",
+            site_power.clone(),
+        );
         let target_pue = Family::<TargetLabels, FloatGauge>::default();
         registry.register(
             "vigie_target_pue",
@@ -383,6 +400,8 @@ impl Metrics {
             site_figures,
             site_energy,
             site_coverage,
+            site_power,
+            site_power_shown: std::sync::Mutex::new(Vec::new()),
             site_shown: std::sync::Mutex::new(std::collections::HashMap::new()),
             target_pue,
             target_erf,
@@ -580,6 +599,39 @@ impl Metrics {
             self.site_coverage.get_or_create(&coverage(c)).set(c.2);
         }
         shown.insert(period.to_owned(), g);
+    }
+
+    /// The latest average power of a sensor, if it has reported one.
+    pub fn sensor_power(&self, host: &str, sensor: &str) -> Option<f64> {
+        self.power
+            .get(&SensorLabels {
+                host: host.to_owned(),
+                sensor: sensor.to_owned(),
+            })
+            .map(|g| g.get())
+    }
+
+    /// Shows the power of the site meters, `(meter, role, watts)`; meters
+    /// left out lose their series.
+    pub fn set_site_power(&self, meters: &[(String, &str, f64)]) {
+        let new: Vec<SiteMeterPowerLabels> = meters
+            .iter()
+            .map(|(meter, role, _)| SiteMeterPowerLabels {
+                meter: meter.clone(),
+                role: (*role).to_owned(),
+            })
+            .collect();
+        let mut shown = self
+            .site_power_shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for old in shown.iter().filter(|o| !new.contains(o)) {
+            self.site_power.remove(old);
+        }
+        for (labels, (_, _, w)) in new.iter().zip(meters) {
+            self.site_power.get_or_create(labels).set(*w);
+        }
+        *shown = new;
     }
 
     /// Shows the legal targets in force; a target not in force (or not

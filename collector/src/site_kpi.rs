@@ -74,7 +74,8 @@ pub fn gauges(
             Status::Incomplete | Status::Undefined => continue,
         };
         if let Some(v) = fig.value.filter(|v| v.is_finite()) {
-            g.figures.push((fig.indicator.symbol(), v, estimated));
+            // + 0.0 turns a -0.0 (0 renewable over a positive E_DC) into 0.
+            g.figures.push((fig.indicator.symbol(), v + 0.0, estimated));
         }
     }
     for (meter, role, input) in &f.totals {
@@ -110,6 +111,24 @@ pub fn target_gauges(commissioned: Option<Date>, now_ms: i64) -> TargetGauges {
         erf: limit("erf_min", 0.01),
         renewable_share: limit("renewable_share_min", 0.01),
     }
+}
+
+/// The power of every meter read from agent sensors, from the latest
+/// power of each (registers and manual meters have none); a meter one of
+/// whose sensors has not reported yet is left out.
+pub fn meter_power(metrics: &Metrics, site: &SiteConfig) -> Vec<(String, &'static str, f64)> {
+    site.meters
+        .iter()
+        .filter(|m| !m.sensors.is_empty() && !m.role.is_water())
+        .filter_map(|m| {
+            let w = m
+                .sensors
+                .iter()
+                .map(|s| metrics.sensor_power(&s.host, &s.sensor))
+                .sum::<Option<f64>>()?;
+            Some((m.name.clone(), m.role.as_str(), w))
+        })
+        .collect()
 }
 
 /// Refreshes the gauges of `period` at `now_ms`. In the first minute of a
@@ -160,6 +179,7 @@ pub fn spawn(
                 let (site, market) = &*state;
                 let now = clock();
                 metrics.set_targets(target_gauges(site.commissioned, now));
+                metrics.set_site_power(&meter_power(&metrics, site));
                 let conn = crate::store::open(&db)?;
                 refresh(&metrics, &conn, site, market, KpiPeriod::Day, now)?;
                 if ytd {
@@ -403,6 +423,44 @@ register = { host = "facility", sensor = "hm:1", quantity = "heat-energy-kwh" }
 
     fn unused_metrics() -> Metrics {
         Metrics::new("FR", GramsPerKwh(50.0))
+    }
+
+    #[test]
+    fn meter_power_sums_the_latest_power_of_every_sensor() {
+        let m = unused_metrics();
+        let site: SiteConfig = toml::from_str(
+            r#"
+[[meters]]
+name = "pdus"
+role = "it"
+sensors = [{ host = "h", sensor = "pdu:1" }, { host = "h", sensor = "pdu:2" }]
+[[meters]]
+name = "heat-out"
+role = "heat-delivered"
+register = { host = "h", sensor = "hm:1", quantity = "heat-energy-kwh" }
+"#,
+        )
+        .unwrap();
+        let mut batch = vigie_protocol::samples::telemetry();
+        batch.host = "h".into();
+        batch.gauges.clear();
+        batch.readings.truncate(1);
+        batch.readings[0].sensor = "pdu:1".into();
+        batch.readings[0].power_w = Some(100.0);
+        m.accepted(&batch, batch.readings[0].end_ms);
+        // pdu:2 has not reported: no power for the meter yet.
+        assert!(meter_power(&m, &site).is_empty());
+        batch.readings[0].sensor = "pdu:2".into();
+        batch.readings[0].power_w = Some(50.0);
+        m.accepted(&batch, batch.readings[0].end_ms);
+        assert_eq!(meter_power(&m, &site), [("pdus".to_owned(), "it", 150.0)]);
+        m.set_site_power(&meter_power(&m, &site));
+        assert!(
+            m.encode()
+                .contains(r#"vigie_site_power_watts{meter="pdus",role="it"} 150.0"#)
+        );
+        m.set_site_power(&[]);
+        assert!(!m.encode().contains("vigie_site_power_watts{"));
     }
 
     #[test]
