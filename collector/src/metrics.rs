@@ -2,7 +2,9 @@
 //!
 //! Label cardinality: host x sensor x quality for energy (a few per host),
 //! host for emissions, lag and presence, reason for rejections (a fixed
-//! list). No label carries a batch id, a time or free text.
+//! list), meter x period x quality for the site figures (a few per
+//! configured `[site]` meter). No label carries a batch id, a time or free
+//! text.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

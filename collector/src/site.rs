@@ -862,6 +862,18 @@ mod tests {
     }
 
     #[test]
+    fn scope2_refuses_periods_longer_than_its_limit() {
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let year = 366 * 24 * 3_600_000;
+        let carbon = crate::config::CarbonConfig::default();
+        let e = scope2(&conn, &site(""), &carbon, 0, (SCOPE2_MAX_YEARS + 1) * year).unwrap_err();
+        assert!(e.to_string().contains("at most 10 years"), "{e}");
+        assert!(scope2(&conn, &site(""), &carbon, 0, 3_600_000).is_ok());
+    }
+
+    #[test]
     fn heat_and_water_from_registers() {
         let mut conn = store::open_in_memory().unwrap();
         init(&conn).unwrap();
@@ -1308,6 +1320,9 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
     }
 }
 
+/// The longest period [`scope2`] accepts, in years.
+pub const SCOPE2_MAX_YEARS: i64 = 10;
+
 /// Site Scope 2 over whole hours: E_DC's grid import, location- and
 /// market-based, with CUE against E_IT.
 pub fn scope2(
@@ -1321,6 +1336,13 @@ pub fn scope2(
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let period = Period::new(from, to).map_err(SiteError::Period)?;
+    // Hour by hour: a period of centuries would hold the API's connection
+    // for minutes (found by fuzzing the demo).
+    if to - from > SCOPE2_MAX_YEARS * 366 * 24 * HOUR_MS {
+        return Err(SiteError::Config(format!(
+            "Scope 2 is computed hour by hour: ask for at most {SCOPE2_MAX_YEARS} years at a time"
+        )));
+    }
     let meter = |role: Role| site.meters.iter().find(|m| m.role == role);
     let grid = meter(Role::GridImport).ok_or_else(|| {
         SiteError::Config("Scope 2 needs a [[site.meters]] with role grid-import".into())
