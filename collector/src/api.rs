@@ -690,6 +690,13 @@ async fn scope2_route(
 ) -> Result<axum::Json<Value>, ApiError> {
     use vigie_energy::MarketSource;
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    // As documented: the last 24 hours by default (Scope 2 is hour by
+    // hour, and periods are bounded).
+    let from = if q.from.is_none() {
+        to - 24 * HOUR_MS
+    } else {
+        from
+    };
     let (site, carbon) = (s.site.clone(), s.carbon.clone());
     let result = s
         .read(move |c| Ok(crate::site::scope2(c, &site, &carbon, from, to)))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vigie_agent::Hardware;
 use vigie_agent::config::AgentConfig;
-use vigie_agent::device::{Device, DeviceConfig, FakePdu};
+use vigie_agent::device::{Device, DeviceConfig, FakeFacility, FakePdu};
 use vigie_agent::gpu::FakeGpus;
 use vigie_testkit::FakePowercap;
 
@@ -122,6 +122,106 @@ fn simulated_watts(i: usize, t_s: f64) -> f64 {
     base + 40.0 * (t_s / 30.0 + i as f64).sin()
 }
 
+/// The demo site's facility meters at IT power `it_w`: grid import (IT
+/// plus cooling, UPS losses, lighting: a PUE near 1.4), cooling
+/// electricity, and heat delivered to a district network (a third of the
+/// IT heat, recovered by a heat pump), all in W.
+fn facility_watts(it_w: f64) -> (f64, f64, f64) {
+    let cooling = 0.25 * it_w + 40.0;
+    let grid = 1.35 * it_w + 150.0;
+    (grid, cooling, it_w / 3.0)
+}
+
+/// A simulated grid intensity (gCO2e/kWh) at `ms`: a daily wave, lowest
+/// in the early afternoon (solar), highest in the evening peak.
+fn simulated_intensity(ms: i64) -> f64 {
+    let h = (ms.rem_euclid(86_400_000)) as f64 / 3_600_000.0;
+    let day = std::f64::consts::TAU * h / 24.0;
+    45.0 + 20.0 * (day - std::f64::consts::TAU * 19.0 / 24.0).cos() + 5.0 * (2.0 * day).sin()
+}
+
+/// Stores a simulated half-hourly grid intensity series for `zone` from a
+/// day before `now_ms` to a week after it (the future flagged estimated,
+/// as a forecast is), so the grid and scheduler signals have values.
+fn store_simulated_grid(
+    ledger: &std::path::Path,
+    zone: &str,
+    basis: crate::grid::Basis,
+    now_ms: i64,
+) -> anyhow::Result<usize> {
+    const HALF_HOUR: i64 = 1_800_000;
+    let first = now_ms.div_euclid(HALF_HOUR) * HALF_HOUR - 48 * HALF_HOUR;
+    let points: Vec<crate::grid::IntensityPoint> = (0..(48 * 8))
+        .map(|i| {
+            let start_ms = first + i * HALF_HOUR;
+            let g = simulated_intensity(start_ms + HALF_HOUR / 2);
+            crate::grid::IntensityPoint {
+                zone: zone.to_owned(),
+                start_ms,
+                end_ms: start_ms + HALF_HOUR,
+                intensity: crate::grid::Intensity::Average(vigie_energy::GramsPerKwh(
+                    (g * 10.0).round() / 10.0,
+                )),
+                basis,
+                estimated: start_ms > now_ms,
+                source: "simulated (vigie demo)".into(),
+                retrieved_ms: now_ms,
+            }
+        })
+        .collect();
+    if let Some(dir) = ledger.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = crate::store::open(ledger)?;
+    crate::grid::store::init(&conn)?;
+    Ok(crate::grid::store::upsert_all(&mut conn, &points)?)
+}
+
+/// The demo collector's `[site]`: the grid-import, cooling and heat meters
+/// of `facility` and the PDU outlets as the IT meter (category 2), all
+/// polled by `host`'s agent. Gaps are scaled to the period (the demo is
+/// younger than the day and the year), so its figures are estimated.
+fn demo_site(
+    host: &str,
+    facility: &str,
+    pdu: &str,
+    outlets: usize,
+    now_ms: i64,
+) -> anyhow::Result<crate::site::SiteConfig> {
+    let it = (1..=outlets)
+        .map(|i| format!("{{ host = \"{host}\", sensor = \"{pdu}:outlet-{i}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(toml::from_str(&format!(
+        r#"
+installed_it_kw = 5.0
+it_category = 2
+gap_rule = "scale-to-period"
+# The demo site starts operating today: the EnEfG targets of new sites.
+commissioned = "{today}"
+kpi_every = "5s"
+kpi_ytd_every = "5s"
+[[meters]]
+name = "mains"
+role = "grid-import"
+sensors = [{{ host = "{host}", sensor = "{facility}:grid" }}]
+[[meters]]
+name = "pdus"
+role = "it"
+sensors = [{it}]
+[[meters]]
+name = "chillers"
+role = "cooling"
+sensors = [{{ host = "{host}", sensor = "{facility}:cooling" }}]
+[[meters]]
+name = "district-heat"
+role = "heat-delivered"
+register = {{ host = "{host}", sensor = "{facility}:heat", quantity = "heat-energy-kwh" }}
+"#,
+        today = crate::export::date::Date::from_ms(now_ms),
+    ))?)
+}
+
 /// Runs the demo until `shutdown` completes.
 pub async fn run(
     opts: DemoOptions,
@@ -162,6 +262,10 @@ pub async fn run(
     // (wall power: the host's CPU power plus the rest of the server).
     let gpus = FakeGpus::new(2, "NVIDIA H100 80GB HBM3 (simulated)", true);
     let pdu = FakePdu::new(sims.len());
+    // The same agent reads the facility's meters: grid import and cooling
+    // (power and Wh registers) and the heat meter (kWh register).
+    let facility = FakeFacility::new();
+    let facility_cfg: DeviceConfig = toml::from_str("name = \"facility\"\nperiod = \"5s\"\n")?;
     let pdu_cfg: DeviceConfig = toml::from_str(&format!(
         "name = \"pdu-a1\"\nperiod = \"5s\"\n{}",
         sims.iter()
@@ -184,14 +288,18 @@ pub async fn run(
         let rx = stop_rx.clone();
         let gpus = gpus.clone();
         let pdu = pdu.clone();
+        let facility = facility.clone();
         tokio::spawn(async move {
             // Wh not yet whole, per outlet: the register counts whole Wh.
             let mut carry = vec![0.0f64; sims.len()];
+            // The same for the grid and cooling meters.
+            let mut meter_carry = [0.0f64; 2];
             let start = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while !*rx.borrow() {
                 tick.tick().await;
                 let t = start.elapsed().as_secs_f64();
+                let mut it_w = 0.0;
                 for (i, h) in sims.iter().enumerate() {
                     let w = simulated_watts(i, t);
                     if let Err(e) = h.step(w * 0.1) {
@@ -203,7 +311,19 @@ pub async fn run(
                     let whole = carry[i].floor();
                     carry[i] -= whole;
                     pdu.set(i, wall, whole as u64);
+                    it_w += wall;
                 }
+                let (grid_w, cooling_w, heat_w) = facility_watts(it_w);
+                for (k, (point, w)) in [("grid", grid_w), ("cooling", cooling_w)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    meter_carry[k] += w * 0.1 / 3600.0;
+                    let whole = meter_carry[k].floor();
+                    meter_carry[k] -= whole;
+                    facility.electricity(point, w, whole as u64);
+                }
+                facility.heat("heat", heat_w * 0.1 / 3.6e6, 45.0 + t.sin(), 30.0);
                 for g in 0..2 {
                     // A training-like load: 250 to 650 W, in phase opposition.
                     let w = 450.0 + 200.0 * (t / 20.0 + g as f64 * std::f64::consts::PI).sin();
@@ -233,7 +353,10 @@ pub async fn run(
             gpus: (n == 0).then(|| Box::new(gpus.clone()) as Box<dyn vigie_agent::gpu::GpuBackend>),
             cpu_load: None,
             devices: if n == 0 {
-                vec![(pdu_cfg.clone(), Box::new(pdu.clone()) as Box<dyn Device>)]
+                vec![
+                    (pdu_cfg.clone(), Box::new(pdu.clone()) as Box<dyn Device>),
+                    (facility_cfg.clone(), Box::new(facility.clone())),
+                ]
             } else {
                 Vec::new()
             },
@@ -250,6 +373,17 @@ pub async fn run(
     cfg.mqtt.port = opts.mqtt_port;
     cfg.mqtt.client_id = "vigie-collector-demo".into();
     cfg.store.path = dir.join("ledger.sqlite");
+    let now = crate::now_ms();
+    if let Some((host, _)) = hosts.first() {
+        cfg.site = demo_site(host, "facility", "pdu-a1", hosts.len(), now)?;
+        // Guarantees of origin for about 60 % of the year's grid import,
+        // so REF has a value to compare with the renewable target.
+        cfg.carbon.market.instruments.push(toml::from_str(&format!(
+            "name = \"GO hydro (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {}\nvolume_mwh = 12.0\n",
+            crate::export::date::Date::from_ms(now).y
+        ))?);
+    }
+    store_simulated_grid(&cfg.store.path, &cfg.carbon.zone, cfg.carbon.basis, now)?;
     // The demo shows the public disclosure page (off by default elsewhere).
     cfg.public.enabled = true;
     cfg.public.site_name = Some("vigie demo site".into());
@@ -267,6 +401,7 @@ pub async fn run(
     println!("  hosts:     http://{http}/api/v1/hosts");
     println!("  energy:    http://{http}/api/v1/energy?group_by=sensor");
     println!("  emissions: http://{http}/api/v1/emissions");
+    println!("  site KPIs: http://{http}/api/v1/kpi");
     println!("  public:    http://{http}/public");
     println!("  ledger:    {}", cfg.store.path.display());
     println!("Press Ctrl-C to stop.");

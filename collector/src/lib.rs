@@ -28,6 +28,7 @@ pub mod report;
 pub mod signals;
 pub mod signals_api;
 pub mod site;
+pub mod site_kpi;
 pub mod store;
 
 use config::CollectorConfig;
@@ -289,6 +290,14 @@ pub async fn run(
             }
         })
     });
+    // Site figures and legal targets, over the day and the year to date.
+    let site_task = site_kpi::spawn(
+        metrics.clone(),
+        path.clone(),
+        cfg.site.clone(),
+        cfg.carbon.clone(),
+        now_ms,
+    );
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
         let busy_since = busy_since.clone();
@@ -329,6 +338,7 @@ pub async fn run(
     if let Some(t) = prune_task {
         t.abort();
     }
+    site_task.abort();
     if let Some(w) = watchdog {
         w.abort();
     }

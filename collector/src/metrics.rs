@@ -2,7 +2,9 @@
 //!
 //! Label cardinality: host x sensor x quality for energy (a few per host),
 //! host for emissions, lag and presence, reason for rejections (a fixed
-//! list). No label carries a batch id, a time or free text.
+//! list), meter x period x quality for the site figures (a few per
+//! configured `[site]` meter). No label carries a batch id, a time or free
+//! text.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -78,6 +80,108 @@ pub struct ZoneLabels {
     pub zone: String,
 }
 
+/// Labels of a site indicator.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteFigureLabels {
+    /// `day` (since UTC midnight) or `ytd` (since 1 January, UTC).
+    pub period: String,
+    /// `measured` or `estimated` (an input estimated or gap-filled).
+    pub quality: String,
+}
+
+/// Labels of a site meter's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteMeterLabels {
+    /// Meter name, from `[[site.meters]]`.
+    pub meter: String,
+    /// Its role (`grid-import`, `it`, `heat-delivered`...).
+    pub role: String,
+    /// `day` or `ytd`.
+    pub period: String,
+}
+
+/// Labels of a site meter's energy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteEnergyLabels {
+    /// Meter name.
+    pub meter: String,
+    /// Its role.
+    pub role: String,
+    /// `day` or `ytd`.
+    pub period: String,
+    /// `measured` or `estimated`.
+    pub quality: String,
+}
+
+/// Labels of a site meter's power.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteMeterPowerLabels {
+    /// Meter name.
+    pub meter: String,
+    /// Its role.
+    pub role: String,
+}
+
+/// Labels of a legal target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// Since when the limit applies (`YYYY-MM-DD`).
+    pub applies_from: String,
+}
+
+/// The site's figures over one period, as the gauges show them. Anything
+/// that cannot be computed is left out (its series disappears).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SiteGauges {
+    /// `(indicator symbol, value, estimated)`: `PUE`, `ERF`, `REF`, `CER`,
+    /// `WUE` (others are ignored).
+    pub figures: Vec<(&'static str, f64, bool)>,
+    /// `(meter, role, joules, estimated)` of every energy meter.
+    pub energy: Vec<(String, &'static str, f64, bool)>,
+    /// `(meter, role, share of the period covered by samples)`.
+    pub coverage: Vec<(String, &'static str, f64)>,
+}
+
+/// The legal targets in force: `(limit, applies from)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetGauges {
+    /// Highest annual PUE.
+    pub pue: Option<(f64, String)>,
+    /// Lowest ERF (ratio, 0 to 1).
+    pub erf: Option<(f64, String)>,
+    /// Lowest renewable electricity share (ratio, 0 to 1).
+    pub renewable_share: Option<(f64, String)>,
+}
+
+/// The site indicators exported, by symbol: metric name and help.
+const SITE_FIGURES: [(&str, &str, &str); 5] = [
+    (
+        "PUE",
+        "vigie_site_pue",
+        "Power usage effectiveness of the site over the period (E_DC / E_IT)",
+    ),
+    (
+        "ERF",
+        "vigie_site_erf",
+        "Energy reuse factor over the period (heat delivered / E_DC, 0 to 1)",
+    ),
+    (
+        "REF",
+        "vigie_site_ref",
+        "Renewable energy factor over the period (renewable / E_DC, 0 to 1)",
+    ),
+    (
+        "CER",
+        "vigie_site_cer",
+        "Cooling efficiency ratio over the period (heat removed / cooling electricity)",
+    ),
+    (
+        "WUE",
+        "vigie_site_wue_litres_per_kwh",
+        "Water usage effectiveness over the period (water input / E_IT, litres per kWh)",
+    ),
+];
+
 /// Every metric the collector exports.
 pub struct Metrics {
     registry: Registry,
@@ -102,6 +206,17 @@ pub struct Metrics {
     signal_best: Family<ZoneLabels, FloatGauge>,
     signal_best_start: Family<ZoneLabels, FloatGauge>,
     gauge_times: std::sync::Mutex<std::collections::HashMap<GaugeLabels, i64>>,
+    site_figures: Vec<(&'static str, Family<SiteFigureLabels, FloatGauge>)>,
+    site_energy: Family<SiteEnergyLabels, FloatGauge>,
+    site_coverage: Family<SiteMeterLabels, FloatGauge>,
+    site_power: Family<SiteMeterPowerLabels, FloatGauge>,
+    site_power_shown: std::sync::Mutex<Vec<SiteMeterPowerLabels>>,
+    /// The series last set per period, so those no longer computed go.
+    site_shown: std::sync::Mutex<std::collections::HashMap<String, SiteGauges>>,
+    target_pue: Family<TargetLabels, FloatGauge>,
+    target_erf: Family<TargetLabels, FloatGauge>,
+    target_renewable: Family<TargetLabels, FloatGauge>,
+    targets_shown: std::sync::Mutex<TargetGauges>,
 }
 
 fn quality_label(q: Quality) -> &'static str {
@@ -238,8 +353,62 @@ impl Metrics {
             "Start of the lowest-intensity forecast point in the next 24 hours (Unix seconds)",
             signal_best_start.clone(),
         );
+        let site_figures = SITE_FIGURES
+            .iter()
+            .map(|(symbol, name, help)| {
+                let f = Family::<SiteFigureLabels, FloatGauge>::default();
+                registry.register(*name, *help, f.clone());
+                (*symbol, f)
+            })
+            .collect();
+        let site_energy = Family::<SiteEnergyLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_site_energy_joules",
+            "Energy of each site meter over the period (joules; thermal for heat meters)",
+            site_energy.clone(),
+        );
+        let site_coverage = Family::<SiteMeterLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_site_coverage_ratio",
+            "Share of the period for which a site meter has samples (0 to 1)",
+            site_coverage.clone(),
+        );
+        let site_power = Family::<SiteMeterPowerLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_site_power_watts",
+            "Power of each site meter read by agents: the sum of its sensors' latest average power (watts)",
+            site_power.clone(),
+        );
+        let target_pue = Family::<TargetLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_target_pue",
+            "EnEfG: highest annual PUE allowed for the site now",
+            target_pue.clone(),
+        );
+        let target_erf = Family::<TargetLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_target_erf",
+            "EnEfG: lowest energy reuse factor required of the site now (0 to 1)",
+            target_erf.clone(),
+        );
+        let target_renewable = Family::<TargetLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_target_renewable_share",
+            "EnEfG: lowest renewable share of the electricity consumed required now (0 to 1)",
+            target_renewable.clone(),
+        );
         Metrics {
             registry,
+            site_figures,
+            site_energy,
+            site_coverage,
+            site_power,
+            site_power_shown: std::sync::Mutex::new(Vec::new()),
+            site_shown: std::sync::Mutex::new(std::collections::HashMap::new()),
+            target_pue,
+            target_erf,
+            target_renewable,
+            targets_shown: std::sync::Mutex::new(TargetGauges::default()),
             gauges,
             grid: grid.clone(),
             signal,
@@ -367,6 +536,132 @@ impl Metrics {
                 .get_or_create(&z)
                 .set(start_ms as f64 / 1000.0);
         }
+    }
+
+    /// Shows the site's figures over `period` (`day` or `ytd`), removing
+    /// the series of that period that are no longer computed.
+    pub fn set_site(&self, period: &str, g: SiteGauges) {
+        let quality = |estimated: bool| if estimated { "estimated" } else { "measured" }.to_owned();
+        let figure = |(symbol, _, estimated): &(&str, f64, bool)| {
+            let family = self
+                .site_figures
+                .iter()
+                .find(|(s, _)| s == symbol)
+                .map(|(_, f)| f);
+            let labels = SiteFigureLabels {
+                period: period.to_owned(),
+                quality: quality(*estimated),
+            };
+            family.map(|f| (f, labels))
+        };
+        let energy = |(meter, role, _, estimated): &(String, &str, f64, bool)| SiteEnergyLabels {
+            meter: meter.clone(),
+            role: (*role).to_owned(),
+            period: period.to_owned(),
+            quality: quality(*estimated),
+        };
+        let coverage = |(meter, role, _): &(String, &str, f64)| SiteMeterLabels {
+            meter: meter.clone(),
+            role: (*role).to_owned(),
+            period: period.to_owned(),
+        };
+        let mut shown = self.site_shown.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = shown.get(period) {
+            let key = |f: &(&str, f64, bool)| (f.0.to_owned(), f.2);
+            let new_figures: Vec<_> = g.figures.iter().map(key).collect();
+            for f in &old.figures {
+                if !new_figures.contains(&key(f))
+                    && let Some((family, labels)) = figure(f)
+                {
+                    family.remove(&labels);
+                }
+            }
+            let new_energy: Vec<_> = g.energy.iter().map(energy).collect();
+            for labels in old.energy.iter().map(energy) {
+                if !new_energy.contains(&labels) {
+                    self.site_energy.remove(&labels);
+                }
+            }
+            let new_coverage: Vec<_> = g.coverage.iter().map(coverage).collect();
+            for labels in old.coverage.iter().map(coverage) {
+                if !new_coverage.contains(&labels) {
+                    self.site_coverage.remove(&labels);
+                }
+            }
+        }
+        for f in &g.figures {
+            if let Some((family, labels)) = figure(f) {
+                family.get_or_create(&labels).set(f.1);
+            }
+        }
+        for e in &g.energy {
+            self.site_energy.get_or_create(&energy(e)).set(e.2);
+        }
+        for c in &g.coverage {
+            self.site_coverage.get_or_create(&coverage(c)).set(c.2);
+        }
+        shown.insert(period.to_owned(), g);
+    }
+
+    /// The latest average power of a sensor, if it has reported one.
+    pub fn sensor_power(&self, host: &str, sensor: &str) -> Option<f64> {
+        self.power
+            .get(&SensorLabels {
+                host: host.to_owned(),
+                sensor: sensor.to_owned(),
+            })
+            .map(|g| g.get())
+    }
+
+    /// Shows the power of the site meters, `(meter, role, watts)`; meters
+    /// left out lose their series.
+    pub fn set_site_power(&self, meters: &[(String, &str, f64)]) {
+        let new: Vec<SiteMeterPowerLabels> = meters
+            .iter()
+            .map(|(meter, role, _)| SiteMeterPowerLabels {
+                meter: meter.clone(),
+                role: (*role).to_owned(),
+            })
+            .collect();
+        let mut shown = self
+            .site_power_shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for old in shown.iter().filter(|o| !new.contains(o)) {
+            self.site_power.remove(old);
+        }
+        for (labels, (_, _, w)) in new.iter().zip(meters) {
+            self.site_power.get_or_create(labels).set(*w);
+        }
+        *shown = new;
+    }
+
+    /// Shows the legal targets in force; a target not in force (or not
+    /// known without a commissioning date) has no series.
+    pub fn set_targets(&self, t: TargetGauges) {
+        let mut shown = self.targets_shown.lock().unwrap_or_else(|p| p.into_inner());
+        for (family, old, new) in [
+            (&self.target_pue, &shown.pue, &t.pue),
+            (&self.target_erf, &shown.erf, &t.erf),
+            (
+                &self.target_renewable,
+                &shown.renewable_share,
+                &t.renewable_share,
+            ),
+        ] {
+            let labels = |x: &(f64, String)| TargetLabels {
+                applies_from: x.1.clone(),
+            };
+            if let Some(o) = old
+                && new.as_ref().is_none_or(|n| n.1 != o.1)
+            {
+                family.remove(&labels(o));
+            }
+            if let Some(n) = new {
+                family.get_or_create(&labels(n)).set(n.0);
+            }
+        }
+        *shown = t;
     }
 
     /// Records the commit time of a group.

@@ -7,17 +7,19 @@
 //! heat meters read by hand). The maths, coverage and gap rules are
 //! `vigie_energy::kpi`; here the inputs are gathered.
 
+use crate::export::date::Date;
 use crate::store::{self, Resolution};
 use rusqlite::{Connection, params};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use vigie_energy::{
     Figure, GapRule, HOUR_MS, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample,
     Series, SeriesError,
 };
 
 /// `[site]`: the boundary and the facts regulators ask for.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Installed IT power, kW.
@@ -41,10 +43,41 @@ pub struct SiteConfig {
     /// The meters.
     #[serde(default)]
     pub meters: Vec<MeterConfig>,
+    /// Date the site started operating (`YYYY-MM-DD`): which EnEfG PUE and
+    /// ERF targets apply.
+    #[serde(default, deserialize_with = "de_date")]
+    pub commissioned: Option<Date>,
+    /// How often the site figures of the current day are refreshed into
+    /// the metrics.
+    #[serde(default = "d_kpi_every", with = "humantime_serde")]
+    pub kpi_every: Duration,
+    /// How often the year-to-date figures are (they read the whole year).
+    #[serde(default = "d_kpi_ytd_every", with = "humantime_serde")]
+    pub kpi_ytd_every: Duration,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        // Every field has a serde default, so an empty table parses.
+        toml::from_str("").unwrap_or_else(|e| unreachable!("{e}"))
+    }
 }
 
 fn d_category() -> u8 {
     2
+}
+fn d_kpi_every() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_kpi_ytd_every() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn de_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Date>, D::Error> {
+    let s = String::deserialize(d)?;
+    Date::parse(&s)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a date YYYY-MM-DD, got {s:?}")))
 }
 
 /// Gap rule as configured.
@@ -97,6 +130,35 @@ pub enum Role {
     ZoneTotal,
     /// IT energy of that zone (pPUE's denominator); needs `zone`.
     ZoneIt,
+}
+
+impl Role {
+    /// The role as configured (`grid-import`, `heat-delivered`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GridImport => "grid-import",
+            Role::OnsiteGeneration => "onsite-generation",
+            Role::It => "it",
+            Role::Cooling => "cooling",
+            Role::HeatDelivered => "heat-delivered",
+            Role::HeatRemoved => "heat-removed",
+            Role::HeatRejected => "heat-rejected",
+            Role::Water => "water",
+            Role::WaterPotable => "water-potable",
+            Role::WaterNonPotable => "water-non-potable",
+            Role::Generator => "generator",
+            Role::ZoneTotal => "zone-total",
+            Role::ZoneIt => "zone-it",
+        }
+    }
+
+    /// Whether the meter counts water (litres) rather than energy.
+    pub fn is_water(self) -> bool {
+        matches!(
+            self,
+            Role::Water | Role::WaterPotable | Role::WaterNonPotable
+        )
+    }
 }
 
 /// One agent sensor: `host` and `sensor` as in the ledger.
@@ -1172,6 +1234,18 @@ mod tests {
     }
 
     #[test]
+    fn scope2_refuses_periods_longer_than_its_limit() {
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let year = 366 * 24 * 3_600_000;
+        let carbon = crate::config::CarbonConfig::default();
+        let e = scope2(&conn, &site(""), &carbon, 0, (SCOPE2_MAX_YEARS + 1) * year).unwrap_err();
+        assert!(e.to_string().contains("at most 10 years"), "{e}");
+        assert!(scope2(&conn, &site(""), &carbon, 0, 3_600_000).is_ok());
+    }
+
+    #[test]
     fn heat_and_water_from_registers() {
         let mut conn = store::open_in_memory().unwrap();
         init(&conn).unwrap();
@@ -1618,6 +1692,9 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
     }
 }
 
+/// The longest period [`scope2`] accepts, in years.
+pub const SCOPE2_MAX_YEARS: i64 = 10;
+
 /// Site Scope 2 over whole hours: E_DC's grid import, location- and
 /// market-based, with CUE against E_IT.
 pub fn scope2(
@@ -1631,6 +1708,13 @@ pub fn scope2(
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let period = Period::new(from, to).map_err(SiteError::Period)?;
+    // Hour by hour: a period of centuries would hold the API's connection
+    // for minutes (found by fuzzing the demo).
+    if to - from > SCOPE2_MAX_YEARS * 366 * 24 * HOUR_MS {
+        return Err(SiteError::Config(format!(
+            "Scope 2 is computed hour by hour: ask for at most {SCOPE2_MAX_YEARS} years at a time"
+        )));
+    }
     let meter = |role: Role| site.meters.iter().find(|m| m.role == role);
     let grid = meter(Role::GridImport).ok_or_else(|| {
         SiteError::Config("Scope 2 needs a [[site.meters]] with role grid-import".into())

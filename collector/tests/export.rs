@@ -231,6 +231,36 @@ fn enefg_checks_targets_and_says_when_the_commissioning_date_is_unknown() {
 }
 
 #[test]
+fn enefg_takes_the_configured_commissioning_date_unless_the_request_gives_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut cfg) = small_site(dir.path());
+    cfg.site.commissioned = Date::parse("2010-01-01");
+    let conn = store::open(&cfg.store.path).unwrap();
+    let (from_ms, to_ms) = period();
+    let export = |commissioned: Option<&str>| {
+        export::build(
+            &conn,
+            &cfg.site,
+            &cfg.carbon,
+            &ExportRequest {
+                regime: Regime::Enefg,
+                from_ms,
+                to_ms,
+                commissioned: commissioned.map(|c| Date::parse(c).unwrap()),
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let e = export(None);
+    assert_eq!(e.doc["commissioned"], "2010-01-01");
+    assert_eq!(e.doc["targets"][0]["limit"], 1.5);
+    let e = export(Some("2026-07-01"));
+    assert_eq!(e.doc["commissioned"], "2026-07-01");
+    assert_eq!(e.doc["targets"][0]["limit"], 1.2);
+}
+
+#[test]
 fn renewable_split_from_guarantees_of_origin_and_ppas_pro_rata() {
     // 2027 volumes; two minutes are 120 000 / 31 536 000 000 of the year:
     // 394.2 MWh -> 1.5 kWh, 197.1 MWh -> 0.75 kWh. A non-renewable

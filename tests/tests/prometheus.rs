@@ -362,10 +362,11 @@ fn promtool_accepts_the_collector_metrics() {
         dir.path(),
     )
     .unwrap();
-    // Wait for every family to have samples: GPUs, PDU, spool reports.
+    // Wait for every family to have samples: GPUs, PDU, spool reports,
+    // and the site figures (after the demo's first whole minute).
     let text = wait_for(
         "every metric family on /metrics",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         Duration::from_millis(250),
         || {
             let body = http_get(http, "/metrics").ok()?.body;
@@ -377,6 +378,14 @@ fn promtool_accepts_the_collector_metrics() {
                 "vigie_ledger_commit_seconds_bucket{",
                 "vigie_agent_spool_batches{",
                 "vigie_sensor_value{",
+                "vigie_signal_intensity_grams_per_kwh{",
+                "vigie_signal_forecast_min_start_timestamp_seconds{",
+                "vigie_site_pue{",
+                "vigie_site_erf{",
+                "vigie_site_energy_joules{",
+                "vigie_site_coverage_ratio{",
+                "vigie_site_power_watts{",
+                "vigie_target_pue{",
             ];
             want.iter().all(|w| body.contains(w)).then_some(body)
         },

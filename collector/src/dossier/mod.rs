@@ -261,7 +261,8 @@ pub fn gather(
                 ))
             })
         })
-        .transpose()?;
+        .transpose()?
+        .or(cfg.site.commissioned);
     let label = period_label(req);
     progress("site figures for the period and each month");
     let summary = report::summary(conn, &cfg.site, &cfg.carbon, &label, req.from_ms, req.to_ms)?;
@@ -539,7 +540,7 @@ pub fn content(f: &Facts) -> Dossier {
         vec![
             "Commissioning date".into(),
             f.commissioned
-                .map_or("not configured ([dossier] commissioned)".into(), |d| {
+                .map_or("not configured ([site] commissioned)".into(), |d| {
                     d.to_string()
                 }),
         ],
@@ -1274,7 +1275,7 @@ mod tests {
         assert!(!html.contains("Assumptions of the study"));
         // Targets: 2025 is before any EnEfG PUE limit.
         assert!(html.contains("not-in-force"));
-        assert!(html.contains("not configured ([dossier] commissioned)"));
+        assert!(html.contains("not configured ([site] commissioned)"));
     }
 
     #[test]

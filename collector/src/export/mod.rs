@@ -540,17 +540,19 @@ pub fn build(
     if req.regime == Regime::Enefg {
         progress("checking EnEfG targets");
         let value = |id: &str| resolved.get(id).and_then(|r| r.value);
+        // The request's date wins over the configured one.
+        let commissioned = req.commissioned.or(site_cfg.commissioned);
         let checks = targets::check(
             date::Date::from_ms(req.to_ms - 1),
-            req.commissioned,
+            commissioned,
             value("pue"),
             value("erf"),
             value("renewable_share"),
         );
-        doc["commissioned"] = match req.commissioned {
+        doc["commissioned"] = match commissioned {
             Some(d) => json!(d.to_string()),
             None => json!(
-                "unknown: pass --commissioned YYYY-MM-DD (HTTP: commissioned=) to check the PUE and ERF targets"
+                "unknown: set [site] commissioned = \"YYYY-MM-DD\" or pass --commissioned YYYY-MM-DD (HTTP: commissioned=) to check the PUE and ERF targets"
             ),
         };
         doc["targets"] = serde_json::to_value(&checks).unwrap_or(Value::Null);
