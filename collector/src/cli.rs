@@ -73,6 +73,11 @@ enum Command {
         /// Keep the ledger and fake trees here instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Start with an empty ledger: no simulated history of the
+        /// facility meters (by default, a new ledger gets one from
+        /// 1 January of last year).
+        #[arg(long)]
+        no_history: bool,
     },
 }
 
@@ -172,12 +177,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             mqtt_port,
             hosts,
             dir,
+            no_history,
         } => rt.block_on(crate::demo::run(
             crate::demo::DemoOptions {
                 http,
                 mqtt_port,
                 hosts,
                 dir,
+                history: !no_history,
             },
             vigie_service::shutdown_signal(),
         )),

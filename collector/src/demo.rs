@@ -25,6 +25,9 @@ pub struct DemoOptions {
     pub hosts: usize,
     /// Directory for the ledger, fake trees and agent state (a temporary one if `None`).
     pub dir: Option<PathBuf>,
+    /// Write a simulated history of the facility meters into a new ledger
+    /// (see [`store_simulated_history`]).
+    pub history: bool,
 }
 
 /// Starts the embedded broker on a thread; it lives as long as the process.
@@ -147,11 +150,16 @@ fn store_simulated_grid(
     ledger: &std::path::Path,
     zone: &str,
     basis: crate::grid::Basis,
+    since_ms: Option<i64>,
     now_ms: i64,
 ) -> anyhow::Result<usize> {
     const HALF_HOUR: i64 = 1_800_000;
     let first = now_ms.div_euclid(HALF_HOUR) * HALF_HOUR - 48 * HALF_HOUR;
-    let points: Vec<crate::grid::IntensityPoint> = (0..(48 * 8))
+    let first = since_ms
+        .map_or(first, |s| s.div_euclid(HALF_HOUR) * HALF_HOUR)
+        .min(first);
+    let n = (now_ms - first) / HALF_HOUR + 48 * 7;
+    let points: Vec<crate::grid::IntensityPoint> = (0..n)
         .map(|i| {
             let start_ms = first + i * HALF_HOUR;
             let g = simulated_intensity(start_ms + HALF_HOUR / 2);
@@ -175,6 +183,169 @@ fn store_simulated_grid(
     let mut conn = crate::store::open(ledger)?;
     crate::grid::store::init(&conn)?;
     Ok(crate::grid::store::upsert_all(&mut conn, &points)?)
+}
+
+/// What [`store_simulated_history`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct History {
+    /// First hour, Unix ms (1 January of the previous year).
+    pub from_ms: i64,
+    /// End of the last whole hour written, Unix ms.
+    pub to_ms: i64,
+    /// The heat meter's register at `to_ms`, kWh.
+    pub heat_kwh: f64,
+    /// Heat delivered per hour at `to_ms`, kW (to carry the register on).
+    pub heat_kw: f64,
+    /// Hour rows written.
+    pub rows: usize,
+}
+
+/// The demo site's average powers over hour `h_ms`: each PDU outlet's
+/// wall power, cooling, grid import (W) and heat delivered (kW thermal).
+/// IT load grows through the history and follows the working day;
+/// cooling follows the seasons (free cooling in winter), so PUE is
+/// higher in summer; heat is taken more in winter.
+fn history_hour(h_ms: i64, from_ms: i64, to_ms: i64, outlets: usize) -> (Vec<f64>, f64, f64, f64) {
+    use std::f64::consts::TAU;
+    let day_of_year = (h_ms.rem_euclid(365 * 86_400_000) / 86_400_000) as f64;
+    let hour = (h_ms.rem_euclid(86_400_000) / 3_600_000) as f64;
+    let summer = (TAU * (day_of_year - 200.0) / 365.0).cos(); // +1 mid-July
+    let working = (TAU * (hour - 8.0) / 24.0).sin();
+    let growth = 0.8 + 0.2 * ((h_ms - from_ms) as f64 / (to_ms - from_ms).max(1) as f64);
+    let walls: Vec<f64> = (0..outlets)
+        .map(|i| {
+            let base = (90.0 + 35.0 * i as f64) * 1.6 + 60.0 + if i == 0 { 900.0 } else { 0.0 };
+            base * growth * (1.0 + 0.08 * working)
+        })
+        .collect();
+    let it: f64 = walls.iter().sum();
+    let cooling = (0.16 + 0.10 * (summer + 1.0) / 2.0) * it + 40.0;
+    let grid = it + cooling + 0.1 * it + 110.0;
+    let heat_kw = it * (0.15 + 0.25 * (1.0 - summer) / 2.0) / 1000.0;
+    (walls, cooling, grid, heat_kw)
+}
+
+/// Writes a simulated history of the demo site's meters into the ledger
+/// at `ledger`: hour buckets of the grid-import, cooling and PDU-outlet
+/// sensors of `host`, and the heat meter's register every hour, from
+/// 1 January of the year before `now_ms` to the last whole hour, so that
+/// the public page, the permit dossier, the exports and the year-to-date
+/// dashboards have a year and more to show. Only into a new ledger: an
+/// existing one keeps what it has. Hour rows only (as a ledger holds once
+/// minute rows are pruned); the site figures read them at hour
+/// resolution.
+pub fn store_simulated_history(
+    ledger: &std::path::Path,
+    host: &str,
+    facility: &str,
+    pdu: &str,
+    outlets: usize,
+    now_ms: i64,
+) -> anyhow::Result<History> {
+    use crate::export::date::Date;
+    const H: i64 = 3_600_000;
+    let from_ms = Date {
+        y: Date::from_ms(now_ms).y - 1,
+        m: 1,
+        d: 1,
+    }
+    .start_ms();
+    let to_ms = now_ms.div_euclid(H) * H;
+    if let Some(dir) = ledger.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = crate::store::open(ledger)?;
+    let tx = conn.transaction()?;
+    let mut rows = 0;
+    let mut heat_kwh = 0.0;
+    let mut heat_kw = 0.0;
+    {
+        let mut energy = tx.prepare(
+            "INSERT OR IGNORE INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, 0)",
+        )?;
+        let mut register = tx.prepare(
+            "INSERT OR IGNORE INTO registers (host, sensor, quantity, at_ms, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh.as_str();
+        let heat = format!("{facility}:heat");
+        let uj = |w: f64| (w * 3.6e9).round() as i64;
+        let mut h = from_ms;
+        register.execute(rusqlite::params![host, heat, quantity, h, 0.0])?;
+        while h < to_ms {
+            let (walls, cooling, grid, kw) = history_hour(h, from_ms, to_ms, outlets);
+            for (i, w) in walls.iter().enumerate() {
+                rows += energy.execute(rusqlite::params![
+                    host,
+                    format!("{pdu}:outlet-{}", i + 1),
+                    h,
+                    uj(*w)
+                ])?;
+            }
+            rows += energy.execute(rusqlite::params![
+                host,
+                format!("{facility}:cooling"),
+                h,
+                uj(cooling)
+            ])?;
+            rows += energy.execute(rusqlite::params![
+                host,
+                format!("{facility}:grid"),
+                h,
+                uj(grid)
+            ])?;
+            heat_kwh += kw;
+            heat_kw = kw;
+            h += H;
+            register.execute(rusqlite::params![host, heat, quantity, h, heat_kwh])?;
+        }
+    }
+    tx.commit()?;
+    Ok(History {
+        from_ms,
+        to_ms,
+        heat_kwh,
+        heat_kw,
+        rows,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn the_history_gives_a_year_of_site_figures_with_seasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.sqlite");
+        // 2026-03-10T12:34Z: history from 2025-01-01.
+        let now = 1_773_146_040_000;
+        let h = store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
+        assert_eq!(h.from_ms, 1_735_689_600_000);
+        assert_eq!(h.to_ms, now / 3_600_000 * 3_600_000);
+        let hours = ((h.to_ms - h.from_ms) / 3_600_000) as usize;
+        assert_eq!(h.rows, hours * 5, "3 outlets, cooling, grid");
+        let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
+        let conn = crate::store::open(&ledger).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let carbon = crate::config::CarbonConfig::default();
+        let s = crate::report::summary(&conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
+            .unwrap();
+        assert_eq!(s.months.len(), 12);
+        let pue = |m: &crate::report::Span| m.pue.value.unwrap();
+        assert_eq!(s.total.pue.status, "measured", "{:?}", s.total.pue);
+        // Summer cooling costs more than winter cooling.
+        assert!(pue(&s.months[6]) > pue(&s.months[0]) + 0.05, "{s:?}");
+        assert!((1.2..1.6).contains(&pue(&s.total)));
+        // Heat: more reused in January than in July, all of the year measured.
+        let heat = |m: &crate::report::Span| m.heat_reused_kwh.unwrap();
+        assert!(heat(&s.months[0]) > heat(&s.months[6]));
+        assert_eq!(s.total.erf.status, "measured");
+        // Only into a new ledger... and idempotent if called again anyway.
+        let again =
+            store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
+        assert_eq!(again.rows, 0);
+    }
 }
 
 /// The demo collector's `[site]`: the grid-import, cooling and heat meters
@@ -265,6 +436,30 @@ pub async fn run(
     // The same agent reads the facility's meters: grid import and cooling
     // (power and Wh registers) and the heat meter (kWh register).
     let facility = FakeFacility::new();
+    let ledger = dir.join("ledger.sqlite");
+    let now = crate::now_ms();
+    let history = match sims.first() {
+        Some(first) if opts.history && !ledger.exists() => {
+            let h = store_simulated_history(
+                &ledger,
+                &first.name,
+                "facility",
+                "pdu-a1",
+                sims.len(),
+                now,
+            )?;
+            // The live heat register carries on from the history's, with
+            // the heat of the part of the hour since.
+            facility.heat(
+                "heat",
+                h.heat_kwh + h.heat_kw * (now - h.to_ms) as f64 / 3_600_000.0,
+                45.0,
+                30.0,
+            );
+            Some(h)
+        }
+        _ => None,
+    };
     let facility_cfg: DeviceConfig = toml::from_str("name = \"facility\"\nperiod = \"5s\"\n")?;
     let pdu_cfg: DeviceConfig = toml::from_str(&format!(
         "name = \"pdu-a1\"\nperiod = \"5s\"\n{}",
@@ -372,18 +567,27 @@ pub async fn run(
     let mut cfg = CollectorConfig::default();
     cfg.mqtt.port = opts.mqtt_port;
     cfg.mqtt.client_id = "vigie-collector-demo".into();
-    cfg.store.path = dir.join("ledger.sqlite");
-    let now = crate::now_ms();
+    cfg.store.path = ledger;
     if let Some((host, _)) = hosts.first() {
-        cfg.site = demo_site(host, "facility", "pdu-a1", hosts.len(), now)?;
-        // Guarantees of origin for about 60 % of the year's grid import,
-        // so REF has a value to compare with the renewable target.
-        cfg.carbon.market.instruments.push(toml::from_str(&format!(
-            "name = \"GO hydro (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {}\nvolume_mwh = 12.0\n",
-            crate::export::date::Date::from_ms(now).y
-        ))?);
+        // With a history, the site has operated since it began.
+        let commissioned = history.map_or(now, |h| h.from_ms);
+        cfg.site = demo_site(host, "facility", "pdu-a1", hosts.len(), commissioned)?;
+        // Guarantees of origin for part of each year's grid import, so REF
+        // has a value to compare with the renewable target.
+        let year = crate::export::date::Date::from_ms(now).y;
+        for (y, mwh) in [(year - 1, 40.0), (year, 12.0)] {
+            cfg.carbon.market.instruments.push(toml::from_str(&format!(
+                "name = \"GO hydro {y} (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {y}\nvolume_mwh = {mwh:.1}\n"
+            ))?);
+        }
     }
-    store_simulated_grid(&cfg.store.path, &cfg.carbon.zone, cfg.carbon.basis, now)?;
+    store_simulated_grid(
+        &cfg.store.path,
+        &cfg.carbon.zone,
+        cfg.carbon.basis,
+        history.map(|h| h.from_ms),
+        now,
+    )?;
     // The demo shows the public disclosure page (off by default elsewhere).
     cfg.public.enabled = true;
     cfg.public.site_name = Some("vigie demo site".into());
@@ -403,6 +607,13 @@ pub async fn run(
     println!("  emissions: http://{http}/api/v1/emissions");
     println!("  site KPIs: http://{http}/api/v1/kpi");
     println!("  public:    http://{http}/public");
+    println!("  dossier:   http://{http}/api/v1/dossier?format=pdf");
+    if let Some(h) = history {
+        println!(
+            "  history:   simulated facility meters since {} (hour resolution)",
+            crate::export::date::Date::from_ms(h.from_ms)
+        );
+    }
     println!("  ledger:    {}", cfg.store.path.display());
     println!("Press Ctrl-C to stop.");
 
