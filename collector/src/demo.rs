@@ -309,45 +309,6 @@ pub fn store_simulated_history(
     })
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod history_tests {
-    use super::*;
-
-    #[test]
-    fn the_history_gives_a_year_of_site_figures_with_seasons() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = dir.path().join("ledger.sqlite");
-        // 2026-03-10T12:34Z: history from 2025-01-01.
-        let now = 1_773_146_040_000;
-        let h = store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
-        assert_eq!(h.from_ms, 1_735_689_600_000);
-        assert_eq!(h.to_ms, now / 3_600_000 * 3_600_000);
-        let hours = ((h.to_ms - h.from_ms) / 3_600_000) as usize;
-        assert_eq!(h.rows, hours * 5, "3 outlets, cooling, grid");
-        let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
-        let conn = crate::store::open(&ledger).unwrap();
-        crate::grid::store::init(&conn).unwrap();
-        let carbon = crate::config::CarbonConfig::default();
-        let s = crate::report::summary(&conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
-            .unwrap();
-        assert_eq!(s.months.len(), 12);
-        let pue = |m: &crate::report::Span| m.pue.value.unwrap();
-        assert_eq!(s.total.pue.status, "measured", "{:?}", s.total.pue);
-        // Summer cooling costs more than winter cooling.
-        assert!(pue(&s.months[6]) > pue(&s.months[0]) + 0.05, "{s:?}");
-        assert!((1.2..1.6).contains(&pue(&s.total)));
-        // Heat: more reused in January than in July, all of the year measured.
-        let heat = |m: &crate::report::Span| m.heat_reused_kwh.unwrap();
-        assert!(heat(&s.months[0]) > heat(&s.months[6]));
-        assert_eq!(s.total.erf.status, "measured");
-        // Only into a new ledger... and idempotent if called again anyway.
-        let again =
-            store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
-        assert_eq!(again.rows, 0);
-    }
-}
-
 /// The demo collector's `[site]`: the grid-import, cooling and heat meters
 /// of `facility` and the PDU outlets as the IT meter (category 2), all
 /// polled by `host`'s agent. Gaps are scaled to the period (the demo is
@@ -631,4 +592,43 @@ pub async fn run(
     collector.await??;
     println!("stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn the_history_gives_a_year_of_site_figures_with_seasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.sqlite");
+        // 2026-03-10T12:34Z: history from 2025-01-01.
+        let now = 1_773_146_040_000;
+        let h = store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
+        assert_eq!(h.from_ms, 1_735_689_600_000);
+        assert_eq!(h.to_ms, now / 3_600_000 * 3_600_000);
+        let hours = ((h.to_ms - h.from_ms) / 3_600_000) as usize;
+        assert_eq!(h.rows, hours * 5, "3 outlets, cooling, grid");
+        let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
+        let conn = crate::store::open(&ledger).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let carbon = crate::config::CarbonConfig::default();
+        let s = crate::report::summary(&conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
+            .unwrap();
+        assert_eq!(s.months.len(), 12);
+        let pue = |m: &crate::report::Span| m.pue.value.unwrap();
+        assert_eq!(s.total.pue.status, "measured", "{:?}", s.total.pue);
+        // Summer cooling costs more than winter cooling.
+        assert!(pue(&s.months[6]) > pue(&s.months[0]) + 0.05, "{s:?}");
+        assert!((1.2..1.6).contains(&pue(&s.total)));
+        // Heat: more reused in January than in July, all of the year measured.
+        let heat = |m: &crate::report::Span| m.heat_reused_kwh.unwrap();
+        assert!(heat(&s.months[0]) > heat(&s.months[6]));
+        assert_eq!(s.total.erf.status, "measured");
+        // Only into a new ledger... and idempotent if called again anyway.
+        let again =
+            store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
+        assert_eq!(again.rows, 0);
+    }
 }
