@@ -63,13 +63,23 @@ pub fn factors_from_points(
     to_ms: i64,
 ) -> BTreeMap<i64, HourFactor> {
     let mut out = BTreeMap::new();
+    // A sweep: points in start order, so each hour looks only at those
+    // from the first that has not ended yet to the first starting after
+    // the hour (a year of half-hour points is ~17,500 points and ~8,760
+    // hours: all pairs would be 150 million).
+    let mut sorted: Vec<&IntensityPoint> = points.iter().collect();
+    sorted.sort_by_key(|p| p.start_ms);
+    let mut first = 0;
     let mut hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     while hour < to_ms {
         let end = hour + HOUR_MS;
         let (mut weight, mut sum) = (0i64, 0.0f64);
         let mut sources: Vec<String> = Vec::new();
         let mut estimated = false;
-        for p in points {
+        while first < sorted.len() && sorted[first].end_ms <= hour {
+            first += 1;
+        }
+        for p in sorted[first..].iter().take_while(|p| p.start_ms < end) {
             let overlap = p.end_ms.min(end) - p.start_ms.max(hour);
             let Ok(g) = p.inventory_factor() else {
                 continue;
@@ -269,5 +279,41 @@ mod tests {
         m.intensity = Intensity::Marginal(GramsPerKwh(500.0));
         let f = factors_from_points(&[m], GramsPerKwh(33.0), 0, HOUR_MS);
         assert!(f[&0].fallback);
+    }
+    #[test]
+    fn the_sweep_matches_every_point_against_every_hour() {
+        // Irregular, overlapping, unsorted points, one spanning days.
+        let m = 60_000;
+        let mut pts = vec![point(0, 3 * 24 * HOUR_MS, 300.0, false)];
+        let mut x: i64 = 7;
+        for i in 0..400 {
+            x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+            let start = (x % (48 * 60)) * m;
+            let len = (15 + x % 200) * m;
+            pts.push(point(
+                start,
+                start + len,
+                20.0 + (i % 50) as f64,
+                i % 3 == 0,
+            ));
+        }
+        pts.push(point(5 * HOUR_MS, 5 * HOUR_MS + 30 * m, 99.0, false));
+        let naive = |hour: i64| {
+            let end = hour + HOUR_MS;
+            let (mut w, mut sum) = (0i64, 0.0);
+            for p in &pts {
+                let o = p.end_ms.min(end) - p.start_ms.max(hour);
+                if o > 0 {
+                    w += o;
+                    sum += p.inventory_factor().unwrap().0 * o as f64;
+                }
+            }
+            sum / w as f64
+        };
+        let f = factors_from_points(&pts, GramsPerKwh(1.0), 0, 60 * HOUR_MS);
+        assert_eq!(f.len(), 60);
+        for (h, v) in &f {
+            assert!((v.g_per_kwh - naive(*h)).abs() < 1e-9, "hour {h}");
+        }
     }
 }

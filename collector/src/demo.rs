@@ -530,9 +530,9 @@ pub async fn run(
     cfg.mqtt.client_id = "vigie-collector-demo".into();
     cfg.store.path = ledger;
     if let Some((host, _)) = hosts.first() {
-        // With a history, the site has operated since it began.
-        let commissioned = history.map_or(now, |h| h.from_ms);
-        cfg.site = demo_site(host, "facility", "pdu-a1", hosts.len(), commissioned)?;
+        // Commissioned today, history or not: the EnEfG targets of a new
+        // site are in force at once, so the target gauges have values.
+        cfg.site = demo_site(host, "facility", "pdu-a1", hosts.len(), now)?;
         // Guarantees of origin for part of each year's grid import, so REF
         // has a value to compare with the renewable target.
         let year = crate::export::date::Date::from_ms(now).y;
