@@ -7,7 +7,8 @@
 //! and two facility sensors (grid import, cooling) at hourly resolution.
 //! The site has an IT meter summing the 1,000 hosts' `psu:input` sensors
 //! (category 3, IT equipment input: 8.76 M hour rows to read), a
-//! grid-import meter and a cooling meter, and a static grid intensity.
+//! grid-import meter and a cooling meter, and a stored half-hourly grid
+//! intensity series over the year (the static factor is the fallback).
 //! Then, for each regime (EED, EnEfG, FR) and format (JSON, CSV), times
 //! `export::build` followed by `Export::render`, and checks the IT
 //! meter's total against the energy written.
@@ -122,6 +123,24 @@ fn build_ledger(path: &std::path::Path, hosts: usize, from_ms: i64, hours: usize
     tx.execute_batch("CREATE INDEX energy_hour_time ON energy_hour (bucket_ms)")
         .unwrap();
     tx.commit().unwrap();
+    // The grid's half-hourly average intensity over the year, as a live
+    // provider or an eCO2mix file stores it: 17,520 points.
+    use vigie_collector::grid::{Basis, Intensity, IntensityPoint};
+    vigie_collector::grid::store::init(&conn).unwrap();
+    let half = HOUR_MS / 2;
+    let points: Vec<IntensityPoint> = (0..hours as i64 * 2)
+        .map(|i| IntensityPoint {
+            zone: "FR".into(),
+            start_ms: from_ms + i * half,
+            end_ms: from_ms + (i + 1) * half,
+            intensity: Intensity::Average(vigie_energy::GramsPerKwh(30.0 + (i % 48) as f64)),
+            basis: Basis::Direct,
+            estimated: false,
+            source: "bench series".into(),
+            retrieved_ms: from_ms,
+        })
+        .collect();
+    vigie_collector::grid::store::upsert_all(&mut conn, &points).unwrap();
     it_total
 }
 
