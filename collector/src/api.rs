@@ -306,7 +306,12 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route(
             "/api/v1/dossier",
             get(|State(s): State<AppState>, q| {
-                crate::dossier::http::http_handler(s.db_path.clone(), s.dossier.clone(), q)
+                crate::dossier::http::http_handler(
+                    s.db_path.clone(),
+                    s.dossier.clone(),
+                    s.signing_key.clone(),
+                    q,
+                )
             }),
         )
         .route(

@@ -689,6 +689,22 @@ async fn http_exports_are_signed_with_the_configured_key_and_verify() {
         .arg(&public)
         .arg(&file));
     assert!(!ok && err.to_lowercase().contains("signature"), "{err}");
+    // The permit dossier is signed the same way.
+    let (head, body) = get(format!("/api/v1/dossier?from={from}&to={to}&format=html")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let sig = header(&head, "vigie-signature").expect("signed dossier");
+    let bytes: Vec<u8> = (0..128)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sig["ed25519=".len()..][i..i + 2], 16).unwrap())
+        .collect();
+    let sig = ed25519_dalek::Signature::from_slice(&bytes).unwrap();
+    let public = export::sign::load_verifying_key(&public).unwrap();
+    public.verify_strict(body.as_bytes(), &sig).unwrap();
+    assert!(
+        public
+            .verify_strict(body.replacen("<", "&lt;", 1).as_bytes(), &sig)
+            .is_err()
+    );
 }
 
 #[tokio::test]

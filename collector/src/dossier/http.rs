@@ -28,6 +28,7 @@ fn error(status: StatusCode, msg: String) -> Response {
 pub async fn http_handler(
     db_path: Arc<PathBuf>,
     cfg: Arc<Settings>,
+    key: Option<Arc<ed25519_dalek::SigningKey>>,
     Query(q): Query<DossierQuery>,
 ) -> Response {
     let now = crate::now_ms();
@@ -57,12 +58,9 @@ pub async fn http_handler(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let digest = format!(
-        "sha-256={}",
-        crate::export::sign::base64(&crate::export::sign::sha256(&bytes))
-    );
-    let mut resp = bytes.into_response();
+    let mut resp = bytes.clone().into_response();
     let h = resp.headers_mut();
+    crate::export::http::integrity_headers(h, &bytes, key.as_deref());
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
@@ -74,9 +72,6 @@ pub async fn http_handler(
     );
     if let Ok(v) = HeaderValue::from_str(&name) {
         h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&digest) {
-        h.insert("digest", v);
     }
     resp
 }

@@ -109,29 +109,40 @@ pub async fn http_handler(
             return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
     };
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        bytes.clone(),
+    )
+        .into_response();
+    integrity_headers(resp.headers_mut(), &bytes, key.as_deref());
+    resp
+}
+
+/// `Digest: sha-256=<base64>` (RFC 3230) of `bytes` and, with a key,
+/// `Vigie-Signature: ed25519=<hex>`: the headers of every document a
+/// regulator downloads (exports, the permit dossier).
+pub fn integrity_headers(
+    h: &mut axum::http::HeaderMap,
+    bytes: &[u8],
+    key: Option<&ed25519_dalek::SigningKey>,
+) {
     let digest = format!(
         "sha-256={}",
-        super::sign::base64(&super::sign::sha256(&bytes))
-    );
-    let signature = key.map(|k| {
-        use ed25519_dalek::Signer;
-        super::sign::hex(&k.sign(&bytes).to_bytes())
-    });
-    let mut resp = bytes.into_response();
-    let h = resp.headers_mut();
-    if let Some(sig) = signature
-        && let Ok(v) = HeaderValue::from_str(&format!("ed25519={sig}"))
-    {
-        h.insert("vigie-signature", v);
-    }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
+        super::sign::base64(&super::sign::sha256(bytes))
     );
     if let Ok(v) = HeaderValue::from_str(&digest) {
         h.insert("digest", v);
     }
-    resp
+    if let Some(k) = key {
+        use ed25519_dalek::Signer;
+        let sig = super::sign::hex(&k.sign(bytes).to_bytes());
+        if let Ok(v) = HeaderValue::from_str(&format!("ed25519={sig}")) {
+            h.insert("vigie-signature", v);
+        }
+    }
 }
 
 /// `GET /api/v1/exports/public-key`: the key that checks the signatures,
