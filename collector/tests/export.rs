@@ -542,42 +542,14 @@ fn cli_exports_signs_and_verifies() {
 
 #[tokio::test]
 async fn http_route_serves_the_export_with_its_digest() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let (_, cfg) = small_site(dir.path());
-    let state = vigie_collector::api::AppState::new(
-        cfg.store.path.clone(),
-        std::sync::Arc::new(vigie_collector::metrics::Metrics::new(
-            "FR",
-            vigie_energy::GramsPerKwh(33.0),
-        )),
-        vigie_collector::api::Factor {
-            zone: "FR".into(),
-            g_per_kwh: 33.0,
-            kind: "average",
-            source: "test".into(),
-            estimated: false,
-        },
-        cfg.carbon.clone(),
-        cfg.site.clone(),
-    );
+    let state = app_state(&cfg);
     let app = vigie_collector::api::router(state, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let get = |path: String| async move {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        (head.to_owned(), body.to_owned())
-    };
+    let get = |path: String| raw_get(addr, path);
     let (from, to) = period();
     let (head, body) = get(format!(
         "/api/v1/exports/enefg?from={from}&to={to}&commissioned=2010-01-01"
@@ -608,45 +580,17 @@ async fn http_route_serves_the_export_with_its_digest() {
 
 #[tokio::test]
 async fn http_exports_are_signed_with_the_configured_key_and_verify() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let (_, cfg) = small_site(dir.path());
     let keys = dir.path().join("keys");
     let (private, _) = export::sign::keygen(&keys).unwrap();
-    let state = vigie_collector::api::AppState::new(
-        cfg.store.path.clone(),
-        std::sync::Arc::new(vigie_collector::metrics::Metrics::new(
-            "FR",
-            vigie_energy::GramsPerKwh(33.0),
-        )),
-        vigie_collector::api::Factor {
-            zone: "FR".into(),
-            g_per_kwh: 33.0,
-            kind: "average",
-            source: "test".into(),
-            estimated: false,
-        },
-        cfg.carbon.clone(),
-        cfg.site.clone(),
-    )
-    .with_signing_key(Some(export::sign::load_signing_key(&private).unwrap()));
+    let state =
+        app_state(&cfg).with_signing_key(Some(export::sign::load_signing_key(&private).unwrap()));
     let app = vigie_collector::api::router(state, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let get = |path: String| async move {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        (head.to_owned(), body.to_owned())
-    };
+    let get = |path: String| raw_get(addr, path);
     let header = |head: &str, name: &str| {
         head.lines().find_map(|l| {
             let (n, v) = l.split_once(": ")?;
@@ -711,4 +655,38 @@ async fn http_exports_are_signed_with_the_configured_key_and_verify() {
 async fn without_a_key_the_public_key_route_says_exports_are_unsigned() {
     let resp = vigie_collector::export::http::public_key(None);
     assert_eq!(resp.status(), 404);
+}
+
+/// The collector's API state over `cfg`'s ledger.
+fn app_state(cfg: &vigie_collector::config::CollectorConfig) -> vigie_collector::api::AppState {
+    vigie_collector::api::AppState::new(
+        cfg.store.path.clone(),
+        std::sync::Arc::new(vigie_collector::metrics::Metrics::new(
+            "FR",
+            vigie_energy::GramsPerKwh(33.0),
+        )),
+        vigie_collector::api::Factor {
+            zone: "FR".into(),
+            g_per_kwh: 33.0,
+            kind: "average",
+            source: "test".into(),
+            estimated: false,
+        },
+        cfg.carbon.clone(),
+        cfg.site.clone(),
+    )
+}
+
+/// One HTTP/1.1 GET over a fresh connection: the head and the body.
+async fn raw_get(addr: std::net::SocketAddr, path: String) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
 }
