@@ -145,11 +145,18 @@ impl AppState {
         }
         let site = self.site.clone();
         let carbon = self.carbon.clone();
-        let from = now - WEEK;
+        // Whole hours: a period cut inside a minute has a sliver no bucket
+        // covers, and the strict gap rule would leave PUE without a value.
+        let to = now.div_euclid(HOUR_MS) * HOUR_MS;
+        let from = to - WEEK;
         let v = self
             .read(move |c| {
-                let Ok(f) = crate::site::figures(c, &site, &carbon.market, from, now) else {
-                    return Ok(None);
+                let f = match crate::site::figures(c, &site, &carbon.market, from, to) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no measured PUE for the signals");
+                        return Ok(None);
+                    }
                 };
                 Ok(f.figures
                     .iter()
@@ -160,11 +167,15 @@ impl AppState {
                             vigie_energy::Status::Estimated => "estimated",
                             _ => return None,
                         };
-                        x.value.map(|value| MeasuredPue {
-                            value,
-                            status,
-                            from_ms: from,
-                        })
+                        // A PUE under 1 means the meters' boundaries are
+                        // wrong: not a figure to scale a signal with.
+                        x.value
+                            .filter(|v| (1.0..=10.0).contains(v))
+                            .map(|value| MeasuredPue {
+                                value,
+                                status,
+                                from_ms: from,
+                            })
                     }))
             })
             .await?;
@@ -905,5 +916,62 @@ mod tests {
         // Absurd instants are refused, not overflowed later.
         assert!(parse_time("t", "-9223372036854775808").is_err());
         assert!(parse_time("t", "9223372036854775807").is_err());
+    }
+    #[tokio::test]
+    async fn the_signals_measured_pue_is_over_whole_hours_under_the_strict_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        // Minute buckets of a grid meter (1.5 kWh/min) and an IT meter
+        // (1 kWh/min) from eight days ago to the end of this minute.
+        let now = crate::now_ms();
+        let end = (now / MINUTE_MS + 1) * MINUTE_MS;
+        let mut t = (now / HOUR_MS - 8 * 24) * HOUR_MS;
+        let mut ins = conn
+            .prepare("INSERT INTO energy_minute (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', ?1, ?2, ?3, 0)")
+            .unwrap();
+        while t < end {
+            ins.execute(rusqlite::params!["grid", t, 5_400_000_000_000i64])
+                .unwrap();
+            ins.execute(rusqlite::params!["it", t, 3_600_000_000_000i64])
+                .unwrap();
+            t += MINUTE_MS;
+        }
+        drop(ins);
+        drop(conn);
+        let site: crate::site::SiteConfig = toml::from_str(
+            r#"
+[[meters]]
+name = "grid"
+role = "grid-import"
+sensors = [{ host = "f", sensor = "grid" }]
+[[meters]]
+name = "it"
+role = "it"
+sensors = [{ host = "f", sensor = "it" }]
+"#,
+        )
+        .unwrap();
+        let state = AppState::new(
+            db,
+            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
+            Factor {
+                zone: "FR".into(),
+                g_per_kwh: 50.0,
+                kind: "average",
+                source: "test".into(),
+                estimated: false,
+            },
+            crate::config::CarbonConfig::default(),
+            site,
+        );
+        let pue = state
+            .measured_pue(now)
+            .await
+            .unwrap()
+            .expect("a measured PUE");
+        assert!((pue.value - 1.5).abs() < 1e-9, "{pue:?}");
+        assert_eq!(pue.status, "measured");
+        assert_eq!(pue.from_ms % HOUR_MS, 0);
     }
 }

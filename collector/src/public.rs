@@ -121,12 +121,13 @@ pub fn year(asked: Option<&str>, now_ms: i64) -> Result<Year, String> {
         });
     }
     // Up to the start of today: whole days, so the figures do not change
-    // with every request; on 1 January, up to now.
+    // with every request; on 1 January, up to the current hour.
     let today = now_ms.div_euclid(DAY_MS) * DAY_MS;
     let to_ms = if today > from_ms {
         today
     } else {
-        now_ms.max(from_ms + 1)
+        // Whole hours (a stable cache key), at least the first one.
+        (now_ms.div_euclid(HOUR_MS) * HOUR_MS).max(from_ms + HOUR_MS)
     };
     Ok(Year {
         year: y,
@@ -905,6 +906,11 @@ type Cached = (Instant, Arc<Report>);
 pub struct PublicState {
     cfg: PublicConfig,
     cache: Mutex<HashMap<(i64, i64), Cached>>,
+    /// One computation at a time: the page needs no token, so a crowd of
+    /// requests (or one client asking for every year at once) must not
+    /// fill the blocking pool or queue the API's reads behind N copies of
+    /// the same year; later requests for a year find it in the cache.
+    compute: tokio::sync::Mutex<()>,
 }
 
 impl PublicState {
@@ -913,7 +919,16 @@ impl PublicState {
         PublicState {
             cfg,
             cache: Mutex::new(HashMap::new()),
+            compute: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn cached(&self, key: (i64, i64)) -> Option<Arc<Report>> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, r)| r.clone())
     }
 }
 
@@ -949,11 +964,12 @@ async fn report(s: &AppState, q: &HashMap<String, String>) -> Result<Arc<Report>
     let year = year(q.get("year").map(String::as_str), now)
         .map_err(|e| ApiError::BadRequest(e).into_response())?;
     let key = (year.year, year.to_ms);
-    if let Ok(cache) = state.cache.lock()
-        && let Some((at, r)) = cache.get(&key)
-        && at.elapsed() < CACHE_TTL
-    {
-        return Ok(r.clone());
+    if let Some(r) = state.cached(key) {
+        return Ok(r);
+    }
+    let _one = state.compute.lock().await;
+    if let Some(r) = state.cached(key) {
+        return Ok(r);
     }
     let (site, carbon) = (s.site_arc(), s.carbon_arc());
     let label = year.year.to_string();
@@ -961,16 +977,34 @@ async fn report(s: &AppState, q: &HashMap<String, String>) -> Result<Arc<Report>
     let result = s
         .read(move |c| {
             let years = years_with_data(c, now)?;
-            Ok(
+            if !years.contains(&year.year) {
+                return Ok(None);
+            }
+            Ok(Some(
                 crate::report::summary(c, &site, &carbon, &label, year.from_ms, year.to_ms)
                     .map(|sum| Report::new(&st.cfg, &site, &carbon, year, years, &sum, now)),
-            )
+            ))
         })
         .await
         .map_err(IntoResponse::into_response)?;
-    let r = Arc::new(
-        result.map_err(|e| ApiError::Internal(format!("site figures: {e}")).into_response())?,
-    );
+    let Some(result) = result else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": format!("no data for {}", year.year)
+            })),
+        )
+            .into_response());
+    };
+    let r = Arc::new(result.map_err(|e| {
+        // The detail may name meters: logged, not published.
+        tracing::error!(error = %e, year = year.year, "public page: site figures");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": "the figures are unavailable" })),
+        )
+            .into_response()
+    })?);
     if let Ok(mut cache) = state.cache.lock() {
         cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
         cache.insert(key, (Instant::now(), r.clone()));
@@ -1064,9 +1098,11 @@ mod tests {
         for bad in ["2027", "1969", "25", "+2025", "２０２５", "", "2025.0"] {
             assert!(year(Some(bad), now).is_err(), "{bad}");
         }
-        // On 1 January just after midnight: up to now, never empty.
-        let y = year(None, ms(2026, 1)).unwrap();
-        assert!(y.to_ms > y.from_ms);
+        // On 1 January: whole hours (a stable cache key), never empty.
+        let y = year(None, ms(2026, 1) + 61_000).unwrap();
+        assert_eq!(y.to_ms, ms(2026, 1) + HOUR_MS);
+        let y = year(None, ms(2026, 1) + 5 * HOUR_MS + 7).unwrap();
+        assert_eq!(y.to_ms, ms(2026, 1) + 5 * HOUR_MS);
     }
 
     #[test]

@@ -68,6 +68,25 @@ fn demo_serves_energy_and_stops_on_sigint() {
         !public.body.contains("demo-0"),
         "a host name on the public page"
     );
+    // The simulated history gives last year whole: its PUE is measured,
+    // higher in July (cooling) than in January.
+    let last_year: serde_json::Value = {
+        let y = vigie_collector::export::date::Date::from_ms(vigie_service::now_ms()).y - 1;
+        let r = http_get(http, &format!("/public/data.json?year={y}")).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    let text = last_year.to_string();
+    let pue = |v: &serde_json::Value| v["pue"]["value"].as_f64().unwrap_or(0.0);
+    let months = last_year["months"].as_array().expect(&text);
+    assert_eq!(months.len(), 12, "{text}");
+    assert_eq!(last_year["total"]["pue"]["status"], "measured", "{text}");
+    assert!(pue(&months[6]) > pue(&months[0]), "{text}");
+    // The signals scale the grid by the site's measured PUE of the week.
+    let i: serde_json::Value =
+        serde_json::from_str(&http_get(http, "/api/v1/signals/intensity").unwrap().body).unwrap();
+    assert_eq!(i["pue_source"], "measured-7d", "{i}");
+    assert!((1.1..1.7).contains(&i["pue"].as_f64().unwrap()), "{i}");
 
     let status = demo.interrupt(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "demo exit {status}\n{}", demo.log_tail());
