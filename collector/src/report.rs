@@ -50,7 +50,8 @@ pub struct Span {
     pub ref_: Value,
     /// WUE, L/kWh.
     pub wue: Value,
-    /// Location-based Scope 2 emissions of the grid import, t CO2e.
+    /// Location-based Scope 2 emissions of the grid import, t CO2e; only
+    /// when the grid meter covers the whole span.
     pub emissions_location_t: Option<f64>,
     /// Market-based Scope 2 emissions, t CO2e.
     pub emissions_market_t: Option<f64>,
@@ -148,12 +149,16 @@ pub fn span(
         .meters
         .iter()
         .any(|m| m.role == site::Role::GridImport);
-    let (loc, mkt) = if has_grid {
+    // Scope 2 sums the hours the grid meter covers and extrapolates
+    // nothing: a sum over part of the period is not the period's
+    // emissions, so it is given only when the meter covers all of it.
+    let (mut loc, mut mkt) = (None, None);
+    if has_grid {
         let (r, _) = site::scope2(conn, site_cfg, carbon, from_ms, to_ms)?;
-        (Some(r.location.0 / 1e6), Some(r.market.0 / 1e6))
-    } else {
-        (None, None)
-    };
+        if r.coverage.is_complete() {
+            (loc, mkt) = (Some(r.location.0 / 1e6), Some(r.market.0 / 1e6));
+        }
+    }
     let missing = f.missing_roles.iter().map(|r| format!("{r:?}")).collect();
     Ok((
         Span {
@@ -216,5 +221,34 @@ mod tests {
             assert_eq!(w[0].2, w[1].1);
         }
         assert!(month_spans(b, b).is_empty());
+    }
+    #[test]
+    fn emissions_are_given_only_for_a_period_the_grid_meter_covers() {
+        let conn = crate::store::open_in_memory().unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        const H: i64 = 3_600_000;
+        for h in 0..24 {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', 'grid', ?1, ?2, 0)",
+                rusqlite::params![h * H, 3_600_000_000_000i64],
+            )
+            .unwrap();
+        }
+        let site: SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n",
+        )
+        .unwrap();
+        let carbon: CarbonConfig =
+            toml::from_str("zone = \"FR\"\nintensity_g_per_kwh = 50.0").unwrap();
+        // The first day: 24 kWh at 50 g = 1.2 kg.
+        let (full, _) = span(&conn, &site, &carbon, "d1".into(), 0, 24 * H).unwrap();
+        assert!(
+            (full.emissions_location_t.unwrap() - 0.0012).abs() < 1e-12,
+            "{full:?}"
+        );
+        // Two days, the second without data: no figure rather than half.
+        let (half, _) = span(&conn, &site, &carbon, "d1-2".into(), 0, 48 * H).unwrap();
+        assert_eq!(half.emissions_location_t, None);
+        assert_eq!(half.emissions_market_t, None);
     }
 }
