@@ -233,16 +233,18 @@ impl Chart {
             lo = lo.min(0.0);
             hi = hi.max(0.0);
         }
-        if hi - lo < 1e-12 {
+        if hi - lo < 1e-9 * hi.abs().max(lo.abs()).max(1.0) {
             hi = lo + lo.abs().max(1.0) * 0.1;
         }
         let step = nice_step(hi - lo, 5.0);
         let lo = (lo / step).floor() * step;
         let hi = (hi / step).ceil() * step;
         let y_of = |v: f64| TOP + plot_h * (1.0 - (v - lo) / (hi - lo));
-        // Grid and y ticks.
-        let mut t = lo;
-        while t <= hi + step * 1e-6 {
+        // Grid and y ticks: counted, so no rounding can make the loop run
+        // for ever (a step below the values' precision would).
+        let ticks = ((hi - lo) / step).round().clamp(1.0, 50.0) as usize;
+        for i in 0..=ticks {
+            let t = lo + i as f64 * step;
             let y = y_of(t);
             p.push(Prim::Line {
                 from: (LEFT, y),
@@ -259,7 +261,6 @@ impl Chart {
                 Anchor::End,
                 false,
             ));
-            t += step;
         }
         p.push(text(4.0, TOP - 6.0, &self.unit, 8.0, Anchor::Start, false));
         // X labels: thin them out so they do not overlap.
@@ -571,5 +572,24 @@ mod tests {
         assert_eq!(tick_label(1.2000000001, 0.1), "1.2");
         assert_eq!(tick_label(250.0, 250.0), "250");
         assert_eq!(tick_label(0.25, 0.05), "0.25");
+    }
+    #[test]
+    fn values_a_rounding_error_apart_still_draw_a_finite_axis() {
+        let v = 12_345.678_9;
+        let d = chart(
+            Kind::Lines,
+            vec![Some(v), Some(f64::from_bits(v.to_bits() + 1))],
+        );
+        let d = Chart {
+            targets: vec![],
+            ..d
+        }
+        .draw();
+        let ticks = d
+            .prims
+            .iter()
+            .filter(|p| matches!(p, Prim::Line { color, .. } if *color == GRID))
+            .count();
+        assert!((2..=51).contains(&ticks), "{ticks}");
     }
 }
