@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 const H: i64 = 3_600_000;
 /// Longest window or job a signal plans for: a week.
 const MAX_WINDOW_MIN: i64 = 7 * 24 * 60;
+/// Longest span a search for the best window runs over (its cost grows
+/// with the square of the points in it): eight days, the forecast
+/// horizon the point cache holds.
+const MAX_SEARCH_MS: i64 = 8 * 24 * H;
 
 fn time(name: &str, v: Option<&str>, default: i64) -> Result<i64, ApiError> {
     match v {
@@ -187,6 +191,11 @@ pub async fn forecast(
         param(raw, "dataEndAt").map(decode).as_deref(),
         now + 24 * H,
     )?;
+    if end <= start || end - start > MAX_SEARCH_MS {
+        return Err(ApiError::BadRequest(
+            "dataEndAt must come after dataStartAt, at most 8 days later".into(),
+        ));
+    }
     let window_min: i64 = param(raw, "windowSize")
         .map_or(Ok(5), str::parse)
         .ok()
@@ -295,6 +304,11 @@ pub async fn best_start(
     }
     let earliest = time("earliest", q.earliest.as_deref(), now)?;
     let deadline = time("deadline", q.deadline.as_deref(), now + 24 * H)?;
+    if deadline <= earliest || deadline - earliest > MAX_SEARCH_MS {
+        return Err(ApiError::BadRequest(
+            "deadline must come after earliest, at most 8 days later".into(),
+        ));
+    }
     let zone = q
         .location
         .clone()

@@ -174,6 +174,22 @@ fn carbon_aware_sdk_routes_and_native_signals() {
     assert_eq!(m["basis"], "market");
     assert_eq!(m["now"]["grid_g_per_kwh"], 250.0, "{m}");
     assert!((m["now"]["effective_g_per_kwh"].as_f64().unwrap() - 300.0).abs() < 1e-9);
+    // Searches for the best window are bounded (their cost is quadratic).
+    let far = h0 + 9 * 24 * H;
+    assert_eq!(
+        get(&format!(
+            "/emissions/forecasts/current?location=GB&dataStartAt={h0}&dataEndAt={far}"
+        ))
+        .status,
+        400
+    );
+    assert_eq!(
+        get(&format!(
+            "/api/v1/signals/best-start?duration=1h&location=GB&earliest={h0}&deadline={far}"
+        ))
+        .status,
+        400
+    );
     for bad in [
         "basis=residual",
         "hours=0",
