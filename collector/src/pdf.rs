@@ -64,6 +64,21 @@ pub fn winansi(s: &str) -> Vec<u8> {
             '–' => out.push(0x96),
             '—' => out.push(0x97),
             '™' => out.push(0x99),
+            'ƒ' => out.push(0x83),
+            'ˆ' => out.push(0x88),
+            'Š' => out.push(0x8a),
+            '‹' => out.push(0x8b),
+            'Œ' => out.push(0x8c),
+            'Ž' => out.push(0x8e),
+            '˜' => out.push(0x98),
+            'š' => out.push(0x9a),
+            '›' => out.push(0x9b),
+            'œ' => out.push(0x9c),
+            'ž' => out.push(0x9e),
+            'Ÿ' => out.push(0x9f),
+            // A combining accent after its letter (decomposed text): the
+            // letter alone reads better than a `?`.
+            '\u{300}'..='\u{36f}' => {}
             '\t' | '\n' | '\r' => out.push(b' '),
             '₀'..='₉' => out.push(b'0' + (code - '₀' as u32) as u8),
             '⁰' => out.push(b'0'),
@@ -717,5 +732,14 @@ mod tests {
         assert!(text.contains("/BaseFont /Helvetica-Bold"));
         assert!(text.contains("/Encoding /WinAnsiEncoding"));
         assert!(text.trim_end().ends_with("%%EOF"));
+    }
+    #[test]
+    fn every_windows_1252_letter_is_kept() {
+        assert_eq!(
+            winansi("Cœur Š ž Ÿ ƒ ‹›"),
+            b"C\x9cur \x8a \x9e \x9f \x83 \x8b\x9b".to_vec()
+        );
+        // Decomposed "é": the letter stays, the combining accent goes.
+        assert_eq!(winansi("e\u{301}t\u{e9}"), b"et\xe9".to_vec());
     }
 }

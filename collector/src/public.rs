@@ -384,28 +384,12 @@ impl Report {
                 time_basis: "calendar months in UTC; energy in kWh from metered intervals",
             },
             coverage: Coverage {
-                roles_without_meter: summary.missing_roles.iter().map(|r| kebab(r)).collect(),
+                roles_without_meter: summary.missing_roles.clone(),
                 months_by_pue_status: by_status,
                 note: "Each figure carries a status (measured, estimated, incomplete, undefined) and its coverage: the share of the period covered by data for its least covered input.",
             },
         }
     }
-}
-
-/// `heat-removed` for `HeatRemoved` (roles as the configuration spells them).
-fn kebab(s: &str) -> String {
-    let mut o = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                o.push('-');
-            }
-            o.push(c.to_ascii_lowercase());
-        } else {
-            o.push(c);
-        }
-    }
-    o
 }
 
 // ---- formatting ----
@@ -1115,7 +1099,6 @@ mod tests {
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("plain"), "plain");
         assert_eq!(month_name("2025-02"), "February 2025");
-        assert_eq!(kebab("HeatRemoved"), "heat-removed");
         assert_eq!(short_month("2025-12"), "Dec");
     }
 

@@ -64,7 +64,8 @@ pub struct Summary {
     pub total: Span,
     /// Each calendar month (UTC) overlapping the period, clipped to it.
     pub months: Vec<Span>,
-    /// Roles without a meter (figures that need them are absent).
+    /// Roles without a meter, as configured (`heat-delivered`...): the
+    /// figures that need them are absent.
     pub missing_roles: Vec<String>,
 }
 
@@ -159,7 +160,11 @@ pub fn span(
             (loc, mkt) = (Some(r.location.0 / 1e6), Some(r.market.0 / 1e6));
         }
     }
-    let missing = f.missing_roles.iter().map(|r| format!("{r:?}")).collect();
+    let missing = f
+        .missing_roles
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect();
     Ok((
         Span {
             label,

@@ -214,16 +214,7 @@ pub struct Facts {
 }
 
 fn role_name(r: Role) -> String {
-    // The configuration's kebab-case spelling.
-    let dbg = format!("{r:?}");
-    let mut out = String::new();
-    for (i, c) in dbg.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('-');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
+    r.as_str().to_owned()
 }
 
 fn meter_source(m: &MeterConfig) -> String {
@@ -779,10 +770,10 @@ pub fn content(f: &Facts) -> Dossier {
         });
         heat_header.push("Heat rejected (MWh th)".into());
     }
-    // The study's projection, month by month, when its year lines up
-    // with the period's months (a calendar year).
+    // The study's projection, month by month, when the period is exactly
+    // a calendar year (its label is the year).
     let projected: Option<Vec<f64>> = match &f.study {
-        Study::Done { result, .. } if months.len() == 12 && labels[0].ends_with("-01") => {
+        Study::Done { result, .. } if period_label(f.period).parse::<i64>().is_ok() => {
             result["hourly_kw_th"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Json::as_f64).collect::<Vec<f64>>())
@@ -845,7 +836,7 @@ pub fn content(f: &Facts) -> Dossier {
     // 7. Methodology.
     b.push(Block::Heading(2, "7 Methodology and data coverage".into()));
     for p in [
-        format!("PUE = E_DC / E_IT (ISO/IEC 30134-2), IT energy measured at category {} ({}). E_DC is grid import plus on-site generation.", f.it_category, match f.it_category { 1 => "UPS output", 3 => "IT equipment input", _ => "PDU output" }),
+        format!("PUE = E_DC / E_IT (ISO/IEC 30134-2), IT energy measured at category {} ({}). E_DC is grid import plus on-site generation.", f.it_category, match f.it_category { 1 => "UPS output", 2 => "PDU output", 3 => "IT equipment input", _ => "unknown point" }),
         "ERF = E_reused / E_DC (ISO/IEC 30134-6): heat handed over to a user outside the data-centre boundary; it is not subtracted from PUE.".into(),
         "REF = E_renewable / E_DC (ISO/IEC 30134-3): on-site generation plus renewable instruments bought for the period, pro rata to their year. WUE = water input (L) / E_IT (kWh) (ISO/IEC 30134-9).".into(),
         format!("Scope 2 (GHG Protocol): location-based with hourly grid factors of zone {} where stored, else the static factor {} gCO2e/kWh ({}); market-based from contracts and certificates, then the residual mix.", f.carbon.0, f.carbon.1, f.carbon.2),
@@ -1218,7 +1209,7 @@ mod tests {
             summary: Summary {
                 total,
                 months,
-                missing_roles: vec!["Water".into()],
+                missing_roles: vec!["water".into()],
             },
             heat_removed: None,
             heat_rejected: Some(vec![Some(50_000.0); 12]),
