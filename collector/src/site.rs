@@ -352,12 +352,17 @@ pub fn parse_readings_csv(
 ) -> Result<Vec<ManualReading>, String> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
+    for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let f: Vec<&str> = line.splitn(5, ',').map(str::trim).collect();
+        // A first line whose first field is not a time is the header; a
+        // file without one loses no reading.
+        if i == 0 && f.first().and_then(|t| parse_time(t)).is_none() {
+            continue;
+        }
         let parsed = (|| {
             let start_ms = parse_time(f.first()?)?;
             let end_ms = parse_time(f.get(1)?)?;
@@ -1231,6 +1236,10 @@ mod tests {
         let bad =
             parse_readings_csv("h\n0,10,1\n10,5,1\nx,20,1\n20,30,-1\n", false, t).unwrap_err();
         assert!(bad.contains("[3, 4, 5]"), "{bad}");
+        // Without a header, the first line is a reading.
+        let bare = parse_readings_csv("0,10,1\n10,20,2\n", false, t).unwrap();
+        assert_eq!(bare.len(), 2);
+        assert_eq!(bare[0].amount, 3_600_000_000_000);
     }
 
     #[test]
