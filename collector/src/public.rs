@@ -919,11 +919,14 @@ impl PublicState {
 /// Years from the ledger's first data (site readings or energy) to `now`,
 /// newest first.
 fn years_with_data(conn: &rusqlite::Connection, now_ms: i64) -> Result<Vec<i64>, rusqlite::Error> {
+    // A device whose clock was never set stamps 1970: such rows must not
+    // list half a century of empty years, so data before 2000 is ignored.
+    const FLOOR_MS: i64 = 946_684_800_000;
     let first: Option<i64> = conn.query_row(
-        "SELECT MIN(t) FROM (SELECT MIN(bucket_ms) AS t FROM energy_hour
-         UNION ALL SELECT MIN(start_ms) FROM manual_readings
-         UNION ALL SELECT MIN(at_ms) FROM registers)",
-        [],
+        "SELECT MIN(t) FROM (SELECT MIN(bucket_ms) AS t FROM energy_hour WHERE bucket_ms >= ?1
+         UNION ALL SELECT MIN(start_ms) FROM manual_readings WHERE start_ms >= ?1
+         UNION ALL SELECT MIN(at_ms) FROM registers WHERE at_ms >= ?1)",
+        [FLOOR_MS],
         |r| r.get(0),
     )?;
     let current = Date::from_ms(now_ms).y;
@@ -1192,5 +1195,24 @@ mod tests {
         assert_eq!(j["licence"], "CC-BY-4.0");
         assert_eq!(j["months"][0]["pue"]["value"], 1.5);
         assert_eq!(j["months"][1]["ref"]["status"], r.months[1].ref_.status);
+    }
+    #[test]
+    fn years_start_at_the_first_plausible_data() {
+        let conn = crate::store::open_in_memory().unwrap();
+        crate::site::init(&conn).unwrap();
+        let now = Date::new(2026, 11, 23).unwrap().start_ms();
+        assert_eq!(years_with_data(&conn, now).unwrap(), [2026]);
+        // A meter with an unset clock, and real data from 2025.
+        conn.execute(
+            "INSERT INTO registers (host, sensor, quantity, at_ms, value) VALUES ('h', 'm', 'q', 1000, 1.0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 1, 0)",
+            [Date::new(2025, 3, 1).unwrap().start_ms()],
+        )
+        .unwrap();
+        assert_eq!(years_with_data(&conn, now).unwrap(), [2026, 2025]);
     }
 }
