@@ -122,6 +122,26 @@ fn width(s: &str, size: f64, bold: bool) -> f64 {
     text_width(&winansi(s), size, bold)
 }
 
+/// `s` cut to at most `max` pt wide at `size` (regular), with an ellipsis
+/// when cut.
+pub fn fit(s: &str, size: f64, max: f64) -> String {
+    if width(s, size, false) <= max {
+        return s.to_owned();
+    }
+    let mut out: String = String::new();
+    for c in s.chars() {
+        let mut next = out.clone();
+        next.push(c);
+        next.push('…');
+        if width(&next, size, false) > max {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
 /// Splits `s` into lines no wider than `max` pt (a word longer than a
 /// line is cut).
 pub fn wrap(s: &str, size: f64, bold: bool, max: f64) -> Vec<String> {
@@ -502,7 +522,10 @@ impl PdfBuilder {
     /// producer, creation time `now_ms`).
     pub fn finish(mut self, now_ms: i64) -> Vec<u8> {
         let n = self.pages.len();
-        let title = self.title.clone();
+        // The footer's title is cut (with an ellipsis) so a long site name
+        // never runs into the page number.
+        let room = A4_W - 2.0 * MARGIN - width("Page 9999 of 9999", 8.0, false) - 12.0;
+        let title = fit(&self.title, 8.0, room);
         for (i, p) in self.pages.iter_mut().enumerate() {
             let label = format!("Page {} of {n}", i + 1);
             let w = width(&label, 8.0, false);
@@ -741,5 +764,12 @@ mod tests {
         );
         // Decomposed "é": the letter stays, the combining accent goes.
         assert_eq!(winansi("e\u{301}t\u{e9}"), b"et\xe9".to_vec());
+    }
+    #[test]
+    fn a_long_title_is_cut_to_fit() {
+        let long = "Permit dossier: ".to_owned() + &"Very Long Site Name ".repeat(20);
+        let f = fit(&long, 8.0, 200.0);
+        assert!(f.ends_with('…') && width(&f, 8.0, false) <= 200.0, "{f}");
+        assert_eq!(fit("short", 8.0, 200.0), "short");
     }
 }
