@@ -190,7 +190,8 @@ fn store_simulated_grid(
 pub struct History {
     /// First hour, Unix ms (1 January of the previous year).
     pub from_ms: i64,
-    /// End of the last whole hour written, Unix ms.
+    /// End of what was written, Unix ms: the current minute's start (whole
+    /// hours, then the hour under way minute by minute).
     pub to_ms: i64,
     /// The heat meter's register at `to_ms`, kWh.
     pub heat_kwh: f64,
@@ -244,6 +245,7 @@ pub fn store_simulated_history(
 ) -> anyhow::Result<History> {
     use crate::export::date::Date;
     const H: i64 = 3_600_000;
+    const MINUTE: i64 = 60_000;
     let from_ms = Date {
         y: Date::from_ms(now_ms).y - 1,
         m: 1,
@@ -259,7 +261,7 @@ pub fn store_simulated_history(
     let mut rows = 0;
     let mut heat_kwh = 0.0;
     let mut heat_kw = 0.0;
-    {
+    let written_to = {
         let mut energy = tx.prepare(
             "INSERT OR IGNORE INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, 0)",
         )?;
@@ -298,11 +300,45 @@ pub fn store_simulated_history(
             h += H;
             register.execute(rusqlite::params![host, heat, quantity, h, heat_kwh])?;
         }
-    }
+        // The hour under way, minute by minute up to the current minute,
+        // where the live agents take over: no gap at the seam. Its hour
+        // row holds the same energy, to which the live batches add.
+        let end = now_ms.div_euclid(MINUTE) * MINUTE;
+        if end > to_ms {
+            let (walls, cooling, grid, kw) = history_hour(to_ms, from_ms, to_ms, outlets);
+            let mut minute = tx.prepare(
+                "INSERT OR IGNORE INTO energy_minute (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, 0)",
+            )?;
+            let sensors: Vec<(String, f64)> = walls
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (format!("{pdu}:outlet-{}", i + 1), *w))
+                .chain([
+                    (format!("{facility}:cooling"), cooling),
+                    (format!("{facility}:grid"), grid),
+                ])
+                .collect();
+            for (sensor, w) in &sensors {
+                let per_minute = (w * 60e6).round() as i64;
+                let mut sum = 0i64;
+                let mut m = to_ms;
+                while m < end {
+                    minute.execute(rusqlite::params![host, sensor, m, per_minute])?;
+                    sum += per_minute;
+                    m += MINUTE;
+                }
+                rows += energy.execute(rusqlite::params![host, sensor, to_ms, sum])?;
+            }
+            heat_kwh += kw * (end - to_ms) as f64 / H as f64;
+            heat_kw = kw;
+            register.execute(rusqlite::params![host, heat, quantity, end, heat_kwh])?;
+        }
+        end.max(to_ms)
+    };
     tx.commit()?;
     Ok(History {
         from_ms,
-        to_ms,
+        to_ms: written_to,
         heat_kwh,
         heat_kw,
         rows,
@@ -607,9 +643,34 @@ mod history_tests {
         let now = 1_773_146_040_000;
         let h = store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
         assert_eq!(h.from_ms, 1_735_689_600_000);
-        assert_eq!(h.to_ms, now / 3_600_000 * 3_600_000);
+        assert_eq!(h.to_ms, now / 60_000 * 60_000);
         let hours = ((h.to_ms - h.from_ms) / 3_600_000) as usize;
-        assert_eq!(h.rows, hours * 5, "3 outlets, cooling, grid");
+        assert_eq!(
+            h.rows,
+            (hours + 1) * 5,
+            "3 outlets, cooling, grid; the hour under way"
+        );
+        // The hour under way: its minutes add up to its hour row, exactly.
+        {
+            let conn = crate::store::open(&ledger).unwrap();
+            let hour = now / 3_600_000 * 3_600_000;
+            let (n, minutes): (i64, i64) = conn
+                .query_row(
+                    "SELECT COUNT(*), SUM(measured_uj) FROM energy_minute WHERE sensor = 'facility:grid' AND bucket_ms >= ?1",
+                    [hour],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            let hour_row: i64 = conn
+                .query_row(
+                    "SELECT measured_uj FROM energy_hour WHERE sensor = 'facility:grid' AND bucket_ms = ?1",
+                    [hour],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 34, "12:00 to 12:34");
+            assert_eq!(minutes, hour_row);
+        }
         let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
         let conn = crate::store::open(&ledger).unwrap();
         crate::grid::store::init(&conn).unwrap();
