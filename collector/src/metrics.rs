@@ -89,6 +89,17 @@ pub struct SiteFigureLabels {
     pub quality: String,
 }
 
+/// Labels of a zone's partial PUE.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteZoneLabels {
+    /// The zone, from `[[site.meters]] zone`.
+    pub zone: String,
+    /// `day` or `ytd`.
+    pub period: String,
+    /// `measured` or `estimated`.
+    pub quality: String,
+}
+
 /// Labels of a site meter's series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SiteMeterLabels {
@@ -140,6 +151,8 @@ pub struct SiteGauges {
     pub energy: Vec<(String, &'static str, f64, bool)>,
     /// `(meter, role, share of the period covered by samples)`.
     pub coverage: Vec<(String, &'static str, f64)>,
+    /// `(zone, partial PUE, estimated)` of every zone with both meters.
+    pub ppue: Vec<(String, f64, bool)>,
 }
 
 /// The legal targets in force: `(limit, applies from)`.
@@ -209,6 +222,7 @@ pub struct Metrics {
     site_figures: Vec<(&'static str, Family<SiteFigureLabels, FloatGauge>)>,
     site_energy: Family<SiteEnergyLabels, FloatGauge>,
     site_coverage: Family<SiteMeterLabels, FloatGauge>,
+    site_ppue: Family<SiteZoneLabels, FloatGauge>,
     site_power: Family<SiteMeterPowerLabels, FloatGauge>,
     site_power_shown: std::sync::Mutex<Vec<SiteMeterPowerLabels>>,
     /// The series last set per period, so those no longer computed go.
@@ -373,6 +387,12 @@ impl Metrics {
             "Share of the period for which a site meter has samples (0 to 1)",
             site_coverage.clone(),
         );
+        let site_ppue = Family::<SiteZoneLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_site_ppue",
+            "Partial PUE of a zone over the period: the zone's energy over its IT energy (ISO/IEC 30134-2)",
+            site_ppue.clone(),
+        );
         let site_power = Family::<SiteMeterPowerLabels, FloatGauge>::default();
         registry.register(
             "vigie_site_power_watts",
@@ -402,6 +422,7 @@ impl Metrics {
             site_figures,
             site_energy,
             site_coverage,
+            site_ppue,
             site_power,
             site_power_shown: std::sync::Mutex::new(Vec::new()),
             site_shown: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -565,6 +586,11 @@ impl Metrics {
             role: (*role).to_owned(),
             period: period.to_owned(),
         };
+        let zone = |(zone, _, estimated): &(String, f64, bool)| SiteZoneLabels {
+            zone: zone.clone(),
+            period: period.to_owned(),
+            quality: quality(*estimated),
+        };
         let mut shown = self.site_shown.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = shown.get(period) {
             let key = |f: &(&str, f64, bool)| (f.0.to_owned(), f.2);
@@ -588,6 +614,12 @@ impl Metrics {
                     self.site_coverage.remove(&labels);
                 }
             }
+            let new_zones: Vec<_> = g.ppue.iter().map(zone).collect();
+            for labels in old.ppue.iter().map(zone) {
+                if !new_zones.contains(&labels) {
+                    self.site_ppue.remove(&labels);
+                }
+            }
         }
         for f in &g.figures {
             if let Some((family, labels)) = figure(f) {
@@ -599,6 +631,9 @@ impl Metrics {
         }
         for c in &g.coverage {
             self.site_coverage.get_or_create(&coverage(c)).set(c.2);
+        }
+        for z in &g.ppue {
+            self.site_ppue.get_or_create(&zone(z)).set(z.1);
         }
         shown.insert(period.to_owned(), g);
     }

@@ -74,6 +74,10 @@ pub fn gauges(
             Status::Incomplete | Status::Undefined => continue,
         };
         if let Some(v) = fig.value.filter(|v| v.is_finite()) {
+            if let vigie_energy::Indicator::PartialPue { zone, .. } = &fig.indicator {
+                g.ppue.push((zone.clone(), v, estimated));
+                continue;
+            }
             // + 0.0 turns a -0.0 (0 renewable over a positive E_DC) into 0.
             g.figures.push((fig.indicator.symbol(), v + 0.0, estimated));
         }
@@ -472,5 +476,56 @@ register = { host = "h", sensor = "hm:1", quantity = "heat-energy-kwh" }
         assert!(!text.contains("vigie_site_pue{"), "{text}");
         assert!(!text.contains("vigie_target_pue{"), "{text}");
         assert!(text.contains("vigie_target_renewable_share{"), "{text}");
+    }
+    #[test]
+    fn a_zone_with_both_meters_has_its_partial_pue() {
+        let conn = ledger();
+        // Hall A: all of the grid import against the PDUs (1.5 / 1).
+        let site: SiteConfig = toml::from_str(&format!(
+            "{SITE}
+[[meters]]
+name = \"hall-a-total\"
+role = \"zone-total\"
+zone = \"hall-a\"
+sensors = [{{ host = \"facility\", sensor = \"meter:mains\" }}]
+[[meters]]
+name = \"hall-a-it\"
+role = \"zone-it\"
+zone = \"hall-a\"
+sensors = [{{ host = \"facility\", sensor = \"pdu:total\" }}]
+"
+        ))
+        .unwrap();
+        let m = unused_metrics();
+        let now = NOON - 12 * HOUR + 3 * MIN + 20_000;
+        refresh(
+            &m,
+            &conn,
+            &site,
+            &MarketConfig::default(),
+            KpiPeriod::Day,
+            now,
+        )
+        .unwrap();
+        let text = m.encode();
+        let ppue = value(
+            &text,
+            r#"vigie_site_ppue{zone="hall-a",period="day",quality="measured"}"#,
+        );
+        assert!(close(ppue, 1.5), "{text}");
+        // Not mixed into the site's own PUE series.
+        assert_eq!(text.matches("vigie_site_pue{").count(), 1, "{text}");
+        // Without the zone, the series goes.
+        let plain: SiteConfig = toml::from_str(SITE).unwrap();
+        refresh(
+            &m,
+            &conn,
+            &plain,
+            &MarketConfig::default(),
+            KpiPeriod::Day,
+            now,
+        )
+        .unwrap();
+        assert!(!m.encode().contains("vigie_site_ppue{"));
     }
 }
