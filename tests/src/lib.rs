@@ -25,6 +25,41 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Starts `vigie-collector run --config DIR/collector.toml`, logging in
+/// `dir`.
+pub fn start_collector(dir: &Path) -> anyhow::Result<Proc> {
+    let config = dir.join("collector.toml");
+    Proc::start(
+        "collector",
+        &binary("vigie-collector")?,
+        &["run", "--config", &config.to_string_lossy()],
+        dir,
+    )
+}
+
+/// Starts `vigie-collector demo` on free loopback ports, its ledger and
+/// fake trees under `DIR/data`, `extra` arguments appended: the process
+/// and its HTTP address.
+pub fn start_demo(dir: &Path, extra: &[&str]) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
+    let http = vigie_testkit::free_addr()?;
+    let mqtt = vigie_testkit::free_port()?.to_string();
+    let data = dir.join("data");
+    let http_arg = http.to_string();
+    let data_arg = data.to_string_lossy();
+    let mut args = vec![
+        "demo",
+        "--http",
+        &http_arg,
+        "--mqtt-port",
+        &mqtt,
+        "--dir",
+        &data_arg,
+    ];
+    args.extend_from_slice(extra);
+    let demo = Proc::start("demo", &binary("vigie-collector")?, &args, dir)?;
+    Ok((demo, http))
+}
+
 /// Waits (30 s at most) until the first host the collector at `http`
 /// knows is online; panics with `agent`'s log otherwise.
 pub fn wait_host_online(http: std::net::SocketAddr, agent: &Proc) {

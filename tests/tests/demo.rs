@@ -3,30 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
-use vigie_e2e::{Proc, binary};
-use vigie_testkit::{free_addr, free_port, http_get, wait_for};
+use vigie_e2e::start_demo;
+use vigie_testkit::{http_get, wait_for};
 
 #[test]
 fn demo_serves_energy_and_stops_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
-    let http = free_addr().unwrap();
-    let mqtt = free_port().unwrap();
+    let (mut demo, http) = start_demo(dir.path(), &[]).unwrap();
     let data = dir.path().join("data");
-    let mut demo = Proc::start(
-        "demo",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "demo",
-            "--http",
-            &http.to_string(),
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    )
-    .unwrap();
     let joules = wait_for(
         "non-zero energy on /metrics",
         Duration::from_secs(60),

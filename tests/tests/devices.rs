@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::{Proc, binary, start_collector};
 use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 
 type Registers = Arc<Mutex<HashMap<u16, u16>>>;
@@ -100,17 +100,7 @@ async fn a_modbus_meter_through_the_agent_exact_across_an_agent_crash() {
         ),
     )
     .unwrap();
-    let mut collector = Proc::start(
-        "collector",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "run",
-            "--config",
-            d.join("collector.toml").to_str().unwrap(),
-        ],
-        d,
-    )
-    .unwrap();
+    let mut collector = start_collector(d).unwrap();
     let agent_cfg = d.join("agent.toml");
     std::fs::write(
         &agent_cfg,

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use vigie_e2e::{Proc, binary};
-use vigie_testkit::{free_addr, free_port, http_get, wait_for};
+use vigie_e2e::start_demo;
+use vigie_testkit::{http_get, wait_for};
 
 fn schemathesis() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VIGIE_SCHEMATHESIS") {
@@ -29,25 +29,7 @@ fn schemathesis() -> Option<PathBuf> {
 #[test]
 fn every_documented_route_survives_schemathesis() {
     let dir = tempfile::tempdir().unwrap();
-    let http = free_addr().unwrap();
-    let mqtt = free_port().unwrap();
-    let mut demo = Proc::start(
-        "demo",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "demo",
-            "--http",
-            &http.to_string(),
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--hosts",
-            "2",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ],
-        dir.path(),
-    )
-    .unwrap();
+    let (mut demo, http) = start_demo(dir.path(), &["--hosts", "2"]).unwrap();
     let doc = wait_for(
         "the demo's API",
         Duration::from_secs(60),

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use vigie_e2e::{Proc, binary};
-use vigie_testkit::{free_addr, free_port, http_get, wait_for};
+use vigie_e2e::{Proc, start_demo};
+use vigie_testkit::{free_addr, http_get, wait_for};
 
 /// What Grafana's built-in interval variables become in the test. `$__range`
 /// must cover at least two scrapes, `$__rate_interval` too.
@@ -170,24 +170,7 @@ struct Site {
 fn start_site() -> Site {
     let prometheus = tool("VIGIE_PROMETHEUS", "/usr/bin/prometheus");
     let dir = tempfile::tempdir().unwrap();
-    let http = free_addr().unwrap();
-    let mqtt = free_port().unwrap();
-    let data = dir.path().join("data");
-    let demo = Proc::start(
-        "demo",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "demo",
-            "--http",
-            &http.to_string(),
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    )
-    .unwrap();
+    let (demo, http) = start_demo(dir.path(), &[]).unwrap();
 
     let prom_addr = free_addr().unwrap();
     let config = dir.path().join("prometheus.yml");
@@ -344,24 +327,7 @@ fn as_classic_text(open_metrics: &str) -> String {
 fn promtool_accepts_the_collector_metrics() {
     let promtool = tool("VIGIE_PROMTOOL", "/usr/bin/promtool");
     let dir = tempfile::tempdir().unwrap();
-    let http = free_addr().unwrap();
-    let mqtt = free_port().unwrap();
-    let data = dir.path().join("data");
-    let demo = Proc::start(
-        "demo",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "demo",
-            "--http",
-            &http.to_string(),
-            "--mqtt-port",
-            &mqtt.to_string(),
-            "--dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    )
-    .unwrap();
+    let (demo, http) = start_demo(dir.path(), &[]).unwrap();
     // Wait for every family to have samples: GPUs, PDU, spool reports,
     // and the site figures (after the demo's first whole minute).
     let text = wait_for(

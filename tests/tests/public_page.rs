@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vigie_e2e::client::TestClient;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::{binary, start_collector};
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{Mosquitto, free_addr, http_get_with, http_post_json, wait_for};
 
@@ -263,17 +263,7 @@ role = "water"
         ),
     )
     .unwrap();
-    let collector = Proc::start(
-        "collector",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "run",
-            "--config",
-            d.join("collector.toml").to_str().unwrap(),
-        ],
-        d,
-    )
-    .unwrap();
+    let collector = start_collector(d).unwrap();
     let tok = Some(operator.as_str());
     tokio::task::spawn_blocking(move || {
         wait_for(

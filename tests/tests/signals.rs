@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::start_collector;
 use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 
 const H: i64 = 3_600_000;
@@ -71,17 +71,7 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         ),
     )
     .unwrap();
-    let mut collector = Proc::start(
-        "collector",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "run",
-            "--config",
-            d.join("collector.toml").to_str().unwrap(),
-        ],
-        d,
-    )
-    .unwrap();
+    let mut collector = start_collector(d).unwrap();
     let get = |path: &str| http_get(http, path).unwrap();
     wait_for(
         "collector",

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 use vigie_e2e::client::TestClient;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::start_collector;
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{Mosquitto, free_addr, http_get, http_post_json, wait_for};
 
@@ -61,17 +61,7 @@ role = "heat-delivered"
         ),
     )
     .unwrap();
-    let mut collector = Proc::start(
-        "collector",
-        &binary("vigie-collector").unwrap(),
-        &[
-            "run",
-            "--config",
-            d.join("collector.toml").to_str().unwrap(),
-        ],
-        d,
-    )
-    .unwrap();
+    let mut collector = start_collector(d).unwrap();
 
     // One whole hour, three hours ago: per minute 0.025 kWh from the grid
     // (1.5 kWh in the hour) and 1/60 kWh to IT (1 kWh).
