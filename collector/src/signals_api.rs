@@ -277,8 +277,8 @@ pub struct BestStartQuery {
     /// Zone (default `[carbon] zone`).
     #[serde(default)]
     location: Option<String>,
-    /// PUE applied to the job's IT power (default 1.0; the site's measured
-    /// PUE can be passed by the scheduler).
+    /// PUE applied to the job's IT power, 1 to 10 (default: the site's
+    /// measured PUE of the last week, else 1.0).
     #[serde(default)]
     pue: Option<f64>,
     /// `average` or `marginal` (default: marginal when stored).
@@ -315,7 +315,7 @@ pub async fn best_start(
         .unwrap_or_else(|| s.carbon().zone.clone());
     let want = Want::parse(q.factor.as_deref())
         .ok_or_else(|| ApiError::BadRequest("factor: average or marginal".into()))?;
-    let pue = q.pue.unwrap_or(1.0);
+    let (pue, pue_source, _) = pue_for(&s, q.pue, now).await?;
     let z = zone.clone();
     let pts = s.points(z.clone(), earliest - H, deadline, want).await?;
     let Some((start, mean)) = signals::best_window(&pts, dur_ms, earliest, deadline) else {
@@ -333,11 +333,30 @@ pub async fn best_start(
         "mean_intensity_g_per_kwh": mean,
         "effective_intensity_g_per_kwh": mean * pue,
         "pue": pue,
+        "pue_source": pue_source,
         "job_energy_kwh": kwh,
         "emissions_g": kwh.map(|k| k * mean * pue),
         "emissions_g_if_started_at_earliest": kwh.zip(now_mean).map(|(k, m)| k * m * pue),
     }))
     .into_response())
+}
+
+/// The PUE a signal applies, where it comes from, and the measured
+/// figure's status: the query's (1 to 10), else the site's measured PUE
+/// over the last week, else 1.0 (`none`: no facility meters).
+async fn pue_for(
+    s: &AppState,
+    asked: Option<f64>,
+    now: i64,
+) -> Result<(f64, &'static str, Option<&'static str>), ApiError> {
+    Ok(match asked {
+        Some(p) if p.is_finite() && (1.0..=10.0).contains(&p) => (p, "query", None),
+        Some(_) => return Err(ApiError::BadRequest("pue: 1 to 10".into())),
+        None => match s.measured_pue(now).await? {
+            Some(m) => (m.value, "measured-7d", Some(m.status)),
+            None => (1.0, "none", None),
+        },
+    })
 }
 
 /// Native intensity query.
@@ -389,14 +408,7 @@ pub async fn intensity(
         })?),
         Some(_) => return Err(ApiError::BadRequest("basis: location or market".into())),
     };
-    let (pue, pue_source, pue_status) = match q.pue {
-        Some(p) if p.is_finite() && (1.0..=10.0).contains(&p) => (p, "query", None),
-        Some(_) => return Err(ApiError::BadRequest("pue: 1 to 10".into())),
-        None => match s.measured_pue(now).await? {
-            Some(m) => (m.value, "measured-7d", Some(m.status)),
-            None => (1.0, "none", None),
-        },
-    };
+    let (pue, pue_source, pue_status) = pue_for(&s, q.pue, now).await?;
     let zone = q
         .location
         .clone()

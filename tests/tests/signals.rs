@@ -133,6 +133,7 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         .json()
         .unwrap();
     assert_eq!(b["mean_intensity_g_per_kwh"], 20.0);
+    assert_eq!(b["pue_source"], "query");
     assert!(
         (b["emissions_g"].as_f64().unwrap() - 10.0 * 20.0 * 1.2).abs() < 1e-9,
         "{b}"
@@ -178,6 +179,20 @@ fn carbon_aware_sdk_routes_and_native_signals() {
             "/api/v1/signals/best-start?duration=1h&location=GB&earliest={h0}&deadline={far}"
         ))
         .status,
+        400
+    );
+    // Without a PUE and without facility meters: 1.0, and it says so; a
+    // PUE under 1 is refused, as by the intensity route.
+    let b = get("/api/v1/signals/best-start?duration=1h&location=GB")
+        .json()
+        .unwrap();
+    assert_eq!(
+        (b["pue"].as_f64(), b["pue_source"].as_str()),
+        (Some(1.0), Some("none")),
+        "{b}"
+    );
+    assert_eq!(
+        get("/api/v1/signals/best-start?duration=1h&location=GB&pue=0.5").status,
         400
     );
     for bad in [
