@@ -46,17 +46,7 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
         crate::export::date::rfc3339(req.to_ms),
         cfg.store.path.display()
     ));
-    // Opening would create an empty ledger and report zeros.
-    anyhow::ensure!(
-        cfg.store.path.exists(),
-        "no ledger at {}: give the collector's configuration with --config",
-        cfg.store.path.display()
-    );
-    let conn = crate::store::open(&cfg.store.path)
-        .with_context(|| format!("opening {}", cfg.store.path.display()))?;
-    // A ledger filled only by hand readings has no grid tables yet.
-    crate::site::init(&conn)?;
-    crate::grid::store::init(&conn)?;
+    let conn = crate::export::cli::open_ledger(&cfg)?;
     let mut progress = |s: &str| step(s);
     let bytes = super::build(
         &conn,
@@ -66,17 +56,7 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
         now,
         &mut progress,
     )?;
-    step(&format!(
-        "writing {} ({} bytes)",
-        a.out.display(),
-        bytes.len()
-    ));
-    std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
-    if key.is_some() {
-        step("signing");
-    }
-    let digest = crate::export::sign::write_sidecars(&a.out, &bytes, key.as_ref())?;
-    step(&format!("sha-256 {digest}"));
+    crate::export::cli::write_signed(&a.out, &bytes, key.as_ref(), &step)?;
     step("done");
     Ok(())
 }

@@ -91,14 +91,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         super::date::rfc3339(req.to_ms),
         cfg.store.path.display()
     ));
-    // Opening would create an empty ledger and export zeros.
-    anyhow::ensure!(
-        cfg.store.path.exists(),
-        "no ledger at {}: give the collector's configuration with --config",
-        cfg.store.path.display()
-    );
-    let conn = crate::store::open(&cfg.store.path)
-        .with_context(|| format!("opening {}", cfg.store.path.display()))?;
+    let conn = open_ledger(&cfg)?;
     let mut progress = |s: &str| step(s);
     let export = super::build(&conn, &cfg.site, &cfg.carbon, &req, &mut progress)?;
     let bytes = export.render(format);
@@ -107,17 +100,47 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
             use std::io::Write;
             std::io::stdout().write_all(&bytes)?;
         }
-        Some(out) => {
-            step(&format!("writing {}", out.display()));
-            std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-            if key.is_some() {
-                step("signing");
-            }
-            let digest = super::sign::write_sidecars(out, &bytes, key.as_ref())?;
-            step(&format!("sha-256 {digest}"));
-        }
+        Some(out) => write_signed(out, &bytes, key.as_ref(), &step)?,
     }
     step("done");
+    Ok(())
+}
+
+/// Opens the configured ledger for a report: an existing one only
+/// (opening would create an empty ledger and report zeros), with the site
+/// and grid tables a ledger filled only by hand readings may lack.
+pub fn open_ledger(cfg: &crate::config::CollectorConfig) -> anyhow::Result<rusqlite::Connection> {
+    let path = &cfg.store.path;
+    anyhow::ensure!(
+        path.exists(),
+        "no ledger at {}: give the collector's configuration with --config",
+        path.display()
+    );
+    let conn = crate::store::open(path).with_context(|| format!("opening {}", path.display()))?;
+    crate::site::init(&conn)?;
+    crate::grid::store::init(&conn)?;
+    Ok(conn)
+}
+
+/// Writes `bytes` to `out` with `out.sha256` and, with a key, `out.sig`,
+/// telling `step` what it does.
+pub fn write_signed(
+    out: &std::path::Path,
+    bytes: &[u8],
+    key: Option<&ed25519_dalek::SigningKey>,
+    step: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    step(&format!(
+        "writing {} ({} bytes)",
+        out.display(),
+        bytes.len()
+    ));
+    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    if key.is_some() {
+        step("signing");
+    }
+    let digest = super::sign::write_sidecars(out, bytes, key)?;
+    step(&format!("sha-256 {digest}"));
     Ok(())
 }
 
