@@ -58,9 +58,7 @@ pub async fn http_handler(
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let mut resp = bytes.clone().into_response();
-    let h = resp.headers_mut();
-    crate::export::http::integrity_headers(h, &bytes, key.as_deref());
+    let mut h = crate::export::http::integrity_headers(&bytes, key.as_deref());
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
@@ -73,5 +71,5 @@ pub async fn http_handler(
     if let Ok(v) = HeaderValue::from_str(&name) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    resp
+    (h, bytes).into_response()
 }

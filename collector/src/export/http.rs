@@ -109,26 +109,22 @@ pub async fn http_handler(
             return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
     };
-    let mut resp = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        )],
-        bytes.clone(),
-    )
-        .into_response();
-    integrity_headers(resp.headers_mut(), &bytes, key.as_deref());
-    resp
+    let mut h = integrity_headers(&bytes, key.as_deref());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    (h, bytes).into_response()
 }
 
 /// `Digest: sha-256=<base64>` (RFC 3230) of `bytes` and, with a key,
 /// `Vigie-Signature: ed25519=<hex>`: the headers of every document a
 /// regulator downloads (exports, the permit dossier).
 pub fn integrity_headers(
-    h: &mut axum::http::HeaderMap,
     bytes: &[u8],
     key: Option<&ed25519_dalek::SigningKey>,
-) {
+) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
     let digest = format!(
         "sha-256={}",
         super::sign::base64(&super::sign::sha256(bytes))
@@ -143,6 +139,7 @@ pub fn integrity_headers(
             h.insert("vigie-signature", v);
         }
     }
+    h
 }
 
 /// `GET /api/v1/exports/public-key`: the key that checks the signatures,
