@@ -533,11 +533,7 @@ async fn emissions_route(
     let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let carbon = s.carbon.clone();
     let (rows, factors) = s
-        .read(move |c| {
-            crate::carbon::location_based(c, &carbon, from, to).map_err(|e| match e {
-                crate::carbon::CarbonError::Store(e) => e,
-            })
-        })
+        .read(move |c| crate::carbon::location_based(c, &carbon, from, to))
         .await?;
     let group_by = q.group_by.as_deref().unwrap_or("host");
     if !["host", "rack", "room", "site"].contains(&group_by) {
@@ -550,9 +546,7 @@ async fn emissions_route(
     let (site, carbon) = (s.site.clone(), s.carbon.clone());
     let market = s
         .read(move |c| {
-            let places = crate::carbon::host_places(c).map_err(|e| match e {
-                crate::carbon::CarbonError::Store(e) => e,
-            })?;
+            let places = crate::carbon::host_places(c)?;
             let has_grid = site
                 .meters
                 .iter()

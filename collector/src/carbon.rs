@@ -26,14 +26,6 @@ pub struct HourFactor {
     pub fallback: bool,
 }
 
-/// Why emissions could not be computed.
-#[derive(Debug, thiserror::Error)]
-pub enum CarbonError {
-    /// The ledger or the grid table.
-    #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
-}
-
 /// The average factor of every hour of [`from_ms`, `to_ms`) (whole hours)
 /// for `zone` and `basis`, from the stored series; hours without any
 /// point get the static `fallback`.
@@ -44,7 +36,7 @@ pub fn hourly_factors(
     fallback: GramsPerKwh,
     from_ms: i64,
     to_ms: i64,
-) -> Result<BTreeMap<i64, HourFactor>, CarbonError> {
+) -> Result<BTreeMap<i64, HourFactor>, rusqlite::Error> {
     let points = grid::store::overlapping(
         conn,
         zone,
@@ -138,7 +130,7 @@ pub fn location_based(
     carbon: &CarbonConfig,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(Vec<HostHour>, BTreeMap<i64, HourFactor>), CarbonError> {
+) -> Result<(Vec<HostHour>, BTreeMap<i64, HourFactor>), rusqlite::Error> {
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let rows = store::energy(conn, Resolution::Hour, from, to, false, true)?;
@@ -200,7 +192,9 @@ pub fn load_series_files(
 }
 
 /// Where a host sits, from its retained inventory: (room, rack).
-pub fn host_places(conn: &Connection) -> Result<BTreeMap<String, (String, String)>, CarbonError> {
+pub fn host_places(
+    conn: &Connection,
+) -> Result<BTreeMap<String, (String, String)>, rusqlite::Error> {
     let mut out = BTreeMap::new();
     for h in store::hosts(conn)? {
         let rack = h

@@ -1739,10 +1739,7 @@ pub fn scope2(
         vigie_energy::GramsPerKwh(carbon.intensity_g_per_kwh),
         from,
         to,
-    )
-    .map_err(|e| match e {
-        crate::carbon::CarbonError::Store(e) => SiteError::Store(e),
-    })?;
+    )?;
     let grid_factors = vigie_energy::GridFactors::new(
         factors.iter().map(|(h, f)| {
             (

@@ -615,10 +615,7 @@ fn factor_provenance(
         vigie_energy::GramsPerKwh(carbon.intensity_g_per_kwh),
         from,
         to,
-    )
-    .map_err(|e| match e {
-        crate::carbon::CarbonError::Store(e) => ExportError::Store(e),
-    })?;
+    )?;
     let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
     let (mut fallback, mut estimated) = (0u64, 0u64);
     for f in hours.values() {
