@@ -399,6 +399,26 @@ fn sort_dedup(points: &mut Vec<IntensityPoint>) {
     });
 }
 
+/// Measured points, then the forecast's from where the measured ones
+/// end, cut to `[from_ms, to_ms)`, sorted and deduplicated: what a live
+/// provider returns for a range reaching past now.
+fn past_then_forecast(
+    mut past: Vec<IntensityPoint>,
+    forecast: Vec<IntensityPoint>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<IntensityPoint> {
+    let measured_until = past.iter().map(|p| p.end_ms).max().unwrap_or(i64::MIN);
+    past.extend(
+        forecast
+            .into_iter()
+            .filter(|p| p.start_ms >= measured_until),
+    );
+    past.retain(|p| p.overlaps(from_ms, to_ms));
+    sort_dedup(&mut past);
+    past
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -8,7 +8,7 @@ use super::http::{Http, HttpConfig, json, secret_header};
 use super::time::{self, DAY_MS};
 use super::{
     Basis, FetchFuture, GridError, Intensity, IntensityPoint, Provider, check_live_range,
-    checked_value, sort_dedup, windows,
+    checked_value, past_then_forecast, sort_dedup, windows,
 };
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
@@ -288,26 +288,20 @@ impl Provider for WattTime {
     ) -> FetchFuture<'a> {
         Box::pin(async move {
             check_live_range(from_ms, to_ms)?;
-            let mut points = Vec::new();
+            let mut past = Vec::new();
             if from_ms < now_ms {
                 // The value that started before `from_ms` still covers it.
                 let from = from_ms - 5 * MINUTE_MS;
-                points = self
+                past = self
                     .historical(zone, from, to_ms.min(now_ms), now_ms)
                     .await?;
             }
-            if to_ms > now_ms {
-                let measured_until = points.iter().map(|p| p.end_ms).max().unwrap_or(i64::MIN);
-                points.extend(
-                    self.forecast(zone, now_ms)
-                        .await?
-                        .into_iter()
-                        .filter(|p| p.start_ms >= measured_until),
-                );
-            }
-            points.retain(|p| p.overlaps(from_ms, to_ms));
-            sort_dedup(&mut points);
-            Ok(points)
+            let forecast = if to_ms > now_ms {
+                self.forecast(zone, now_ms).await?
+            } else {
+                Vec::new()
+            };
+            Ok(past_then_forecast(past, forecast, from_ms, to_ms))
         })
     }
 }
