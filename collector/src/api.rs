@@ -274,7 +274,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router: `/metrics`, `/healthz`, `/api/v1/{hosts,energy,emissions}`.
+/// Readiness: 200 once the broker has acknowledged every subscription of
+/// the current connection, 503 before that and while it is down. A
+/// telemetry message published while the collector is not subscribed is
+/// not queued for it by the broker the first time it connects, so a
+/// deployment (or a test) waits for this before sending.
+async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    if state.metrics.subscribed() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not subscribed to the broker\n",
+        )
+            .into_response()
+    }
+}
+
+/// The router: `/metrics`, `/healthz`, `/readyz`, `/api/v1/{hosts,energy,emissions}`.
 pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
     use Role::{Operator, Regulator, Scheduler};
     let guard = |allowed: &'static [Role]| {
@@ -345,6 +362,7 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
         .route_layer(guard(&[Operator, Regulator, Scheduler]));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/api/openapi.json", get(openapi))
         .route("/public", get(crate::public::page))
         .route("/public/data.json", get(crate::public::data_json))

@@ -194,7 +194,7 @@ pub async fn run(
                 source,
             })?
     };
-    let subscription = mqtt::subscribe(&cfg.mqtt, tx)?;
+    let subscription = mqtt::subscribe(&cfg.mqtt, tx, metrics.clone())?;
     let signing_key = cfg
         .export
         .signing_key

@@ -203,6 +203,7 @@ pub struct Metrics {
     emissions: Family<HostLabels, FloatCounter>,
     lag: Family<HostLabels, FloatGauge>,
     online: Family<HostLabels, Gauge>,
+    subscribed: Gauge,
     messages: Counter,
     readings: Counter,
     duplicates: Counter,
@@ -283,6 +284,12 @@ impl Metrics {
             "vigie_host_online",
             "1 if the host's agent is online (retained status)",
             online.clone(),
+        );
+        let subscribed = Gauge::default();
+        registry.register(
+            "vigie_broker_subscribed",
+            "1 while the collector is connected to the broker and every subscription is acknowledged",
+            subscribed.clone(),
         );
         let messages = Counter::default();
         registry.register(
@@ -445,6 +452,7 @@ impl Metrics {
             emissions,
             lag,
             online,
+            subscribed,
             messages,
             readings,
             duplicates,
@@ -504,6 +512,18 @@ impl Metrics {
                 host: host.to_owned(),
             })
             .set(i64::from(online));
+    }
+
+    /// Records whether the broker has acknowledged every subscription on
+    /// the current connection (what `/readyz` answers).
+    pub fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.set(i64::from(subscribed));
+    }
+
+    /// Whether the broker has acknowledged every subscription on the
+    /// current connection.
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.get() == 1
     }
 
     /// Records an agent's spool figures from its status message.

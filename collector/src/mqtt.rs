@@ -5,10 +5,13 @@
 
 use crate::config::MqttConfig;
 use crate::ingest::Message;
+use crate::metrics::Metrics;
 use rumqttc::{
     AckMode, AsyncClient, BrokerSessionResumePolicy, ConnectionError, Event,
-    IncomingPacketSizeLimit, MqttOptions, Packet, QoS, SessionMode, TlsConfiguration, Transport,
+    IncomingPacketSizeLimit, MqttOptions, Packet, QoS, SessionMode, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use vigie_protocol::{Topic, TopicKind};
@@ -37,9 +40,12 @@ const MAX_PACKET: u32 = 16 * 1024 * 1024;
 
 /// Connects and forwards every telemetry, status and meta message to `out`.
 /// When `out` is full the event loop waits: the broker holds the backlog.
+/// `metrics` learns when every subscription of the current connection is
+/// acknowledged (readiness) and when the connection is lost.
 pub fn subscribe(
     cfg: &MqttConfig,
     out: mpsc::Sender<Delivery>,
+    metrics: Arc<Metrics>,
 ) -> Result<Subscription, vigie_service::secrets::SecretError> {
     let mut opts = MqttOptions::new(cfg.client_id.clone(), (cfg.host.clone(), cfg.port));
     // The collector publishes nothing: keep rumqttc's in-flight table small
@@ -79,11 +85,15 @@ pub fn subscribe(
     let sub_client = client.clone();
     let task = tokio::spawn(async move {
         let mut was_down = false;
+        // Subscriptions of this connection not yet acknowledged.
+        let mut awaiting = 0usize;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %server, "connected");
                     was_down = false;
+                    metrics.set_subscribed(false);
+                    awaiting = filters.len();
                     for f in &filters {
                         if let Err(e) = sub_client.subscribe(f.clone(), QoS::AtLeastOnce).await {
                             tracing::error!(filter = %f, error = %e, "subscribe failed");
@@ -106,9 +116,26 @@ pub fn subscribe(
                         break;
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                        .count();
+                    if refused > 0 {
+                        tracing::error!(broker = %server, codes = ?ack.return_codes, "the broker refused a subscription; check its ACL for this client");
+                    } else if awaiting > 0 {
+                        awaiting -= 1;
+                        if awaiting == 0 {
+                            tracing::info!(broker = %server, "subscribed");
+                            metrics.set_subscribed(true);
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(ConnectionError::RequestsDone) => break,
                 Err(e) => {
+                    metrics.set_subscribed(false);
                     if !was_down {
                         tracing::warn!(broker = %server, error = %e, "broker connection lost; retrying every second");
                         was_down = true;

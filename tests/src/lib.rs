@@ -26,15 +26,34 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts `vigie-collector run --config DIR/collector.toml`, logging in
-/// `dir`.
-pub fn start_collector(dir: &Path) -> anyhow::Result<Proc> {
+/// `dir`, and waits until it is ready at `http` (see [`wait_ready`]).
+pub fn start_collector(dir: &Path, http: std::net::SocketAddr) -> anyhow::Result<Proc> {
     let config = dir.join("collector.toml");
-    Proc::start(
+    let collector = Proc::start(
         "collector",
         &binary("vigie-collector")?,
         &["run", "--config", &config.to_string_lossy()],
         dir,
+    )?;
+    wait_ready(http, &collector, Duration::from_secs(30));
+    Ok(collector)
+}
+
+/// Waits (`within` at most) until the collector at `http` answers
+/// `/readyz` with 200: its HTTP server is up and the broker has
+/// acknowledged its subscriptions, so a message published from now on
+/// reaches it. Panics with `proc`'s log otherwise.
+pub fn wait_ready(http: std::net::SocketAddr, proc: &Proc, within: Duration) {
+    vigie_testkit::wait_for(
+        "the collector to be ready",
+        within,
+        Duration::from_millis(50),
+        || {
+            let r = vigie_testkit::http_get(http, "/readyz").ok()?;
+            (r.status == 200).then_some(())
+        },
     )
+    .unwrap_or_else(|e| panic!("{e}\n{}", proc.log_tail()));
 }
 
 /// Starts `vigie-collector demo` on free loopback ports, its ledger and
@@ -57,6 +76,8 @@ pub fn start_demo(dir: &Path, extra: &[&str]) -> anyhow::Result<(Proc, std::net:
     ];
     args.extend_from_slice(extra);
     let demo = Proc::start("demo", &binary("vigie-collector")?, &args, dir)?;
+    // A new demo ledger first gets a year of simulated history.
+    wait_ready(http, &demo, Duration::from_secs(120));
     Ok((demo, http))
 }
 

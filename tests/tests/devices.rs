@@ -100,7 +100,7 @@ async fn a_modbus_meter_through_the_agent_exact_across_an_agent_crash() {
         ),
     )
     .unwrap();
-    let mut collector = start_collector(d).unwrap();
+    let mut collector = start_collector(d, http).unwrap();
     let agent_cfg = d.join("agent.toml");
     std::fs::write(
         &agent_cfg,

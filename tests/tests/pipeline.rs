@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use vigie_e2e::client::TestClient;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::{Proc, binary, wait_ready};
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{FakePowercap, Mosquitto, ZoneSpec, free_addr, http_get, wait_for};
 
@@ -84,6 +84,8 @@ async fn three_agents_through_mosquitto_exact_totals() {
         d,
     )
     .unwrap();
+    // Agents publish as soon as they start: the collector subscribes first.
+    wait_ready(http, &collector, Duration::from_secs(30));
 
     // Three hosts. h3's package range is 50 J and starts at 49 J: the
     // script wraps it twice. h2 has an mmio duplicate and core sub-zones

@@ -263,19 +263,12 @@ role = "water"
         ),
     )
     .unwrap();
-    let collector = start_collector(d).unwrap();
+    let d_owned = d.to_path_buf();
+    let collector = tokio::task::spawn_blocking(move || start_collector(&d_owned, http))
+        .await
+        .unwrap()
+        .unwrap();
     let tok = Some(operator.as_str());
-    tokio::task::spawn_blocking(move || {
-        wait_for(
-            "collector up",
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-            || http_get_with(http, "/healthz", None).ok(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
 
     // A host in the ledger: one minute of a RAPL reading.
     let now = vigie_service::now_ms();

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 use vigie_e2e::client::TestClient;
-use vigie_e2e::{Proc, binary, wait_host_online};
+use vigie_e2e::{Proc, binary, wait_host_online, wait_ready};
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{FakePowercap, Mosquitto, free_addr, http_get, wait_for};
 
@@ -113,13 +113,7 @@ async fn collector_sigkilled_mid_ingest_loses_and_doubles_nothing() {
     let http = free_addr().unwrap();
     let cfg = collector_config(d, port, http, "kill-collector");
     let mut collector = start_collector(d, "collector-1", &cfg);
-    wait_for(
-        "collector up",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || total_uj(http),
-    )
-    .unwrap();
+    wait_ready(http, &collector, Duration::from_secs(30));
 
     let mut rng = Lcg(42);
     let mut batches = Vec::new();
@@ -199,13 +193,7 @@ async fn a_storm_of_duplicates_and_reordering_changes_no_total() {
     let http = free_addr().unwrap();
     let cfg = collector_config(d, port, http, "storm-collector");
     let mut collector = start_collector(d, "collector", &cfg);
-    wait_for(
-        "collector up",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || total_uj(http),
-    )
-    .unwrap();
+    wait_ready(http, &collector, Duration::from_secs(30));
 
     let mut rng = Lcg(7);
     let mut unique = Vec::new();
@@ -336,11 +324,21 @@ fn spool_overflow_during_an_outage_keeps_totals_exact() {
     .unwrap();
     let readings_before = metric(http, "vigie_ingest_readings_total").unwrap();
 
+    let ready = |http| http_get(http, "/readyz").map(|r| r.status).ok();
+    assert_eq!(ready(http), Some(200));
     broker.stop();
     // About 60 publish periods: six times the spool's bound.
     step(100, &mut truth);
-    std::thread::sleep(Duration::from_millis(300));
+    // Without its broker the collector says it is not ready.
+    wait_for(
+        "not ready without the broker",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || (ready(http)? == 503).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
     broker.restart().unwrap();
+    wait_ready(http, &collector, Duration::from_secs(30));
     let got = wait_for(
         "totals after the outage",
         Duration::from_secs(40),

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vigie_e2e::client::TestClient;
-use vigie_e2e::{Proc, binary};
+use vigie_e2e::{Proc, binary, wait_ready};
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::pki::{CertFiles, Pki};
 use vigie_testkit::{FakePowercap, Mosquitto, free_addr, http_get, wait_for};
@@ -116,6 +116,8 @@ fn start_site(d: &Path, collector_mqtt: &str, agent_mqtt: &str) -> Site {
         d,
     )
     .unwrap();
+    // Agents publish as soon as they start: the collector subscribes first.
+    wait_ready(http, &collector, Duration::from_secs(30));
     let root = d.join("powercap");
     std::fs::create_dir_all(&root).unwrap();
     let tree = FakePowercap::single_socket(&root, 262_143_328_850, 0).unwrap();

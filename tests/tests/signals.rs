@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 use vigie_e2e::start_collector;
-use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
+use vigie_testkit::{Mosquitto, free_addr, http_get};
 
 const H: i64 = 3_600_000;
 
@@ -71,15 +71,8 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         ),
     )
     .unwrap();
-    let mut collector = start_collector(d).unwrap();
+    let mut collector = start_collector(d, http).unwrap();
     let get = |path: &str| http_get(http, path).unwrap();
-    wait_for(
-        "collector",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || http_get(http, "/healthz").ok(),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
 
     let (t0, t1) = (h0, h0 + 24 * H);
     let by = get(&format!(

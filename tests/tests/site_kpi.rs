@@ -61,7 +61,7 @@ role = "heat-delivered"
         ),
     )
     .unwrap();
-    let mut collector = start_collector(d).unwrap();
+    let mut collector = start_collector(d, http).unwrap();
 
     // One whole hour, three hours ago: per minute 0.025 kWh from the grid
     // (1.5 kWh in the hour) and 1/60 kWh to IT (1 kWh).
