@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vigie_e2e::{Proc, binary, wait_host_online};
+use vigie_e2e::{Proc, binary, wait_host_online, wait_ready};
 use vigie_testkit::{FakePowercap, Mosquitto, free_addr, http_get, wait_for};
 
 fn total_uj(http: std::net::SocketAddr) -> Option<u64> {
@@ -40,6 +40,7 @@ fn start_site(
         d,
     )
     .unwrap();
+    wait_ready(http, &collector, Duration::from_secs(30));
     let root = d.join("powercap");
     std::fs::create_dir_all(&root).unwrap();
     let tree = FakePowercap::single_socket(&root, 262_143_328_850, 0).unwrap();
