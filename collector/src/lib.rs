@@ -150,6 +150,7 @@ pub async fn run(
         &cfg.carbon.zone,
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
     ));
+    metrics.set_meter_sensors(site_kpi::meter_sensors(&cfg.site));
     for (host, sensor, a) in store::totals(&conn).map_err(store_err)? {
         metrics.seed(
             &host,

@@ -133,6 +133,31 @@ pub struct SiteMeterPowerLabels {
     pub role: String,
 }
 
+/// Labels of a site meter's energy counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterEnergyLabels {
+    /// Meter name.
+    pub meter: String,
+    /// Its role.
+    pub role: String,
+    /// `measured` or `estimated`.
+    pub quality: String,
+}
+
+/// Labels of a per-meter series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterLabels {
+    /// Meter name.
+    pub meter: String,
+}
+
+/// The site meters each sensor belongs to: host, then sensor, then
+/// (meter, role).
+type MeterIndex = std::collections::HashMap<
+    String,
+    std::collections::HashMap<String, Vec<(String, &'static str)>>,
+>;
+
 /// Labels of a legal target.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
@@ -225,6 +250,9 @@ pub struct Metrics {
     site_coverage: Family<SiteMeterLabels, FloatGauge>,
     site_ppue: Family<SiteZoneLabels, FloatGauge>,
     site_power: Family<SiteMeterPowerLabels, FloatGauge>,
+    meter_energy: Family<MeterEnergyLabels, FloatCounter>,
+    site_emissions: Family<MeterLabels, FloatCounter>,
+    meter_index: std::sync::RwLock<MeterIndex>,
     site_power_shown: std::sync::Mutex<Vec<SiteMeterPowerLabels>>,
     /// The series last set per period, so those no longer computed go.
     site_shown: std::sync::Mutex<std::collections::HashMap<String, SiteGauges>>,
@@ -406,6 +434,18 @@ impl Metrics {
             "Power of each site meter read by agents: the sum of its sensors' latest average power (watts)",
             site_power.clone(),
         );
+        let meter_energy = Family::<MeterEnergyLabels, FloatCounter>::default();
+        registry.register(
+            "vigie_meter_energy_joules",
+            "Energy of each site meter read by agents: the sum of its sensors' readings (joules); the site's own totals without the overlap of nested sensors",
+            meter_energy.clone(),
+        );
+        let site_emissions = Family::<MeterLabels, FloatCounter>::default();
+        registry.register(
+            "vigie_site_emissions_location_grams",
+            "Location-based emissions of each site grid-import meter read by agents, at the configured grid factor (grams CO2e)",
+            site_emissions.clone(),
+        );
         let target_pue = Family::<TargetLabels, FloatGauge>::default();
         registry.register(
             "vigie_target_pue",
@@ -431,6 +471,9 @@ impl Metrics {
             site_coverage,
             site_ppue,
             site_power,
+            meter_energy,
+            site_emissions,
+            meter_index: std::sync::RwLock::default(),
             site_power_shown: std::sync::Mutex::new(Vec::new()),
             site_shown: std::sync::Mutex::new(std::collections::HashMap::new()),
             target_pue,
@@ -480,6 +523,45 @@ impl Metrics {
                 self.emissions
                     .get_or_create(&HostLabels {
                         host: host.to_owned(),
+                    })
+                    .inc_by(emissions(e, self.intensity).0);
+                let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
+                if let Some(meters) = index.get(host).and_then(|h| h.get(sensor)) {
+                    self.add_meter_energy(meters, q, e);
+                }
+            }
+        }
+    }
+
+    /// Declares which sensors make up each site meter read by agents, as
+    /// (host, sensor, meter, role); call before [`Metrics::seed`]. Their
+    /// readings then also count into `vigie_meter_energy_joules_total`.
+    pub fn set_meter_sensors(&self, sensors: Vec<(String, String, String, &'static str)>) {
+        let mut index = MeterIndex::new();
+        for (host, sensor, meter, role) in sensors {
+            index
+                .entry(host)
+                .or_default()
+                .entry(sensor)
+                .or_default()
+                .push((meter, role));
+        }
+        *self.meter_index.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    fn add_meter_energy(&self, meters: &[(String, &'static str)], q: Quality, e: Microjoules) {
+        for (meter, role) in meters {
+            self.meter_energy
+                .get_or_create(&MeterEnergyLabels {
+                    meter: meter.clone(),
+                    role: (*role).to_owned(),
+                    quality: quality_label(q).to_owned(),
+                })
+                .inc_by(e.as_joules());
+            if *role == "grid-import" {
+                self.site_emissions
+                    .get_or_create(&MeterLabels {
+                        meter: meter.clone(),
                     })
                     .inc_by(emissions(e, self.intensity).0);
             }
@@ -729,8 +811,13 @@ impl Metrics {
         let host = &batch.host;
         let mut latest_end = i64::MIN;
         let mut host_emissions = 0.0;
+        let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
+        let host_meters = index.get(host);
         for r in &batch.readings {
             let e = Microjoules(r.energy_uj);
+            if let Some(meters) = host_meters.and_then(|h| h.get(&r.sensor)) {
+                self.add_meter_energy(meters, r.quality, e);
+            }
             self.energy
                 .get_or_create(&EnergyLabels {
                     host: host.clone(),

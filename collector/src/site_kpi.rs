@@ -135,6 +135,25 @@ pub fn meter_power(metrics: &Metrics, site: &SiteConfig) -> Vec<(String, &'stati
         .collect()
 }
 
+/// The sensors of every energy meter read by agents, as (host, sensor,
+/// meter, role), for [`Metrics::set_meter_sensors`].
+pub fn meter_sensors(site: &SiteConfig) -> Vec<(String, String, String, &'static str)> {
+    site.meters
+        .iter()
+        .filter(|m| !m.role.is_water())
+        .flat_map(|m| {
+            m.sensors.iter().map(|s| {
+                (
+                    s.host.clone(),
+                    s.sensor.clone(),
+                    m.name.clone(),
+                    m.role.as_str(),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Refreshes the gauges of `period` at `now_ms`. In the first minute of a
 /// period nothing is computed and the period's series are removed.
 pub fn refresh(
@@ -215,7 +234,8 @@ pub fn spawn(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use vigie_energy::GramsPerKwh;
+    use vigie_energy::{GramsPerKwh, Microjoules};
+    use vigie_protocol::Quality;
 
     /// 2026-03-10T12:00:00Z.
     const NOON: i64 = 1_773_144_000_000;
@@ -465,6 +485,84 @@ register = { host = "h", sensor = "hm:1", quantity = "heat-energy-kwh" }
         );
         m.set_site_power(&[]);
         assert!(!m.encode().contains("vigie_site_power_watts{"));
+    }
+
+    #[test]
+    fn meter_energy_counts_each_meter_once_from_its_own_sensors() {
+        let m = unused_metrics();
+        let site: SiteConfig = toml::from_str(
+            r#"
+[[meters]]
+name = "mains"
+role = "grid-import"
+sensors = [{ host = "fac", sensor = "meter:mains" }]
+[[meters]]
+name = "pdus"
+role = "it"
+sensors = [{ host = "fac", sensor = "pdu:1" }, { host = "fac", sensor = "pdu:2" }]
+[[meters]]
+name = "hall-a"
+role = "zone-it"
+zone = "a"
+sensors = [{ host = "fac", sensor = "pdu:1" }]
+[[meters]]
+name = "water"
+role = "water"
+sensors = [{ host = "fac", sensor = "pdu:2" }]
+"#,
+        )
+        .unwrap();
+        m.set_meter_sensors(meter_sensors(&site));
+        // 2 J of mains already in the ledger at start.
+        m.seed("fac", "meter:mains", Microjoules(2_000_000), Microjoules(0));
+        let mut batch = vigie_protocol::samples::telemetry();
+        batch.host = "fac".into();
+        batch.gauges.clear();
+        batch.readings.truncate(1);
+        let reading = |sensor: &str, uj: u64, q: Quality| {
+            let mut r = batch.readings[0].clone();
+            r.sensor = sensor.into();
+            r.energy_uj = uj;
+            r.quality = q;
+            r
+        };
+        batch.readings = vec![
+            reading("meter:mains", 10_000_000, Quality::Measured),
+            reading("pdu:1", 3_000_000, Quality::Measured),
+            reading("pdu:2", 4_000_000, Quality::Estimated),
+            // A server inside the PDUs: not part of any meter.
+            reading("rapl:package-0", 1_000_000, Quality::Measured),
+        ];
+        m.accepted(&batch, batch.readings[0].end_ms);
+        // The same host name elsewhere is another sensor.
+        batch.host = "other".into();
+        m.accepted(&batch, batch.readings[0].end_ms);
+        let text = m.encode();
+        let line = |meter: &str, role: &str, q: &str| {
+            format!(
+                "vigie_meter_energy_joules_total{{meter=\"{meter}\",role=\"{role}\",quality=\"{q}\"}} "
+            )
+        };
+        let value = |l: String| -> f64 {
+            let at = text
+                .find(&l)
+                .unwrap_or_else(|| panic!("{l} missing:\n{text}"));
+            text[at + l.len()..]
+                .lines()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(value(line("mains", "grid-import", "measured")), 12.0);
+        assert_eq!(value(line("pdus", "it", "measured")), 3.0);
+        assert_eq!(value(line("pdus", "it", "estimated")), 4.0);
+        assert_eq!(value(line("hall-a", "zone-it", "measured")), 3.0);
+        assert!(!text.contains("meter=\"water\""), "{text}");
+        // 12 J = 1/300000 kWh at 50 g/kWh.
+        let l = "vigie_site_emissions_location_grams_total{meter=\"mains\"} ".to_owned();
+        assert!((value(l) - 12.0 / 3.6e6 * 50.0).abs() < 1e-12);
+        assert!(!text.contains("role=\"water\""), "{text}");
     }
 
     #[test]

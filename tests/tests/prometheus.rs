@@ -272,6 +272,53 @@ fn every_dashboard_panel_query_returns_data_from_a_real_prometheus() {
         site.prom.log_tail()
     );
     assert!(queries.len() >= 40, "{} queries", queries.len());
+
+    // The overview's site figures are the grid-import meter's, each sensor
+    // counted once, not the sum of the nested sensors (facility meter, PDU
+    // outlets, RAPL and GPUs behind them). One instant query each, so both
+    // sides are read at the same evaluation time, over the same range
+    // (`$__range` is 1m here).
+    let expr_of = |title: &str| {
+        &queries
+            .iter()
+            .find(|(q, _)| q.dashboard == "vigie-overview.json" && q.panel == title)
+            .unwrap_or_else(|| panic!("no overview panel {title}"))
+            .1
+    };
+    let intake = "sum(vigie_site_power_watts{role=~\"grid-import|onsite-generation\"})";
+    for (what, check) in [
+        (
+            "site power is the intake",
+            format!(
+                "abs(({}) - scalar({intake})) < 1e-9",
+                expr_of("Site power (W)")
+            ),
+        ),
+        (
+            "site power is below the sum of every sensor",
+            format!(
+                "({}) < scalar(sum(vigie_power_watts))",
+                expr_of("Site power (W)")
+            ),
+        ),
+        (
+            "site energy is below the sum of every sensor",
+            format!(
+                "({}) < scalar(sum(increase(vigie_energy_joules_total[1m])) / 3.6e6)",
+                expr_of("Site energy over the range (kWh)")
+            ),
+        ),
+        (
+            "site emissions are the grid meter's",
+            format!(
+                "({}) < scalar(sum(increase(vigie_emissions_location_grams_total[1m])) / 1000)",
+                expr_of("Site emissions over the range (kg CO2e)")
+            ),
+        ),
+    ] {
+        let n = query(site.prom_addr, &check).unwrap();
+        assert_eq!(n, 1, "{what}: {check}");
+    }
 }
 
 fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
