@@ -186,6 +186,12 @@ pub struct IngestConfig {
     /// Most messages committed in one transaction.
     #[serde(default = "d_group")]
     pub max_group: usize,
+    /// Most distinct sensors one host may have in the ledger: a batch
+    /// that would add more is refused (`too_many_sensors`), so a faulty
+    /// or hostile agent cannot grow the ledger and the metrics without
+    /// bound.
+    #[serde(default = "d_max_sensors")]
+    pub max_sensors_per_host: usize,
 }
 
 fn d_host() -> String {
@@ -224,6 +230,9 @@ fn d_max_payload() -> usize {
 }
 fn d_max_readings() -> usize {
     10_000
+}
+fn d_max_sensors() -> usize {
+    crate::ingest::DEFAULT_MAX_SENSORS_PER_HOST
 }
 fn d_max_power() -> f64 {
     10_000_000.0

@@ -4,7 +4,7 @@
 
 use crate::store::{self, Amount, Pending, StoreError};
 use rusqlite::Connection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
 use vigie_protocol::{
     HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
@@ -49,21 +49,56 @@ pub enum Outcome {
     Cleared,
 }
 
+/// Default of `[ingest] max_sensors_per_host`.
+pub const DEFAULT_MAX_SENSORS_PER_HOST: usize = 2048;
+
 /// Owns the ledger's write connection.
 pub struct Ingestor {
     conn: Connection,
     limits: Limits,
     pending: Pending,
+    /// Distinct sensors per host in the ledger (committed).
+    sensors: HashMap<String, HashSet<String>>,
+    /// Sensors new in the group under way, added to `sensors` on commit.
+    staged: HashMap<String, HashSet<String>>,
+    max_sensors_per_host: usize,
 }
 
 impl Ingestor {
-    /// An ingestor writing into `conn` and checking `limits`.
+    /// An ingestor writing into `conn` and checking `limits`, with at
+    /// most [`DEFAULT_MAX_SENSORS_PER_HOST`] sensors per host. It knows
+    /// no sensor yet: see [`Ingestor::with_known_sensors`].
     pub fn new(conn: Connection, limits: Limits) -> Self {
         Ingestor {
             conn,
             limits,
             pending: Pending::default(),
+            sensors: HashMap::new(),
+            staged: HashMap::new(),
+            max_sensors_per_host: DEFAULT_MAX_SENSORS_PER_HOST,
         }
+    }
+
+    /// Refuses a batch that would take its host past `max` distinct
+    /// sensors (`too_many_sensors`).
+    pub fn with_max_sensors_per_host(mut self, max: usize) -> Self {
+        self.max_sensors_per_host = max;
+        self
+    }
+
+    /// The (host, sensor) pairs the ledger already holds, counted against
+    /// the limit.
+    pub fn with_known_sensors<'a>(
+        mut self,
+        known: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        for (host, sensor) in known {
+            self.sensors
+                .entry(host.to_owned())
+                .or_default()
+                .insert(sensor.to_owned());
+        }
+        self
     }
 
     /// Read access to the ledger (tests and start-up).
@@ -81,6 +116,7 @@ impl Ingestor {
         now_ms: i64,
     ) -> Result<Vec<Outcome>, StoreError> {
         self.pending.clear();
+        self.staged.clear();
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(msgs.len());
         for m in msgs {
@@ -91,9 +127,19 @@ impl Ingestor {
                 }
                 Ok(topic) => match topic.kind {
                     TopicKind::Telemetry => {
-                        match decode_telemetry(&topic, &m.payload, now_ms, &self.limits) {
+                        let decoded = decode_telemetry(&topic, &m.payload, now_ms, &self.limits)
+                            .and_then(|b| {
+                                let new = new_sensors(
+                                    &self.sensors,
+                                    &self.staged,
+                                    self.max_sensors_per_host,
+                                    &b,
+                                )?;
+                                Ok((b, new))
+                            });
+                        match decoded {
                             Err(r) => reject(r),
-                            Ok(batch) => {
+                            Ok((batch, new)) => {
                                 if store::insert_batch_key(
                                     &tx,
                                     &batch.host,
@@ -103,6 +149,12 @@ impl Ingestor {
                                     now_ms,
                                     batch.readings.len(),
                                 )? {
+                                    if !new.is_empty() {
+                                        self.staged
+                                            .entry(batch.host.clone())
+                                            .or_default()
+                                            .extend(new);
+                                    }
                                     accumulate(&mut self.pending, &batch);
                                     store::record_registers(&tx, &batch.host, &batch.gauges)?;
                                     store::touch_host(
@@ -170,8 +222,53 @@ impl Ingestor {
         }
         store::add_energy(&tx, &self.pending)?;
         tx.commit()?;
+        for (host, new) in self.staged.drain() {
+            self.sensors.entry(host).or_default().extend(new);
+        }
         Ok(outcomes)
     }
+}
+
+/// The sensors of `batch` its host does not have yet; `Err` when they
+/// would take it past the limit. The caller stages them once the batch
+/// is in (not a duplicate), and they join the known ones on commit.
+fn new_sensors(
+    sensors: &HashMap<String, HashSet<String>>,
+    staged: &HashMap<String, HashSet<String>>,
+    max: usize,
+    batch: &TelemetryBatch,
+) -> Result<Vec<String>, Rejection> {
+    let known = sensors.get(&batch.host);
+    let staged = staged.get(&batch.host);
+    let is_known =
+        |s: &str| known.is_some_and(|k| k.contains(s)) || staged.is_some_and(|k| k.contains(s));
+    // A batch holds runs of one sensor's samples: look each run up once.
+    let mut new: Vec<&str> = Vec::new();
+    let mut prev: Option<&str> = None;
+    for r in &batch.readings {
+        let s = r.sensor.as_str();
+        if prev != Some(s) {
+            prev = Some(s);
+            if !is_known(s) {
+                new.push(s);
+            }
+        }
+    }
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    new.sort_unstable();
+    new.dedup();
+    let have = known.map_or(0, HashSet::len) + staged.map_or(0, HashSet::len);
+    if have + new.len() > max {
+        return Err(Rejection::TooManySensors {
+            host: batch.host.clone(),
+            known: have,
+            new: new.len(),
+            max,
+        });
+    }
+    Ok(new.into_iter().map(str::to_owned).collect())
 }
 
 fn reject(r: Rejection) -> Outcome {
@@ -285,6 +382,103 @@ mod tests {
         let sum: u64 = totals.iter().map(|t| t.2.measured).sum();
         assert_eq!(sum, 85_250_113 + 9_870_004);
         assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 1);
+    }
+
+    /// A batch of `host` (seq `seq`) with one reading per sensor.
+    fn with_sensors(host: &str, seq: u64, sensors: &[&str]) -> TelemetryBatch {
+        let mut b = samples::telemetry();
+        b.host = host.into();
+        b.seq = seq;
+        let r = b.readings[0].clone();
+        b.readings = sensors
+            .iter()
+            .map(|s| {
+                let mut r = r.clone();
+                r.sensor = (*s).into();
+                r
+            })
+            .collect();
+        b
+    }
+
+    fn reason(o: &Outcome) -> &'static str {
+        match o {
+            Outcome::Accepted(_) => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected { reason, .. } => reason,
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn a_host_past_its_sensor_limit_is_refused_and_others_flow() {
+        // node-01 has one sensor in the ledger already; the limit is 3.
+        let mut ing = ingestor()
+            .with_max_sensors_per_host(3)
+            .with_known_sensors([("node-01", "rapl:package-0")]);
+        let out = ing
+            .ingest_group(
+                &[
+                    // Two new: 3 in all, on the limit.
+                    msg(&with_sensors(
+                        "node-01",
+                        1,
+                        &["rapl:package-0", "gpu:0", "gpu:1"],
+                    )),
+                    // The same batch again: a duplicate, not a rejection.
+                    msg(&with_sensors(
+                        "node-01",
+                        1,
+                        &["rapl:package-0", "gpu:0", "gpu:1"],
+                    )),
+                    // One more in the same transaction: refused.
+                    msg(&with_sensors("node-01", 2, &["gpu:2"])),
+                    // Known sensors only: accepted.
+                    msg(&with_sensors("node-01", 3, &["gpu:1", "gpu:0"])),
+                    // Another host has its own room.
+                    msg(&with_sensors("node-02", 1, &["a", "b", "c"])),
+                ],
+                NOW,
+            )
+            .unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(
+            got,
+            [
+                "accepted",
+                "duplicate",
+                "too_many_sensors",
+                "accepted",
+                "accepted"
+            ]
+        );
+        let Outcome::Rejected { detail, .. } = &out[2] else {
+            unreachable!()
+        };
+        assert_eq!(
+            detail,
+            "host \"node-01\" has 3 sensors; this batch adds 1 more, limit 3"
+        );
+        // After the commit, in a later transaction: still refused, and a
+        // batch naming two new ones is refused whole (no reading of it kept).
+        let out = ing
+            .ingest_group(
+                &[
+                    msg(&with_sensors("node-01", 4, &["gpu:3"])),
+                    msg(&with_sensors("node-02", 2, &["a", "d"])),
+                ],
+                NOW,
+            )
+            .unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(got, ["too_many_sensors", "too_many_sensors"]);
+        let sensors: Vec<(String, String)> = store::totals(ing.conn())
+            .unwrap()
+            .into_iter()
+            .map(|(h, s, _)| (h, s))
+            .collect();
+        assert_eq!(sensors.len(), 6, "{sensors:?}");
+        assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 3);
     }
 
     #[test]

@@ -151,10 +151,11 @@ pub async fn run(
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
     ));
     metrics.set_meter_sensors(site_kpi::meter_sensors(&cfg.site));
-    for (host, sensor, a) in store::totals(&conn).map_err(store_err)? {
+    let totals = store::totals(&conn).map_err(store_err)?;
+    for (host, sensor, a) in &totals {
         metrics.seed(
-            &host,
-            &sensor,
+            host,
+            sensor,
             Microjoules(a.measured),
             Microjoules(a.estimated),
         );
@@ -164,7 +165,10 @@ pub async fn run(
             metrics.online(&h.host, online);
         }
     }
-    let ingestor = Ingestor::new(conn, cfg.limits());
+    let ingestor = Ingestor::new(conn, cfg.limits())
+        .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
+        .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())));
+    drop(totals);
 
     let (tx, rx) = mpsc::channel::<mqtt::Delivery>(4 * cfg.ingest.max_group.max(1));
     let stopping = Arc::new(AtomicBool::new(false));

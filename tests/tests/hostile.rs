@@ -30,6 +30,8 @@ use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 /// cases stay small messages.
 const MAX_PAYLOAD: usize = 16 * 1024;
 const MAX_READINGS: usize = 8;
+/// good-01 reaches it exactly: rapl:package-0, rapl:dram-0 and gpu:0 to 7.
+const MAX_SENSORS: usize = 10;
 /// 10 MW (the default `max_power_w`) over 1 s, in µJ: the most one
 /// reading of one second may carry.
 const MAX_UJ_PER_S: u64 = 10_000_000 * 1_000_000;
@@ -541,6 +543,19 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
             "power_out_of_range",
             "reading 0: power 20000000 W out of range",
         ),
+        // Cardinality. Last, so that good-01's batches before it have
+        // brought it to exactly max_sensors_per_host (all accepted).
+        (
+            "a new sensor name for a host at max_sensors_per_host",
+            "vigie/v1/e2e/good-01/telemetry".into(),
+            to_json(&batch(
+                "good-01",
+                1_000_000,
+                vec![reading("gpu:99", t0, 1_000, 1_000)],
+            )),
+            "too_many_sensors",
+            r#"host \"good-01\" has 10 sensors; this batch adds 1 more, limit 10"#,
+        ),
     ];
     kinds
         .into_iter()
@@ -608,7 +623,7 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\n",
+            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\n",
             d.join("ledger.sqlite").display()
         ),
     )

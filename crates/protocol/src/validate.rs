@@ -99,6 +99,21 @@ pub enum Rejection {
         /// Limit.
         max: usize,
     },
+    /// The batch names sensors the ledger does not hold for its host, and
+    /// they would take the host past its limit of distinct sensors (each
+    /// sensor is ledger rows and metric series). Decided by the collector,
+    /// which knows the host's sensors; never by [`decode_telemetry`].
+    #[error("host {host:?} has {known} sensors; this batch adds {new} more, limit {max}")]
+    TooManySensors {
+        /// The host.
+        host: String,
+        /// Distinct sensors already in the ledger for it.
+        known: usize,
+        /// New sensor names in the batch.
+        new: usize,
+        /// Limit.
+        max: usize,
+    },
     /// Interval ends before it starts, or is too long.
     #[error("reading {index}: bad interval [{start_ms}, {end_ms})")]
     BadInterval {
@@ -185,6 +200,7 @@ impl Rejection {
             Rejection::BadIdentifier { .. } => "bad_identifier",
             Rejection::Empty => "empty_batch",
             Rejection::TooManyReadings { .. } => "too_many_readings",
+            Rejection::TooManySensors { .. } => "too_many_sensors",
             Rejection::BadInterval { .. } => "bad_interval",
             Rejection::Overlap { .. } => "overlapping_readings",
             Rejection::EnergyOutOfRange { .. } => "energy_out_of_range",
@@ -219,6 +235,7 @@ impl Rejection {
         "bad_identifier",
         "empty_batch",
         "too_many_readings",
+        "too_many_sensors",
         "bad_interval",
         "overlapping_readings",
         "energy_out_of_range",
