@@ -684,7 +684,7 @@ mod history_tests {
         assert!(pue(&s.months[6]) > pue(&s.months[0]) + 0.05, "{s:?}");
         assert!((1.2..1.6).contains(&pue(&s.total)));
         // Heat: more reused in January than in July, all of the year measured.
-        let heat = |m: &crate::report::Span| m.heat_reused_kwh.unwrap();
+        let heat = |m: &crate::report::Span| m.heat_reused_kwh.value.unwrap();
         assert!(heat(&s.months[0]) > heat(&s.months[6]));
         assert_eq!(s.total.erf.status, "measured");
         // Only into a new ledger... and idempotent if called again anyway.

@@ -33,7 +33,7 @@ const CACHE_CONTROL: &str = "public, max-age=300";
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Version of the `data.json` document (bumped on incompatible changes).
-pub const DATA_VERSION: u32 = 1;
+pub const DATA_VERSION: u32 = 2;
 
 const DAY_MS: i64 = 24 * HOUR_MS;
 
@@ -146,14 +146,14 @@ pub struct Row {
     pub from: String,
     /// End (RFC 3339, exclusive).
     pub to: String,
-    /// Total facility energy E_DC.
-    pub facility_energy_kwh: Option<f64>,
+    /// Total facility energy E_DC, with its own status and coverage.
+    pub facility_energy_kwh: Fig,
     /// IT equipment energy E_IT.
-    pub it_energy_kwh: Option<f64>,
+    pub it_energy_kwh: Fig,
     /// Heat handed to a user outside the site E_reused (kWh thermal).
-    pub heat_reused_kwh: Option<f64>,
+    pub heat_reused_kwh: Fig,
     /// Renewable energy (on site and contractual instruments).
-    pub renewable_energy_kwh: Option<f64>,
+    pub renewable_energy_kwh: Fig,
     /// Power usage effectiveness E_DC / E_IT.
     pub pue: Fig,
     /// Energy reuse factor E_reused / E_DC (0 to 1).
@@ -164,9 +164,9 @@ pub struct Row {
     /// Water usage effectiveness, litres per kWh of IT energy.
     pub wue_l_per_kwh: Fig,
     /// Location-based Scope 2 emissions, tonnes CO2e.
-    pub emissions_location_based_t_co2e: Option<f64>,
+    pub emissions_location_based_t_co2e: Fig,
     /// Market-based Scope 2 emissions, tonnes CO2e.
-    pub emissions_market_based_t_co2e: Option<f64>,
+    pub emissions_market_based_t_co2e: Fig,
 }
 
 impl Row {
@@ -175,16 +175,16 @@ impl Row {
             period: s.label.clone(),
             from: crate::api::rfc3339(s.from_ms),
             to: crate::api::rfc3339(s.to_ms),
-            facility_energy_kwh: s.facility_kwh,
-            it_energy_kwh: s.it_kwh,
-            heat_reused_kwh: s.heat_reused_kwh,
-            renewable_energy_kwh: s.renewable_kwh,
+            facility_energy_kwh: s.facility_kwh.clone(),
+            it_energy_kwh: s.it_kwh.clone(),
+            heat_reused_kwh: s.heat_reused_kwh.clone(),
+            renewable_energy_kwh: s.renewable_kwh.clone(),
             pue: s.pue.clone(),
             erf: s.erf.clone(),
             ref_: s.ref_.clone(),
             wue_l_per_kwh: s.wue.clone(),
-            emissions_location_based_t_co2e: s.emissions_location_t,
-            emissions_market_based_t_co2e: s.emissions_market_t,
+            emissions_location_based_t_co2e: s.emissions_location_t.clone(),
+            emissions_market_based_t_co2e: s.emissions_market_t.clone(),
         }
     }
 }
@@ -452,6 +452,24 @@ fn flag(status: &str) -> &'static str {
     }
 }
 
+/// One row of the amounts table: id, name, figure, how its value reads,
+/// unit.
+type AmountRow<'a> = (
+    &'a str,
+    &'a str,
+    &'a Fig,
+    fn(Option<f64>) -> String,
+    &'a str,
+);
+
+/// The status cell: `measured`, or the badge.
+fn status_text(status: &str) -> String {
+    match flag(status) {
+        "" => "measured".to_owned(),
+        b => b.trim_start().to_owned(),
+    }
+}
+
 fn coverage(f: &Fig) -> String {
     f.coverage.map_or_else(
         || NA.to_owned(),
@@ -567,41 +585,47 @@ pub fn html(r: &Report) -> String {
             ""
         }
     );
-    let rows: [(&str, &str, String, &str); 6] = [
+    let rows: [AmountRow; 6] = [
         (
             "facility-energy",
             "Energy consumed (facility, E<sub>DC</sub>)",
-            mwh(t.facility_energy_kwh),
+            &t.facility_energy_kwh,
+            mwh,
             "MWh",
         ),
         (
             "it-energy",
             "IT equipment energy (E<sub>IT</sub>)",
-            mwh(t.it_energy_kwh),
+            &t.it_energy_kwh,
+            mwh,
             "MWh",
         ),
         (
             "heat-reused",
             "Heat reused outside the site",
-            mwh(t.heat_reused_kwh),
+            &t.heat_reused_kwh,
+            mwh,
             "MWh",
         ),
         (
             "renewable-energy",
             "Renewable energy",
-            mwh(t.renewable_energy_kwh),
+            &t.renewable_energy_kwh,
+            mwh,
             "MWh",
         ),
         (
             "emissions-location",
             "Scope 2 emissions, location-based",
-            tonnes(t.emissions_location_based_t_co2e),
+            &t.emissions_location_based_t_co2e,
+            tonnes,
             "t CO<sub>2</sub>e",
         ),
         (
             "emissions-market",
             "Scope 2 emissions, market-based",
-            tonnes(t.emissions_market_based_t_co2e),
+            &t.emissions_market_based_t_co2e,
+            tonnes,
             "t CO<sub>2</sub>e",
         ),
     ];
@@ -638,29 +662,29 @@ pub fn html(r: &Report) -> String {
     for (id, name, f, style, unit) in indicators {
         let v = fig_value(f, style);
         let unit = if f.value.is_some() { unit } else { "" };
-        let status = match flag(f.status) {
-            "" => "measured".to_owned(),
-            b => b.trim_start().to_owned(),
-        };
         let _ = write!(
             h,
-            r#"<tr id="{id}"><th scope="row">{name}</th><td class="value">{v}{unit}</td><td>{status}</td><td>{}</td></tr>"#,
+            r#"<tr id="{id}"><th scope="row">{name}</th><td class="value">{v}{unit}</td><td>{}</td><td>{}</td></tr>"#,
+            status_text(f.status),
             coverage(f)
         );
     }
-    h.push_str(r#"</tbody></table></div><div class="scroll" tabindex="0"><table id="amounts"><caption>Energy, heat and emissions, YEAR</caption><thead><tr><th scope="col">Amount</th><th scope="col">Value</th></tr></thead><tbody>"#.replace("YEAR", &y.to_string()).as_str());
-    for (id, name, v, unit) in rows {
-        let unit = if v == NA {
-            String::new()
-        } else {
+    h.push_str(r#"</tbody></table></div><div class="scroll" tabindex="0"><table id="amounts"><caption>Energy, heat and emissions, YEAR</caption><thead><tr><th scope="col">Amount</th><th scope="col">Value</th><th scope="col">Status</th><th scope="col">Coverage</th></tr></thead><tbody>"#.replace("YEAR", &y.to_string()).as_str());
+    for (id, name, f, show, unit) in rows {
+        let v = show(f.value);
+        let unit = if f.value.is_some() {
             format!("\u{a0}{unit}")
+        } else {
+            String::new()
         };
         let _ = write!(
             h,
-            r#"<tr id="{id}"><th scope="row">{name}</th><td class="value">{v}{unit}</td></tr>"#
+            r#"<tr id="{id}"><th scope="row">{name}</th><td class="value">{v}{unit}</td><td>{}</td><td>{}</td></tr>"#,
+            status_text(f.status),
+            coverage(f)
         );
     }
-    h.push_str("</tbody></table></div><p>The amounts are the inputs of the indicators; their status and coverage are those of the indicators that use them.</p>");
+    h.push_str("</tbody></table></div><p>Each amount has the status and coverage of its own meters; each indicator those of the least trustworthy of its inputs. Emissions are given only for a period the grid meter covers in full.</p>");
     h.push_str(r#"<p class="legend"><strong>Legend.</strong> No badge: measured over the whole period. <span class="flag est">estimated</span> the figure includes estimated or gap-filled data. <span class="flag inc">incomplete</span> data is missing for part of the period: no value is given. <span class="flag und">not available</span> the site has no meter for an input. Coverage: the share of the period covered by data, for the least covered input. n/a: not available.</p></section>"#);
 
     // Monthly table.
@@ -670,20 +694,23 @@ pub fn html(r: &Report) -> String {
     );
     for m in &r.months {
         let cell = |f: &Fig, s: Style| format!("<td>{}{}</td>", fig_value(f, s), flag(f.status));
+        let amount = |f: &Fig, show: fn(Option<f64>) -> String| {
+            format!("{}{}", show(f.value), flag(f.status))
+        };
         let _ = write!(
             h,
             r#"<tr data-period="{}"><th scope="row">{}</th><td>{}</td><td>{}</td>{}{}{}{}<td>{}</td><td>{}</td><td>{}</td></tr>"#,
             e(&m.period),
             e(&month_name(&m.period)),
-            mwh(m.facility_energy_kwh),
-            mwh(m.it_energy_kwh),
+            amount(&m.facility_energy_kwh, mwh),
+            amount(&m.it_energy_kwh, mwh),
             cell(&m.pue, Style::Plain),
             cell(&m.erf, Style::Percent),
             cell(&m.ref_, Style::Percent),
             cell(&m.wue_l_per_kwh, Style::Plain),
-            mwh(m.heat_reused_kwh),
-            tonnes(m.emissions_location_based_t_co2e),
-            tonnes(m.emissions_market_based_t_co2e),
+            amount(&m.heat_reused_kwh, mwh),
+            amount(&m.emissions_location_based_t_co2e, tonnes),
+            amount(&m.emissions_market_based_t_co2e, tonnes),
         );
     }
     h.push_str("</tbody></table></div></section>");
@@ -701,11 +728,11 @@ pub fn html(r: &Report) -> String {
             series: vec![
                 SeriesData {
                     name: "Facility (E_DC)".into(),
-                    values: to_mwh(|m| m.facility_energy_kwh),
+                    values: to_mwh(|m| m.facility_energy_kwh.value),
                 },
                 SeriesData {
                     name: "IT equipment (E_IT)".into(),
-                    values: to_mwh(|m| m.it_energy_kwh),
+                    values: to_mwh(|m| m.it_energy_kwh.value),
                 },
             ],
             kind: Kind::Bars,
@@ -730,7 +757,7 @@ pub fn html(r: &Report) -> String {
             labels,
             series: vec![SeriesData {
                 name: "Heat reused".into(),
-                values: to_mwh(|m| m.heat_reused_kwh),
+                values: to_mwh(|m| m.heat_reused_kwh.value),
             }],
             kind: Kind::Bars,
             targets: Vec::new(),
@@ -843,7 +870,7 @@ fn field(s: &str) -> String {
 }
 
 /// The CSV header.
-pub const CSV_HEADER: &str = "row,period,from,to,facility_energy_kwh,it_energy_kwh,heat_reused_kwh,renewable_energy_kwh,pue,pue_status,pue_coverage,erf,erf_status,erf_coverage,ref,ref_status,ref_coverage,wue_l_per_kwh,wue_status,wue_coverage,emissions_location_based_t_co2e,emissions_market_based_t_co2e";
+pub const CSV_HEADER: &str = "row,period,from,to,facility_energy_kwh,facility_energy_status,facility_energy_coverage,it_energy_kwh,it_energy_status,it_energy_coverage,heat_reused_kwh,heat_reused_status,heat_reused_coverage,renewable_energy_kwh,renewable_energy_status,renewable_energy_coverage,pue,pue_status,pue_coverage,erf,erf_status,erf_coverage,ref,ref_status,ref_coverage,wue_l_per_kwh,wue_status,wue_coverage,emissions_location_based_t_co2e,emissions_location_based_status,emissions_location_based_coverage,emissions_market_based_t_co2e,emissions_market_based_status,emissions_market_based_coverage";
 
 /// `data.csv`: a header, one row per month and a total row, CRLF ends.
 pub fn csv(r: &Report) -> String {
@@ -861,18 +888,23 @@ pub fn csv(r: &Report) -> String {
             m.period.clone(),
             m.from.clone(),
             m.to.clone(),
-            opt(m.facility_energy_kwh),
-            opt(m.it_energy_kwh),
-            opt(m.heat_reused_kwh),
-            opt(m.renewable_energy_kwh),
         ];
-        for f in [&m.pue, &m.erf, &m.ref_, &m.wue_l_per_kwh] {
+        for f in [
+            &m.facility_energy_kwh,
+            &m.it_energy_kwh,
+            &m.heat_reused_kwh,
+            &m.renewable_energy_kwh,
+            &m.pue,
+            &m.erf,
+            &m.ref_,
+            &m.wue_l_per_kwh,
+            &m.emissions_location_based_t_co2e,
+            &m.emissions_market_based_t_co2e,
+        ] {
             cells.push(opt(f.value));
             cells.push(f.status.to_owned());
             cells.push(opt(f.coverage));
         }
-        cells.push(opt(m.emissions_location_based_t_co2e));
-        cells.push(opt(m.emissions_market_based_t_co2e));
         let line: Vec<String> = cells.iter().map(|c| field(c)).collect();
         out.push_str(&line.join(","));
         out.push_str("\r\n");
@@ -1152,11 +1184,21 @@ mod tests {
         assert_eq!(r.months[1].pue.status, "estimated");
         assert_eq!(r.months[3].pue.status, "incomplete");
         // April to December have no readings: under the strict rule the
-        // year has no PUE, only its amounts.
+        // year has no PUE and no energy total, and the amounts say why,
+        // with their own coverage (January to March: 90 of 365 days).
         assert_eq!(r.total.pue.value, None);
         assert_eq!(r.total.pue.status, "incomplete");
-        assert_eq!(r.total.facility_energy_kwh, None);
-        assert_eq!(r.months[2].facility_energy_kwh, Some(120_000.0));
+        assert_eq!(r.total.facility_energy_kwh.value, None);
+        assert_eq!(r.total.facility_energy_kwh.status, "incomplete");
+        let cov = r.total.facility_energy_kwh.coverage.unwrap();
+        assert!((cov - 90.0 / 365.0).abs() < 1e-9, "{cov}");
+        assert_eq!(r.months[2].facility_energy_kwh.value, Some(120_000.0));
+        // Each amount has its own status: the grid meter is measured while
+        // the IT meter is estimated, so February's PUE is estimated, its
+        // facility energy measured and its IT energy estimated.
+        assert_eq!(r.months[1].facility_energy_kwh.status, "measured");
+        assert_eq!(r.months[1].it_energy_kwh.status, "estimated");
+        assert_eq!(r.months[1].pue.status, "estimated");
         assert_eq!(r.methodology.it_measurement_point, "IT equipment input");
 
         let h = html(&r);
@@ -1174,6 +1216,19 @@ mod tests {
         );
         assert!(row("2025-01").contains("<td>10.0\u{a0}%</td>"));
         assert!(row("2025-02").contains("1.30 <span class=\"flag est\""));
+        assert!(
+            row("2025-02").contains("<td>130.00</td><td>100.00 <span class=\"flag est\""),
+            "{}",
+            row("2025-02")
+        );
+        // The year's amounts table says incomplete, with the coverage.
+        let amounts = &h[h.find("id=\"facility-energy\"").unwrap()..];
+        let amounts = &amounts[..amounts.find("</tr>").unwrap()];
+        assert!(
+            amounts.contains("n/a") && amounts.contains("flag inc"),
+            "{amounts}"
+        );
+        assert!(amounts.contains("24.7\u{a0}%"), "{amounts}");
         assert!(row("2025-03").contains("<td>120.00</td>"));
         assert!(row("2025-04").contains("flag inc"));
         assert_eq!(h.matches("<svg").count(), 3);
@@ -1191,7 +1246,9 @@ mod tests {
         assert!(lines[1..14].iter().all(|l| l.split(',').count() == cols));
 
         let j = serde_json::to_value(&r).unwrap();
-        assert_eq!(j["version"], 1);
+        assert_eq!(j["version"], 2);
+        assert_eq!(j["months"][1]["it_energy_kwh"]["status"], "estimated");
+        assert_eq!(j["months"][2]["facility_energy_kwh"]["value"], 120_000.0);
         assert_eq!(j["licence"], "CC-BY-4.0");
         assert_eq!(j["months"][0]["pue"]["value"], 1.5);
         assert_eq!(j["months"][1]["ref"]["status"], r.months[1].ref_.status);

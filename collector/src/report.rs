@@ -11,7 +11,7 @@ use crate::export::date::Date;
 use crate::site::{self, SiteConfig, SiteError};
 use rusqlite::Connection;
 use serde::Serialize;
-use vigie_energy::{Figure, Indicator, Status};
+use vigie_energy::{Figure, Indicator, InputUsed, Scope2Basis, Status};
 
 /// One figure as the reports show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -25,6 +25,31 @@ pub struct Value {
     pub coverage: Option<f64>,
 }
 
+impl Value {
+    /// The status the least trustworthy of `values` has (incomplete, then
+    /// undefined, then estimated, then measured) and their least
+    /// coverage: what a table row showing them together says of itself.
+    pub fn worst_of(values: &[&Value]) -> (&'static str, Option<f64>) {
+        let status = values
+            .iter()
+            .map(|v| v.status)
+            .max_by_key(|s| rank(s))
+            .unwrap_or("undefined");
+        let coverage = values.iter().filter_map(|v| v.coverage).reduce(f64::min);
+        (status, coverage)
+    }
+}
+
+/// Orders statuses from the most to the least trustworthy.
+fn rank(status: &str) -> u8 {
+    match status {
+        "measured" => 0,
+        "estimated" => 1,
+        "undefined" => 2,
+        _ => 3,
+    }
+}
+
 /// The site over one span of time.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Span {
@@ -34,14 +59,14 @@ pub struct Span {
     pub from_ms: i64,
     /// End, Unix ms (exclusive).
     pub to_ms: i64,
-    /// Total facility energy E_DC, kWh.
-    pub facility_kwh: Option<f64>,
+    /// Total facility energy E_DC, kWh, with its own status and coverage.
+    pub facility_kwh: Value,
     /// IT equipment energy E_IT, kWh.
-    pub it_kwh: Option<f64>,
-    /// Heat reused outside the boundary E_reused, kWh.
-    pub heat_reused_kwh: Option<f64>,
+    pub it_kwh: Value,
+    /// Heat reused outside the boundary E_reused, kWh (thermal).
+    pub heat_reused_kwh: Value,
     /// Renewable energy E_renewable (on site and instruments), kWh.
-    pub renewable_kwh: Option<f64>,
+    pub renewable_kwh: Value,
     /// PUE.
     pub pue: Value,
     /// ERF.
@@ -50,11 +75,12 @@ pub struct Span {
     pub ref_: Value,
     /// WUE, L/kWh.
     pub wue: Value,
-    /// Location-based Scope 2 emissions of the grid import, t CO2e; only
-    /// when the grid meter covers the whole span.
-    pub emissions_location_t: Option<f64>,
+    /// Location-based Scope 2 emissions of the grid import, t CO2e; a
+    /// value only when the grid meter covers the whole span; estimated
+    /// when it rests on estimated consumption or grid factors.
+    pub emissions_location_t: Value,
     /// Market-based Scope 2 emissions, t CO2e.
-    pub emissions_market_t: Option<f64>,
+    pub emissions_market_t: Value,
 }
 
 /// A period and its months.
@@ -116,10 +142,49 @@ fn value(f: Option<&Figure>) -> Value {
     }
 }
 
-fn input_total(figs: &[Figure], name: &str) -> Option<f64> {
-    figs.iter()
-        .filter_map(|f| f.input(name))
-        .find_map(|i| i.total)
+/// Status of one input: `incomplete` without a total, `measured` when it
+/// rests only on measured samples over the whole period, else `estimated`.
+fn input_status(i: &InputUsed) -> &'static str {
+    if i.total.is_none() {
+        "incomplete"
+    } else if i.is_measured() {
+        "measured"
+    } else {
+        "estimated"
+    }
+}
+
+/// An amount that is the sum of the inputs `pick` selects in the first
+/// figure that has any: its total, the worst status of its parts and the
+/// least coverage. `undefined` when no figure has such an input (no
+/// meter for it).
+fn amount(figs: &[Figure], pick: &dyn Fn(&str) -> bool) -> Value {
+    let parts: Vec<&InputUsed> = figs
+        .iter()
+        .map(|f| f.inputs.iter().filter(|i| pick(i.name)).collect::<Vec<_>>())
+        .find(|p| !p.is_empty())
+        .unwrap_or_default();
+    if parts.is_empty() {
+        return Value {
+            value: None,
+            status: "undefined",
+            coverage: None,
+        };
+    }
+    let status = parts
+        .iter()
+        .map(|i| input_status(i))
+        .max_by_key(|s| rank(s))
+        .unwrap_or("undefined");
+    Value {
+        value: parts.iter().map(|i| i.total).sum::<Option<f64>>(),
+        status,
+        coverage: parts
+            .iter()
+            .filter_map(|i| i.coverage.as_ref())
+            .map(|c| 1.0 - c.missing_share())
+            .reduce(f64::min),
+    }
 }
 
 /// The site over `[from_ms, to_ms)` labelled `label`.
@@ -133,19 +198,6 @@ pub fn span(
 ) -> Result<(Span, Vec<String>), SiteError> {
     let f = site::figures(conn, site_cfg, &carbon.market, from_ms, to_ms)?;
     let find = |pred: &dyn Fn(&Indicator) -> bool| f.figures.iter().find(|x| pred(&x.indicator));
-    let renewable = f
-        .figures
-        .iter()
-        .find(|x| x.indicator == Indicator::Ref)
-        .and_then(|r| {
-            let parts: Vec<f64> = r
-                .inputs
-                .iter()
-                .filter(|i| i.name.starts_with("E_renewable"))
-                .filter_map(|i| i.total)
-                .collect();
-            (!parts.is_empty()).then(|| parts.iter().sum())
-        });
     let has_grid = site_cfg
         .meters
         .iter()
@@ -153,12 +205,32 @@ pub fn span(
     // Scope 2 sums the hours the grid meter covers and extrapolates
     // nothing: a sum over part of the period is not the period's
     // emissions, so it is given only when the meter covers all of it.
-    let (mut loc, mut mkt) = (None, None);
+    let undefined = Value {
+        value: None,
+        status: "undefined",
+        coverage: None,
+    };
+    let (mut loc, mut mkt) = (undefined.clone(), undefined);
     if has_grid {
         let (r, _) = site::scope2(conn, site_cfg, carbon, from_ms, to_ms)?;
-        if r.coverage.is_complete() {
-            (loc, mkt) = (Some(r.location.0 / 1e6), Some(r.market.0 / 1e6));
-        }
+        let coverage = Some(1.0 - r.coverage.missing_share());
+        let emissions = |basis: Scope2Basis, grams: f64| {
+            let estimated =
+                r.estimated.0 > 0 || r.coverage.estimated_ms > 0 || r.uses_estimated_factor(basis);
+            Value {
+                value: r.is_complete().then_some(grams / 1e6),
+                status: if !r.is_complete() {
+                    "incomplete"
+                } else if estimated {
+                    "estimated"
+                } else {
+                    "measured"
+                },
+                coverage,
+            }
+        };
+        loc = emissions(Scope2Basis::LocationBased, r.location.0);
+        mkt = emissions(Scope2Basis::MarketBased, r.market.0);
     }
     let missing = f
         .missing_roles
@@ -170,10 +242,10 @@ pub fn span(
             label,
             from_ms,
             to_ms,
-            facility_kwh: input_total(&f.figures, "E_DC"),
-            it_kwh: input_total(&f.figures, "E_IT"),
-            heat_reused_kwh: input_total(&f.figures, "E_reused"),
-            renewable_kwh: renewable,
+            facility_kwh: amount(&f.figures, &|n| n == "E_DC"),
+            it_kwh: amount(&f.figures, &|n| n == "E_IT"),
+            heat_reused_kwh: amount(&f.figures, &|n| n == "E_reused"),
+            renewable_kwh: amount(&f.figures, &|n| n.starts_with("E_renewable")),
             pue: value(find(&|i| matches!(i, Indicator::Pue { .. }))),
             erf: value(find(&|i| *i == Indicator::Erf)),
             ref_: value(find(&|i| *i == Indicator::Ref)),
@@ -248,12 +320,25 @@ mod tests {
         // The first day: 24 kWh at 50 g = 1.2 kg.
         let (full, _) = span(&conn, &site, &carbon, "d1".into(), 0, 24 * H).unwrap();
         assert!(
-            (full.emissions_location_t.unwrap() - 0.0012).abs() < 1e-12,
+            (full.emissions_location_t.value.unwrap() - 0.0012).abs() < 1e-12,
             "{full:?}"
         );
-        // Two days, the second without data: no figure rather than half.
+        // Consumption measured, but the factor is the configured yearly
+        // average applied to every hour: an estimate.
+        assert_eq!(full.emissions_location_t.status, "estimated");
+        assert_eq!(full.facility_kwh.value, Some(24.0));
+        assert_eq!(full.facility_kwh.status, "measured");
+        // Two days, the second without data: no figure rather than half,
+        // and the amounts say why, with their own coverage.
         let (half, _) = span(&conn, &site, &carbon, "d1-2".into(), 0, 48 * H).unwrap();
-        assert_eq!(half.emissions_location_t, None);
-        assert_eq!(half.emissions_market_t, None);
+        assert_eq!(half.emissions_location_t.value, None);
+        assert_eq!(half.emissions_market_t.value, None);
+        assert_eq!(half.emissions_location_t.status, "incomplete");
+        assert_eq!(half.emissions_location_t.coverage, Some(0.5));
+        assert_eq!(half.facility_kwh.value, None);
+        assert_eq!(half.facility_kwh.status, "incomplete");
+        assert_eq!(half.facility_kwh.coverage, Some(0.5));
+        // No IT meter: its amount is undefined, not incomplete.
+        assert_eq!(half.it_kwh.status, "undefined");
     }
 }

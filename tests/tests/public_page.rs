@@ -432,7 +432,7 @@ role = "water"
 
     // data.json: the figures computed by hand.
     let j: serde_json::Value = serde_json::from_str(&json.body).unwrap();
-    assert_eq!(j["version"], 1);
+    assert_eq!(j["version"], 2);
     assert_eq!(j["licence"], "CC-BY-4.0");
     assert_eq!(j["site"]["name"], "Nord-1 data centre");
     assert_eq!(j["period"]["year"], year);
@@ -444,16 +444,24 @@ role = "water"
         );
     };
     let t = &j["total"];
-    close(&t["facility_energy_kwh"], 1_780_000.0);
-    close(&t["it_energy_kwh"], 1_200_000.0);
+    let months = j["months"].as_array().unwrap();
+    assert_eq!(months.len(), 12);
+    close(&t["facility_energy_kwh"]["value"], 1_780_000.0);
+    close(&t["it_energy_kwh"]["value"], 1_200_000.0);
+    // Each amount has its own status: the grid meter is read in full, the
+    // IT meter's February is estimated.
+    assert_eq!(t["facility_energy_kwh"]["status"], "measured");
+    close(&t["facility_energy_kwh"]["coverage"], 1.0);
+    assert_eq!(t["it_energy_kwh"]["status"], "estimated");
+    assert_eq!(months[0]["it_energy_kwh"]["status"], "measured");
     close(&t["pue"]["value"], pue);
     assert_eq!(t["pue"]["status"], "estimated");
     close(&t["pue"]["coverage"], 1.0);
     close(&t["erf"]["value"], erf);
     close(&t["wue_l_per_kwh"]["value"], wue);
-    close(&t["emissions_location_based_t_co2e"], location_t);
-    let months = j["months"].as_array().unwrap();
-    assert_eq!(months.len(), 12);
+    close(&t["emissions_location_based_t_co2e"]["value"], location_t);
+    // The configured yearly factor applied to every hour: an estimate.
+    assert_eq!(t["emissions_location_based_t_co2e"]["status"], "estimated");
     close(&months[0]["pue"]["value"], 1.5);
     assert_eq!(months[0]["pue"]["status"], "measured");
     close(&months[1]["pue"]["value"], 1.3);
@@ -510,7 +518,14 @@ role = "water"
     assert!(figure_row(&dom, "erf").contains(&format!("{:.1}&nbsp;%", erf * 100.0)));
     assert!(figure_row(&dom, "wue").contains(&format!("{wue:.2}&nbsp;L/kWh")));
     assert!(figure_row(&dom, "emissions-location").contains(&format!("{location_t:.2}")));
-    assert!(figure_row(&dom, "facility-energy").contains("1,780.00&nbsp;MWh"));
+    let facility = figure_row(&dom, "facility-energy");
+    assert!(facility.contains("1,780.00&nbsp;MWh"), "{facility}");
+    assert!(facility.contains("<td>measured</td>"), "{facility}");
+    let it = figure_row(&dom, "it-energy");
+    assert!(
+        it.contains("1,200.00&nbsp;MWh") && it.contains("flag est"),
+        "{it}"
+    );
     // Every month, February estimated, January measured.
     for (i, name) in MONTHS.iter().enumerate() {
         let r = month_row(&dom, &format!("{year}-{:02}", i + 1));
@@ -519,10 +534,13 @@ role = "water"
     let feb = month_row(&dom, &format!("{year}-02"));
     assert!(feb.contains("1.30") && feb.contains("flag est"), "{feb}");
     let jan = month_row(&dom, &format!("{year}-01"));
+    // January: energy and PUE measured, no badge; its emissions rest on
+    // the configured yearly factor, so they are flagged estimated.
     assert!(
-        jan.contains("<td>1.50</td>") && !jan.contains("flag"),
+        jan.contains("<td>150.00</td><td>100.00</td><td>1.50</td>"),
         "{jan}"
     );
+    assert_eq!(jan.matches("flag est").count(), 2, "{jan}");
     // The legend, three charts with titles, methodology, coverage, data.
     assert!(dom.contains("class=\"legend\""));
     assert_eq!(dom.matches("<svg").count(), 3);

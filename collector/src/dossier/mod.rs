@@ -450,24 +450,6 @@ fn figure_row(
     ]
 }
 
-fn energy_row(name: &str, kwh: Option<f64>, basis: &report::Value) -> Vec<String> {
-    let mut s = num(mwh(kwh), 3);
-    if basis.status == "estimated" && kwh.is_some() {
-        s = format!("{s} {ESTIMATED}");
-    }
-    vec![
-        name.into(),
-        s,
-        "MWh".into(),
-        if kwh.is_some() {
-            basis.status.into()
-        } else {
-            "undefined".into()
-        },
-        pct(basis.coverage),
-    ]
-}
-
 fn month_labels(months: &[Span]) -> Vec<String> {
     months.iter().map(|m| m.label.clone()).collect()
 }
@@ -560,36 +542,40 @@ pub fn content(f: &Facts) -> Dossier {
         "Coverage".into(),
     ];
     let rows = vec![
-        energy_row("Facility energy E_DC", t.facility_kwh, &t.pue),
-        energy_row("IT energy E_IT", t.it_kwh, &t.pue),
-        energy_row("Heat reused E_reused (thermal)", t.heat_reused_kwh, &t.erf),
-        energy_row("Renewable energy E_renewable", t.renewable_kwh, &t.ref_),
+        figure_row("Facility energy E_DC", &t.facility_kwh, "MWh", 3, 1e-3),
+        figure_row("IT energy E_IT", &t.it_kwh, "MWh", 3, 1e-3),
+        figure_row(
+            "Heat reused E_reused (thermal)",
+            &t.heat_reused_kwh,
+            "MWh",
+            3,
+            1e-3,
+        ),
+        figure_row(
+            "Renewable energy E_renewable",
+            &t.renewable_kwh,
+            "MWh",
+            3,
+            1e-3,
+        ),
         figure_row("PUE (E_DC / E_IT)", &t.pue, "ratio", 3, 1.0),
         figure_row("ERF (E_reused / E_DC)", &t.erf, "%", 1, 100.0),
         figure_row("REF (E_renewable / E_DC)", &t.ref_, "%", 1, 100.0),
         figure_row("WUE (water / E_IT)", &t.wue, "L/kWh", 3, 1.0),
-        vec![
-            "Scope 2 emissions, location-based".into(),
-            num(t.emissions_location_t, 3),
-            "t CO2e".into(),
-            if t.emissions_location_t.is_some() {
-                "computed".into()
-            } else {
-                "undefined".into()
-            },
-            String::new(),
-        ],
-        vec![
-            "Scope 2 emissions, market-based".into(),
-            num(t.emissions_market_t, 3),
-            "t CO2e".into(),
-            if t.emissions_market_t.is_some() {
-                "computed".into()
-            } else {
-                "undefined".into()
-            },
-            String::new(),
-        ],
+        figure_row(
+            "Scope 2 emissions, location-based",
+            &t.emissions_location_t,
+            "t CO2e",
+            3,
+            1.0,
+        ),
+        figure_row(
+            "Scope 2 emissions, market-based",
+            &t.emissions_market_t,
+            "t CO2e",
+            3,
+            1.0,
+        ),
     ];
     b.push(Block::Table(Table {
         caption: format!("Site figures, {}", t.label),
@@ -597,7 +583,7 @@ pub fn content(f: &Facts) -> Dossier {
         rows,
     }));
     b.push(Block::Note(
-        "Energy rows carry the status and coverage of the indicator they feed (E_DC and E_IT: PUE; heat: ERF; renewable: REF). Coverage is the share of the period covered by samples of the least covered input.".into(),
+        "Each energy row carries the status and coverage of its own meters; each indicator those of the least trustworthy of its inputs. Coverage is the share of the period covered by samples (of the least covered input).".into(),
     ));
     // 2. Targets.
     b.push(Block::Heading(2, "2 EnEfG targets".into()));
@@ -647,11 +633,11 @@ pub fn content(f: &Facts) -> Dossier {
         series: vec![
             SeriesData {
                 name: "Facility E_DC".into(),
-                values: months.iter().map(|m| mwh(m.facility_kwh)).collect(),
+                values: months.iter().map(|m| mwh(m.facility_kwh.value)).collect(),
             },
             SeriesData {
                 name: "IT E_IT".into(),
-                values: months.iter().map(|m| mwh(m.it_kwh)).collect(),
+                values: months.iter().map(|m| mwh(m.it_kwh.value)).collect(),
             },
         ],
         kind: Kind::Bars,
@@ -672,12 +658,13 @@ pub fn content(f: &Facts) -> Dossier {
             rows: months
                 .iter()
                 .map(|m| {
+                    let (status, coverage) = report::Value::worst_of(&[&m.facility_kwh, &m.it_kwh]);
                     vec![
                         m.label.clone(),
-                        num(mwh(m.facility_kwh), 3),
-                        num(mwh(m.it_kwh), 3),
-                        m.pue.status.into(),
-                        pct(m.pue.coverage),
+                        flagged(&m.facility_kwh, 3, 1e-3),
+                        flagged(&m.it_kwh, 3, 1e-3),
+                        status.into(),
+                        pct(coverage),
                     ]
                 })
                 .collect(),
@@ -753,7 +740,10 @@ pub fn content(f: &Facts) -> Dossier {
     b.push(Block::Heading(2, "5 Heat profile over the year".into()));
     let mut heat_series = vec![SeriesData {
         name: "Heat reused (measured)".into(),
-        values: months.iter().map(|m| mwh(m.heat_reused_kwh)).collect(),
+        values: months
+            .iter()
+            .map(|m| mwh(m.heat_reused_kwh.value))
+            .collect(),
     }];
     let mut heat_header = vec!["Month".to_owned(), "Heat reused (MWh th)".into()];
     if let Some(r) = &f.heat_removed {
@@ -822,7 +812,7 @@ pub fn content(f: &Facts) -> Dossier {
     });
     b.push(Block::Note(format!(
         "Heat reused is the heat-delivered meter (heat handed to a user outside the boundary); period total {} MWh thermal, ERF {}. Heat removed and rejected appear when their meters are configured{}.",
-        num(mwh(t.heat_reused_kwh), 3),
+        num(mwh(t.heat_reused_kwh.value), 3),
         flagged(&t.erf, 1, 100.0) + if t.erf.value.is_some() { " %" } else { "" },
         if projected.is_some() {
             "; the study's projection is its hourly profile summed by month"
@@ -1182,16 +1172,16 @@ mod tests {
             label: label.into(),
             from_ms: 0,
             to_ms: 1,
-            facility_kwh: Some(dc),
-            it_kwh: Some(it),
-            heat_reused_kwh: Some(dc * 0.1),
-            renewable_kwh: None,
+            facility_kwh: v(Some(dc), status),
+            it_kwh: v(Some(it), status),
+            heat_reused_kwh: v(Some(dc * 0.1), status),
+            renewable_kwh: v(None, "undefined"),
             pue: v(Some(dc / it), status),
             erf: v(Some(0.1), status),
             ref_: v(None, "undefined"),
             wue: v(None, "undefined"),
-            emissions_location_t: None,
-            emissions_market_t: None,
+            emissions_location_t: v(None, "undefined"),
+            emissions_market_t: v(None, "undefined"),
         }
     }
 
@@ -1322,7 +1312,17 @@ mod tests {
         let s = String::from_utf8_lossy(&pdf);
         assert!(s.starts_with("%PDF-"));
         assert!(s.contains("(1 Summary) Tj"));
-        assert!(s.contains("(1.500 \\(estimated\\)) Tj") || s.contains("(1.500 (estimated)) Tj"));
+        // The estimated PUE is marked, on one line or wrapped onto the
+        // next (the next text shown after the value).
+        let marked = s.contains("(1.500 (estimated)) Tj")
+            || s.contains("(1.500 \\(estimated\\)) Tj")
+            || s.find("(1.500) Tj").is_some_and(|at| {
+                let rest = &s[at + "(1.500) Tj".len()..];
+                let next = rest.find(") Tj").map_or("", |end| &rest[..end]);
+                next.ends_with("(estimated)") || next.ends_with("\\(estimated\\)")
+            });
+        let at = s.find("(1.500").unwrap_or(0);
+        assert!(marked, "{}", &s[at..(at + 200).min(s.len())]);
         let count: usize = s
             .split("/Count ")
             .nth(1)
