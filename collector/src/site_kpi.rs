@@ -449,6 +449,15 @@ register = { host = "facility", sensor = "hm:1", quantity = "heat-energy-kwh" }
         Metrics::new("FR", GramsPerKwh(50.0))
     }
 
+    /// The sample batch, from `host`, with one reading and no gauges.
+    fn one_reading(host: &str) -> vigie_protocol::TelemetryBatch {
+        let mut batch = vigie_protocol::samples::telemetry();
+        batch.host = host.into();
+        batch.gauges.clear();
+        batch.readings.truncate(1);
+        batch
+    }
+
     #[test]
     fn meter_power_sums_the_latest_power_of_every_sensor() {
         let m = unused_metrics();
@@ -465,10 +474,7 @@ register = { host = "h", sensor = "hm:1", quantity = "heat-energy-kwh" }
 "#,
         )
         .unwrap();
-        let mut batch = vigie_protocol::samples::telemetry();
-        batch.host = "h".into();
-        batch.gauges.clear();
-        batch.readings.truncate(1);
+        let mut batch = one_reading("h");
         batch.readings[0].sensor = "pdu:1".into();
         batch.readings[0].power_w = Some(100.0);
         m.accepted(&batch, batch.readings[0].end_ms);
@@ -515,10 +521,7 @@ sensors = [{ host = "fac", sensor = "pdu:2" }]
         m.set_meter_sensors(meter_sensors(&site));
         // 2 J of mains already in the ledger at start.
         m.seed("fac", "meter:mains", Microjoules(2_000_000), Microjoules(0));
-        let mut batch = vigie_protocol::samples::telemetry();
-        batch.host = "fac".into();
-        batch.gauges.clear();
-        batch.readings.truncate(1);
+        let mut batch = one_reading("fac");
         let reading = |sensor: &str, uj: u64, q: Quality| {
             let mut r = batch.readings[0].clone();
             r.sensor = sensor.into();
