@@ -46,6 +46,12 @@ pub struct AppState {
     /// The site's PUE over the last week for the signals, and when it was
     /// computed (it needs a pass over the facility meters).
     pue_cache: Arc<Mutex<PueCache>>,
+    /// One PUE computation at a time: the API has one ledger connection,
+    /// and at 2,000 signal requests a second an expired cache would
+    /// otherwise queue one computation per request.
+    pue_refresh: Arc<tokio::sync::Mutex<()>>,
+    /// How many times the PUE was computed (for tests).
+    pue_computed: Arc<std::sync::atomic::AtomicU64>,
     /// Grid points for the signal routes.
     points_cache: Arc<crate::signals::PointsCache>,
     /// Signs exports served over HTTP.
@@ -93,6 +99,8 @@ impl AppState {
             carbon: Arc::new(carbon),
             site: Arc::new(site),
             pue_cache: Arc::new(Mutex::new(None)),
+            pue_refresh: Arc::new(tokio::sync::Mutex::new(())),
+            pue_computed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             points_cache: Arc::new(crate::signals::PointsCache::default()),
             signing_key: None,
             public: Arc::new(crate::public::PublicState::default()),
@@ -133,16 +141,44 @@ impl AppState {
 
     /// The site's PUE over the seven days before `now`, recomputed at most
     /// every five minutes; `None` without facility and IT meters or when
-    /// the figure is incomplete.
+    /// the figure is incomplete. A value expired less than an hour ago is
+    /// still answered while one background task recomputes it; without
+    /// such a value, concurrent callers wait for one computation.
     pub async fn measured_pue(&self, now: i64) -> Result<Option<MeasuredPue>, ApiError> {
-        const WEEK: i64 = 7 * 86_400_000;
         const REFRESH: i64 = 300_000;
-        if let Ok(g) = self.pue_cache.lock()
-            && let Some((at, v)) = *g
-            && (0..REFRESH).contains(&(now - at))
+        const USABLE: i64 = HOUR_MS;
+        let fresh = |at: i64| (now - at).abs() < REFRESH;
+        let cached = || self.pue_cache.lock().ok().and_then(|g| *g);
+        if let Some((at, v)) = cached()
+            && (now - at).abs() < USABLE
+        {
+            if !fresh(at)
+                && let Ok(guard) = self.pue_refresh.clone().try_lock_owned()
+            {
+                let state = self.clone();
+                tokio::spawn(async move {
+                    let _one_at_a_time = guard;
+                    if let Err(e) = state.compute_pue(now).await {
+                        tracing::debug!(error = %e, "measured PUE not refreshed");
+                    }
+                });
+            }
+            return Ok(v);
+        }
+        let _one_at_a_time = self.pue_refresh.lock().await;
+        if let Some((at, v)) = cached()
+            && fresh(at)
         {
             return Ok(v);
         }
+        self.compute_pue(now).await
+    }
+
+    /// Computes the measured PUE for [`AppState::measured_pue`] and caches it.
+    async fn compute_pue(&self, now: i64) -> Result<Option<MeasuredPue>, ApiError> {
+        const WEEK: i64 = 7 * 86_400_000;
+        self.pue_computed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let site = self.site.clone();
         let carbon = self.carbon.clone();
         // Whole hours: a period cut inside a minute has a sliver no bucket
@@ -985,5 +1021,74 @@ sensors = [{ host = "f", sensor = "it" }]
         assert!((pue.value - 1.5).abs() < 1e-9, "{pue:?}");
         assert_eq!(pue.status, "measured");
         assert_eq!(pue.from_ms % HOUR_MS, 0);
+    }
+
+    /// Counts how many times the state computed the PUE.
+    fn computed(state: &AppState) -> u64 {
+        state
+            .pue_computed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_measured_pue_is_computed_once_however_many_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        drop(store::open(&db).unwrap());
+        let site: crate::site::SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n[[meters]]\nname = \"it\"\nrole = \"it\"\nsensors = [{ host = \"f\", sensor = \"it\" }]\n",
+        )
+        .unwrap();
+        let state = AppState::new(
+            db,
+            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
+            Factor {
+                zone: "FR".into(),
+                g_per_kwh: 50.0,
+                kind: "average",
+                source: "test".into(),
+                estimated: false,
+            },
+            crate::config::CarbonConfig::default(),
+            site,
+        );
+        let now = 1_795_000_000_000;
+        // Fifty requests at once before any value: one computation.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let s = state.clone();
+            set.spawn(async move { s.measured_pue(now).await.unwrap() });
+        }
+        while let Some(r) = set.join_next().await {
+            // An empty ledger: no PUE, and that answer is cached too.
+            assert_eq!(r.unwrap(), None);
+        }
+        assert_eq!(computed(&state), 1);
+        // Within five minutes: from the cache.
+        state.measured_pue(now + 299_000).await.unwrap();
+        assert_eq!(computed(&state), 1);
+        // Expired: fifty callers get the cached answer at once and one
+        // background task recomputes.
+        let later = now + 301_000;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let s = state.clone();
+            set.spawn(async move { s.measured_pue(later).await.unwrap() });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap(), None);
+        }
+        for _ in 0..200 {
+            if computed(&state) == 2 && state.pue_refresh.try_lock().is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(computed(&state), 2);
+        state.measured_pue(later + 1_000).await.unwrap();
+        assert_eq!(computed(&state), 2);
+        // More than an hour old: not answered stale but recomputed first.
+        state.measured_pue(later + 2 * HOUR_MS).await.unwrap();
+        assert_eq!(computed(&state), 3);
     }
 }
