@@ -129,6 +129,10 @@ impl AppState {
         let cache = self.points_cache.clone();
         self.read(move |c| {
             if PointsCache::covers(from_ms, to_ms, now) {
+                // Requests queued behind a reload find it done.
+                if let Some(v) = cache.get(&zone, from_ms, to_ms, want, now) {
+                    return Ok(v);
+                }
                 cache.load(c, &zone, now)?;
                 if let Some(v) = cache.get(&zone, from_ms, to_ms, want, now) {
                     return Ok(v);
