@@ -229,8 +229,8 @@ impl Ingestor {
     }
 }
 
-/// The sensors of `batch` its host does not have yet; `Err` when they
-/// would take it past the limit. The caller stages them once the batch
+/// The sensors `batch` names (readings and gauges) its host does not
+/// have yet; `Err` when they would take it past the limit. The caller stages them once the batch
 /// is in (not a duplicate), and they join the known ones on commit.
 fn new_sensors(
     sensors: &HashMap<String, HashSet<String>>,
@@ -243,10 +243,11 @@ fn new_sensors(
     let is_known =
         |s: &str| known.is_some_and(|k| k.contains(s)) || staged.is_some_and(|k| k.contains(s));
     // A batch holds runs of one sensor's samples: look each run up once.
+    // Gauges name sensors too (metric series, register rows).
     let mut new: Vec<&str> = Vec::new();
     let mut prev: Option<&str> = None;
-    for r in &batch.readings {
-        let s = r.sensor.as_str();
+    let names = batch.readings.iter().map(|r| r.sensor.as_str());
+    for s in names.chain(batch.gauges.iter().map(|g| g.sensor.as_str())) {
         if prev != Some(s) {
             prev = Some(s);
             if !is_known(s) {
@@ -384,11 +385,13 @@ mod tests {
         assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 1);
     }
 
-    /// A batch of `host` (seq `seq`) with one reading per sensor.
+    /// A batch of `host` (seq `seq`) with one reading per sensor and no
+    /// gauge.
     fn with_sensors(host: &str, seq: u64, sensors: &[&str]) -> TelemetryBatch {
         let mut b = samples::telemetry();
         b.host = host.into();
         b.seq = seq;
+        b.gauges.clear();
         let r = b.readings[0].clone();
         b.readings = sensors
             .iter()
@@ -479,6 +482,51 @@ mod tests {
             .collect();
         assert_eq!(sensors.len(), 6, "{sensors:?}");
         assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 3);
+    }
+
+    #[test]
+    fn gauges_count_against_the_limit_and_a_restart_knows_every_sensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let mut ing = Ingestor::new(store::open(&path).unwrap(), Limits::default())
+            .with_max_sensors_per_host(3);
+        // Two reading sensors and a register gauge on a third: 3 in all.
+        let mut b = with_sensors("node-01", 1, &["pdu:1", "pdu:2"]);
+        let mut g = samples::telemetry().gauges.remove(0);
+        g.sensor = "heat:1".into();
+        g.quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh;
+        b.gauges = vec![g.clone()];
+        // A known reading with a fourth name only in a gauge: refused.
+        let mut over = with_sensors("node-01", 2, &["pdu:1"]);
+        let mut g4 = g.clone();
+        g4.sensor = "temp:1".into();
+        over.gauges = vec![g4];
+        let out = ing.ingest_group(&[msg(&b), msg(&over)], NOW).unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(got, ["accepted", "too_many_sensors"]);
+        drop(ing);
+
+        // After a restart the ledger's sensors (energy rows and registers)
+        // are known again: still full.
+        let conn = store::open(&path).unwrap();
+        let totals = store::totals(&conn).unwrap();
+        let registers = store::register_sensors(&conn).unwrap();
+        assert_eq!(registers, [("node-01".to_owned(), "heat:1".to_owned())]);
+        let mut ing = Ingestor::new(conn, Limits::default())
+            .with_max_sensors_per_host(3)
+            .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())))
+            .with_known_sensors(registers.iter().map(|(h, s)| (h.as_str(), s.as_str())));
+        let out = ing
+            .ingest_group(
+                &[
+                    msg(&with_sensors("node-01", 3, &["pdu:3"])),
+                    msg(&with_sensors("node-01", 4, &["pdu:2", "pdu:1"])),
+                ],
+                NOW,
+            )
+            .unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(got, ["too_many_sensors", "accepted"]);
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub async fn run(
     ));
     metrics.set_meter_sensors(site_kpi::meter_sensors(&cfg.site));
     let totals = store::totals(&conn).map_err(store_err)?;
+    let registers = store::register_sensors(&conn).map_err(store_err)?;
     for (host, sensor, a) in &totals {
         metrics.seed(
             host,
@@ -167,8 +168,9 @@ pub async fn run(
     }
     let ingestor = Ingestor::new(conn, cfg.limits())
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
-        .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())));
-    drop(totals);
+        .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())))
+        .with_known_sensors(registers.iter().map(|(h, s)| (h.as_str(), s.as_str())));
+    drop((totals, registers));
 
     let (tx, rx) = mpsc::channel::<mqtt::Delivery>(4 * cfg.ingest.max_group.max(1));
     let stopping = Arc::new(AtomicBool::new(false));

@@ -525,17 +525,17 @@ impl Metrics {
                         host: host.to_owned(),
                     })
                     .inc_by(emissions(e, self.intensity).0);
-                let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
-                if let Some(meters) = index.get(host).and_then(|h| h.get(sensor)) {
-                    self.add_meter_energy(meters, q, e);
-                }
             }
         }
     }
 
     /// Declares which sensors make up each site meter read by agents, as
-    /// (host, sensor, meter, role); call before [`Metrics::seed`]. Their
-    /// readings then also count into `vigie_meter_energy_joules_total`.
+    /// (host, sensor, meter, role). Their readings then also count into
+    /// `vigie_meter_energy_joules_total`. Those counters start at zero
+    /// with the process (not at the ledger's totals, which
+    /// [`Metrics::seed`] gives the per-sensor counters): a meter's sensors
+    /// may change with the configuration, and a counter seeded from a
+    /// different set would jump; Prometheus reads the restart as a reset.
     pub fn set_meter_sensors(&self, sensors: Vec<(String, String, String, &'static str)>) {
         let mut index = MeterIndex::new();
         for (host, sensor, meter, role) in sensors {

@@ -8,8 +8,8 @@ use crate::ingest::Message;
 use crate::metrics::Metrics;
 use rumqttc::{
     AckMode, AsyncClient, BrokerSessionResumePolicy, ConnectionError, Event,
-    IncomingPacketSizeLimit, MqttOptions, Packet, QoS, SessionMode, SubscribeReasonCode,
-    TlsConfiguration, Transport,
+    IncomingPacketSizeLimit, MqttOptions, Packet, QoS, SessionMode, SubscribeFilter,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,35 @@ pub struct Delivery {
     pub message: Message,
     /// Call after commit.
     pub ack: Ack,
+}
+
+/// What a SUBACK says of the collector's subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubAckVerdict {
+    /// Every filter granted at QoS 1 or 2: messages reach the collector
+    /// at least once.
+    Subscribed,
+    /// A filter refused, or granted at QoS 0 (no redelivery after a
+    /// crash): not ready.
+    Refused,
+    /// Not the acknowledgement of our one SUBSCRIBE of `filters` filters.
+    Other,
+}
+
+fn suback_verdict(codes: &[SubscribeReasonCode], filters: usize) -> SubAckVerdict {
+    let at_least_once = |c: &SubscribeReasonCode| {
+        matches!(
+            c,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce | QoS::ExactlyOnce)
+        )
+    };
+    if !codes.iter().all(at_least_once) {
+        SubAckVerdict::Refused
+    } else if codes.len() == filters {
+        SubAckVerdict::Subscribed
+    } else {
+        SubAckVerdict::Other
+    }
 }
 
 /// Handle on the subscription.
@@ -85,20 +114,26 @@ pub fn subscribe(
     let sub_client = client.clone();
     let task = tokio::spawn(async move {
         let mut was_down = false;
-        // Subscriptions of this connection not yet acknowledged.
-        let mut awaiting = 0usize;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %server, "connected");
                     was_down = false;
                     metrics.set_subscribed(false);
-                    awaiting = filters.len();
-                    for f in &filters {
-                        if let Err(e) = sub_client.subscribe(f.clone(), QoS::AtLeastOnce).await {
-                            tracing::error!(filter = %f, error = %e, "subscribe failed");
+                    // One SUBSCRIBE for every filter, queued from another
+                    // task: this one must keep polling, since the request
+                    // channel it would wait on is drained only by polling
+                    // (and may be full of acknowledgements after an outage).
+                    let client = sub_client.clone();
+                    let wanted: Vec<SubscribeFilter> = filters
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+                        .collect();
+                    tokio::spawn(async move {
+                        if let Err(e) = client.subscribe_many(wanted).await {
+                            tracing::error!(error = %e, "subscribe not queued");
                         }
-                    }
+                    });
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let message = Message {
@@ -117,19 +152,16 @@ pub fn subscribe(
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    let refused = ack
-                        .return_codes
-                        .iter()
-                        .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
-                        .count();
-                    if refused > 0 {
-                        tracing::error!(broker = %server, codes = ?ack.return_codes, "the broker refused a subscription; check its ACL for this client");
-                    } else if awaiting > 0 {
-                        awaiting -= 1;
-                        if awaiting == 0 {
+                    match suback_verdict(&ack.return_codes, filters.len()) {
+                        SubAckVerdict::Subscribed => {
                             tracing::info!(broker = %server, "subscribed");
                             metrics.set_subscribed(true);
                         }
+                        SubAckVerdict::Refused => {
+                            tracing::error!(broker = %server, codes = ?ack.return_codes, "the broker refused a subscription or granted it below QoS 1; check its ACL for this client");
+                            metrics.set_subscribed(false);
+                        }
+                        SubAckVerdict::Other => {}
                     }
                 }
                 Ok(_) => {}
@@ -144,6 +176,7 @@ pub fn subscribe(
                 }
             }
         }
+        metrics.set_subscribed(false);
     });
     Ok(Subscription { client, task })
 }
@@ -156,5 +189,33 @@ impl Subscription {
         if tokio::time::timeout(timeout, self.task).await.is_err() {
             tracing::warn!("MQTT event loop did not stop in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_filter_is_granted_at_least_once() {
+        use SubscribeReasonCode::{NotAuthorized, Success};
+        let ok = Success(QoS::AtLeastOnce);
+        assert_eq!(
+            suback_verdict(&[ok, ok, Success(QoS::ExactlyOnce)], 3),
+            SubAckVerdict::Subscribed
+        );
+        // One filter refused by an ACL.
+        assert_eq!(
+            suback_verdict(&[ok, NotAuthorized, ok], 3),
+            SubAckVerdict::Refused
+        );
+        // Granted at QoS 0: nothing would be redelivered after a crash.
+        assert_eq!(
+            suback_verdict(&[ok, Success(QoS::AtMostOnce), ok], 3),
+            SubAckVerdict::Refused
+        );
+        // Not the acknowledgement of our SUBSCRIBE of three filters.
+        assert_eq!(suback_verdict(&[ok], 3), SubAckVerdict::Other);
+        assert_eq!(suback_verdict(&[], 3), SubAckVerdict::Other);
     }
 }

@@ -154,16 +154,26 @@ fn input_status(i: &InputUsed) -> &'static str {
     }
 }
 
-/// An amount that is the sum of the inputs `pick` selects in the first
-/// figure that has any: its total, the worst status of its parts and the
-/// least coverage. `undefined` when no figure has such an input (no
-/// meter for it).
-fn amount(figs: &[Figure], pick: &dyn Fn(&str) -> bool) -> Value {
-    let parts: Vec<&InputUsed> = figs
+/// An amount: the inputs `pick` selects in the first figure that has
+/// any (what the indicators used), else the totals of the meters whose
+/// role is in `roles` (a meter no indicator can use, e.g. IT energy
+/// without a grid meter). Its value is their sum, its status the worst of
+/// theirs and its coverage the least; `undefined` with neither (no meter).
+fn amount(f: &site::SiteFigures, pick: &dyn Fn(&str) -> bool, roles: &[site::Role]) -> Value {
+    let mut parts: Vec<&InputUsed> = f
+        .figures
         .iter()
-        .map(|f| f.inputs.iter().filter(|i| pick(i.name)).collect::<Vec<_>>())
+        .map(|x| x.inputs.iter().filter(|i| pick(i.name)).collect::<Vec<_>>())
         .find(|p| !p.is_empty())
         .unwrap_or_default();
+    if parts.is_empty() {
+        parts = f
+            .totals
+            .iter()
+            .filter(|(_, role, _)| roles.contains(role))
+            .map(|(_, _, i)| i)
+            .collect();
+    }
     if parts.is_empty() {
         return Value {
             value: None,
@@ -242,10 +252,14 @@ pub fn span(
             label,
             from_ms,
             to_ms,
-            facility_kwh: amount(&f.figures, &|n| n == "E_DC"),
-            it_kwh: amount(&f.figures, &|n| n == "E_IT"),
-            heat_reused_kwh: amount(&f.figures, &|n| n == "E_reused"),
-            renewable_kwh: amount(&f.figures, &|n| n.starts_with("E_renewable")),
+            facility_kwh: amount(
+                &f,
+                &|n| n == "E_DC",
+                &[site::Role::GridImport, site::Role::OnsiteGeneration],
+            ),
+            it_kwh: amount(&f, &|n| n == "E_IT", &[site::Role::It]),
+            heat_reused_kwh: amount(&f, &|n| n == "E_reused", &[site::Role::HeatDelivered]),
+            renewable_kwh: amount(&f, &|n| n.starts_with("E_renewable"), &[]),
             pue: value(find(&|i| matches!(i, Indicator::Pue { .. }))),
             erf: value(find(&|i| *i == Indicator::Erf)),
             ref_: value(find(&|i| *i == Indicator::Ref)),
@@ -340,5 +354,25 @@ mod tests {
         assert_eq!(half.facility_kwh.coverage, Some(0.5));
         // No IT meter: its amount is undefined, not incomplete.
         assert_eq!(half.it_kwh.status, "undefined");
+
+        // An IT meter and no grid meter: no indicator uses it, but its
+        // amount is still the meter's own.
+        for h in 0..24 {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', 'it', ?1, 0, ?2)",
+                rusqlite::params![h * H, 1_800_000_000_000i64],
+            )
+            .unwrap();
+        }
+        let it_only: SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"it\"\nrole = \"it\"\nsensors = [{ host = \"f\", sensor = \"it\" }]\n",
+        )
+        .unwrap();
+        let (day, _) = span(&conn, &it_only, &carbon, "d1".into(), 0, 24 * H).unwrap();
+        assert_eq!(day.it_kwh.value, Some(12.0));
+        assert_eq!(day.it_kwh.status, "estimated");
+        assert_eq!(day.it_kwh.coverage, Some(1.0));
+        assert_eq!(day.facility_kwh.status, "undefined");
+        assert_eq!(day.pue.status, "undefined");
     }
 }

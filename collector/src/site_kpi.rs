@@ -138,7 +138,8 @@ pub fn meter_power(metrics: &Metrics, site: &SiteConfig) -> Vec<(String, &'stati
 /// The sensors of every energy meter read by agents, as (host, sensor,
 /// meter, role), for [`Metrics::set_meter_sensors`].
 pub fn meter_sensors(site: &SiteConfig) -> Vec<(String, String, String, &'static str)> {
-    site.meters
+    let mut out: Vec<_> = site
+        .meters
         .iter()
         .filter(|m| !m.role.is_water())
         .flat_map(|m| {
@@ -151,7 +152,11 @@ pub fn meter_sensors(site: &SiteConfig) -> Vec<(String, String, String, &'static
                 )
             })
         })
-        .collect()
+        .collect();
+    // A sensor listed twice in one meter counts once.
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Refreshes the gauges of `period` at `now_ms`. In the first minute of a
@@ -505,7 +510,7 @@ sensors = [{ host = "fac", sensor = "meter:mains" }]
 [[meters]]
 name = "pdus"
 role = "it"
-sensors = [{ host = "fac", sensor = "pdu:1" }, { host = "fac", sensor = "pdu:2" }]
+sensors = [{ host = "fac", sensor = "pdu:1" }, { host = "fac", sensor = "pdu:2" }, { host = "fac", sensor = "pdu:1" }]
 [[meters]]
 name = "hall-a"
 role = "zone-it"
@@ -519,7 +524,8 @@ sensors = [{ host = "fac", sensor = "pdu:2" }]
         )
         .unwrap();
         m.set_meter_sensors(meter_sensors(&site));
-        // 2 J of mains already in the ledger at start.
+        // 2 J of mains already in the ledger at start: the sensor's
+        // counter starts there, the meter's at zero.
         m.seed("fac", "meter:mains", Microjoules(2_000_000), Microjoules(0));
         let mut batch = one_reading("fac");
         let reading = |sensor: &str, uj: u64, q: Quality| {
@@ -557,14 +563,14 @@ sensors = [{ host = "fac", sensor = "pdu:2" }]
                 .parse()
                 .unwrap()
         };
-        assert_eq!(value(line("mains", "grid-import", "measured")), 12.0);
+        assert_eq!(value(line("mains", "grid-import", "measured")), 10.0);
         assert_eq!(value(line("pdus", "it", "measured")), 3.0);
         assert_eq!(value(line("pdus", "it", "estimated")), 4.0);
         assert_eq!(value(line("hall-a", "zone-it", "measured")), 3.0);
         assert!(!text.contains("meter=\"water\""), "{text}");
-        // 12 J = 1/300000 kWh at 50 g/kWh.
+        // 10 J at 50 g/kWh.
         let l = "vigie_site_emissions_location_grams_total{meter=\"mains\"} ".to_owned();
-        assert!((value(l) - 12.0 / 3.6e6 * 50.0).abs() < 1e-12);
+        assert!((value(l) - 10.0 / 3.6e6 * 50.0).abs() < 1e-12);
         assert!(!text.contains("role=\"water\""), "{text}");
     }
 

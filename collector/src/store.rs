@@ -6,7 +6,7 @@
 //! the energy they carry commit together or not at all, which is what makes
 //! acknowledging after commit safe.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -192,6 +192,34 @@ pub fn record_registers(
         ])?;
     }
     Ok(())
+}
+
+/// Every (host, sensor) with register values, in order: one index seek
+/// per pair (a skip scan), not a pass over the values.
+pub fn register_sensors(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut same_host = conn.prepare(
+        "SELECT sensor FROM registers WHERE host = ?1 AND sensor > ?2 ORDER BY sensor LIMIT 1",
+    )?;
+    let mut next_host = conn.prepare(
+        "SELECT host, sensor FROM registers WHERE host > ?1 ORDER BY host, sensor LIMIT 1",
+    )?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut at: Option<(String, String)> = next_host
+        .query_row(params![""], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    while let Some((host, sensor)) = at {
+        at = match same_host
+            .query_row(params![host, sensor], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            Some(next) => Some((host.clone(), next)),
+            None => next_host
+                .query_row(params![host], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+        };
+        out.push((host, sensor));
+    }
+    Ok(out)
 }
 
 /// Register values of (`host`, `sensor`, `quantity`) in [`from_ms`,
