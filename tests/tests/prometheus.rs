@@ -178,8 +178,10 @@ fn start_site() -> Site {
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
              scrape_configs:\n  - job_name: vigie-collector\n    metrics_path: /metrics\n    \
-             static_configs:\n      - targets: [\"{http}\"]\n"
+             static_configs:\n      - targets: [\"{http}\"]\n",
+            dashboards_dir().join("alerts/vigie-alerts.yml").display()
         ),
     )
     .unwrap();
@@ -335,6 +337,58 @@ fn every_dashboard_panel_query_returns_data_from_a_real_prometheus() {
             || (query(site.prom_addr, &check).ok()? == 1).then_some(()),
         );
         assert!(held.is_ok(), "{what}: {check}");
+    }
+
+    // The alerting rules load and evaluate against the live metrics
+    // without error.
+    let rules = wait_for(
+        "every alerting rule evaluated",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let v = http_get(site.prom_addr, "/api/v1/rules")
+                .ok()?
+                .json()
+                .ok()?;
+            let rules: Vec<serde_json::Value> = v["data"]["groups"]
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            let evaluated = rules.iter().all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            });
+            (rules.len() >= 10 && evaluated).then_some(rules)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.prom.log_tail()));
+    for r in &rules {
+        assert_eq!(r["health"], "ok", "{r}");
+    }
+}
+
+#[test]
+fn the_alerting_rules_pass_promtool_and_their_unit_tests() {
+    let promtool = tool("VIGIE_PROMTOOL", "/usr/bin/promtool");
+    let dir = dashboards_dir().join("alerts");
+    for args in [
+        ["check", "rules", "vigie-alerts.yml"],
+        ["test", "rules", "vigie-alerts.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
