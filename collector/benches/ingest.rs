@@ -230,12 +230,12 @@ fn bench_ingest(
         // Check the run did the work it claims.
         assert_eq!(accepted, new);
         assert_eq!(dups, data.len() - new);
-        let total: u64 = store::totals(ing.conn())
+        let total: u128 = store::totals(ing.conn())
             .unwrap()
             .iter()
             .map(|(_, _, a)| a.measured + a.estimated)
             .sum();
-        assert_eq!(total, expected_total_uj);
+        assert_eq!(total, u128::from(expected_total_uj));
     }
     Row {
         name,

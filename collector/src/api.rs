@@ -484,20 +484,53 @@ struct EnergyQuery {
     group_by: Option<String>,
 }
 
-fn amount_json(m: u128, e: u128) -> Value {
-    json!({
-        "energy_uj": m + e,
-        "measured_uj": m,
-        "estimated_uj": e,
-        "energy_kwh": (m + e) as f64 / 3.6e12,
-        "estimated": e > 0,
-    })
+/// An energy amount in API answers. µJ as u128: a facility's total passes
+/// u64 in weeks. (Serialized by `axum::Json` straight to text: a
+/// `serde_json::Value` cannot hold an integer above u64.)
+#[derive(Debug, Serialize)]
+struct AmountJson {
+    energy_uj: u128,
+    measured_uj: u128,
+    estimated_uj: u128,
+    energy_kwh: f64,
+    estimated: bool,
+}
+
+fn amount_json(m: u128, e: u128) -> AmountJson {
+    AmountJson {
+        energy_uj: m + e,
+        measured_uj: m,
+        estimated_uj: e,
+        energy_kwh: (m + e) as f64 / 3.6e12,
+        estimated: e > 0,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EnergyGroup {
+    host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensor: Option<String>,
+    #[serde(flatten)]
+    amount: AmountJson,
+}
+
+#[derive(Debug, Serialize)]
+struct EnergyAnswer {
+    from: String,
+    to: String,
+    from_ms: i64,
+    to_ms: i64,
+    resolution: &'static str,
+    group_by: &'static str,
+    groups: Vec<EnergyGroup>,
+    total: AmountJson,
 }
 
 async fn energy(
     State(s): State<AppState>,
     Query(q): Query<EnergyQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EnergyAnswer>, ApiError> {
     let (from, to, res) = range(q.from.as_deref(), q.to.as_deref())?;
     let by_sensor = match q.group_by.as_deref().unwrap_or("host") {
         "host" => false,
@@ -512,65 +545,80 @@ async fn energy(
         .read(move |c| store::energy(c, res, from, to, by_sensor, false))
         .await?;
     let (mut tm, mut te) = (0u128, 0u128);
-    let groups: Vec<Value> = rows
-        .iter()
+    let groups: Vec<EnergyGroup> = rows
+        .into_iter()
         .map(|r| {
-            let (m, e) = (
-                u128::from(r.amount.measured),
-                u128::from(r.amount.estimated),
-            );
+            let (m, e) = (r.amount.measured, r.amount.estimated);
             tm += m;
             te += e;
-            let mut v = amount_json(m, e);
-            v["host"] = json!(r.host);
-            if let Some(sensor) = &r.sensor {
-                v["sensor"] = json!(sensor);
+            EnergyGroup {
+                host: r.host,
+                sensor: r.sensor,
+                amount: amount_json(m, e),
             }
-            v
         })
         .collect();
-    Ok(axum::Json(json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "from_ms": from,
-        "to_ms": to,
-        "resolution": res.as_str(),
-        "group_by": if by_sensor { "sensor" } else { "host" },
-        "groups": groups,
-        "total": amount_json(tm, te),
-    })))
+    Ok(axum::Json(EnergyAnswer {
+        from: rfc3339(from),
+        to: rfc3339(to),
+        from_ms: from,
+        to_ms: to,
+        resolution: res.as_str(),
+        group_by: if by_sensor { "sensor" } else { "host" },
+        groups,
+        total: amount_json(tm, te),
+    }))
 }
 
-async fn hosts(State(s): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+#[derive(Debug, Serialize)]
+struct HostJson {
+    host: String,
+    site: String,
+    online: Option<bool>,
+    boot_id: Option<String>,
+    epoch: Option<i64>,
+    last_seq: Option<i64>,
+    last_seen: Option<String>,
+    sensors: Vec<String>,
+    energy: AmountJson,
+    meta: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct HostsAnswer {
+    hosts: Vec<HostJson>,
+}
+
+async fn hosts(State(s): State<AppState>) -> Result<axum::Json<HostsAnswer>, ApiError> {
     let (hosts, totals) = s
         .read(|c| Ok((store::hosts(c)?, store::totals(c)?)))
         .await?;
     let mut per_host: BTreeMap<String, (u128, u128, Vec<String>)> = BTreeMap::new();
     for (host, sensor, a) in totals {
         let e = per_host.entry(host).or_default();
-        e.0 += u128::from(a.measured);
-        e.1 += u128::from(a.estimated);
+        e.0 += a.measured;
+        e.1 += a.estimated;
         e.2.push(sensor);
     }
-    let out: Vec<Value> = hosts
+    let hosts = hosts
         .into_iter()
         .map(|h| {
             let (m, e, sensors) = per_host.remove(&h.host).unwrap_or_default();
-            json!({
-                "host": h.host,
-                "site": h.site,
-                "online": h.online,
-                "boot_id": h.boot_id,
-                "epoch": h.epoch,
-                "last_seq": h.last_seq,
-                "last_seen": h.last_seen_ms.map(rfc3339),
-                "sensors": sensors,
-                "energy": amount_json(m, e),
-                "meta": h.meta.and_then(|m| serde_json::from_str::<Value>(&m).ok()),
-            })
+            HostJson {
+                host: h.host,
+                site: h.site,
+                online: h.online,
+                boot_id: h.boot_id,
+                epoch: h.epoch,
+                last_seq: h.last_seq,
+                last_seen: h.last_seen_ms.map(rfc3339),
+                sensors,
+                energy: amount_json(m, e),
+                meta: h.meta.and_then(|m| serde_json::from_str::<Value>(&m).ok()),
+            }
         })
         .collect();
-    Ok(axum::Json(json!({ "hosts": out })))
+    Ok(axum::Json(HostsAnswer { hosts }))
 }
 
 #[derive(Deserialize)]
@@ -1025,6 +1073,58 @@ sensors = [{ host = "f", sensor = "it" }]
         assert!((pue.value - 1.5).abs() < 1e-9, "{pue:?}");
         assert_eq!(pue.status, "measured");
         assert_eq!(pue.from_ms % HOUR_MS, 0);
+    }
+
+    #[tokio::test]
+    async fn a_facility_meter_past_u64_microjoules_stays_exact() {
+        // 2,000 hours of a 10 MW meter (3.6e16 µJ each) and 123,456 µJ:
+        // 7.2e19 µJ, past SQLite's and u64's integer ranges.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        let mut ins = conn
+            .prepare("INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('fac', 'meter:mains', ?1, ?2, 0)")
+            .unwrap();
+        for h in 0..2_000i64 {
+            ins.execute(rusqlite::params![h * HOUR_MS, 36_000_000_000_000_000i64])
+                .unwrap();
+        }
+        ins.execute(rusqlite::params![2_000 * HOUR_MS, 123_456i64])
+            .unwrap();
+        drop(ins);
+        conn.execute("INSERT INTO hosts (host, site) VALUES ('fac', 'par1')", [])
+            .unwrap();
+        let want: u128 = 2_000 * 36_000_000_000_000_000 + 123_456;
+        let totals = store::totals(&conn).unwrap();
+        assert_eq!(totals[0].2.measured, want);
+        let rows = store::energy(&conn, Resolution::Hour, 0, 2_001 * HOUR_MS, true, false).unwrap();
+        assert_eq!(rows[0].amount.measured, want);
+        drop(conn);
+
+        let state = AppState::new(
+            db,
+            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
+            Factor {
+                zone: "FR".into(),
+                g_per_kwh: 50.0,
+                kind: "average",
+                source: "test".into(),
+                estimated: false,
+            },
+            crate::config::CarbonConfig::default(),
+            crate::site::SiteConfig::default(),
+        );
+        let q = EnergyQuery {
+            from: Some("0".into()),
+            to: Some((2_001 * HOUR_MS).to_string()),
+            group_by: Some("sensor".into()),
+        };
+        let axum::Json(answer) = energy(State(state.clone()), Query(q)).await.unwrap();
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(text.contains(&format!("\"energy_uj\":{want},")), "{text}");
+        let axum::Json(hosts) = hosts(State(state)).await.unwrap();
+        let text = serde_json::to_string(&hosts).unwrap();
+        assert!(text.contains(&format!("\"measured_uj\":{want},")), "{text}");
     }
 
     /// Counts how many times the state computed the PUE.

@@ -156,12 +156,14 @@ pub fn location_based(
         .filter_map(|r| {
             let hour = r.bucket_ms?;
             let f = factors.get(&hour)?;
-            let energy = Microjoules(r.amount.measured.saturating_add(r.amount.estimated));
+            // One host's hour: far inside u64 µJ (5 GWh).
+            let narrow = |uj: u128| Microjoules(u64::try_from(uj).unwrap_or(u64::MAX));
+            let energy = narrow(r.amount.measured + r.amount.estimated);
             Some(HostHour {
                 host: r.host.clone(),
                 hour_ms: hour,
                 energy,
-                estimated_energy: Microjoules(r.amount.estimated),
+                estimated_energy: narrow(r.amount.estimated),
                 emissions: emissions(energy, GramsPerKwh(f.g_per_kwh)),
             })
         })

@@ -380,7 +380,7 @@ mod tests {
         );
         let totals = store::totals(ing.conn()).unwrap();
         assert_eq!(totals.len(), 2);
-        let sum: u64 = totals.iter().map(|t| t.2.measured).sum();
+        let sum: u128 = totals.iter().map(|t| t.2.measured).sum();
         assert_eq!(sum, 85_250_113 + 9_870_004);
         assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 1);
     }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use vigie_energy::{GramsPerKwh, Microjoules};
+use vigie_energy::GramsPerKwh;
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +154,7 @@ pub async fn run(
     let totals = store::totals(&conn).map_err(store_err)?;
     let registers = store::register_sensors(&conn).map_err(store_err)?;
     for (host, sensor, a) in &totals {
-        metrics.seed(
-            host,
-            sensor,
-            Microjoules(a.measured),
-            Microjoules(a.estimated),
-        );
+        metrics.seed(host, sensor, a.measured, a.estimated);
     }
     for h in store::hosts(&conn).map_err(store_err)? {
         if let Some(online) = h.online {

@@ -505,26 +505,28 @@ impl Metrics {
         }
     }
 
-    /// Starts the energy and emission counters at the ledger's totals, so
-    /// a collector restart does not look like a counter reset.
-    pub fn seed(&self, host: &str, sensor: &str, measured: Microjoules, estimated: Microjoules) {
+    /// Starts the energy and emission counters at the ledger's totals (µJ,
+    /// as wide as the ledger's sums), so a collector restart does not look
+    /// like a counter reset.
+    pub fn seed(&self, host: &str, sensor: &str, measured_uj: u128, estimated_uj: u128) {
         for (q, e) in [
-            (Quality::Measured, measured),
-            (Quality::Estimated, estimated),
+            (Quality::Measured, measured_uj),
+            (Quality::Estimated, estimated_uj),
         ] {
-            if e.0 > 0 {
+            if e > 0 {
+                let joules = e as f64 / 1e6;
                 self.energy
                     .get_or_create(&EnergyLabels {
                         host: host.to_owned(),
                         sensor: sensor.to_owned(),
                         quality: quality_label(q).to_owned(),
                     })
-                    .inc_by(e.as_joules());
+                    .inc_by(joules);
                 self.emissions
                     .get_or_create(&HostLabels {
                         host: host.to_owned(),
                     })
-                    .inc_by(emissions(e, self.intensity).0);
+                    .inc_by(joules / 3.6e6 * self.intensity.0);
             }
         }
     }

@@ -1672,7 +1672,11 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
                 }
                 let share = overlap as f64 / (ye - ys) as f64;
                 let uj = (mwh * 3.6e15 * share).round();
-                Volume::Period(Microjoules(if uj > 0.0 { uj as u64 } else { 0 }))
+                Volume::Period(vigie_energy::MicrojoulesSum(if uj > 0.0 {
+                    uj as u128
+                } else {
+                    0
+                }))
             };
             Some(Instrument {
                 name: i.name.clone(),

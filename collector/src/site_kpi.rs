@@ -239,7 +239,7 @@ pub fn spawn(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use vigie_energy::{GramsPerKwh, Microjoules};
+    use vigie_energy::GramsPerKwh;
     use vigie_protocol::Quality;
 
     /// 2026-03-10T12:00:00Z.
@@ -526,7 +526,7 @@ sensors = [{ host = "fac", sensor = "pdu:2" }]
         m.set_meter_sensors(meter_sensors(&site));
         // 2 J of mains already in the ledger at start: the sensor's
         // counter starts there, the meter's at zero.
-        m.seed("fac", "meter:mains", Microjoules(2_000_000), Microjoules(0));
+        m.seed("fac", "meter:mains", 2_000_000, 0);
         let mut batch = one_reading("fac");
         let reading = |sensor: &str, uj: u64, q: Quality| {
             let mut r = batch.readings[0].clone();

@@ -88,6 +88,31 @@ pub struct Amount {
     pub estimated: u64,
 }
 
+/// Energy summed over many buckets, µJ. Wider than a bucket's [`Amount`]:
+/// a 10 MW facility meter passes 2^63 µJ (SQLite's integer range) in
+/// about 11 days and 2^64 in 21.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Total {
+    /// Measured microjoules.
+    pub measured: u128,
+    /// Estimated microjoules.
+    pub estimated: u128,
+}
+
+/// SQL summing the µJ column `col` without overflowing SQLite's 64-bit
+/// integers: whole joules and the µJ remainders as two sums, rejoined
+/// exactly by [`joined`].
+fn split_sum(col: &str) -> String {
+    format!("SUM({col} / 1000000), SUM({col} % 1000000)")
+}
+
+/// The µJ total from the two columns of [`split_sum`] at `at`.
+fn joined(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<u128> {
+    let joules = u128::try_from(r.get::<_, i64>(at)?).unwrap_or(0);
+    let micro = u128::try_from(r.get::<_, i64>(at + 1)?).unwrap_or(0);
+    Ok(joules * 1_000_000 + micro)
+}
+
 /// Key of a bucket: host, sensor, bucket start.
 pub type BucketKey = (String, String, i64);
 
@@ -374,17 +399,19 @@ pub fn prune_minutes(conn: &Connection, before_ms: i64) -> Result<u64, StoreErro
 }
 
 /// Total energy per (host, sensor) over all time, from the hour table.
-pub fn totals(conn: &Connection) -> Result<Vec<(String, String, Amount)>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT host, sensor, SUM(measured_uj), SUM(estimated_uj) FROM energy_hour GROUP BY host, sensor ORDER BY host, sensor",
-    )?;
+pub fn totals(conn: &Connection) -> Result<Vec<(String, String, Total)>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT host, sensor, {}, {} FROM energy_hour GROUP BY host, sensor ORDER BY host, sensor",
+        split_sum("measured_uj"),
+        split_sum("estimated_uj")
+    ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            Amount {
-                measured: r.get::<_, i64>(2)? as u64,
-                estimated: r.get::<_, i64>(3)? as u64,
+            Total {
+                measured: joined(r, 2)?,
+                estimated: joined(r, 4)?,
             },
         ))
     })?;
@@ -433,7 +460,7 @@ pub struct EnergyRow {
     /// Bucket start, when grouped by bucket.
     pub bucket_ms: Option<i64>,
     /// Energy.
-    pub amount: Amount,
+    pub amount: Total,
 }
 
 /// Sums energy over buckets starting in [from_ms, to_ms), grouped by host,
@@ -449,8 +476,10 @@ pub fn energy(
     let sensor = if by_sensor { "sensor" } else { "NULL" };
     let bucket = if by_bucket { "bucket_ms" } else { "NULL" };
     let sql = format!(
-        "SELECT host, {sensor}, {bucket}, SUM(measured_uj), SUM(estimated_uj) FROM {table}
+        "SELECT host, {sensor}, {bucket}, {m}, {e} FROM {table}
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        m = split_sum("measured_uj"),
+        e = split_sum("estimated_uj"),
         table = res.table()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -459,9 +488,9 @@ pub fn energy(
             host: r.get(0)?,
             sensor: r.get(1)?,
             bucket_ms: r.get(2)?,
-            amount: Amount {
-                measured: r.get::<_, i64>(3)? as u64,
-                estimated: r.get::<_, i64>(4)? as u64,
+            amount: Total {
+                measured: joined(r, 3)?,
+                estimated: joined(r, 5)?,
             },
         })
     })?;

@@ -57,4 +57,6 @@ pub use scope2::{
     Scope2Error, Scope2Hour, Scope2Report, SupplierFactor, Tranche, Volume, scope2,
 };
 pub use split::{HOUR_MS, MAX_BUCKETS, MINUTE_MS, SplitError, split_interval};
-pub use units::{GramsCo2e, GramsPerKwh, Microjoules, Watts, average_power, emissions};
+pub use units::{
+    GramsCo2e, GramsPerKwh, Microjoules, MicrojoulesSum, Watts, average_power, emissions,
+};

@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 
 use crate::coverage::{Coverage, Period, Quality, Series, SeriesError, span};
 use crate::split::HOUR_MS;
-use crate::units::{GramsCo2e, GramsPerKwh, Microjoules, emissions};
+use crate::units::{GramsCo2e, GramsPerKwh, Microjoules, MicrojoulesSum, emissions};
 
 /// Most hours one [`scope2()`] call accounts for (about 11.4 years): bounds
 /// the memory a requested period can make it allocate.
@@ -238,7 +238,7 @@ pub enum Volume {
     Hourly(BTreeMap<i64, Microjoules>),
     /// One volume declared for the whole period, allocated to hours pro
     /// rata to uncovered consumption (see the module docs).
-    Period(Microjoules),
+    Period(MicrojoulesSum),
 }
 
 /// A market instrument: certificates, a PPA or on-site generation.
@@ -277,7 +277,7 @@ impl Instrument {
     /// The volume inside `period`, µJ (u128: hourly sums can pass u64).
     pub(crate) fn volume_within(&self, period: Period) -> u128 {
         match &self.volume {
-            Volume::Period(v) => u128::from(v.0),
+            Volume::Period(v) => v.0,
             Volume::Hourly(map) => map
                 .range(period.from_ms()..period.to_ms())
                 .map(|(_, v)| u128::from(v.0))
@@ -378,22 +378,22 @@ pub struct InstrumentUse {
     /// Factor applied.
     pub factor: GramsPerKwh,
     /// Volume inside the period.
-    pub offered: Microjoules,
+    pub offered: MicrojoulesSum,
     /// Volume that covered consumption.
-    pub applied: Microjoules,
+    pub applied: MicrojoulesSum,
     /// `offered − applied`: not claimable.
-    pub surplus: Microjoules,
+    pub surplus: MicrojoulesSum,
 }
 
 /// The hourly carbon-free-energy score.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CfeScore {
     /// Σ consumption over the hours with data.
-    pub consumption: Microjoules,
+    pub consumption: MicrojoulesSum,
     /// Σ hourly contracted carbon-free supply in the period.
-    pub supply: Microjoules,
+    pub supply: MicrojoulesSum,
     /// Σ min(consumption_h, supply_h).
-    pub matched: Microjoules,
+    pub matched: MicrojoulesSum,
     /// `matched / consumption`, in `[0, 1]`; `None` without consumption.
     pub score: Option<f64>,
 }
@@ -416,9 +416,9 @@ pub struct Scope2Report {
     /// nothing is extrapolated here.
     pub coverage: Coverage,
     /// Consumption from measured samples.
-    pub measured: Microjoules,
+    pub measured: MicrojoulesSum,
     /// Consumption from estimated samples.
-    pub estimated: Microjoules,
+    pub estimated: MicrojoulesSum,
     /// Σ location-based emissions.
     pub location: GramsCo2e,
     /// Σ market-based emissions.
@@ -433,7 +433,7 @@ pub struct Scope2Report {
 
 impl Scope2Report {
     /// Consumption covered, measured and estimated.
-    pub fn consumption(&self) -> Microjoules {
+    pub fn consumption(&self) -> MicrojoulesSum {
         self.measured + self.estimated
     }
 
@@ -468,7 +468,42 @@ impl Scope2Report {
     }
 }
 
-fn to_uj(v: u128) -> Result<Microjoules, Scope2Error> {
+fn to_uj(v: u128) -> MicrojoulesSum {
+    MicrojoulesSum(v)
+}
+
+/// `a × b / c` rounded down, exact for any `u128` operands whose result
+/// fits (here `b <= c`): the product is taken on 256 bits. A year of a
+/// 10 MW site is 3e20 µJ, and the square of that does not fit in `u128`.
+fn mul_div(a: u128, b: u128, c: u128) -> u128 {
+    const LOW: u128 = u64::MAX as u128;
+    let (a1, a0) = (a >> 64, a & LOW);
+    let (b1, b0) = (b >> 64, b & LOW);
+    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+    let mid = (p00 >> 64) + (p01 & LOW) + (p10 & LOW);
+    let lo = (p00 & LOW) | (mid << 64);
+    let hi = p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64);
+    if hi == 0 {
+        return lo / c;
+    }
+    // Long division of hi:lo by c, one bit at a time (hi < c since the
+    // quotient fits).
+    let (mut rem, mut q) = (hi, 0u128);
+    for i in (0..128).rev() {
+        let carry = rem >> 127;
+        rem = (rem << 1) | ((lo >> i) & 1);
+        q <<= 1;
+        if carry == 1 || rem >= c {
+            rem = rem.wrapping_sub(c);
+            q |= 1;
+        }
+    }
+    q
+}
+
+/// One hour's amount: past u64 µJ (5.1 GWh in an hour) is not a real
+/// supply.
+fn hour_uj(v: u128) -> Result<Microjoules, Scope2Error> {
     u64::try_from(v)
         .map(Microjoules)
         .map_err(|_| Scope2Error::Overflow)
@@ -598,14 +633,14 @@ pub fn scope2(
             continue;
         };
         let left: u128 = remaining.iter().map(|&r| u128::from(r)).sum();
-        let used = u128::from(v.0).min(left);
+        let used = v.0.min(left);
         if used == 0 {
             continue;
         }
         let (mut cum, mut allotted) = (0u128, 0u128);
         for (i, r) in remaining.iter_mut().enumerate() {
             cum += u128::from(*r);
-            let upto = used * cum / left;
+            let upto = mul_div(used, cum, left);
             // At most ceil(used·r/left) <= r, since used <= left.
             let share = (upto - allotted) as u64;
             allotted = upto;
@@ -656,25 +691,23 @@ pub fn scope2(
                 .map(|t| emissions(t.energy, t.factor).0)
                 .sum(),
         );
-        hour.cfe_supply = to_uj(cfe_supply[i])?;
+        hour.cfe_supply = hour_uj(cfe_supply[i])?;
         hour.cfe_matched = hour.consumption().min(hour.cfe_supply);
     }
 
-    let sum = |f: fn(&Scope2Hour) -> u64| -> Result<Microjoules, Scope2Error> {
+    let sum = |f: fn(&Scope2Hour) -> u64| -> MicrojoulesSum {
         to_uj(hours.iter().map(|h| u128::from(f(h))).sum())
     };
-    let measured = sum(|h| h.measured.0)?;
-    let estimated = sum(|h| h.estimated.0)?;
-    let total = measured
-        .checked_add(estimated)
-        .ok_or(Scope2Error::Overflow)?;
-    let matched = sum(|h| h.cfe_matched.0)?;
-    let supply = sum(|h| h.cfe_supply.0)?;
+    let measured = sum(|h| h.measured.0);
+    let estimated = sum(|h| h.estimated.0);
+    let total = measured + estimated;
+    let matched = sum(|h| h.cfe_matched.0);
+    let supply = sum(|h| h.cfe_supply.0);
     let cfe = CfeScore {
         consumption: total,
         supply,
         matched,
-        score: (total > Microjoules::ZERO).then(|| matched.0 as f64 / total.0 as f64),
+        score: (total > MicrojoulesSum::ZERO).then(|| matched.0 as f64 / total.0 as f64),
     };
     let coverage = Coverage {
         period_ms: period.duration_ms(),
@@ -689,9 +722,9 @@ pub fn scope2(
             kind: ins.kind,
             origin: ins.origin,
             factor: factors[k],
-            offered: to_uj(offered)?,
-            applied: to_uj(applied[k])?,
-            surplus: to_uj(offered - applied[k])?,
+            offered: to_uj(offered),
+            applied: to_uj(applied[k]),
+            surplus: to_uj(offered - applied[k]),
         });
     }
     Ok(Scope2Report {
@@ -705,4 +738,24 @@ pub fn scope2(
         instruments,
         cfe,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mul_div;
+
+    #[test]
+    fn mul_div_is_exact_past_u128_products() {
+        assert_eq!(mul_div(6, 7, 4), 10);
+        assert_eq!(mul_div(u128::MAX, u128::MAX, u128::MAX), u128::MAX);
+        assert_eq!(mul_div(u128::MAX, 3, 4), u128::MAX / 4 * 3 + 2);
+        let (a, b) = (
+            315_360_000_000_000_000_000u128,
+            180_000_000_000_000_000_000u128,
+        );
+        assert_eq!(mul_div(a, b, a), b);
+        assert_eq!(mul_div(b, a, a), b);
+        assert_eq!(mul_div(a + 1, b, a), b);
+        assert_eq!(mul_div(1 << 100, 1 << 100, 1 << 90), 1 << 110);
+    }
 }

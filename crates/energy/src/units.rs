@@ -13,6 +13,58 @@ const UJ_PER_J: f64 = 1e6;
 /// Microjoules per kilowatt-hour (3.6 MJ per kWh).
 const UJ_PER_KWH: f64 = 3.6e12;
 
+/// A sum of energy over a period in microjoules, wider than
+/// [`Microjoules`]: `u64` µJ ends at about 5.1 GWh, a year of a 600 kW
+/// site, so period totals of a facility (consumption, certificates) are
+/// `u128` (about 9.5e16 GWh).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MicrojoulesSum(pub u128);
+
+impl MicrojoulesSum {
+    /// No energy.
+    pub const ZERO: Self = Self(0);
+
+    /// The amount in joules.
+    pub fn as_joules(self) -> f64 {
+        self.0 as f64 / UJ_PER_J
+    }
+
+    /// The amount in kilowatt-hours.
+    pub fn as_kwh(self) -> f64 {
+        self.0 as f64 / UJ_PER_KWH
+    }
+
+    /// Converts kilowatt-hours, rounding to the nearest µJ; `None` for
+    /// negative, NaN or infinite input.
+    pub fn from_kwh_f64(kwh: f64) -> Option<Self> {
+        if !kwh.is_finite() || kwh < 0.0 {
+            return None;
+        }
+        Some(Self((kwh * UJ_PER_KWH).round() as u128))
+    }
+}
+
+impl From<Microjoules> for MicrojoulesSum {
+    fn from(e: Microjoules) -> Self {
+        Self(u128::from(e.0))
+    }
+}
+
+/// Exact: two sums of `u64` amounts cannot reach `u128::MAX`.
+impl Add for MicrojoulesSum {
+    type Output = Self;
+
+    fn add(self, o: Self) -> Self {
+        Self(self.0.saturating_add(o.0))
+    }
+}
+
+impl Sum for MicrojoulesSum {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::ZERO, Add::add)
+    }
+}
+
 /// An amount of energy in microjoules, the native unit of RAPL counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Microjoules(pub u64);
@@ -26,7 +78,7 @@ impl Microjoules {
         self.0.checked_add(o.0).map(Self)
     }
 
-    /// Adds two amounts, clamping at `u64::MAX` µJ (about 5.1 TWh).
+    /// Adds two amounts, clamping at `u64::MAX` µJ (about 5.1 GWh).
     pub fn saturating_add(self, o: Self) -> Self {
         Self(self.0.saturating_add(o.0))
     }
@@ -57,7 +109,7 @@ impl Microjoules {
     }
 }
 
-/// Saturating addition: a sum past `u64::MAX` µJ (about 5.1 TWh) clamps
+/// Saturating addition: a sum past `u64::MAX` µJ (about 5.1 GWh) clamps
 /// instead of panicking or wrapping, because this type is fed from data
 /// outside the process. Use [`Microjoules::checked_add`] where overflow must
 /// be detected.

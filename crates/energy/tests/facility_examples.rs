@@ -135,7 +135,7 @@ fn ref_worked_example() -> TestResult {
         renewable(
             "GO wind",
             InstrumentKind::Certificate,
-            Volume::Period(kwh(300)),
+            Volume::Period(kwh(300).into()),
         ),
         renewable(
             "PPA solar",
@@ -151,10 +151,10 @@ fn ref_worked_example() -> TestResult {
             ..renewable(
                 "GO nuclear",
                 InstrumentKind::Certificate,
-                Volume::Period(kwh(100)),
+                Volume::Period(kwh(100).into()),
             )
         },
-        renewable("PV", InstrumentKind::OnSite, Volume::Period(kwh(50))),
+        renewable("PV", InstrumentKind::OnSite, Volume::Period(kwh(50).into())),
     ];
     let f = renewable_energy_factor(hours(2)?, GapRule::Strict, &e_dc, Some(&pv), &instruments);
     assert!(close(value(&f), 0.55));
@@ -177,7 +177,7 @@ fn ref_worked_example() -> TestResult {
     let many = vec![renewable(
         "GO",
         InstrumentKind::Certificate,
-        Volume::Period(kwh(2000)),
+        Volume::Period(kwh(2000).into()),
     )];
     let f = renewable_energy_factor(hours(2)?, GapRule::Strict, &e_dc, None, &many);
     assert_eq!(f.value, Some(1.0));
@@ -428,7 +428,7 @@ fn market_case(residual: bool) -> Result<vigie_energy::Scope2Report, Box<dyn std
             renewable(
                 "GO hydro",
                 InstrumentKind::Certificate,
-                Volume::Period(kwh(70)),
+                Volume::Period(kwh(70).into()),
             ),
             renewable(
                 "PPA solar",
@@ -496,11 +496,11 @@ fn market_based_hierarchy_worked_example() -> TestResult {
 
     // Instrument use: GO 70 offered, 70 applied; PPA 210 offered, 160
     // applied, 50 surplus.
-    assert_eq!(r.instruments[0].applied, kwh(70));
-    assert_eq!(r.instruments[0].surplus, Microjoules::ZERO);
-    assert_eq!(r.instruments[1].offered, kwh(210));
-    assert_eq!(r.instruments[1].applied, kwh(160));
-    assert_eq!(r.instruments[1].surplus, kwh(50));
+    assert_eq!(r.instruments[0].applied, kwh(70).into());
+    assert_eq!(r.instruments[0].surplus, Microjoules::ZERO.into());
+    assert_eq!(r.instruments[1].offered, kwh(210).into());
+    assert_eq!(r.instruments[1].applied, kwh(160).into());
+    assert_eq!(r.instruments[1].surplus, kwh(50).into());
     Ok(())
 }
 
@@ -522,9 +522,9 @@ fn cfe_score_worked_example() -> TestResult {
     // period volume has no hour). Matched: min(100, 60) + min(100, 0) +
     // min(100, 150) = 60 + 0 + 100 = 160 kWh. CFE = 160 / 300 = 0.5333...
     let r = market_case(true)?;
-    assert_eq!(r.cfe.matched, kwh(160));
-    assert_eq!(r.cfe.supply, kwh(210));
-    assert_eq!(r.cfe.consumption, kwh(300));
+    assert_eq!(r.cfe.matched, kwh(160).into());
+    assert_eq!(r.cfe.supply, kwh(210).into());
+    assert_eq!(r.cfe.consumption, kwh(300).into());
     assert!(close(r.cfe.score.unwrap_or(f64::NAN), 160.0 / 300.0));
     assert_eq!(r.hours[2].cfe_matched, kwh(100));
     Ok(())
@@ -534,7 +534,11 @@ fn cfe_score_worked_example() -> TestResult {
 fn fossil_instruments_need_a_factor() -> TestResult {
     // A gas PPA of 50 kWh at 350 g/kWh, rest at a 400 g/kWh residual mix:
     // 50 × 350 + 50 × 400 = 37 500 g.
-    let mut gas = renewable("PPA gas", InstrumentKind::Ppa, Volume::Period(kwh(50)));
+    let mut gas = renewable(
+        "PPA gas",
+        InstrumentKind::Ppa,
+        Volume::Period(kwh(50).into()),
+    );
     gas.origin = Origin::Other;
     let consumption = hourly(&[100], Quality::Measured)?;
     let mut market = MarketInputs {
@@ -812,4 +816,44 @@ fn heat_potential_input_errors() {
         heat_potential(&input),
         Err(HeatError::OutOfRange { what: "PUE", .. })
     ));
+}
+
+#[test]
+fn a_year_of_a_ten_megawatt_site_is_exact_past_u64_microjoules() -> TestResult {
+    // 8,760 hours at 10,000 kWh: 87,600,000 kWh = 3.1536e20 µJ, past
+    // u64 µJ (about 5.1 GWh). A 50 GWh certificate for the year covers
+    // part of it. Location-based at 50 g/kWh: 4,380 t.
+    let e_dc = hourly(&vec![10_000; 8_760], Quality::Measured)?;
+    let grid = GridFactors::new(
+        (0..8_760).map(|i| {
+            (
+                i * H,
+                AverageFactor {
+                    intensity: GramsPerKwh(50.0),
+                    estimated: false,
+                },
+            )
+        }),
+        None,
+    )?;
+    let certificate = vigie_energy::MicrojoulesSum::from_kwh_f64(50_000_000.0).ok_or("a volume")?;
+    let market = MarketInputs {
+        instruments: vec![renewable(
+            "GO hydro",
+            InstrumentKind::Certificate,
+            Volume::Period(certificate),
+        )],
+        ..MarketInputs::default()
+    };
+    let r = scope2(hours(8_760)?, &e_dc, &grid, &market)?;
+    let want: u128 = 8_760 * 10_000 * u128::from(KWH);
+    assert_eq!(r.consumption().0, want);
+    assert!(close(r.consumption().as_kwh(), 87_600_000.0));
+    assert!(close(r.location.0, 87_600_000.0 * 50.0));
+    assert_eq!(r.instruments[0].offered, certificate);
+    assert_eq!(r.instruments[0].applied, certificate);
+    assert_eq!(r.instruments[0].surplus.0, 0);
+    // The rest, 37.6 GWh, at the grid average (no residual mix given).
+    assert!(close(r.market.0, 37_600_000.0 * 50.0));
+    Ok(())
 }

@@ -207,7 +207,7 @@ impl Case {
                     name: format!("period {k}"),
                     kind: InstrumentKind::Certificate,
                     origin: Origin::CarbonFreeNonRenewable,
-                    volume: Volume::Period(Microjoules(v)),
+                    volume: Volume::Period(Microjoules(v).into()),
                     factor: None,
                 });
             }
@@ -243,13 +243,13 @@ proptest! {
         }
         // A period volume is used in full up to the consumption it can cover.
         let score = r.cfe.score;
-        prop_assert_eq!(score.is_some(), r.consumption() > Microjoules::ZERO);
+        prop_assert_eq!(score.is_some(), r.consumption() > Microjoules::ZERO.into());
         if let Some(s) = score {
             prop_assert!((0.0..=1.0).contains(&s), "CFE {s}");
         }
         prop_assert!(r.cfe.matched <= r.cfe.consumption);
         let total: u64 = c.consumption.iter().flatten().sum();
-        prop_assert_eq!(r.consumption(), Microjoules(total));
+        prop_assert_eq!(r.consumption(), Microjoules(total).into());
     }
 
     #[test]
@@ -267,7 +267,7 @@ proptest! {
         prop_assert!(with.market.0 <= without.market.0 + slack,
             "{} > {}", with.market.0, without.market.0);
         // When every hour's consumption is covered, nothing is left to emit.
-        let covered = with.instruments.iter().map(|u| u.applied.0).sum::<u64>()
+        let covered = with.instruments.iter().map(|u| u.applied.0).sum::<u128>()
             == with.consumption().0;
         if covered {
             prop_assert_eq!(with.market.0, 0.0);
@@ -291,7 +291,7 @@ proptest! {
             name: "GO".into(),
             kind: InstrumentKind::Certificate,
             origin: Origin::Renewable,
-            volume: Volume::Period(Microjoules(certs)),
+            volume: Volume::Period(Microjoules(certs).into()),
             factor: None,
         };
         let f = renewable_energy_factor(
