@@ -542,7 +542,7 @@ async fn energy(
         }
     };
     let rows = s
-        .read(move |c| store::energy(c, res, from, to, by_sensor, false))
+        .read(move |c| store::energy_span(c, from, to, by_sensor))
         .await?;
     let (mut tm, mut te) = (0u128, 0u128);
     let groups: Vec<EnergyGroup> = rows
@@ -1125,6 +1125,75 @@ sensors = [{ host = "f", sensor = "it" }]
         let axum::Json(hosts) = hosts(State(state)).await.unwrap();
         let text = serde_json::to_string(&hosts).unwrap();
         assert!(text.contains(&format!("\"measured_uj\":{want},")), "{text}");
+    }
+
+    #[tokio::test]
+    async fn energy_over_unaligned_bounds_reads_hours_and_minute_edges() {
+        // Five hours of imported history (hour rows only, as after
+        // `store.minute_retention` or `import-readings`), then an hour with
+        // its minutes: 1,000 µJ a minute.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        for h in 0..5i64 {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 7000000, 0)",
+                rusqlite::params![h * HOUR_MS],
+            )
+            .unwrap();
+        }
+        for m in 0..60i64 {
+            conn.execute(
+                "INSERT INTO energy_minute (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 1000, 0)",
+                rusqlite::params![5 * HOUR_MS + m * MINUTE_MS],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 60000, 0)",
+            rusqlite::params![5 * HOUR_MS],
+        )
+        .unwrap();
+        drop(conn);
+        let state = AppState::new(
+            db,
+            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
+            Factor {
+                zone: "FR".into(),
+                g_per_kwh: 50.0,
+                kind: "average",
+                source: "test".into(),
+                estimated: false,
+            },
+            crate::config::CarbonConfig::default(),
+            crate::site::SiteConfig::default(),
+        );
+        let total = |from: i64, to: i64| {
+            let state = state.clone();
+            async move {
+                let q = EnergyQuery {
+                    from: Some(from.to_string()),
+                    to: Some(to.to_string()),
+                    group_by: None,
+                };
+                let axum::Json(a) = energy(State(state), Query(q)).await.unwrap();
+                a.total.energy_uj
+            }
+        };
+        // From the start to half past hour 5: five history hours and 30
+        // minutes. Before, an unaligned bound read minutes only: 30,000.
+        assert_eq!(total(0, 5 * HOUR_MS + 30 * MINUTE_MS).await, 35_030_000);
+        // From a quarter past hour 1: the history hour cut at the edge has
+        // no minutes, so it is left out; hours 2 to 4 and hour 5 whole.
+        assert_eq!(
+            total(HOUR_MS + 15 * MINUTE_MS, 6 * HOUR_MS).await,
+            21_060_000
+        );
+        // Inside one hour: its minutes.
+        assert_eq!(
+            total(5 * HOUR_MS + 10 * MINUTE_MS, 5 * HOUR_MS + 20 * MINUTE_MS).await,
+            10_000
+        );
     }
 
     /// Counts how many times the state computed the PUE.

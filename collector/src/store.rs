@@ -497,6 +497,52 @@ pub fn energy(
     rows.collect()
 }
 
+/// Sums energy over [from_ms, to_ms) (whole minutes), grouped by host
+/// and by sensor when asked: whole hours from the hour table, the partial
+/// hours at either edge from the minute table. Exact (an hour bucket is the
+/// sum of its minutes) and complete where minutes were pruned
+/// (`store.minute_retention`) or never written (imported history).
+pub fn energy_span(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    by_sensor: bool,
+) -> Result<Vec<EnergyRow>, StoreError> {
+    use vigie_energy::HOUR_MS;
+    let h0 = (from_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    let h1 = to_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let parts: Vec<(Resolution, i64, i64)> = if h0 < h1 {
+        vec![
+            (Resolution::Minute, from_ms, h0),
+            (Resolution::Hour, h0, h1),
+            (Resolution::Minute, h1, to_ms),
+        ]
+    } else {
+        vec![(Resolution::Minute, from_ms, to_ms)]
+    };
+    let mut merged: std::collections::BTreeMap<(String, Option<String>), Total> =
+        std::collections::BTreeMap::new();
+    for (res, a, b) in parts {
+        if a >= b {
+            continue;
+        }
+        for r in energy(conn, res, a, b, by_sensor, false)? {
+            let t = merged.entry((r.host, r.sensor)).or_default();
+            t.measured += r.amount.measured;
+            t.estimated += r.amount.estimated;
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|((host, sensor), amount)| EnergyRow {
+            host,
+            sensor,
+            bucket_ms: None,
+            amount,
+        })
+        .collect())
+}
+
 /// The SQL of [`sensor_buckets`]: a range of the primary key
 /// (host, sensor, bucket_ms), so its cost is that sensor's rows in the
 /// period, whatever the size of the ledger.
