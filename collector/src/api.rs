@@ -935,8 +935,8 @@ async fn post_readings(
     let mut readings = Vec::with_capacity(body.len());
     for r in body {
         let amount = match (water, r.kwh, r.litres) {
-            (false, Some(k), None) if k.is_finite() && k >= 0.0 => (k * 3.6e12).round() as u64,
-            (true, None, Some(l)) if l.is_finite() && l >= 0.0 => l.round() as u64,
+            (false, Some(k), None) if k.is_finite() && k >= 0.0 => (k * 3.6e12).round() as u128,
+            (true, None, Some(l)) if l.is_finite() && l >= 0.0 => l.round() as u128,
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "each reading needs a non-negative {} (and nothing else)",
@@ -1129,9 +1129,9 @@ sensors = [{ host = "f", sensor = "it" }]
 
     #[tokio::test]
     async fn energy_over_unaligned_bounds_reads_hours_and_minute_edges() {
-        // Five hours of imported history (hour rows only, as after
-        // `store.minute_retention` or `import-readings`), then an hour with
-        // its minutes: 1,000 µJ a minute.
+        // Five hours of hour rows only (as after `store.minute_retention`,
+        // or the demo's simulated history), then an hour with its minutes:
+        // 1,000 µJ a minute.
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.sqlite");
         let conn = store::open(&db).unwrap();

@@ -1152,7 +1152,7 @@ mod tests {
                 .map(|i| ManualReading {
                     start_ms: ms(2025, i + 1),
                     end_ms: ms(2025, i + 2),
-                    amount: kwh[i as usize] * KWH,
+                    amount: u128::from(kwh[i as usize] * KWH),
                     estimated: est && i == 1,
                     note: None,
                 })

@@ -288,16 +288,52 @@ pub struct ManualReading {
     pub start_ms: i64,
     /// End, Unix ms.
     pub end_ms: i64,
-    /// µJ (energy) or litres (water).
-    pub amount: u64,
+    /// µJ (energy) or litres (water). Wide: a month of a large facility
+    /// is past u64 µJ (5.1 GWh); [`add_manual`] stores it in pieces.
+    pub amount: u128,
     /// An estimate rather than a reading.
     pub estimated: bool,
     /// Free text (who read it, the index values).
     pub note: Option<String>,
 }
 
+/// Largest amount one stored row holds (2^62 µJ, about 1.28 GWh): an
+/// `INTEGER` column is i64, and a meter's series adds rows as u64.
+const MAX_PIECE: u128 = 1 << 62;
+
+/// `[start_ms, end_ms)` holding `amount` cut into the fewest pieces of
+/// equal duration (to the ms) whose amounts each fit [`MAX_PIECE`], the
+/// amount spread in proportion to time exactly as reading it pro rata
+/// would (the pieces sum to `amount`); `None` if that cannot be done (a
+/// reading of absurd size, or too many pieces for its duration).
+fn pieces(start_ms: i64, end_ms: i64, amount: u128) -> Option<Vec<(i64, i64, i64)>> {
+    let span = u128::try_from(end_ms.checked_sub(start_ms)?).ok()?;
+    // Half the limit per piece leaves room for rounding.
+    let k = amount.div_ceil(MAX_PIECE / 2).max(1);
+    if k > span || k > 1_000_000 {
+        return None;
+    }
+    let at = |i: u128| -> Option<(i64, u128)> {
+        let off = span * i / k;
+        Some((
+            start_ms + i64::try_from(off).ok()?,
+            amount.checked_mul(off)? / span,
+        ))
+    };
+    let mut out = Vec::with_capacity(usize::try_from(k).ok()?);
+    let mut prev = at(0)?;
+    for i in 1..=k {
+        let next = at(i)?;
+        out.push((prev.0, next.0, i64::try_from(next.1 - prev.1).ok()?));
+        prev = next;
+    }
+    Some(out)
+}
+
 /// Stores manual readings of `meter` in one transaction; refuses them all
-/// if any overlaps a stored one or another in the same call.
+/// if any overlaps a stored one or another in the same call. A reading
+/// larger than one row holds is stored as consecutive rows (see
+/// [`pieces`]).
 pub fn add_manual(
     conn: &mut Connection,
     meter: &str,
@@ -326,15 +362,23 @@ pub fn add_manual(
                     r.start_ms, r.end_ms
                 )));
             }
-            insert.execute(params![
-                meter,
-                r.start_ms,
-                r.end_ms,
-                i64::try_from(r.amount).unwrap_or(i64::MAX),
-                r.estimated,
-                now_ms,
-                r.note
-            ])?;
+            let Some(rows) = pieces(r.start_ms, r.end_ms, r.amount) else {
+                return Err(SiteError::Config(format!(
+                    "reading {}..{}: amount {} is too large for its duration",
+                    r.start_ms, r.end_ms, r.amount
+                )));
+            };
+            for (start, end, amount) in rows {
+                insert.execute(params![
+                    meter,
+                    start,
+                    end,
+                    amount,
+                    r.estimated,
+                    now_ms,
+                    r.note
+                ])?;
+            }
         }
     }
     tx.commit()?;
@@ -374,7 +418,7 @@ pub fn parse_readings_csv(
                 x.round()
             } else {
                 (x * 3.6e12).round()
-            } as u64;
+            } as u128;
             let estimated = matches!(f.get(3).copied(), Some("true" | "1" | "yes" | "estimated"));
             let note = f.get(4).map(|n| (*n).to_owned()).filter(|n| !n.is_empty());
             Some(ManualReading {
@@ -1447,6 +1491,51 @@ mod tests {
         assert_eq!(r.instruments[0].applied.0, 60_000_000_000);
         // No IT meter with data: CUE over an empty IT series is incomplete.
         assert!(cue.iter().all(|f| !f.is_complete()));
+    }
+
+    #[test]
+    fn a_large_facilitys_monthly_reading_is_stored_whole_and_exact() {
+        let mut conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        // 30 days of a 4 MW facility: 2,880 MWh = 1.0368e19 µJ, past
+        // SQLite's i64, plus 7 µJ; and a 100 GWh year, past u64 too.
+        let month = 30 * 86_400_000i64;
+        let big: u128 = 2_880_000 * 3_600_000_000_000 + 7;
+        let huge: u128 = 100_000_000 * 3_600_000_000_000;
+        let year = 365 * 86_400_000i64;
+        let reading = |start_ms: i64, end_ms: i64, amount: u128| ManualReading {
+            start_ms,
+            end_ms,
+            amount,
+            estimated: false,
+            note: Some("index".into()),
+        };
+        add_manual(
+            &mut conn,
+            "grid",
+            &[reading(0, month, big), reading(month, month + year, huge)],
+            0,
+        )
+        .unwrap();
+        let rows = manual_samples(&conn, "grid", 0, month + year).unwrap();
+        assert!(rows.len() > 2, "stored in pieces: {rows:?}");
+        // Contiguous pieces, each within a row's limit.
+        for w in rows.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+        assert!(rows.iter().all(|r| u128::from(r.2) <= MAX_PIECE));
+        let sum = |a: i64, b: i64| -> u128 {
+            rows.iter()
+                .filter(|r| r.0 >= a && r.1 <= b)
+                .map(|r| u128::from(r.2))
+                .sum()
+        };
+        assert_eq!(sum(0, month), big);
+        assert_eq!(sum(month, month + year), huge);
+        // Still one reading for the overlap check.
+        assert!(add_manual(&mut conn, "grid", &[reading(month - 1, month + 1, 1)], 0).is_err());
+        // Absurd: more pieces than milliseconds.
+        assert!(add_manual(&mut conn, "grid", &[reading(-10, -5, u128::MAX / 2)], 0).is_err());
     }
 
     #[test]

@@ -106,11 +106,21 @@ fn split_sum(col: &str) -> String {
     format!("SUM({col} / 1000000), SUM({col} % 1000000)")
 }
 
-/// The µJ total from the two columns of [`split_sum`] at `at`.
+/// The µJ total from the two columns of [`split_sum`] at `at`. Signed
+/// parts are joined as such (SQLite's `/` and `%` keep the dividend's
+/// sign); a float, left by a ledger written before sums were clamped,
+/// counts at its value; a negative total (never written by vigie) is 0.
 fn joined(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<u128> {
-    let joules = u128::try_from(r.get::<_, i64>(at)?).unwrap_or(0);
-    let micro = u128::try_from(r.get::<_, i64>(at + 1)?).unwrap_or(0);
-    Ok(joules * 1_000_000 + micro)
+    use rusqlite::types::Value;
+    let part = |i: usize| -> rusqlite::Result<i128> {
+        Ok(match r.get::<_, Value>(i)? {
+            Value::Integer(v) => i128::from(v),
+            Value::Real(v) if v.is_finite() => v as i128,
+            _ => 0,
+        })
+    };
+    let total = part(at)? * 1_000_000 + part(at + 1)?;
+    Ok(u128::try_from(total).unwrap_or(0))
 }
 
 /// Key of a bucket: host, sensor, bucket start.
@@ -157,6 +167,16 @@ pub fn insert_batch_key(
     Ok(n == 1)
 }
 
+/// The upsert of `col`: the sum, clamped at i64::MAX µJ (2.56 GWh in one
+/// bucket, reachable only by a host replaying claims on one hour). SQLite
+/// would otherwise turn the overflowing sum into a float, which every later
+/// integer read of the ledger refuses.
+fn saturating_sum(col: &str) -> String {
+    format!(
+        "CASE WHEN excluded.{col} > 9223372036854775807 - {col} THEN 9223372036854775807 ELSE {col} + excluded.{col} END"
+    )
+}
+
 /// Adds the pending energy into the bucket tables.
 pub fn add_energy(tx: &Transaction<'_>, pending: &Pending) -> Result<(), StoreError> {
     for (table, map) in [
@@ -166,8 +186,10 @@ pub fn add_energy(tx: &Transaction<'_>, pending: &Pending) -> Result<(), StoreEr
         let mut stmt = tx.prepare_cached(&format!(
             "INSERT INTO {table} (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (host, sensor, bucket_ms) DO UPDATE SET
-               measured_uj = measured_uj + excluded.measured_uj,
-               estimated_uj = estimated_uj + excluded.estimated_uj"
+               measured_uj = {m},
+               estimated_uj = {e}",
+            m = saturating_sum("measured_uj"),
+            e = saturating_sum("estimated_uj"),
         ))?;
         // In key order: consecutive upserts land on neighbouring B-tree
         // pages instead of random ones, which is markedly cheaper.
@@ -178,8 +200,8 @@ pub fn add_energy(tx: &Transaction<'_>, pending: &Pending) -> Result<(), StoreEr
                 host,
                 sensor,
                 bucket,
-                a.measured as i64,
-                a.estimated as i64
+                i64::try_from(a.measured).unwrap_or(i64::MAX),
+                i64::try_from(a.estimated).unwrap_or(i64::MAX)
             ])?;
         }
     }
@@ -499,9 +521,10 @@ pub fn energy(
 
 /// Sums energy over [from_ms, to_ms) (whole minutes), grouped by host
 /// and by sensor when asked: whole hours from the hour table, the partial
-/// hours at either edge from the minute table. Exact (an hour bucket is the
-/// sum of its minutes) and complete where minutes were pruned
-/// (`store.minute_retention`) or never written (imported history).
+/// hours at either edge from the minute table, in one read snapshot.
+/// Exact (an hour bucket is the sum of its minutes), and complete over
+/// whole hours whose minutes were pruned (`store.minute_retention`) or never
+/// written (simulated history); an edge hour without minutes counts none.
 pub fn energy_span(
     conn: &Connection,
     from_ms: i64,
@@ -522,11 +545,13 @@ pub fn energy_span(
     };
     let mut merged: std::collections::BTreeMap<(String, Option<String>), Total> =
         std::collections::BTreeMap::new();
+    // One snapshot: the writer may commit between the three reads.
+    let snapshot = conn.unchecked_transaction()?;
     for (res, a, b) in parts {
         if a >= b {
             continue;
         }
-        for r in energy(conn, res, a, b, by_sensor, false)? {
+        for r in energy(&snapshot, res, a, b, by_sensor, false)? {
             let t = merged.entry((r.host, r.sensor)).or_default();
             t.measured += r.amount.measured;
             t.estimated += r.amount.estimated;
@@ -621,4 +646,63 @@ pub fn hosts(conn: &Connection) -> Result<Vec<HostRow>, StoreError> {
 /// Number of quarantined messages.
 pub fn quarantine_count(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn add(conn: &mut Connection, uj: u64) {
+        let mut p = Pending::default();
+        let key = ("h".to_owned(), "s".to_owned(), 0i64);
+        let a = Amount {
+            measured: uj,
+            estimated: 0,
+        };
+        p.minute.insert(key.clone(), a);
+        p.hour.insert(key, a);
+        let tx = conn.transaction().unwrap();
+        add_energy(&tx, &p).unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_bucket_claimed_past_i64_clamps_and_the_ledger_stays_readable() {
+        let mut conn = open_in_memory().unwrap();
+        // Three claims of 2^62 µJ on one bucket: past i64::MAX.
+        for _ in 0..3 {
+            add(&mut conn, 1 << 62);
+        }
+        let kind: String = conn
+            .query_row("SELECT typeof(measured_uj) FROM energy_hour", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kind, "integer");
+        let t = totals(&conn).unwrap();
+        assert_eq!(t[0].2.measured, i64::MAX as u128);
+        // A pending amount past i64 is clamped too, not wrapped negative.
+        let mut conn = open_in_memory().unwrap();
+        add(&mut conn, u64::MAX);
+        assert_eq!(totals(&conn).unwrap()[0].2.measured, i64::MAX as u128);
+    }
+
+    #[test]
+    fn split_sums_join_signed_parts_and_legacy_floats() {
+        let conn = open_in_memory().unwrap();
+        for (b, v) in [
+            (0, "1200000"),
+            (3_600_000, "-400000"),
+            (7_200_000, "2500000.0"),
+        ] {
+            conn.execute(
+                &format!("INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', {b}, {v}, 0)"),
+                [],
+            )
+            .unwrap();
+        }
+        // 1,200,000 - 400,000 + 2,500,000.
+        assert_eq!(totals(&conn).unwrap()[0].2.measured, 3_300_000);
+    }
 }

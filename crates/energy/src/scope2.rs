@@ -486,6 +486,7 @@ fn mul_div(a: u128, b: u128, c: u128) -> u128 {
     if hi == 0 {
         return lo / c;
     }
+    debug_assert!(hi < c, "mul_div: the quotient does not fit in u128");
     // Long division of hi:lo by c, one bit at a time (hi < c since the
     // quotient fits).
     let (mut rem, mut q) = (hi, 0u128);

@@ -50,7 +50,8 @@ impl From<Microjoules> for MicrojoulesSum {
     }
 }
 
-/// Exact: two sums of `u64` amounts cannot reach `u128::MAX`.
+/// Saturating at `u128::MAX` µJ, which no sum of `u64` amounts reaches
+/// (it would take 2^64 of them).
 impl Add for MicrojoulesSum {
     type Output = Self;
 
