@@ -89,7 +89,13 @@ role = "heat-delivered"
         note: None,
     };
     site::add_manual(&mut conn, "water", &[reading(300)], 0).unwrap();
-    site::add_manual(&mut conn, "heat-out", &[reading(u128::from(3 * KWH / 10))], 0).unwrap();
+    site::add_manual(
+        &mut conn,
+        "heat-out",
+        &[reading(u128::from(3 * KWH / 10))],
+        0,
+    )
+    .unwrap();
     (cfg_path, cfg)
 }
 
