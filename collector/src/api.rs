@@ -156,8 +156,11 @@ impl AppState {
         if let Some((at, v)) = cached()
             && (now - at).abs() < USABLE
         {
+            // Holding the guard, re-read: a refresh that finished since the
+            // first read stored its value before releasing it.
             if !fresh(at)
                 && let Ok(guard) = self.pue_refresh.clone().try_lock_owned()
+                && cached().is_none_or(|(at, _)| !fresh(at))
             {
                 let state = self.clone();
                 tokio::spawn(async move {
@@ -1027,6 +1030,8 @@ mod tests {
         let now = crate::now_ms();
         let end = (now / MINUTE_MS + 1) * MINUTE_MS;
         let mut t = (now / HOUR_MS - 8 * 24) * HOUR_MS;
+        // One transaction: 23,000 rows, one sync.
+        conn.execute_batch("BEGIN").unwrap();
         let mut ins = conn
             .prepare("INSERT INTO energy_minute (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', ?1, ?2, ?3, 0)")
             .unwrap();
@@ -1038,6 +1043,7 @@ mod tests {
             t += MINUTE_MS;
         }
         drop(ins);
+        conn.execute_batch("COMMIT").unwrap();
         drop(conn);
         let site: crate::site::SiteConfig = toml::from_str(
             r#"
