@@ -1088,6 +1088,7 @@ sensors = [{ host = "f", sensor = "it" }]
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.sqlite");
         let conn = store::open(&db).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
         let mut ins = conn
             .prepare("INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('fac', 'meter:mains', ?1, ?2, 0)")
             .unwrap();
@@ -1098,6 +1099,7 @@ sensors = [{ host = "f", sensor = "it" }]
         ins.execute(rusqlite::params![2_000 * HOUR_MS, 123_456i64])
             .unwrap();
         drop(ins);
+        conn.execute_batch("COMMIT").unwrap();
         conn.execute("INSERT INTO hosts (host, site) VALUES ('fac', 'par1')", [])
             .unwrap();
         let want: u128 = 2_000 * 36_000_000_000_000_000 + 123_456;
