@@ -116,6 +116,14 @@ pub fn subscribe(
         let mut was_down = false;
         loop {
             match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.session_present => {
+                    // A resumed persistent session: the broker kept the
+                    // subscriptions it granted before (rumqttc refuses new
+                    // SUBSCRIBEs right after a broker-only resume).
+                    tracing::info!(broker = %server, "connected; session resumed with its subscriptions");
+                    was_down = false;
+                    metrics.set_subscribed(true);
+                }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %server, "connected");
                     was_down = false;
@@ -183,11 +191,17 @@ pub fn subscribe(
 
 impl Subscription {
     /// Disconnects and waits for the event loop to end, at most `timeout`.
+    /// Aborted then, so that it lets go of the ledger writer's channel
+    /// (the writer ends when every sender is gone): a broker that cannot
+    /// be reached must not keep the collector from stopping.
     pub async fn close(self, timeout: Duration) {
-        let _ = self.client.disconnect_with_timeout(timeout).await;
+        let _ = tokio::time::timeout(timeout, self.client.disconnect_with_timeout(timeout)).await;
         drop(self.client);
-        if tokio::time::timeout(timeout, self.task).await.is_err() {
-            tracing::warn!("MQTT event loop did not stop in time");
+        let mut task = self.task;
+        if tokio::time::timeout(timeout, &mut task).await.is_err() {
+            tracing::warn!("MQTT event loop did not stop in time; aborted");
+            task.abort();
+            let _ = task.await;
         }
     }
 }

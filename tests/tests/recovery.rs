@@ -155,6 +155,10 @@ async fn collector_sigkilled_mid_ingest_loses_and_doubles_nothing() {
         collector.kill();
         tokio::time::sleep(Duration::from_millis(300)).await;
         collector = start_collector(d, &format!("collector-{round}"), &cfg);
+        // Same client id: the broker resumes its session and subscriptions,
+        // and the restarted collector says it is ready.
+        let c = &collector;
+        tokio::task::block_in_place(|| wait_ready(http, c, Duration::from_secs(30)));
     }
     sender.await.unwrap();
     let got = tokio::task::spawn_blocking(move || {
@@ -381,4 +385,26 @@ fn spool_overflow_during_an_outage_keeps_totals_exact() {
             .unwrap()
             .success()
     );
+}
+
+#[test]
+fn a_collector_whose_broker_is_gone_still_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A port nobody listens on.
+    let port = vigie_testkit::free_port().unwrap();
+    let http = free_addr().unwrap();
+    let cfg = collector_config(d, port, http, "lonely-collector");
+    let mut collector = start_collector(d, "collector", &cfg);
+    wait_for(
+        "the collector's HTTP server",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || http_get(http, "/healthz").ok(),
+    )
+    .unwrap();
+    // Up but not ready: it has no broker.
+    assert_eq!(http_get(http, "/readyz").unwrap().status, 503);
+    let status = collector.interrupt(Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status:?}\n{}", collector.log_tail());
 }
