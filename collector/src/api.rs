@@ -228,6 +228,23 @@ impl AppState {
         Ok(v)
     }
 
+    /// `from` as asked, else the start of the hour of the ledger's first
+    /// data (energy, hand readings, registers; data stamped before 2000,
+    /// by a device whose clock was never set, is ignored), else `fallback`:
+    /// "the whole ledger" without 1970 to now of empty time in it.
+    pub(crate) async fn from_or_first(
+        &self,
+        asked: Option<&str>,
+        from: i64,
+        fallback: i64,
+    ) -> Result<i64, ApiError> {
+        if asked.is_some() {
+            return Ok(from);
+        }
+        let first = self.read(|c| Ok(crate::site::first_data_ms(c)?)).await?;
+        Ok(first.map_or(fallback, |t| t.div_euclid(HOUR_MS) * HOUR_MS))
+    }
+
     /// The same state serving the public disclosure page as `cfg` says.
     pub fn with_public(mut self, cfg: crate::public::PublicConfig) -> Self {
         self.public = Arc::new(crate::public::PublicState::new(cfg));
@@ -637,6 +654,10 @@ async fn emissions_route(
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let from = s
+        .from_or_first(q.from.as_deref(), from, from)
+        .await?
+        .min(to);
     // Hourly figures: widen to whole hours.
     let from = from.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
@@ -662,15 +683,19 @@ async fn emissions_route(
                 .any(|m| m.role == crate::site::Role::GridImport);
             let factors = if has_grid {
                 crate::site::scope2(c, &site, &carbon, from, to)
-                    .ok()
                     .map(|(r, _)| crate::carbon::market_factors(&r))
+                    .map_err(|e| e.to_string())
             } else {
-                None
+                Err("no [site] grid-import meter".to_owned())
             };
             Ok((places, factors))
         })
         .await?;
     let (places, market) = market;
+    let (market, market_note) = match market {
+        Ok(f) => (Some(f), None),
+        Err(why) => (None, Some(why)),
+    };
     let group_of = |host: &str| -> String {
         match group_by {
             "site" => "site".into(),
@@ -743,10 +768,9 @@ async fn emissions_route(
     Ok(axum::Json(json!({
         "method": "location-based",
         "group_by": group_by,
-        "market_based": if with_market {
-            "the site's hourly market-based factor (market-based grams / site grid import) applied to each group's consumption"
-        } else {
-            "not computed: no [site] grid-import meter"
+        "market_based": match &market_note {
+            None => "the site's hourly market-based factor (market-based grams / site grid import) applied to each group's consumption".to_owned(),
+            Some(why) => format!("not computed: {why}"),
         },
         "zone": s.carbon.zone,
         "basis": s.carbon.basis.as_str(),
@@ -775,6 +799,10 @@ async fn kpi(
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let from = s
+        .from_or_first(q.from.as_deref(), from, from)
+        .await?
+        .min(to);
     let (site, carbon) = (s.site.clone(), s.carbon.clone());
     let result = s
         .read(move |c| Ok(crate::site::figures(c, &site, &carbon.market, from, to)))
@@ -811,6 +839,13 @@ async fn scope2_route(
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
     // As documented: the last 24 hours by default (Scope 2 is hour by
     // hour, and periods are bounded).
+    // Without `to`, up to the last whole hour: the hour under way is not
+    // over, and would count as a gap.
+    let to = if q.to.is_none() {
+        to.div_euclid(HOUR_MS) * HOUR_MS
+    } else {
+        to
+    };
     let from = if q.from.is_none() {
         to - 24 * HOUR_MS
     } else {
@@ -874,6 +909,10 @@ async fn heat_route(
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let from = s
+        .from_or_first(q.from.as_deref(), from, from)
+        .await?
+        .min(to);
     let site = s.site.clone();
     let r = s
         .read(move |c| Ok(crate::site::measured_heat(c, &site, from, to)))
@@ -1201,6 +1240,62 @@ sensors = [{ host = "f", sensor = "it" }]
         assert_eq!(
             total(5 * HOUR_MS + 10 * MINUTE_MS, 5 * HOUR_MS + 20 * MINUTE_MS).await,
             10_000
+        );
+    }
+
+    #[tokio::test]
+    async fn all_time_figures_start_at_the_first_data_not_1970() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        crate::site::init(&conn).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let t0 = 1_790_000_000_000 / HOUR_MS * HOUR_MS;
+        // A meter whose clock was never set once wrote in 1970: ignored.
+        for (t, sensor) in [(60_000, "grid"), (t0 + 5 * MINUTE_MS, "grid"), (t0, "it")] {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', ?1, ?2, 1000, 0)",
+                rusqlite::params![sensor, t],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let site: crate::site::SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n",
+        )
+        .unwrap();
+        let state = AppState::new(
+            db,
+            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
+            Factor {
+                zone: "FR".into(),
+                g_per_kwh: 50.0,
+                kind: "average",
+                source: "test".into(),
+                estimated: false,
+            },
+            crate::config::CarbonConfig::default(),
+            site,
+        );
+        let q = |from: Option<&str>| EmissionsQuery {
+            from: from.map(str::to_owned),
+            to: Some((t0 + 2 * HOUR_MS).to_string()),
+            group_by: None,
+        };
+        let axum::Json(v) = kpi(State(state.clone()), Query(q(None))).await.unwrap();
+        assert_eq!(v["from"], rfc3339(t0), "{v}");
+        // Asked for: as asked.
+        let axum::Json(v) = kpi(State(state.clone()), Query(q(Some("0"))))
+            .await
+            .unwrap();
+        assert_eq!(v["from"], rfc3339(0));
+        // Emissions: the site's Scope 2 is computed (it used to fail on a
+        // 1970 start, reported as "no grid-import meter").
+        let axum::Json(v) = emissions_route(State(state), Query(q(None))).await.unwrap();
+        let note = v["market_based"].as_str().unwrap();
+        assert!(
+            note.starts_with("the site's hourly market-based factor"),
+            "{v}"
         );
     }
 

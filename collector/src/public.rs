@@ -951,16 +951,7 @@ impl PublicState {
 /// Years from the ledger's first data (site readings or energy) to `now`,
 /// newest first.
 fn years_with_data(conn: &rusqlite::Connection, now_ms: i64) -> Result<Vec<i64>, rusqlite::Error> {
-    // A device whose clock was never set stamps 1970: such rows must not
-    // list half a century of empty years, so data before 2000 is ignored.
-    const FLOOR_MS: i64 = 946_684_800_000;
-    let first: Option<i64> = conn.query_row(
-        "SELECT MIN(t) FROM (SELECT MIN(bucket_ms) AS t FROM energy_hour WHERE bucket_ms >= ?1
-         UNION ALL SELECT MIN(start_ms) FROM manual_readings WHERE start_ms >= ?1
-         UNION ALL SELECT MIN(at_ms) FROM registers WHERE at_ms >= ?1)",
-        [FLOOR_MS],
-        |r| r.get(0),
-    )?;
+    let first = crate::site::first_data_ms(conn)?;
     let current = Date::from_ms(now_ms).y;
     let first = first.map_or(current, |t| Date::from_ms(t).y.clamp(1970, current));
     Ok((first..=current).rev().collect())

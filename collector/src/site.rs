@@ -444,6 +444,20 @@ pub fn parse_readings_csv(
     }
 }
 
+/// When the ledger's data starts: the earliest energy bucket, hand
+/// reading or register value from 2000 on (a device whose clock was never
+/// set stamps 1970, and must not stretch "all time" over decades).
+pub fn first_data_ms(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
+    const FLOOR_MS: i64 = 946_684_800_000;
+    conn.query_row(
+        "SELECT MIN(t) FROM (SELECT MIN(bucket_ms) AS t FROM energy_hour WHERE bucket_ms >= ?1
+         UNION ALL SELECT MIN(start_ms) FROM manual_readings WHERE start_ms >= ?1
+         UNION ALL SELECT MIN(at_ms) FROM registers WHERE at_ms >= ?1)",
+        [FLOOR_MS],
+        |r| r.get(0),
+    )
+}
+
 fn manual_samples(
     conn: &Connection,
     meter: &str,
