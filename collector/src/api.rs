@@ -232,7 +232,7 @@ impl AppState {
     /// data (energy, hand readings, registers; data stamped before 2000,
     /// by a device whose clock was never set, is ignored), else `fallback`:
     /// "the whole ledger" without 1970 to now of empty time in it.
-    pub(crate) async fn from_or_first(
+    pub(crate) async fn start_or_first(
         &self,
         asked: Option<&str>,
         from: i64,
@@ -241,7 +241,9 @@ impl AppState {
         if asked.is_some() {
             return Ok(from);
         }
-        let first = self.read(|c| Ok(crate::site::first_data_ms(c)?)).await?;
+        let first = self
+            .read(|c| crate::site::first_data_ms(c).map_err(Into::into))
+            .await?;
         Ok(first.map_or(fallback, |t| t.div_euclid(HOUR_MS) * HOUR_MS))
     }
 
@@ -655,7 +657,7 @@ async fn emissions_route(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
     let from = s
-        .from_or_first(q.from.as_deref(), from, from)
+        .start_or_first(q.from.as_deref(), from, from)
         .await?
         .min(to);
     // Hourly figures: widen to whole hours.
@@ -800,7 +802,7 @@ async fn kpi(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
     let from = s
-        .from_or_first(q.from.as_deref(), from, from)
+        .start_or_first(q.from.as_deref(), from, from)
         .await?
         .min(to);
     let (site, carbon) = (s.site.clone(), s.carbon.clone());
@@ -910,7 +912,7 @@ async fn heat_route(
 ) -> Result<axum::Json<Value>, ApiError> {
     let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
     let from = s
-        .from_or_first(q.from.as_deref(), from, from)
+        .start_or_first(q.from.as_deref(), from, from)
         .await?
         .min(to);
     let site = s.site.clone();
