@@ -241,9 +241,7 @@ impl AppState {
         if asked.is_some() {
             return Ok(from);
         }
-        let first = self
-            .read(|c| crate::site::first_data_ms(c).map_err(Into::into))
-            .await?;
+        let first = self.read(crate::site::first_data_ms).await?;
         Ok(first.map_or(fallback, |t| t.div_euclid(HOUR_MS) * HOUR_MS))
     }
 
