@@ -817,7 +817,7 @@ async fn kpi(
         "figures": f.figures.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
         "meters": f.totals.iter().map(|(name, role, i)| json!({
             "meter": name,
-            "role": format!("{role:?}"),
+            "role": role.as_str(),
             "unit": i.unit,
             "measured": i.measured,
             "estimated": i.estimated,
@@ -825,7 +825,7 @@ async fn kpi(
             "total": i.total,
             "missing_share": i.coverage.map(|c| c.missing_share()),
         })).collect::<Vec<_>>(),
-        "roles_without_meter": f.missing_roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+        "roles_without_meter": f.missing_roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
     })))
 }
 

@@ -522,7 +522,7 @@ pub fn build(
         },
         "fields": fields,
         "figures": inputs.figures.figures.iter().map(site::figure_json).collect::<Vec<_>>(),
-        "missing_roles": inputs.figures.missing_roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>(),
+        "missing_roles": inputs.figures.missing_roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
         "methodology": methodology(site_cfg, carbon),
         "provenance": {
             "meters": site_cfg.meters.iter().map(|m| meter_provenance(m, &inputs)).collect::<Vec<_>>(),
@@ -583,7 +583,7 @@ fn meter_provenance(m: &site::MeterConfig, inputs: &Inputs<'_>) -> Value {
         .map(|(_, _, i)| input_status(i));
     json!({
         "name": m.name,
-        "role": format!("{:?}", m.role),
+        "role": m.role.as_str(),
         "kind": if m.register.is_some() { "register" } else if m.is_manual() { "manual readings" } else { "ledger sensors" },
         "sensors": m.sensors.iter().map(|s| format!("{}/{}", s.host, s.sensor)).collect::<Vec<_>>(),
         "register": m.register.as_ref().map(|r| json!({
