@@ -856,7 +856,8 @@ async fn scope2_route(
         .read(move |c| Ok(crate::site::scope2(c, &site, &carbon, from, to)))
         .await?;
     let (r, cue) = result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let kg = |g: vigie_energy::GramsCo2e| g.0 / 1000.0;
+    // `+ 0.0` turns a -0.0 (a sum of nothing) into 0.
+    let kg = |g: vigie_energy::GramsCo2e| g.0 / 1000.0 + 0.0;
     let fallback_hours = r
         .hours
         .iter()
@@ -877,8 +878,12 @@ async fn scope2_route(
             "estimated_share": r.coverage.estimated_share(),
             "missing_share": r.coverage.missing_share(),
         },
+        // Over the hours the grid meter covers (nothing is extrapolated):
+        // `incomplete` says a part of the period is missing from them.
         "location_based_kg": kg(r.location),
+        "location_based_status": crate::report::scope2_status(&r, vigie_energy::Scope2Basis::LocationBased),
         "market_based_kg": kg(r.market),
+        "market_based_status": crate::report::scope2_status(&r, vigie_energy::Scope2Basis::MarketBased),
         "market_hours_on_grid_average": fallback_hours,
         "zone": s.carbon.zone,
         "basis": s.carbon.basis.as_str(),

@@ -197,6 +197,20 @@ fn amount(f: &site::SiteFigures, pick: &dyn Fn(&str) -> bool, roles: &[site::Rol
     }
 }
 
+/// What Scope 2 emissions on `basis` rest on: `incomplete` when the grid
+/// meter does not cover the whole period, `estimated` when estimated
+/// consumption or an estimated or fallback grid factor enters them,
+/// else `measured`.
+pub fn scope2_status(r: &vigie_energy::Scope2Report, basis: Scope2Basis) -> &'static str {
+    if !r.is_complete() {
+        "incomplete"
+    } else if r.estimated.0 > 0 || r.coverage.estimated_ms > 0 || r.uses_estimated_factor(basis) {
+        "estimated"
+    } else {
+        "measured"
+    }
+}
+
 /// The site over `[from_ms, to_ms)` labelled `label`.
 pub fn span(
     conn: &Connection,
@@ -224,20 +238,10 @@ pub fn span(
     if has_grid {
         let (r, _) = site::scope2(conn, site_cfg, carbon, from_ms, to_ms)?;
         let coverage = Some(1.0 - r.coverage.missing_share());
-        let emissions = |basis: Scope2Basis, grams: f64| {
-            let estimated =
-                r.estimated.0 > 0 || r.coverage.estimated_ms > 0 || r.uses_estimated_factor(basis);
-            Value {
-                value: r.is_complete().then_some(grams / 1e6),
-                status: if !r.is_complete() {
-                    "incomplete"
-                } else if estimated {
-                    "estimated"
-                } else {
-                    "measured"
-                },
-                coverage,
-            }
+        let emissions = |basis: Scope2Basis, grams: f64| Value {
+            value: r.is_complete().then_some(grams / 1e6),
+            status: scope2_status(&r, basis),
+            coverage,
         };
         loc = emissions(Scope2Basis::LocationBased, r.location.0);
         mkt = emissions(Scope2Basis::MarketBased, r.market.0);

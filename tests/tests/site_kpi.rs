@@ -206,6 +206,25 @@ role = "heat-delivered"
         "{s2}"
     );
     assert_eq!(s2["coverage"]["missing_share"], 0.0);
+    // The grid meter covers the hour; the factor is the configured yearly
+    // average applied to it: an estimate, and said so.
+    assert_eq!(s2["location_based_status"], "estimated", "{s2}");
+    // An hour the meter does not cover: incomplete, and 0 kg is not a
+    // negative zero.
+    let empty = http_get(
+        http,
+        &format!(
+            "/api/v1/scope2?from={}&to={}",
+            iso(hour + HOUR),
+            iso(hour + 2 * HOUR)
+        ),
+    )
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(empty["location_based_status"], "incomplete", "{empty}");
+    assert_eq!(empty["market_based_status"], "incomplete", "{empty}");
+    assert!(!empty.to_string().contains("-0.0"), "{empty}");
     let cue_loc = s2["cue"][0]["value"].as_f64().unwrap();
     assert!((cue_loc - 0.075).abs() < 1e-9, "{s2}");
     assert!(
