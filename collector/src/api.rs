@@ -1022,6 +1022,27 @@ async fn post_readings(
 mod tests {
     use super::*;
 
+    /// The API's state over the ledger at `db` with `site`, a static FR
+    /// factor of 50 g/kWh and no token.
+    fn test_state(db: PathBuf, site: crate::site::SiteConfig) -> AppState {
+        AppState::new(
+            db,
+            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
+            Factor {
+                zone: "FR".into(),
+                g_per_kwh: 50.0,
+                kind: "average",
+                source: "test".into(),
+                estimated: false,
+            },
+            crate::config::CarbonConfig::default(),
+            site,
+        )
+    }
+
+    /// A grid-import meter on sensor `f/grid` and an IT meter on `f/it`.
+    const GRID_AND_IT: &str = "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n[[meters]]\nname = \"it\"\nrole = \"it\"\nsensors = [{ host = \"f\", sensor = \"it\" }]\n";
+
     #[test]
     fn the_openapi_document_covers_every_route() {
         let doc: Value = serde_json::from_str(OPENAPI).unwrap();
@@ -1089,32 +1110,8 @@ mod tests {
         drop(ins);
         conn.execute_batch("COMMIT").unwrap();
         drop(conn);
-        let site: crate::site::SiteConfig = toml::from_str(
-            r#"
-[[meters]]
-name = "grid"
-role = "grid-import"
-sensors = [{ host = "f", sensor = "grid" }]
-[[meters]]
-name = "it"
-role = "it"
-sensors = [{ host = "f", sensor = "it" }]
-"#,
-        )
-        .unwrap();
-        let state = AppState::new(
-            db,
-            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
-            Factor {
-                zone: "FR".into(),
-                g_per_kwh: 50.0,
-                kind: "average",
-                source: "test".into(),
-                estimated: false,
-            },
-            crate::config::CarbonConfig::default(),
-            site,
-        );
+        let site: crate::site::SiteConfig = toml::from_str(GRID_AND_IT).unwrap();
+        let state = test_state(db, site);
         let pue = state
             .measured_pue(now)
             .await
@@ -1153,19 +1150,7 @@ sensors = [{ host = "f", sensor = "it" }]
         assert_eq!(rows[0].amount.measured, want);
         drop(conn);
 
-        let state = AppState::new(
-            db,
-            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
-            Factor {
-                zone: "FR".into(),
-                g_per_kwh: 50.0,
-                kind: "average",
-                source: "test".into(),
-                estimated: false,
-            },
-            crate::config::CarbonConfig::default(),
-            crate::site::SiteConfig::default(),
-        );
+        let state = test_state(db, crate::site::SiteConfig::default());
         let q = EnergyQuery {
             from: Some("0".into()),
             to: Some((2_001 * HOUR_MS).to_string()),
@@ -1207,19 +1192,7 @@ sensors = [{ host = "f", sensor = "it" }]
         )
         .unwrap();
         drop(conn);
-        let state = AppState::new(
-            db,
-            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
-            Factor {
-                zone: "FR".into(),
-                g_per_kwh: 50.0,
-                kind: "average",
-                source: "test".into(),
-                estimated: false,
-            },
-            crate::config::CarbonConfig::default(),
-            crate::site::SiteConfig::default(),
-        );
+        let state = test_state(db, crate::site::SiteConfig::default());
         let total = |from: i64, to: i64| {
             let state = state.clone();
             async move {
@@ -1269,19 +1242,7 @@ sensors = [{ host = "f", sensor = "it" }]
             "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n",
         )
         .unwrap();
-        let state = AppState::new(
-            db,
-            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
-            Factor {
-                zone: "FR".into(),
-                g_per_kwh: 50.0,
-                kind: "average",
-                source: "test".into(),
-                estimated: false,
-            },
-            crate::config::CarbonConfig::default(),
-            site,
-        );
+        let state = test_state(db, site);
         let q = |from: Option<&str>| EmissionsQuery {
             from: from.map(str::to_owned),
             to: Some((t0 + 2 * HOUR_MS).to_string()),
@@ -1316,23 +1277,8 @@ sensors = [{ host = "f", sensor = "it" }]
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.sqlite");
         drop(store::open(&db).unwrap());
-        let site: crate::site::SiteConfig = toml::from_str(
-            "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n[[meters]]\nname = \"it\"\nrole = \"it\"\nsensors = [{ host = \"f\", sensor = \"it\" }]\n",
-        )
-        .unwrap();
-        let state = AppState::new(
-            db,
-            Arc::new(Metrics::new("FR", vigie_energy::GramsPerKwh(50.0))),
-            Factor {
-                zone: "FR".into(),
-                g_per_kwh: 50.0,
-                kind: "average",
-                source: "test".into(),
-                estimated: false,
-            },
-            crate::config::CarbonConfig::default(),
-            site,
-        );
+        let site: crate::site::SiteConfig = toml::from_str(GRID_AND_IT).unwrap();
+        let state = test_state(db, site);
         let now = 1_795_000_000_000;
         // Fifty requests at once before any value: one computation.
         let mut set = tokio::task::JoinSet::new();
