@@ -50,7 +50,8 @@ pub struct AppState {
     /// and at 2,000 signal requests a second an expired cache would
     /// otherwise queue one computation per request.
     pue_refresh: Arc<tokio::sync::Mutex<()>>,
-    /// How many times the PUE was computed (for tests).
+    /// How many times the PUE was computed (tests only).
+    #[cfg(test)]
     pue_computed: Arc<std::sync::atomic::AtomicU64>,
     /// Grid points for the signal routes.
     points_cache: Arc<crate::signals::PointsCache>,
@@ -100,6 +101,7 @@ impl AppState {
             site: Arc::new(site),
             pue_cache: Arc::new(Mutex::new(None)),
             pue_refresh: Arc::new(tokio::sync::Mutex::new(())),
+            #[cfg(test)]
             pue_computed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             points_cache: Arc::new(crate::signals::PointsCache::default()),
             signing_key: None,
@@ -184,6 +186,7 @@ impl AppState {
     /// Computes the measured PUE for [`AppState::measured_pue`] and caches it.
     async fn compute_pue(&self, now: i64) -> Result<Option<MeasuredPue>, ApiError> {
         const WEEK: i64 = 7 * 86_400_000;
+        #[cfg(test)]
         self.pue_computed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let site = self.site.clone();
@@ -228,21 +231,23 @@ impl AppState {
         Ok(v)
     }
 
-    /// `from` as asked, else the start of the hour of the ledger's first
-    /// data (energy, hand readings, registers; data stamped before 2000,
-    /// by a device whose clock was never set, is ignored), else `fallback`:
-    /// "the whole ledger" without 1970 to now of empty time in it.
-    pub(crate) async fn start_or_first(
+    /// The period of a query with `from` and `to` as `range` read them:
+    /// when `from` was not asked for, it starts at the hour of the ledger's
+    /// first data (energy, hand readings, registers; data stamped before
+    /// 2000, by a device whose clock was never set, is ignored), not in
+    /// 1970, and never after `to`.
+    pub(crate) async fn period(
         &self,
-        asked: Option<&str>,
-        from: i64,
-        fallback: i64,
-    ) -> Result<i64, ApiError> {
-        if asked.is_some() {
-            return Ok(from);
+        q_from: Option<&str>,
+        q_to: Option<&str>,
+    ) -> Result<(i64, i64), ApiError> {
+        let (from, to, _) = range(q_from, q_to)?;
+        if q_from.is_some() {
+            return Ok((from, to));
         }
         let first = self.read(crate::site::first_data_ms).await?;
-        Ok(first.map_or(fallback, |t| t.div_euclid(HOUR_MS) * HOUR_MS))
+        let from = first.map_or(from, |t| t.div_euclid(HOUR_MS) * HOUR_MS);
+        Ok((from.min(to), to))
     }
 
     /// The same state serving the public disclosure page as `cfg` says.
@@ -653,11 +658,7 @@ async fn emissions_route(
     State(s): State<AppState>,
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
-    let from = s
-        .start_or_first(q.from.as_deref(), from, from)
-        .await?
-        .min(to);
+    let (from, to) = s.period(q.from.as_deref(), q.to.as_deref()).await?;
     // Hourly figures: widen to whole hours.
     let from = from.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
@@ -798,11 +799,7 @@ async fn kpi(
     State(s): State<AppState>,
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
-    let from = s
-        .start_or_first(q.from.as_deref(), from, from)
-        .await?
-        .min(to);
+    let (from, to) = s.period(q.from.as_deref(), q.to.as_deref()).await?;
     let (site, carbon) = (s.site.clone(), s.carbon.clone());
     let result = s
         .read(move |c| Ok(crate::site::figures(c, &site, &carbon.market, from, to)))
@@ -913,11 +910,7 @@ async fn heat_route(
     State(s): State<AppState>,
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
-    let from = s
-        .start_or_first(q.from.as_deref(), from, from)
-        .await?
-        .min(to);
+    let (from, to) = s.period(q.from.as_deref(), q.to.as_deref()).await?;
     let site = s.site.clone();
     let r = s
         .read(move |c| Ok(crate::site::measured_heat(c, &site, from, to)))

@@ -468,10 +468,6 @@ impl Scope2Report {
     }
 }
 
-fn to_uj(v: u128) -> MicrojoulesSum {
-    MicrojoulesSum(v)
-}
-
 /// `a × b / c` rounded down, exact for any `u128` operands whose result
 /// fits (here `b <= c`): the product is taken on 256 bits. A year of a
 /// 10 MW site is 3e20 µJ, and the square of that does not fit in `u128`.
@@ -697,7 +693,7 @@ pub fn scope2(
     }
 
     let sum = |f: fn(&Scope2Hour) -> u64| -> MicrojoulesSum {
-        to_uj(hours.iter().map(|h| u128::from(f(h))).sum())
+        MicrojoulesSum(hours.iter().map(|h| u128::from(f(h))).sum())
     };
     let measured = sum(|h| h.measured.0);
     let estimated = sum(|h| h.estimated.0);
@@ -723,9 +719,9 @@ pub fn scope2(
             kind: ins.kind,
             origin: ins.origin,
             factor: factors[k],
-            offered: to_uj(offered),
-            applied: to_uj(applied[k]),
-            surplus: to_uj(offered - applied[k]),
+            offered: MicrojoulesSum(offered),
+            applied: MicrojoulesSum(applied[k]),
+            surplus: MicrojoulesSum(offered - applied[k]),
         });
     }
     Ok(Scope2Report {
