@@ -562,7 +562,9 @@ async fn send(
     keeper.spool.push(batch, &payload, checkpoints, &devices)?;
     keeper.health.batches += 1;
     if keeper.health.batches > keeper.bounds.max_batches as u64 {
-        keeper.enforce(batch.readings.first().map_or(0, |r| r.end_ms))?;
+        // The wall clock, as at the other bounds checks: the first reading's
+        // end was 0 for a batch of gauges alone.
+        keeper.enforce(now_ms())?;
     }
     if connected {
         // Marked first: a batch that may have reached the broker is never merged.

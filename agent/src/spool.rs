@@ -154,9 +154,11 @@ impl Spool {
 
     /// Start of the oldest spooled reading.
     pub fn oldest_ms(&self) -> Result<Option<i64>, SpoolError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT MIN(start_ms) FROM spool", [], |r| r.get(0))?)
+        Ok(self.conn().query_row(
+            "SELECT MIN(start_ms) FROM spool WHERE start_ms < ?1",
+            [NO_TIME],
+            |r| r.get(0),
+        )?)
     }
 
     /// Enforces the bounds: drops batches older than `max_age_ms` (0: no
@@ -318,9 +320,20 @@ pub struct Enforced {
     pub over_bound: bool,
 }
 
+/// Stands for "no time" in the spool's `start_ms`/`end_ms` columns: a batch
+/// holding neither readings nor gauges (the batcher makes none) is never
+/// aged out and never taken as the oldest.
+const NO_TIME: i64 = i64::MAX;
+
+/// The time a batch covers: its readings' intervals and its gauges' times.
+/// A batch of gauges alone is as old as its gauges (it was once given
+/// `start_ms = 0` and dropped by the age bound as 56 years old).
 fn span(b: &TelemetryBatch) -> (i64, i64) {
-    let start = b.readings.iter().map(|r| r.start_ms).min().unwrap_or(0);
-    let end = b.readings.iter().map(|r| r.end_ms).max().unwrap_or(0);
+    let starts = b.readings.iter().map(|r| r.start_ms);
+    let ends = b.readings.iter().map(|r| r.end_ms);
+    let gauges = b.gauges.iter().map(|g| g.at_ms);
+    let start = starts.chain(gauges.clone()).min().unwrap_or(NO_TIME);
+    let end = ends.chain(gauges).max().unwrap_or(NO_TIME);
     (start, end)
 }
 
@@ -418,6 +431,8 @@ mod tests {
         let start_ms = BASE + start_ms;
         let mut b = samples::telemetry();
         b.seq = seq;
+        // The sample's gauges have fixed times, which now count in a batch's span.
+        b.gauges.clear();
         b.readings = energies
             .iter()
             .map(|(sensor, e)| vigie_protocol::Reading {
@@ -568,6 +583,38 @@ mod tests {
         assert_eq!((done.dropped, done.dropped_uj), (2, 21));
         assert_eq!(s.depth().unwrap(), 1);
         assert_eq!(s.oldest_ms().unwrap(), Some(BASE + 200_000));
+    }
+
+    #[test]
+    fn a_batch_of_gauges_alone_is_as_old_as_its_gauges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("spool.sqlite")).unwrap();
+        let gauges_at = |seq: u64, at_ms: i64| {
+            let mut b = batch(seq, 0, &[]);
+            b.gauges = vec![vigie_protocol::Gauge {
+                sensor: "pdu-a1:outlet-1".into(),
+                quantity: vigie_protocol::GaugeQuantity::PowerWatts,
+                value: 120.0,
+                at_ms: BASE + at_ms,
+            }];
+            b
+        };
+        for (seq, at) in [(0, 10_000), (1, 250_000)] {
+            let b = gauges_at(seq, at);
+            assert!(b.readings.is_empty());
+            s.push(&b, &serde_json::to_vec(&b).unwrap(), &[], &[])
+                .unwrap();
+        }
+        assert_eq!(s.oldest_ms().unwrap(), Some(BASE + 10_000));
+        let aged = Bounds {
+            max_age_ms: 150_000,
+            ..BOUNDS
+        };
+        // now = 300 s: the gauges of 10 s are past the bound, those of 250 s are not.
+        let done = s.enforce(&aged, BASE + 300_000).unwrap();
+        assert_eq!((done.dropped, done.dropped_uj), (1, 0));
+        let kept: Vec<u64> = s.pending().unwrap().iter().map(|p| p.1).collect();
+        assert_eq!(kept, vec![1], "recent gauges are kept through an outage");
     }
 
     #[test]
