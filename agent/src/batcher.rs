@@ -24,6 +24,10 @@ pub struct Batcher {
     next_seq: u64,
     pending: Vec<Reading>,
     gauges: Vec<Gauge>,
+    /// The collector's per-message bounds: a cut never makes a batch it
+    /// would refuse for its size or its work.
+    max_items: usize,
+    max_buckets: u64,
 }
 
 impl Batcher {
@@ -34,6 +38,49 @@ impl Batcher {
             next_seq: 0,
             pending: Vec::new(),
             gauges: Vec::new(),
+            max_items: vigie_protocol::Limits::default().max_readings,
+            max_buckets: vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS,
+        }
+    }
+
+    /// Cuts batches of at most `max_items` readings and gauges touching at
+    /// most `max_buckets` minute buckets (the collector's `max_readings`
+    /// and `max_minute_buckets`).
+    pub fn with_bounds(mut self, max_items: usize, max_buckets: u64) -> Self {
+        self.max_items = max_items.max(1);
+        self.max_buckets = max_buckets;
+        self
+    }
+
+    /// Takes everything buffered as consecutive batches, each within the
+    /// bounds (after a long downtime one cut can hold days of readings);
+    /// gauges go in the first. Empty when nothing is buffered.
+    pub fn cut_all(&mut self) -> Vec<TelemetryBatch> {
+        let mut out = Vec::new();
+        let mut rest = std::mem::take(&mut self.pending).into_iter().peekable();
+        let mut gauges = std::mem::take(&mut self.gauges);
+        loop {
+            // Gauges first (they cost no bucket), then readings while they fit.
+            let take = gauges.len().min(self.max_items);
+            let mut chunk_gauges: Vec<Gauge> = gauges.drain(..take).collect();
+            let mut chunk: Vec<Reading> = Vec::new();
+            let mut buckets = 0u64;
+            while let Some(r) = rest.peek() {
+                let b = vigie_protocol::minute_buckets(std::slice::from_ref(r));
+                let full = chunk.len() + chunk_gauges.len() >= self.max_items
+                    || (!chunk.is_empty() && buckets.saturating_add(b) > self.max_buckets);
+                if full {
+                    break;
+                }
+                buckets = buckets.saturating_add(b);
+                chunk.extend(rest.next());
+            }
+            if chunk.is_empty() && chunk_gauges.is_empty() {
+                return out;
+            }
+            self.pending = chunk;
+            std::mem::swap(&mut self.gauges, &mut chunk_gauges);
+            out.extend(self.cut());
         }
     }
 
@@ -76,6 +123,54 @@ impl Batcher {
 mod tests {
     use super::*;
     use vigie_protocol::samples;
+
+    #[test]
+    fn a_long_downtime_is_cut_into_batches_the_collector_accepts() {
+        let mut b = Batcher::new(Identity {
+            site: "s".into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            epoch: 7,
+        })
+        .with_bounds(4, 25_000);
+        // 7 device points bridging a week each (10,080 buckets apiece),
+        // then two gauges.
+        let week = 7 * 24 * 3_600_000;
+        let template = samples::telemetry().readings[0].clone();
+        for i in 0..7 {
+            b.pending_mut().push(Reading {
+                sensor: format!("pdu:outlet-{i}"),
+                start_ms: 1_795_000_020_000 - week,
+                end_ms: 1_795_000_020_000,
+                energy_uj: 1_000 + i,
+                ..template.clone()
+            });
+        }
+        b.sink()
+            .gauges
+            .extend(samples::telemetry().gauges.iter().cloned().cycle().take(2));
+        let batches = b.cut_all();
+        let shape: Vec<(u64, usize, usize)> = batches
+            .iter()
+            .map(|x| (x.seq, x.readings.len(), x.gauges.len()))
+            .collect();
+        // Gauges first; at most 2 weeks (20,160 buckets) and 4 items a batch.
+        assert_eq!(shape, [(0, 2, 2), (1, 2, 0), (2, 2, 0), (3, 1, 0)]);
+        for x in &batches {
+            assert!(vigie_protocol::minute_buckets(&x.readings) <= 25_000);
+        }
+        let energy: u64 = batches
+            .iter()
+            .flat_map(|x| &x.readings)
+            .map(|r| r.energy_uj)
+            .sum();
+        assert_eq!(
+            energy,
+            (0..7).map(|i| 1_000 + i).sum::<u64>(),
+            "nothing lost"
+        );
+        assert!(b.cut_all().is_empty());
+    }
 
     #[test]
     fn numbers_batches_and_skips_empty_ones() {

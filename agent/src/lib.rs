@@ -181,6 +181,7 @@ pub async fn run_with(
         max_span_ms: i64::try_from(cfg.spool.merge_max_span.as_millis()).unwrap_or(i64::MAX),
         max_age_ms: i64::try_from(cfg.spool.max_age.as_millis()).unwrap_or(i64::MAX),
         max_readings: vigie_protocol::Limits::default().max_readings,
+        max_minute_buckets: vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS,
     };
     let mut keeper = SpoolKeeper {
         spool: &spool,
@@ -260,9 +261,8 @@ pub async fn run_with(
                 }
             }
             _ = publish_tick.tick() => {
-                if let Some(batch) = batcher.cut() {
-                    send(&link, &mut keeper, connected, &batch, &sources.checkpoints(), &device_checkpoints).await?;
-                }
+                let batches = batcher.cut_all();
+                send(&link, &mut keeper, connected, &batches, &sources.checkpoints(), &device_checkpoints).await?;
             }
             _ = status_tick.tick() => {
                 keeper.enforce(now_ms())?;
@@ -328,17 +328,16 @@ pub async fn run_with(
     for e in sources.poll(now_ms(), &mut batcher.sink()) {
         tracing::warn!(error = %e, "sample failed");
     }
-    if let Some(batch) = batcher.cut() {
-        send(
-            &link,
-            &mut keeper,
-            connected,
-            &batch,
-            &sources.checkpoints(),
-            &device_checkpoints,
-        )
-        .await?;
-    }
+    let batches = batcher.cut_all();
+    send(
+        &link,
+        &mut keeper,
+        connected,
+        &batches,
+        &sources.checkpoints(),
+        &device_checkpoints,
+    )
+    .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while connected && spool.depth()? > 0 {
         match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -553,24 +552,34 @@ async fn send(
     link: &mqtt::Link,
     keeper: &mut SpoolKeeper<'_>,
     connected: bool,
-    batch: &TelemetryBatch,
+    batches: &[TelemetryBatch],
     checkpoints: &[sampler::Checkpoint],
     device_checkpoints: &std::collections::BTreeMap<String, sampler::Checkpoint>,
 ) -> Result<(), AgentError> {
-    let payload = json(batch);
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<Vec<u8>> = batches.iter().map(json).collect();
     let devices: Vec<sampler::Checkpoint> = device_checkpoints.values().cloned().collect();
-    keeper.spool.push(batch, &payload, checkpoints, &devices)?;
-    keeper.health.batches += 1;
+    let spooled: Vec<(&TelemetryBatch, &[u8])> = batches
+        .iter()
+        .zip(&payloads)
+        .map(|(b, p)| (b, p.as_slice()))
+        .collect();
+    keeper.spool.push_all(&spooled, checkpoints, &devices)?;
+    keeper.health.batches += batches.len() as u64;
     if keeper.health.batches > keeper.bounds.max_batches as u64 {
         // The wall clock, as at the other bounds checks: the first reading's
         // end was 0 for a batch of gauges alone.
         keeper.enforce(now_ms())?;
     }
     if connected {
-        // Marked first: a batch that may have reached the broker is never merged.
-        keeper.spool.mark_published(batch.epoch, batch.seq)?;
-        if let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
-            tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
+        for (batch, payload) in batches.iter().zip(payloads) {
+            // Marked first: a batch that may have reached the broker is never merged.
+            keeper.spool.mark_published(batch.epoch, batch.seq)?;
+            if let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
+                tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
+            }
         }
     }
     Ok(())

@@ -89,31 +89,44 @@ impl Spool {
         checkpoints: &[Checkpoint],
         device_checkpoints: &[Checkpoint],
     ) -> Result<(), SpoolError> {
+        self.push_all(&[(batch, payload)], checkpoints, device_checkpoints)
+    }
+
+    /// [`Spool::push`] for the batches one cut was split into: all of
+    /// them and the checkpoints that follow the last in one transaction,
+    /// so a crash between two neither loses nor repeats energy.
+    pub fn push_all(
+        &self,
+        batches: &[(&TelemetryBatch, &[u8])],
+        checkpoints: &[Checkpoint],
+        device_checkpoints: &[Checkpoint],
+    ) -> Result<(), SpoolError> {
+        let Some((last, _)) = batches.last() else {
+            return Ok(());
+        };
+        let boot_id = last.boot_id.clone();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let (start, end) = span(batch);
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO spool (epoch, seq, payload, start_ms, end_ms, published)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-        )?
-        .execute(params![
-            batch.epoch as i64,
-            batch.seq as i64,
-            payload,
-            start,
-            end
-        ])?;
+        for (batch, payload) in batches {
+            let (start, end) = span(batch);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO spool (epoch, seq, payload, start_ms, end_ms, published)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )?
+            .execute(params![
+                batch.epoch as i64,
+                batch.seq as i64,
+                payload,
+                start,
+                end
+            ])?;
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO checkpoints (sensor, boot_id, raw_uj, at_ms) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for cp in checkpoints {
-                stmt.execute(params![
-                    cp.sensor,
-                    batch.boot_id,
-                    cp.raw_uj as i64,
-                    cp.at_ms
-                ])?;
+                stmt.execute(params![cp.sensor, boot_id, cp.raw_uj as i64, cp.at_ms])?;
             }
             // A device's registers do not restart with this host: valid in
             // any boot.
@@ -224,7 +237,13 @@ impl Spool {
                         i += 1;
                         continue;
                     };
-                    match merge(&first, &second, bounds.max_span_ms, bounds.max_readings) {
+                    match merge(
+                        &first,
+                        &second,
+                        bounds.max_span_ms,
+                        bounds.max_readings,
+                        bounds.max_minute_buckets,
+                    ) {
                         Some(m) => {
                             let payload = serde_json::to_vec(&m).unwrap_or_default();
                             let (start, end) = span(&m);
@@ -305,6 +324,9 @@ pub struct Bounds {
     pub max_age_ms: i64,
     /// Most readings in a merged batch (the collector's limit).
     pub max_readings: usize,
+    /// Most minute buckets a merged batch may touch (the collector's
+    /// `max_minute_buckets`): a merge never makes a batch it would refuse.
+    pub max_minute_buckets: u64,
 }
 
 /// What [`Spool::enforce`] did.
@@ -348,6 +370,7 @@ pub fn merge(
     second: &TelemetryBatch,
     max_span_ms: i64,
     max_readings: usize,
+    max_buckets: u64,
 ) -> Option<TelemetryBatch> {
     if first.epoch != second.epoch
         || first.boot_id != second.boot_id
@@ -376,7 +399,10 @@ pub fn merge(
             None => out.push(r.clone()),
         }
     }
-    if out.len() > max_readings || out.iter().any(|r| r.end_ms - r.start_ms > max_span_ms) {
+    if out.len() > max_readings
+        || out.iter().any(|r| r.end_ms - r.start_ms > max_span_ms)
+        || vigie_protocol::minute_buckets(&out) > max_buckets
+    {
         return None;
     }
     for r in &mut out {
@@ -481,6 +507,7 @@ mod tests {
         max_span_ms: 3_600_000,
         max_age_ms: 0,
         max_readings: 100,
+        max_minute_buckets: u64::MAX,
     };
 
     #[test]
@@ -492,7 +519,7 @@ mod tests {
         a.readings[0].end_ms = BASE + 6_000;
         a.readings.push(later);
         let b = batch(1, 11_000, &[("package-0", 11), ("psys", 1)]);
-        let m = merge(&a, &b, 3_600_000, 100).unwrap();
+        let m = merge(&a, &b, 3_600_000, 100, u64::MAX).unwrap();
         assert_eq!(
             (m.epoch, m.seq),
             (a.epoch, 0),
@@ -506,13 +533,17 @@ mod tests {
         assert_eq!(p.cumulative_uj, 1_011, "the later cumulative counter");
         assert_eq!(m.readings.len(), 3);
         assert_valid(&m);
-        // Too long a span, another epoch, an overflow: no merge.
-        assert!(merge(&a, &b, 10_000, 100).is_none());
+        // Too long a span, too much work for the collector, another
+        // epoch, an overflow: no merge.
+        assert!(merge(&a, &b, 10_000, 100, u64::MAX).is_none());
+        let buckets = vigie_protocol::minute_buckets(&m.readings);
+        assert!(merge(&a, &b, 3_600_000, 100, buckets).is_some());
+        assert!(merge(&a, &b, 3_600_000, 100, buckets - 1).is_none());
         let mut other = b.clone();
         other.epoch += 1;
-        assert!(merge(&a, &other, 3_600_000, 100).is_none());
+        assert!(merge(&a, &other, 3_600_000, 100, u64::MAX).is_none());
         let huge = batch(1, 11_000, &[("package-0", u64::MAX)]);
-        assert!(merge(&a, &huge, 3_600_000, 100).is_none());
+        assert!(merge(&a, &huge, 3_600_000, 100, u64::MAX).is_none());
     }
 
     #[test]

@@ -192,6 +192,16 @@ pub struct IngestConfig {
     /// bound.
     #[serde(default = "d_max_sensors")]
     pub max_sensors_per_host: usize,
+    /// Most minute buckets the readings of one message may touch: the
+    /// work of its commit, measured before any write. A message past it
+    /// is refused (`too_much_work`), acknowledged and quarantined.
+    #[serde(default = "d_max_minute_buckets")]
+    pub max_minute_buckets: u64,
+    /// Most minute buckets one transaction writes: a message that would
+    /// take the group under way past it waits for the next transaction
+    /// (it is neither refused nor acknowledged before its own commit).
+    #[serde(default = "d_max_group_minute_buckets")]
+    pub max_group_minute_buckets: u64,
 }
 
 fn d_host() -> String {
@@ -230,6 +240,12 @@ fn d_max_payload() -> usize {
 }
 fn d_max_readings() -> usize {
     10_000
+}
+fn d_max_minute_buckets() -> u64 {
+    vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS
+}
+fn d_max_group_minute_buckets() -> u64 {
+    2 * vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS
 }
 fn d_max_sensors() -> usize {
     crate::ingest::DEFAULT_MAX_SENSORS_PER_HOST
@@ -276,6 +292,7 @@ impl CollectorConfig {
             max_readings: self.ingest.max_readings,
             max_power_w: self.ingest.max_power_w,
             max_future_ms: self.ingest.max_future.as_millis() as i64,
+            max_minute_buckets: self.ingest.max_minute_buckets,
             ..vigie_protocol::Limits::default()
         }
     }

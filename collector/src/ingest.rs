@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
 use vigie_protocol::{
     HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
-    decode_telemetry,
+    decode_telemetry, minute_buckets,
 };
 
 /// One message as received from the broker.
@@ -47,6 +47,10 @@ pub enum Outcome {
     Meta,
     /// An empty retained message (a topic being cleared).
     Cleared,
+    /// Valid telemetry that would take this transaction past its bucket
+    /// bound: nothing written, not to be acknowledged; the caller hands
+    /// it to the next group (where it comes first, so it always fits).
+    Deferred,
 }
 
 /// Default of `[ingest] max_sensors_per_host`.
@@ -62,6 +66,8 @@ pub struct Ingestor {
     /// Sensors new in the group under way, added to `sensors` on commit.
     staged: HashMap<String, HashSet<String>>,
     max_sensors_per_host: usize,
+    /// Most minute buckets one group writes (see [`Outcome::Deferred`]).
+    max_group_buckets: u64,
 }
 
 impl Ingestor {
@@ -76,7 +82,16 @@ impl Ingestor {
             sensors: HashMap::new(),
             staged: HashMap::new(),
             max_sensors_per_host: DEFAULT_MAX_SENSORS_PER_HOST,
+            max_group_buckets: u64::MAX,
         }
+    }
+
+    /// Writes at most `max` minute buckets per group: a batch that would
+    /// take the group past it is [`Outcome::Deferred`], unless it is the
+    /// group's first (which is bounded by the per-message limit).
+    pub fn with_max_group_buckets(mut self, max: u64) -> Self {
+        self.max_group_buckets = max;
+        self
     }
 
     /// Refuses a batch that would take its host past `max` distinct
@@ -119,6 +134,7 @@ impl Ingestor {
         self.staged.clear();
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(msgs.len());
+        let mut group_buckets = 0u64;
         for m in msgs {
             let outcome = match Topic::parse(&m.topic) {
                 Err(e) => reject(Rejection::BadTopic(e)),
@@ -137,8 +153,18 @@ impl Ingestor {
                                 )?;
                                 Ok((b, new))
                             });
+                        let buckets = decoded
+                            .as_ref()
+                            .map_or(0, |(b, _)| minute_buckets(&b.readings));
                         match decoded {
                             Err(r) => reject(r),
+                            Ok(_)
+                                if group_buckets > 0
+                                    && group_buckets.saturating_add(buckets)
+                                        > self.max_group_buckets =>
+                            {
+                                Outcome::Deferred
+                            }
                             Ok((batch, new)) => {
                                 if store::insert_batch_key(
                                     &tx,
@@ -155,6 +181,7 @@ impl Ingestor {
                                             .or_default()
                                             .extend(new);
                                     }
+                                    group_buckets = group_buckets.saturating_add(buckets);
                                     accumulate(&mut self.pending, &batch);
                                     store::record_registers(&tx, &batch.host, &batch.gauges)?;
                                     store::touch_host(
@@ -383,6 +410,46 @@ mod tests {
         let sum: u128 = totals.iter().map(|t| t.2.measured).sum();
         assert_eq!(sum, 85_250_113 + 9_870_004);
         assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_group_writes_at_most_its_bucket_bound_and_defers_the_rest() {
+        // Each batch: two readings of 10 minutes, 20 buckets in all.
+        let batch = |seq: u64| {
+            let mut b = samples::telemetry();
+            b.seq = seq;
+            b.gauges.clear();
+            for r in &mut b.readings {
+                (r.start_ms, r.end_ms) = (NOW - 600_000, NOW);
+            }
+            assert_eq!(minute_buckets(&b.readings), 20);
+            b
+        };
+        let mut ing = ingestor().with_max_group_buckets(45);
+        let msgs: Vec<Message> = (0..4).map(|s| msg(&batch(s))).collect();
+        let out = ing.ingest_group(&msgs, NOW).unwrap();
+        let kinds: Vec<bool> = out.iter().map(|o| *o == Outcome::Deferred).collect();
+        assert_eq!(kinds, [false, false, true, true], "{out:?}");
+        assert!(matches!(out[1], Outcome::Accepted(_)));
+        let sum = |ing: &Ingestor| -> u128 {
+            store::totals(ing.conn())
+                .unwrap()
+                .iter()
+                .map(|t| t.2.measured + t.2.estimated)
+                .sum()
+        };
+        let one = sum(&ing) / 2;
+        assert_eq!(sum(&ing), 2 * one, "deferred batches wrote nothing");
+        // The caller hands them to the next group: both fit, nothing lost.
+        let out = ing.ingest_group(&msgs[2..], NOW).unwrap();
+        assert!(out.iter().all(|o| matches!(o, Outcome::Accepted(_))));
+        assert_eq!(sum(&ing), 4 * one);
+        // A group's first batch always goes in, whatever its size: the
+        // per-message limit bounds it.
+        let mut tight = ingestor().with_max_group_buckets(1);
+        let out = tight.ingest_group(&msgs[..2], NOW).unwrap();
+        assert!(matches!(out[0], Outcome::Accepted(_)));
+        assert_eq!(out[1], Outcome::Deferred);
     }
 
     /// A batch of `host` (seq `seq`) with one reading per sensor and no

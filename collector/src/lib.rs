@@ -163,6 +163,7 @@ pub async fn run(
     }
     let ingestor = Ingestor::new(conn, cfg.limits())
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
+        .with_max_group_buckets(cfg.ingest.max_group_minute_buckets)
         .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())))
         .with_known_sensors(registers.iter().map(|(h, s)| (h.as_str(), s.as_str())));
     drop((totals, registers));
@@ -411,18 +412,29 @@ fn writer_loop(
 ) {
     let mut messages: Vec<Message> = Vec::with_capacity(max_group);
     let mut acks: Vec<mqtt::Ack> = Vec::with_capacity(max_group);
-    while let Some(first) = rx.blocking_recv() {
+    // Deferred by the group's bucket bound: first in the next group, so
+    // each is committed (and only then acknowledged) in its turn.
+    let mut carried: Vec<(Message, mqtt::Ack)> = Vec::new();
+    loop {
         messages.clear();
         acks.clear();
-        let mut next = Some(first);
-        while let Some(d) = next {
+        for (m, a) in carried.drain(..) {
+            messages.push(m);
+            acks.push(a);
+        }
+        if messages.is_empty() {
+            let Some(d) = rx.blocking_recv() else {
+                break;
+            };
             messages.push(d.message);
             acks.push(d.ack);
-            next = if messages.len() < max_group {
-                rx.try_recv().ok()
-            } else {
-                None
+        }
+        while messages.len() < max_group {
+            let Ok(d) = rx.try_recv() else {
+                break;
             };
+            messages.push(d.message);
+            acks.push(d.ack);
         }
         loop {
             let started = Instant::now();
@@ -449,11 +461,26 @@ fn writer_loop(
                                     metrics.agent_spool(host, spool, now);
                                 }
                             }
-                            Outcome::Meta | Outcome::Cleared => {}
+                            Outcome::Meta | Outcome::Cleared | Outcome::Deferred => {}
                         }
                     }
-                    for ack in acks.drain(..) {
-                        ack();
+                    let deferred = outcomes
+                        .iter()
+                        .filter(|o| matches!(o, Outcome::Deferred))
+                        .count();
+                    if deferred > 0 {
+                        tracing::debug!(
+                            deferred,
+                            "group at its minute-bucket bound; the rest waits for the next commit"
+                        );
+                    }
+                    for ((ack, message), o) in acks.drain(..).zip(messages.drain(..)).zip(&outcomes)
+                    {
+                        if matches!(o, Outcome::Deferred) {
+                            carried.push((message, ack));
+                        } else {
+                            ack();
+                        }
                     }
                     break;
                 }

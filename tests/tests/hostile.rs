@@ -543,6 +543,26 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
             "power_out_of_range",
             "reading 0: power 20000000 W out of range",
         ),
+        (
+            "a small batch of week-long readings (19 M minute rows once)",
+            TOPIC.into(),
+            to_json(&batch(
+                "mallory",
+                2,
+                (0..21)
+                    .map(|i| reading(&format!("week-{i}"), t0 - 7 * 86_400_000, 7 * 86_400_000, 1))
+                    .collect(),
+            )),
+            "too_much_work",
+            "readings touch 211680 minute buckets; at most 200000 per batch",
+        ),
+        (
+            "an epoch above the ledger's integer range",
+            TOPIC.into(),
+            with(&|b| b.epoch = 1 << 63),
+            "invalid_field",
+            "epoch 9223372036854775808 is above 9223372036854775807",
+        ),
         // Cardinality. Last, so that good-01's batches before it have
         // brought it to exactly max_sensors_per_host (all accepted).
         (

@@ -19,7 +19,9 @@ pub use payload::{
     SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
 };
 pub use topic::{Topic, TopicError, TopicKind};
-pub use validate::{Limits, Rejection, decode_telemetry};
+pub use validate::{
+    DEFAULT_MAX_MINUTE_BUCKETS, Limits, Rejection, decode_telemetry, minute_buckets,
+};
 
 /// Version of the payload schema this crate reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -24,6 +24,39 @@ pub struct Limits {
     pub max_interval_ms: i64,
     /// Earliest accepted timestamp, Unix milliseconds.
     pub min_timestamp_ms: i64,
+    /// Most minute buckets the readings of one batch may touch (see
+    /// [`minute_buckets`]): the work its commit costs, bounded before
+    /// anything is written.
+    pub max_minute_buckets: u64,
+}
+
+/// Default of [`Limits::max_minute_buckets`]: 200,000, about 20 sensors
+/// bridging a 7-day downtime, or 2,000 sensors merged over 100 minutes;
+/// a few seconds of commit, well inside a 30 s watchdog.
+pub const DEFAULT_MAX_MINUTE_BUCKETS: u64 = 200_000;
+
+/// How many minute buckets `readings` touch, counted per reading (the
+/// work of splitting them; readings of one sensor in the same minute
+/// count twice, which only overestimates). Intervals that end before
+/// they start count as one bucket. Saturates at `u64::MAX`.
+///
+/// ```
+/// use vigie_protocol::{minute_buckets, samples};
+/// let mut r = samples::telemetry().readings[0].clone();
+/// (r.start_ms, r.end_ms) = (59_000, 121_000); // minutes 0, 1 and 2
+/// assert_eq!(minute_buckets(std::slice::from_ref(&r)), 3);
+/// ```
+pub fn minute_buckets(readings: &[Reading]) -> u64 {
+    const MINUTE_MS: i64 = 60_000;
+    readings
+        .iter()
+        .map(|r| {
+            let first = r.start_ms.div_euclid(MINUTE_MS);
+            // The end is exclusive: an interval ending on a minute does not touch it.
+            let last = r.end_ms.saturating_sub(1).div_euclid(MINUTE_MS).max(first);
+            last.abs_diff(first).saturating_add(1)
+        })
+        .fold(0u64, u64::saturating_add)
 }
 
 impl Default for Limits {
@@ -36,6 +69,7 @@ impl Default for Limits {
             max_interval_ms: 7 * 24 * 3600 * 1000,
             // 2020-01-01T00:00:00Z: nothing older is live telemetry.
             min_timestamp_ms: 1_577_836_800_000,
+            max_minute_buckets: DEFAULT_MAX_MINUTE_BUCKETS,
         }
     }
 }
@@ -113,6 +147,16 @@ pub enum Rejection {
         new: usize,
         /// Limit.
         max: usize,
+    },
+    /// The readings would touch more minute buckets than one batch may:
+    /// refused before anything is written (a small message of long
+    /// intervals once became 19 M rows and a 293 s commit).
+    #[error("readings touch {buckets} minute buckets; at most {max} per batch")]
+    TooMuchWork {
+        /// Minute buckets the readings touch.
+        buckets: u64,
+        /// Limit.
+        max: u64,
     },
     /// Interval ends before it starts, or is too long.
     #[error("reading {index}: bad interval [{start_ms}, {end_ms})")]
@@ -201,6 +245,7 @@ impl Rejection {
             Rejection::Empty => "empty_batch",
             Rejection::TooManyReadings { .. } => "too_many_readings",
             Rejection::TooManySensors { .. } => "too_many_sensors",
+            Rejection::TooMuchWork { .. } => "too_much_work",
             Rejection::BadInterval { .. } => "bad_interval",
             Rejection::Overlap { .. } => "overlapping_readings",
             Rejection::EnergyOutOfRange { .. } => "energy_out_of_range",
@@ -236,6 +281,7 @@ impl Rejection {
         "empty_batch",
         "too_many_readings",
         "too_many_sensors",
+        "too_much_work",
         "bad_interval",
         "overlapping_readings",
         "energy_out_of_range",
@@ -382,6 +428,16 @@ fn validate(
     }
     // boot_id is a UUID on Linux; allow any short identifier for other OSes.
     is_valid_host_or_site(&batch.boot_id).map_err(id("boot_id"))?;
+    // The ledger stores both as SQL integers (i64): larger ones were shown
+    // as negative numbers. Agents make epochs from the clock, far below.
+    for (field, v) in [("epoch", batch.epoch), ("seq", batch.seq)] {
+        if i64::try_from(v).is_err() {
+            return Err(Rejection::InvalidField(format!(
+                "{field} {v} is above {} (the ledger's integer range)",
+                i64::MAX
+            )));
+        }
+    }
 
     let n = batch.readings.len() + batch.gauges.len();
     if n == 0 {
@@ -455,6 +511,14 @@ fn validate(
             None => last_end.push((&r.sensor, r.end_ms)),
         }
     }
+    // After the interval checks: every interval is ordered and bounded here.
+    let buckets = minute_buckets(&batch.readings);
+    if buckets > limits.max_minute_buckets {
+        return Err(Rejection::TooMuchWork {
+            buckets,
+            max: limits.max_minute_buckets,
+        });
+    }
     for (i, g) in batch.gauges.iter().enumerate() {
         // Gauges are numbered after the readings in rejection details.
         let index = batch.readings.len() + i;
@@ -512,6 +576,79 @@ mod tests {
         let payload = serde_json::to_vec(&samples::telemetry()).unwrap();
         let b = decode_telemetry(&topic(), &payload, NOW, &Limits::default()).unwrap();
         assert_eq!(b, samples::telemetry());
+    }
+
+    #[test]
+    fn epochs_and_sequences_past_the_ledger_range_are_refused() {
+        for (epoch, seq) in [(1u64 << 63, 42), (1, u64::MAX)] {
+            let bytes = with(|b| (b.epoch, b.seq) = (epoch, seq));
+            let r = decode_telemetry(&topic(), &bytes, NOW, &Limits::default());
+            assert!(
+                matches!(&r, Err(e @ Rejection::InvalidField(_)) if e.reason() == "invalid_field"),
+                "{r:?}"
+            );
+        }
+        let top = with(|b| (b.epoch, b.seq) = (i64::MAX as u64, i64::MAX as u64));
+        assert!(decode_telemetry(&topic(), &top, NOW, &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_small_message_of_long_intervals_is_refused_before_any_work() {
+        // The field finding: 1,900 readings of 7 days each, 254 KB, under
+        // every other limit, were 19 M minute rows.
+        const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+        let bytes = with(|b| {
+            let template = b.readings[0].clone();
+            b.gauges.clear();
+            b.readings = (0..1_900)
+                .map(|i| Reading {
+                    sensor: format!("s-{i}"),
+                    start_ms: NOW - WEEK_MS,
+                    end_ms: NOW,
+                    energy_uj: 1,
+                    cumulative_uj: 1,
+                    power_w: None,
+                    ..template.clone()
+                })
+                .collect();
+        });
+        assert!(bytes.len() < Limits::default().max_payload_bytes);
+        let r = decode_telemetry(&topic(), &bytes, NOW, &Limits::default());
+        match r {
+            Err(e @ Rejection::TooMuchWork { buckets, max }) => {
+                assert_eq!(e.reason(), "too_much_work");
+                // NOW is on a minute: each week touches 10,080 minutes.
+                assert_eq!((buckets, max), (1_900 * 10_080, DEFAULT_MAX_MINUTE_BUCKETS));
+            }
+            other => panic!("{other:?}"),
+        }
+        // At the bound it passes: the limit is the work, not the shape.
+        let limits = Limits {
+            max_minute_buckets: 1_900 * 10_080,
+            ..Limits::default()
+        };
+        assert!(decode_telemetry(&topic(), &bytes, NOW, &limits).is_ok());
+    }
+
+    #[test]
+    fn minute_buckets_count_the_minutes_an_interval_touches() {
+        let r = |start_ms, end_ms| Reading {
+            start_ms,
+            end_ms,
+            ..samples::telemetry().readings[0].clone()
+        };
+        for (start, end, want) in [
+            (0, 60_000, 1),
+            (0, 60_001, 2),
+            (59_999, 60_001, 2),
+            (60_000, 60_000, 1),
+            (-1, 1, 2),
+            (5, 3, 1),
+            (i64::MIN, i64::MAX, u64::MAX / 60_000 + 1),
+        ] {
+            assert_eq!(minute_buckets(&[r(start, end)]), want, "{start}..{end}");
+        }
+        assert_eq!(minute_buckets(&[r(0, 60_000), r(0, 120_000)]), 3);
     }
 
     #[test]
