@@ -14,7 +14,10 @@ use crate::source::{PollError, Sink, Source};
 /// Longest agent downtime bridged from a GPU checkpoint.
 const MAX_BRIDGE_MS: i64 = 3_600_000;
 use std::sync::{Arc, Mutex, MutexGuard};
-use vigie_energy::{Microjoules, average_power};
+use vigie_energy::{Judged, Microjoules, Watts, average_power, judge_step};
+
+/// Plausible peak of one GPU for the wrap-or-reset rule (an H200 is 700 W).
+const GPU_PEAK: Watts = Watts(2_000.0);
 use vigie_protocol::{Gauge, GaugeQuantity, GpuMeta, Method, Quality, Reading, SensorMeta};
 
 /// One read of one GPU. `None`: not supported or failed this time.
@@ -243,14 +246,25 @@ impl Source for GpuSource {
                         });
                         continue;
                     };
-                    match (*last_mj, g.last_ms) {
-                        (Some(prev), Some(start)) if mj >= prev => {
-                            let e = Microjoules((mj - prev).saturating_mul(1000));
+                    // mJ since the driver loaded, in a u64: the shared rule
+                    // takes any step back as a reset (a wrap would be
+                    // 1.8e16 J), never a wrap.
+                    let judged = match (*last_mj, g.last_ms) {
+                        (Some(prev), Some(start)) => Some((
+                            prev,
+                            start,
+                            judge_step(prev, mj, u64::MAX, 1_000, now_ms - start, GPU_PEAK),
+                        )),
+                        _ => None,
+                    };
+                    match judged {
+                        Some((_, start, Ok(Judged::Energy(step)))) => {
+                            let e = Microjoules(step.energy().0.saturating_mul(1000));
                             g.total = g.total.saturating_add(e);
                             sink.readings
                                 .push(reading(&g.sensor, start, now_ms, e, g.total));
                         }
-                        (Some(prev), Some(_)) => {
+                        Some((prev, _, _)) => {
                             // Backwards: the driver reloaded and the counter
                             // restarted. What was spent since the last read is
                             // unknown; start a new baseline.
@@ -262,7 +276,7 @@ impl Source for GpuSource {
                             });
                             g.total = Microjoules::ZERO;
                         }
-                        _ => {}
+                        None => {}
                     }
                     *last_mj = Some(mj);
                     g.last_ms = Some(now_ms);

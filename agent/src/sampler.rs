@@ -2,11 +2,16 @@
 //! is, so the logic is tested with made-up clocks and fake trees.
 
 use crate::rapl::{RaplError, Zone};
-use vigie_energy::{CounterError, CounterStep, Microjoules, Watts, WrappingCounter, average_power};
+use vigie_energy::{
+    CounterError, CounterStep, Judged, Microjoules, Watts, WrappingCounter, average_power,
+};
 use vigie_protocol::{Quality, Reading};
 
 /// Peak power assumed per zone when checking that the sampling period
-/// cannot miss a wrap (a large server package).
+/// cannot miss a wrap (a large server package), and the bound that tells
+/// a wrap from a reset: a counter that goes back by more than this power
+/// could explain since the last read was reset (driver reload, firmware),
+/// and its new value is a baseline.
 const ASSUMED_PEAK: Watts = Watts(500.0);
 
 struct Tracked {
@@ -32,6 +37,23 @@ pub enum SampleError {
         sensor: String,
         /// Cause.
         source: RaplError,
+    },
+    /// The counter went back by more than a wrap at the assumed peak
+    /// power could explain: it was reset, and the new value is a baseline.
+    #[error(
+        "{sensor}: counter went back from {from} to {to} µJ in {dt_ms} ms, more than a wrap at {peak_w} W could explain: reset, new baseline (no energy counted for the interval)"
+    )]
+    Reset {
+        /// Sensor.
+        sensor: String,
+        /// Previous reading.
+        from: u64,
+        /// This reading.
+        to: u64,
+        /// Time between them.
+        dt_ms: i64,
+        /// The plausible peak.
+        peak_w: f64,
     },
     /// The counter went above its declared range: the baseline is reset.
     #[error("{sensor}: {source}; counter re-baselined")]
@@ -176,9 +198,21 @@ impl Sampler {
                     continue;
                 }
             };
-            match t.counter.observe(value) {
+            let prev = t.counter.last();
+            let dt_ms = t.last_ms.map_or(0, |l| now_ms - l);
+            match t.counter.observe_judged(value, dt_ms, ASSUMED_PEAK) {
                 Ok(None) => t.last_ms = Some(now_ms),
-                Ok(Some(step)) => {
+                Ok(Some(Judged::Reset)) => {
+                    t.last_ms = Some(now_ms);
+                    errors.push(SampleError::Reset {
+                        sensor: t.zone.sensor.clone(),
+                        from: prev.unwrap_or(0),
+                        to: value,
+                        dt_ms,
+                        peak_w: ASSUMED_PEAK.0,
+                    });
+                }
+                Ok(Some(Judged::Energy(step))) => {
                     let start_ms = t.last_ms.unwrap_or(now_ms);
                     t.last_ms = Some(now_ms);
                     out.push(reading(
@@ -236,7 +270,9 @@ impl crate::source::Source for Sampler {
             .map(|e| {
                 let (sensor, message) = match &e {
                     SampleError::Read { sensor, source } => (sensor.clone(), source.to_string()),
-                    SampleError::Range { sensor, .. } => (sensor.clone(), e.to_string()),
+                    SampleError::Range { sensor, .. } | SampleError::Reset { sensor, .. } => {
+                        (sensor.clone(), e.to_string())
+                    }
                 };
                 crate::source::PollError { sensor, message }
             })
@@ -305,6 +341,46 @@ mod tests {
         );
         assert_eq!(out[1].cumulative_uj, 2_500);
         assert_eq!(out[1].power_w, Some(0.002));
+    }
+
+    #[test]
+    fn a_counter_reset_is_a_new_baseline_not_a_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        // The field finding: a 3.6e9 µJ range, 0 written to energy_uj at
+        // 200 J (a driver reload) was +3.4 kJ in one second.
+        let p = FakePowercap::single_socket(dir.path(), 3_600_000_000, 200_000_000).unwrap();
+        let mut s = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        let mut out = Vec::new();
+        s.sample(1_000, &mut out);
+        p.set_energy("intel-rapl:0", 0).unwrap();
+        let errors = s.sample(2_000, &mut out);
+        assert!(out.is_empty(), "no phantom energy: {out:?}");
+        assert!(
+            matches!(
+                &errors[..],
+                [SampleError::Reset {
+                    from: 200_000_000,
+                    to: 0,
+                    dt_ms: 1_000,
+                    ..
+                }]
+            ),
+            "{errors:?}"
+        );
+        assert!(errors[0].to_string().contains("reset, new baseline"));
+        // Counting resumes from the reset value.
+        p.set_energy("intel-rapl:0", 50_000_000).unwrap();
+        assert!(s.sample(3_000, &mut out).is_empty());
+        assert_eq!(
+            (out[0].start_ms, out[0].end_ms, out[0].energy_uj),
+            (2_000, 3_000, 50_000_000)
+        );
+        // A real wrap near the top, at a plausible power, is still energy.
+        p.set_energy("intel-rapl:0", 3_500_000_000).unwrap();
+        s.sample(4_000, &mut out);
+        p.set_energy("intel-rapl:0", 99_999_999).unwrap();
+        assert!(s.sample(5_000, &mut out).is_empty());
+        assert_eq!(out.last().unwrap().energy_uj, 200_000_000);
     }
 
     #[test]

@@ -94,6 +94,70 @@ pub fn counter_delta(prev: u64, cur: u64, max: u64) -> Result<CounterStep, Count
     })
 }
 
+/// What a step between two readings of a counter means, judged by the
+/// power it would imply (see [`judge_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// Forward (or still), or wrapped once at a plausible power: energy.
+    Energy(CounterStep),
+    /// Backwards by more than a wrap at `peak` could explain: the counter
+    /// was reset (driver reload, firmware reset, device replaced). No
+    /// energy: the new reading is a new baseline.
+    Reset,
+}
+
+/// Decides between a wrap and a reset of a counter that counts from 0 to
+/// `max` (in units of `uj_per_unit` µJ) by the power a wrap would imply
+/// over `dt_ms`: a backwards step is a wrap only if
+/// `(max - prev) + cur + 1` units within `dt_ms` stay at or under `peak`.
+/// The one rule for RAPL and NVML.
+///
+/// A reset just before the counter's top is indistinguishable from a
+/// wrap (it adds at most `peak` x `dt_ms`): the bound is the best a
+/// counter allows.
+///
+/// # Errors
+///
+/// As [`counter_delta`]: a zero range or a reading above `max`.
+///
+/// # Examples
+///
+/// ```
+/// use vigie_energy::{judge_step, CounterStep, Judged, Microjoules, Watts};
+/// // A 3.6 kJ RAPL range: 100 J in 1 s after the top is a wrap...
+/// let max = 3_600_000_000;
+/// assert_eq!(
+///     judge_step(max - 99_999_999, 0, max, 1, 1_000, Watts(500.0)),
+///     Ok(Judged::Energy(CounterStep::Wrapped(Microjoules(100_000_000)))),
+/// );
+/// // ...but 0 written over 200 J would be 3.4 kJ in 1 s: a reset.
+/// assert_eq!(judge_step(200_000_000, 0, max, 1, 1_000, Watts(500.0)), Ok(Judged::Reset));
+/// ```
+pub fn judge_step(
+    prev: u64,
+    cur: u64,
+    max: u64,
+    uj_per_unit: u64,
+    dt_ms: i64,
+    peak: Watts,
+) -> Result<Judged, CounterError> {
+    let step = counter_delta(prev, cur, max)?;
+    Ok(match step {
+        CounterStep::Advanced(_) => Judged::Energy(step),
+        CounterStep::Wrapped(units) => {
+            // W x ms = mJ; x 1000 = µJ. Compared in f64: both sides are
+            // far inside its exact range for any real counter.
+            let plausible_uj = peak.0 * dt_ms as f64 * 1000.0;
+            let implied_uj = units.0 as f64 * uj_per_unit as f64;
+            if dt_ms > 0 && implied_uj <= plausible_uj {
+                Judged::Energy(step)
+            } else {
+                Judged::Reset
+            }
+        }
+    })
+}
+
 /// A wrapping counter's last reading and the energy seen since the first.
 ///
 /// The first observation sets the baseline; each later one yields the energy
@@ -158,6 +222,32 @@ impl WrappingCounter {
         }
         self.last = Some(cur);
         Ok(step)
+    }
+
+    /// Records reading `cur`, taken `dt_ms` after the previous one,
+    /// telling a wrap from a reset by [`judge_step`] at `peak`. A reset
+    /// makes `cur` the new baseline and adds nothing. `Ok(None)` for the
+    /// first reading.
+    ///
+    /// # Errors
+    ///
+    /// As [`WrappingCounter::observe`]; the counter is then unchanged.
+    pub fn observe_judged(
+        &mut self,
+        cur: u64,
+        dt_ms: i64,
+        peak: Watts,
+    ) -> Result<Option<Judged>, CounterError> {
+        check(cur, self.max)?;
+        let judged = match self.last {
+            None => None,
+            Some(prev) => Some(judge_step(prev, cur, self.max, 1, dt_ms, peak)?),
+        };
+        if let Some(Judged::Energy(step)) = judged {
+            self.total = self.total.saturating_add(step.energy());
+        }
+        self.last = Some(cur);
+        Ok(judged)
     }
 
     /// The last accepted reading, if any.
@@ -243,6 +333,99 @@ mod tests {
                 "prev={prev} cur={cur} max={max}"
             );
         }
+    }
+
+    #[test]
+    fn judge_step_table() {
+        use CounterStep::{Advanced, Wrapped};
+        const MAX: u64 = 3_600_000_000; // the field finding's RAPL range
+        let w = Watts(500.0);
+        let cases: &[(u64, u64, u64, i64, Result<Judged, CounterError>)] = &[
+            // forward is energy, whatever the power
+            (
+                10,
+                20,
+                1,
+                1_000,
+                Ok(Judged::Energy(Advanced(Microjoules(10)))),
+            ),
+            // the field finding: 0 written over 200 J is 3.4 kJ in 1 s
+            (200_000_000, 0, 1, 1_000, Ok(Judged::Reset)),
+            // a real wrap at 400 W over 1 s
+            (
+                MAX - 399_999_999,
+                0,
+                1,
+                1_000,
+                Ok(Judged::Energy(Wrapped(Microjoules(400_000_000)))),
+            ),
+            // exactly at the bound: 500 J in 1 s is still a wrap
+            (
+                MAX - 499_999_999,
+                0,
+                1,
+                1_000,
+                Ok(Judged::Energy(Wrapped(Microjoules(500_000_000)))),
+            ),
+            (MAX - 500_000_000, 0, 1, 1_000, Ok(Judged::Reset)),
+            // the same wrap over 2 s is plausible
+            (
+                MAX - 999_999_999,
+                0,
+                1,
+                2_000,
+                Ok(Judged::Energy(Wrapped(Microjoules(1_000_000_000)))),
+            ),
+            // no time between the readings: a backwards step cannot be energy
+            (MAX, 0, 1, 0, Ok(Judged::Reset)),
+            (MAX, 0, 1, -5, Ok(Judged::Reset)),
+            // units: a Counter32 of Wh (3.6e9 µJ each), 2 units in 1 s is 7.2 kW
+            (MAX - 1, 0, 3_600_000_000, 1_000, Ok(Judged::Reset)),
+            // errors pass through
+            (
+                MAX + 1,
+                0,
+                1,
+                1_000,
+                Err(CounterError::OutOfRange {
+                    value: MAX + 1,
+                    max: MAX,
+                }),
+            ),
+        ];
+        for (prev, cur, unit, dt, want) in cases {
+            assert_eq!(
+                judge_step(*prev, *cur, MAX, *unit, *dt, w),
+                *want,
+                "prev={prev} cur={cur} unit={unit} dt={dt}"
+            );
+        }
+        // A 64-bit mJ counter (NVML) never wraps plausibly: any step back is a reset.
+        assert_eq!(
+            judge_step(5, 4, u64::MAX, 1_000, 1_000, Watts(10_000.0)),
+            Ok(Judged::Reset)
+        );
+    }
+
+    #[test]
+    fn a_judged_counter_takes_a_reset_as_a_new_baseline() -> Result<(), CounterError> {
+        let mut c = WrappingCounter::new(3_600_000_000)?;
+        let w = Watts(500.0);
+        assert_eq!(c.observe_judged(200_000_000, 0, w)?, None);
+        assert_eq!(
+            c.observe_judged(300_000_000, 1_000, w)?,
+            Some(Judged::Energy(CounterStep::Advanced(Microjoules(
+                100_000_000
+            ))))
+        );
+        assert_eq!(c.observe_judged(0, 1_000, w)?, Some(Judged::Reset));
+        assert_eq!(c.total(), Microjoules(100_000_000), "a reset adds nothing");
+        assert_eq!(c.last(), Some(0), "counting resumes from the reset value");
+        assert_eq!(
+            c.observe_judged(5, 1_000, w)?,
+            Some(Judged::Energy(CounterStep::Advanced(Microjoules(5))))
+        );
+        Ok(())
     }
 
     #[test]

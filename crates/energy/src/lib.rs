@@ -36,7 +36,7 @@ pub mod scope2;
 pub mod split;
 pub mod units;
 
-pub use counter::{CounterError, CounterStep, WrappingCounter, counter_delta};
+pub use counter::{CounterError, CounterStep, Judged, WrappingCounter, counter_delta, judge_step};
 pub use coverage::{
     Amount, Coverage, GapRule, InputUsed, Period, Quality, Sample, Series, SeriesError, Status,
 };
