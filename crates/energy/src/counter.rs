@@ -340,7 +340,8 @@ mod tests {
         use CounterStep::{Advanced, Wrapped};
         const MAX: u64 = 3_600_000_000; // the field finding's RAPL range
         let w = Watts(500.0);
-        let cases: &[(u64, u64, u64, i64, Result<Judged, CounterError>)] = &[
+        type Case = (u64, u64, u64, i64, Result<Judged, CounterError>);
+        let cases: &[Case] = &[
             // forward is energy, whatever the power
             (
                 10,
