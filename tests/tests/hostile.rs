@@ -30,6 +30,7 @@ use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 /// cases stay small messages.
 const MAX_PAYLOAD: usize = 16 * 1024;
 const MAX_READINGS: usize = 8;
+const MAX_MINUTE_BUCKETS: u64 = 50_000;
 /// good-01 reaches it exactly: rapl:package-0, rapl:dram-0 and gpu:0 to 7.
 const MAX_SENSORS: usize = 10;
 /// 10 MW (the default `max_power_w`) over 1 s, in µJ: the most one
@@ -549,12 +550,12 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
             to_json(&batch(
                 "mallory",
                 2,
-                (0..21)
+                (0..6)
                     .map(|i| reading(&format!("week-{i}"), t0 - 7 * 86_400_000, 7 * 86_400_000, 1))
                     .collect(),
             )),
             "too_much_work",
-            "readings touch 211680 minute buckets; at most 200000 per batch",
+            "readings touch 60480 minute buckets; at most 50000 per batch",
         ),
         (
             "an epoch above the ledger's integer range",
@@ -643,7 +644,7 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\n",
+            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\n",
             d.join("ledger.sqlite").display()
         ),
     )
