@@ -263,7 +263,7 @@ mod tests {
     use crate::gpu::FakeGpus;
     use vigie_testkit::FakePowercap;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn probe_reads_each_source_and_says_why_others_are_off() {
         let dir = tempfile::tempdir().unwrap();
         let tree = FakePowercap::dual_socket(dir.path(), 262_143_328_850, 0).unwrap();
@@ -277,17 +277,20 @@ mod tests {
             gpus: Some(Box::new(gpus.clone())),
             ..Hardware::default()
         };
-        // Energy moves during the window.
+        // Energy moves during the window, on the probe's clock: time is
+        // paused, so the mover's 50 ms come after the probe's first
+        // reading (taken before its 200 ms sleep) and before its second,
+        // however late either runs on a loaded machine.
         let mover = {
             let gpus = gpus.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(50));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 tree.advance("intel-rapl:0", 20_000_000).unwrap();
                 gpus.spend(0, 30_000);
             })
         };
         let report = probe(&cfg, hw, Duration::from_millis(200)).await;
-        mover.join().unwrap();
+        mover.await.unwrap();
         let rapl = report.sources.iter().find(|s| s.name == "rapl").unwrap();
         assert!(rapl.ok);
         assert_eq!(

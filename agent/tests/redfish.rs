@@ -1,4 +1,4 @@
-//! The Redfish driver against the DMTF mockups in `shared/testdata/redfish`
+//! The Redfish driver against the DMTF mockups in `testdata/redfish` at the workspace root
 //! served from 127.0.0.1 by a small HTTP(S) server, one `index.json` per
 //! resource directory as the mockups are laid out.
 
@@ -20,7 +20,7 @@ use vigie_protocol::GaugeQuantity;
 
 fn mockup(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/redfish")
+        .join("../testdata/redfish")
         .join(name)
 }
 

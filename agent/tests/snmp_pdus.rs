@@ -1,5 +1,5 @@
 //! The SNMP driver against a real SNMP agent: snmpsim on 127.0.0.1 serving
-//! the APC dumps in `shared/testdata/snmp/` (AP8641 rPDU2, AP7902B rPDU)
+//! the APC dumps in `testdata/snmp/` at the workspace root (AP8641 rPDU2, AP7902B rPDU)
 //! and the synthetic Raritan, ServerTech and Eaton files in
 //! `agent/testdata/snmp/`, over SNMPv2c and SNMPv3.
 //!
@@ -34,8 +34,8 @@ const WH_UJ: u64 = 3_600_000_000;
 const I32_MAX: u64 = i32::MAX as u64;
 const U32_MAX: u64 = u32::MAX as u64;
 
-fn shared_dumps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/snmp")
+fn apc_dumps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/snmp")
 }
 
 fn synthetic() -> PathBuf {
@@ -303,8 +303,7 @@ fn ap8641_expected() -> Vec<PointValue> {
 
 #[tokio::test]
 async fn apc_rpdu2_dump_over_v2c_is_auto_detected_and_scaled() {
-    let Some(sim) =
-        Simulator::start(&[("ap8641", shared_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
     else {
         return;
     };
@@ -325,8 +324,8 @@ async fn apc_rpdu2_dump_over_v2c_is_auto_detected_and_scaled() {
 #[tokio::test]
 async fn apc_legacy_rpdu_dumps_and_unsupported_values() {
     let Some(sim) = Simulator::start(&[
-        ("ap7902b", shared_dumps().join("apc-ap7902b-rpdu.snmprec")),
-        ("ap8641", shared_dumps().join("apc-ap8641-rpdu2.snmprec")),
+        ("ap7902b", apc_dumps().join("apc-ap7902b-rpdu.snmprec")),
+        ("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec")),
     ]) else {
         return;
     };
@@ -454,8 +453,7 @@ async fn raritan_servertech_and_eaton_maps_on_synthetic_agents() {
 
 #[tokio::test]
 async fn snmpv3_auth_priv_reads_the_same_values_and_wrong_keys_read_nothing() {
-    let Some(sim) =
-        Simulator::start(&[("ap8641", shared_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
     else {
         return;
     };
@@ -543,8 +541,7 @@ async fn snmpv3_auth_priv_reads_the_same_values_and_wrong_keys_read_nothing() {
 
 #[tokio::test]
 async fn silence_is_unreachable_within_the_timeout() {
-    let Some(sim) =
-        Simulator::start(&[("ap8641", shared_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
     else {
         return;
     };

@@ -114,12 +114,32 @@ struct Cached {
 /// ([`grid::store::generation`]) or after [`PointsCache::TTL_MS`] (for
 /// writes by another process). Queries reaching outside that span go to
 /// the store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PointsCache {
     zones: Mutex<HashMap<String, Cached>>,
+    generation: GenerationSource,
+}
+
+/// Where a [`PointsCache`] reads the write generation of the grid points:
+/// [`grid::store::generation`] unless a test gives its own, so that grid
+/// writes by other tests of the same process cannot make its copy stale.
+pub type GenerationSource = fn() -> u64;
+
+impl Default for PointsCache {
+    fn default() -> Self {
+        Self::with_generation(grid::store::generation)
+    }
 }
 
 impl PointsCache {
+    /// An empty cache that reads the write generation from `generation`.
+    pub fn with_generation(generation: GenerationSource) -> Self {
+        Self {
+            zones: Mutex::default(),
+            generation,
+        }
+    }
+
     /// Longest a loaded copy is used, ms.
     pub const TTL_MS: i64 = 30_000;
     const BEFORE_MS: i64 = 2 * 86_400_000;
@@ -137,7 +157,7 @@ impl PointsCache {
     ) -> Option<Vec<IntensityPoint>> {
         let zones = self.zones.lock().ok()?;
         let c = zones.get(zone)?;
-        let fresh = c.generation == grid::store::generation()
+        let fresh = c.generation == (self.generation)()
             && (0..Self::TTL_MS).contains(&(now_ms - c.loaded_ms));
         if !fresh || from_ms < c.from_ms || to_ms > c.to_ms {
             return None;
@@ -161,7 +181,7 @@ impl PointsCache {
     /// Loads `zone`'s span around `now_ms` from the store (the generation
     /// is read first, so a write during the load makes the copy stale).
     pub fn load(&self, conn: &Connection, zone: &str, now_ms: i64) -> Result<(), rusqlite::Error> {
-        let generation = grid::store::generation();
+        let generation = (self.generation)();
         let (from_ms, to_ms) = (now_ms - Self::BEFORE_MS, now_ms + Self::AFTER_MS);
         let all =
             grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
@@ -408,6 +428,12 @@ mod tests {
     }
     #[test]
     fn the_cache_answers_like_the_store_until_a_write_or_its_ttl() {
+        // This cache's own generation: the process-wide one is bumped by
+        // other tests writing grid points in parallel (see below).
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        fn generation() -> u64 {
+            GENERATION.load(std::sync::atomic::Ordering::Acquire)
+        }
         let mut conn = crate::store::open_in_memory().unwrap();
         crate::grid::store::init(&conn).unwrap();
         let now = 100 * H;
@@ -421,28 +447,24 @@ mod tests {
             ],
         )
         .unwrap();
-        let cache = PointsCache::default();
+        let cache = PointsCache::with_generation(generation);
         assert!(
             cache
                 .get("FR", now, now + 3 * H, Want::Average, now)
                 .is_none(),
             "empty"
         );
-        // Other tests may write grid points (the generation is process-wide)
-        // between a load and a read: load again then.
-        let fresh = |a: i64, b: i64, want: Want, t: i64| {
-            (0..100)
-                .find_map(|_| {
-                    cache.load(&conn, "FR", now).unwrap();
-                    cache.get("FR", a, b, want, t)
-                })
-                .unwrap()
-        };
+        cache.load(&conn, "FR", now).unwrap();
+        // A write to another store, as another test does at any moment,
+        // leaves this cache's copy fresh.
+        let mut other = crate::store::open_in_memory().unwrap();
+        crate::grid::store::init(&other).unwrap();
+        crate::grid::store::upsert_all(&mut other, &[p(100, 1.0, false)]).unwrap();
         for want in [Want::Prefer, Want::Average, Want::Marginal] {
             for (a, b) in [(now, now + 3 * H), (now + H, now + 2 * H), (now - H, now)] {
                 assert_eq!(
-                    fresh(a, b, want, now + 1),
-                    points(&conn, "FR", a, b, want).unwrap(),
+                    cache.get("FR", a, b, want, now + 1),
+                    Some(points(&conn, "FR", a, b, want).unwrap()),
                     "{want:?} {a} {b}"
                 );
             }
@@ -464,16 +486,44 @@ mod tests {
                 .is_none(),
             "expired"
         );
-        // A write makes the copy stale at once.
+        // A write (its generation bump) makes the copy stale at once.
         assert!(
             cache
                 .get("FR", now, now + H, Want::Average, now + 2)
                 .is_some()
         );
         crate::grid::store::upsert_all(&mut conn, &[p(101, 99.0, false)]).unwrap();
+        GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         assert!(
             cache
                 .get("FR", now, now + H, Want::Average, now + 3)
+                .is_none()
+        );
+        // Loaded again, the copy has the new point.
+        cache.load(&conn, "FR", now).unwrap();
+        let got = cache
+            .get("FR", now + H, now + 2 * H, Want::Average, now + 4)
+            .unwrap();
+        assert_eq!(
+            got,
+            points(&conn, "FR", now + H, now + 2 * H, Want::Average).unwrap()
+        );
+        assert_eq!(got[0].signal().0, 99.0);
+    }
+
+    #[test]
+    fn the_default_cache_follows_the_store_generation() {
+        // Other tests may bump the process-wide generation too, which only
+        // ever makes a copy stale early: a write must never leave it fresh.
+        let mut conn = crate::store::open_in_memory().unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let now = 100 * H;
+        let cache = PointsCache::default();
+        cache.load(&conn, "FR", now).unwrap();
+        crate::grid::store::upsert_all(&mut conn, &[p(100, 30.0, false)]).unwrap();
+        assert!(
+            cache
+                .get("FR", now, now + H, Want::Average, now + 1)
                 .is_none()
         );
     }

@@ -14,7 +14,7 @@ const KWH_UJ: u64 = 3_600_000_000_000;
 
 fn eco2mix() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/grid/fr_rte_eco2mix_national_tr_2021-12_15min.csv")
+        .join("../testdata/grid/fr_rte_eco2mix_national_tr_2021-12_15min.csv")
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).

@@ -1,4 +1,4 @@
-//! The real grid series in `shared/testdata/grid` and the file fixtures in
+//! The real grid series in `testdata/grid` at the workspace root and the file fixtures in
 //! `collector/testdata/grid`, read through the providers. Expected values
 //! were read in the files; means are recomputed here from the raw text.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -14,9 +14,9 @@ use vigie_collector::grid::{
 };
 use vigie_energy::{GramsPerKwh, MINUTE_MS};
 
-fn shared(name: &str) -> PathBuf {
+fn real_series(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/grid")
+        .join("../testdata/grid")
         .join(name)
 }
 
@@ -34,7 +34,7 @@ const ECO2MIX: &str = "fr_rte_eco2mix_national_tr_2021-12_15min.csv";
 
 #[tokio::test]
 async fn grid_eco2mix_real_month() {
-    let series = Series::load(&shared(ECO2MIX), FileFormat::Eco2mix, "FR", 42).unwrap();
+    let series = Series::load(&real_series(ECO2MIX), FileFormat::Eco2mix, "FR", 42).unwrap();
     let points = series.points();
     assert_eq!(points.len(), 2976);
     assert_eq!(series.skipped_rows(), 0);
@@ -81,7 +81,7 @@ async fn grid_eco2mix_real_month() {
 
     // The month's mean, recomputed from the raw text: column 19 of the
     // semicolon-separated rows, header skipped.
-    let text = std::fs::read_to_string(shared(ECO2MIX)).unwrap();
+    let text = std::fs::read_to_string(real_series(ECO2MIX)).unwrap();
     let raw: Vec<f64> = text
         .lines()
         .skip(1)
@@ -162,13 +162,16 @@ fn grid_eco2mix_website_layout_latin1_tabs() {
     );
     assert_eq!(parsed.points[0].start_ms, t("2021-11-30T23:00:00Z"));
     // The same instants and values as the ODRE export.
-    let real = Series::load(&shared(ECO2MIX), FileFormat::Eco2mix, "FR", 0).unwrap();
+    let real = Series::load(&real_series(ECO2MIX), FileFormat::Eco2mix, "FR", 0).unwrap();
     assert_eq!(&real.points()[..8], parsed.points.as_slice());
 }
 
 #[tokio::test]
 async fn grid_co2js_yearly_table() {
-    let bytes = std::fs::read(shared("co2js_electricitymaps_yearly_2024_by_zone.json")).unwrap();
+    let bytes = std::fs::read(real_series(
+        "co2js_electricitymaps_yearly_2024_by_zone.json",
+    ))
+    .unwrap();
     let table = YearlyTable::from_co2js_json(&bytes, 2024, 7).unwrap();
     assert_eq!(table.zones(2024), 352);
     assert_eq!(table.get("FR", 2024), Some(GramsPerKwh(33.0)));
@@ -239,7 +242,7 @@ async fn grid_static_factor() {
 
 #[tokio::test]
 async fn grid_neso_intensity_real_day() {
-    let path = shared("gb_neso_intensity_pt24h_2023-03-14T1201Z.json");
+    let path = real_series("gb_neso_intensity_pt24h_2023-03-14T1201Z.json");
     let series = Series::load(&path, FileFormat::CarbonIntensityJson, "GB", 3).unwrap();
     let points = series.points();
     assert_eq!(points.len(), 48);
@@ -284,7 +287,7 @@ fn grid_neso_forecast_file_flags_estimates() {
 #[tokio::test]
 async fn grid_electricity_maps_csv_export() {
     // Written for these tests in the data portal's column layout (no
-    // export is in shared/testdata): FR, 24 hours of 2024-01-01.
+    // export is in testdata/ at the workspace root): FR, 24 hours of 2024-01-01.
     let path = fixture("electricitymaps_FR_2024-01-01_hourly.csv");
     let series = Series::load(&path, FileFormat::ElectricityMapsCsv, "", 1).unwrap();
     let points = series.points();

@@ -93,9 +93,9 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn shared(name: &str) -> PathBuf {
+fn real_series(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/grid")
+        .join("../testdata/grid")
         .join(name)
 }
 
@@ -542,8 +542,8 @@ async fn grid_watttime_wrong_password_and_units() {
 
 #[tokio::test]
 async fn grid_carbon_intensity_uk_live() {
-    // The real recorded response in shared/testdata, served for the range.
-    let real = std::fs::read(shared("gb_neso_intensity_pt24h_2023-03-14T1201Z.json")).unwrap();
+    // The real recorded response in testdata/ at the workspace root, served for the range.
+    let real = std::fs::read(real_series("gb_neso_intensity_pt24h_2023-03-14T1201Z.json")).unwrap();
     let server = mock(move |s: &Seen| match s.path.as_str() {
         "/intensity/2023-03-13T12:00Z/2023-03-14T12:00Z" => ok(real.clone()),
         "/intensity/2023-03-14T12:00Z/fw24h" => {
@@ -579,7 +579,7 @@ async fn grid_carbon_intensity_uk_live() {
     );
     // The same points as the file provider gives for the same body.
     let file = Series::load(
-        &shared("gb_neso_intensity_pt24h_2023-03-14T1201Z.json"),
+        &real_series("gb_neso_intensity_pt24h_2023-03-14T1201Z.json"),
         FileFormat::CarbonIntensityJson,
         "GB",
         now,
@@ -731,7 +731,7 @@ async fn grid_odre_recorded_pages() {
 /// window applied, ordered by `date_heure`, paged by `limit`/`offset`.
 #[tokio::test]
 async fn grid_odre_pages_the_real_month_like_the_file() {
-    let path = shared("fr_rte_eco2mix_national_tr_2021-12_15min.csv");
+    let path = real_series("fr_rte_eco2mix_national_tr_2021-12_15min.csv");
     let file = Series::load(&path, FileFormat::Eco2mix, "FR", 0).unwrap();
     let records: Vec<(i64, f64)> = file
         .points()
@@ -850,7 +850,10 @@ async fn grid_https_ca_file() {
 /// Providers are object safe: the collector can pick one by configuration.
 #[tokio::test]
 async fn grid_providers_as_trait_objects() {
-    let bytes = std::fs::read(shared("co2js_electricitymaps_yearly_2024_by_zone.json")).unwrap();
+    let bytes = std::fs::read(real_series(
+        "co2js_electricitymaps_yearly_2024_by_zone.json",
+    ))
+    .unwrap();
     let providers: Vec<Box<dyn Provider>> = vec![
         Box::new(
             vigie_collector::grid::StaticFactor::new("FR", 56.0, Basis::Lifecycle, "config")

@@ -961,7 +961,8 @@ mod tests {
             },
         };
         t.observe(0, &[wh(u64::from(u32::MAX) - 1)], &mut r, &mut g);
-        // Wraps: 2 Wh before the top, 3 after => 5 Wh in 1 s is 18 kW: plausible.
+        // Wraps: MAX-1 -> MAX -> 0 is 2 Wh, then 2 more => 4 Wh in 1 s is
+        // 14.4 kW: plausible.
         let ev = t.observe(1_000, &[wh(2)], &mut r, &mut g);
         assert!(ev.is_empty());
         assert_eq!(r[0].energy_uj, 4 * 3_600_000_000);
