@@ -158,6 +158,7 @@ impl Source for GpuSource {
                     Energy::Integrated { .. } => Method::IntegratedPower,
                 }),
                 topology: None,
+                scope: None,
             })
             .collect()
     }

@@ -105,6 +105,7 @@ impl Source for ModelSource {
             max_range_uj: None,
             method: Some(Method::Model),
             topology: None,
+            scope: None,
         }]
     }
 

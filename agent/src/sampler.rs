@@ -256,6 +256,7 @@ impl crate::source::Source for Sampler {
                 max_range_uj: Some(z.max_range_uj),
                 method: None,
                 topology: None,
+                scope: None,
             })
             .collect()
     }

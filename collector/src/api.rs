@@ -536,6 +536,9 @@ struct EnergyGroup {
     host: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sensor: Option<String>,
+    /// False for a sensor its host's inventory marks as a component or
+    /// an alternative of another: shown, not added into `total`.
+    in_total: bool,
     #[serde(flatten)]
     amount: AmountJson,
 }
@@ -566,23 +569,49 @@ async fn energy(
             )));
         }
     };
-    let rows = s
-        .read(move |c| store::energy_span(c, from, to, by_sensor))
+    // Read per sensor: a component or an alternative of a device's
+    // boundary sensor is shown but never added into a host or the total.
+    let (rows, uncounted) = s
+        .read(move |c| {
+            Ok((
+                store::energy_span(c, from, to, true)?,
+                store::uncounted_sensors(c)?,
+            ))
+        })
         .await?;
     let (mut tm, mut te) = (0u128, 0u128);
-    let groups: Vec<EnergyGroup> = rows
-        .into_iter()
-        .map(|r| {
-            let (m, e) = (r.amount.measured, r.amount.estimated);
+    let mut groups: Vec<EnergyGroup> = Vec::new();
+    for r in rows {
+        let (m, e) = (r.amount.measured, r.amount.estimated);
+        let counted = !r
+            .sensor
+            .as_ref()
+            .is_some_and(|x| uncounted.get(&r.host).is_some_and(|u| u.contains(x)));
+        if counted {
             tm += m;
             te += e;
-            EnergyGroup {
+        }
+        if by_sensor {
+            groups.push(EnergyGroup {
                 host: r.host,
                 sensor: r.sensor,
+                in_total: counted,
                 amount: amount_json(m, e),
+            });
+        } else if counted {
+            match groups.last_mut() {
+                Some(g) if g.host == r.host => {
+                    g.amount = amount_json(g.amount.measured_uj + m, g.amount.estimated_uj + e);
+                }
+                _ => groups.push(EnergyGroup {
+                    host: r.host,
+                    sensor: None,
+                    in_total: true,
+                    amount: amount_json(m, e),
+                }),
             }
-        })
-        .collect();
+        }
+    }
     Ok(axum::Json(EnergyAnswer {
         from: rfc3339(from),
         to: rfc3339(to),
@@ -615,14 +644,23 @@ struct HostsAnswer {
 }
 
 async fn hosts(State(s): State<AppState>) -> Result<axum::Json<HostsAnswer>, ApiError> {
-    let (hosts, totals) = s
-        .read(|c| Ok((store::hosts(c)?, store::totals(c)?)))
+    let (hosts, totals, uncounted) = s
+        .read(|c| {
+            Ok((
+                store::hosts(c)?,
+                store::totals(c)?,
+                store::uncounted_sensors(c)?,
+            ))
+        })
         .await?;
     let mut per_host: BTreeMap<String, (u128, u128, Vec<String>)> = BTreeMap::new();
     for (host, sensor, a) in totals {
+        let skip = uncounted.get(&host).is_some_and(|u| u.contains(&sensor));
         let e = per_host.entry(host).or_default();
-        e.0 += a.measured;
-        e.1 += a.estimated;
+        if !skip {
+            e.0 += a.measured;
+            e.1 += a.estimated;
+        }
         e.2.push(sensor);
     }
     let hosts = hosts
@@ -1212,6 +1250,116 @@ mod tests {
             total(5 * HOUR_MS + 10 * MINUTE_MS, 5 * HOUR_MS + 20 * MINUTE_MS).await,
             10_000
         );
+    }
+
+    #[tokio::test]
+    async fn a_device_seen_several_ways_counts_once_in_every_total() {
+        // The DMTF public-rackmount1 server as the agent publishes it: the
+        // TotalEnergy register is the boundary; legacy PowerControl and
+        // EnvironmentMetrics power are the same energy; the Bay1 supply's
+        // register is a part of it. Plus the host's own RAPL (no scope).
+        use vigie_protocol::{EnergyScope, ScopeRole};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let mut conn = store::open(&db).unwrap();
+        let sensors = [
+            (
+                "bmc:sensor-1U.TotalEnergy",
+                3_600_000_001u64,
+                Some((ScopeRole::Boundary, None)),
+            ),
+            (
+                "bmc:chassis-1U",
+                3_300_000_000,
+                Some((ScopeRole::Alternative, Some("bmc:sensor-1U.TotalEnergy"))),
+            ),
+            (
+                "bmc:chassis-1U.env",
+                3_400_000_000,
+                Some((ScopeRole::Alternative, Some("bmc:sensor-1U.TotalEnergy"))),
+            ),
+            (
+                "bmc:psu-1U.Bay1",
+                3_600_000_000,
+                Some((ScopeRole::Component, Some("bmc:sensor-1U.TotalEnergy"))),
+            ),
+            ("rapl:package-0", 1_000_007, None),
+        ];
+        let mut meta = vigie_protocol::samples::meta();
+        meta.host = "h".into();
+        meta.sensors = sensors
+            .iter()
+            .map(|(name, _, scope)| vigie_protocol::SensorMeta {
+                name: (*name).into(),
+                kind: "redfish".into(),
+                domain: "chassis".into(),
+                source: "http://127.0.0.1".into(),
+                max_range_uj: None,
+                method: None,
+                topology: None,
+                scope: scope.map(|(role, of)| EnergyScope {
+                    scope: "bmc:1U".into(),
+                    role,
+                    of: of.map(Into::into),
+                }),
+            })
+            .collect();
+        let mut p = store::Pending::default();
+        for (name, uj, _) in &sensors {
+            let a = store::Amount {
+                measured: *uj,
+                estimated: 0,
+            };
+            for bucket in [HOUR_MS, HOUR_MS + MINUTE_MS] {
+                let key = ("h".to_owned(), (*name).to_owned(), bucket);
+                p.minute.insert(key, a);
+            }
+            p.hour.insert(
+                ("h".to_owned(), (*name).to_owned(), HOUR_MS),
+                store::Amount {
+                    measured: 2 * uj,
+                    estimated: 0,
+                },
+            );
+        }
+        let tx = conn.transaction().unwrap();
+        store::add_energy(&tx, &p).unwrap();
+        store::set_meta(&tx, "par1", "h", &serde_json::to_string(&meta).unwrap()).unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        // The boundary and the host's own counter, not the sum of five.
+        let want: u128 = 2 * (3_600_000_001 + 1_000_007);
+        let state = test_state(db, crate::site::SiteConfig::default());
+        for (group_by, from, to) in [
+            ("host", HOUR_MS, 2 * HOUR_MS),
+            ("sensor", HOUR_MS, 2 * HOUR_MS),
+            ("host", HOUR_MS, HOUR_MS + 2 * MINUTE_MS),
+        ] {
+            let q = EnergyQuery {
+                from: Some(from.to_string()),
+                to: Some(to.to_string()),
+                group_by: Some(group_by.into()),
+            };
+            let axum::Json(a) = energy(State(state.clone()), Query(q)).await.unwrap();
+            assert_eq!(a.total.energy_uj, want, "{group_by} {from}..{to}");
+            if group_by == "host" {
+                assert_eq!(a.groups.len(), 1);
+                assert_eq!(a.groups[0].amount.energy_uj, want);
+            } else {
+                // Every sensor's own figure stays available.
+                assert_eq!(a.groups.len(), 5);
+                let psu = a
+                    .groups
+                    .iter()
+                    .find(|g| g.sensor.as_deref() == Some("bmc:psu-1U.Bay1"))
+                    .unwrap();
+                assert_eq!((psu.in_total, psu.amount.energy_uj), (false, 7_200_000_000));
+                assert_eq!(a.groups.iter().filter(|g| g.in_total).count(), 2);
+            }
+        }
+        let axum::Json(h) = hosts(State(state)).await.unwrap();
+        assert_eq!(h.hosts[0].energy.energy_uj, want);
+        assert_eq!(h.hosts[0].sensors.len(), 5);
     }
 
     #[tokio::test]

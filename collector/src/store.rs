@@ -643,6 +643,37 @@ pub fn hosts(conn: &Connection) -> Result<Vec<HostRow>, StoreError> {
     rows.collect()
 }
 
+/// Per host, the sensors its inventory marks as a component or an
+/// alternative of another sensor (`SensorMeta::scope`): kept per sensor,
+/// never added into a host's or a query's total, so one device's energy
+/// counts once. Hosts without an inventory, and inventories written before
+/// scopes existed, count every sensor.
+pub fn uncounted_sensors(
+    conn: &Connection,
+) -> Result<HashMap<String, std::collections::HashSet<String>>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT host, meta FROM hosts WHERE meta IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (host, meta) = row?;
+        // Stored only after decoding at ingest; a row that no longer
+        // decodes (a hand edit) counts every sensor rather than none.
+        let Ok(meta) = serde_json::from_str::<vigie_protocol::HostMeta>(&meta) else {
+            continue;
+        };
+        let skip: std::collections::HashSet<String> = meta
+            .sensors
+            .into_iter()
+            .filter(|s| !s.in_totals())
+            .map(|s| s.name)
+            .collect();
+        if !skip.is_empty() {
+            out.insert(host, skip);
+        }
+    }
+    Ok(out)
+}
+
 /// Number of quarantined messages.
 pub fn quarantine_count(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))

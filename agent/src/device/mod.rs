@@ -811,6 +811,7 @@ pub fn spawn(
                         outlet: t.outlet.clone(),
                         feeds: t.feeds.clone(),
                     }),
+                    scope: None,
                 });
             }
             o.checkpoints = tracker.checkpoints();

@@ -15,8 +15,8 @@ mod validate;
 
 pub use ids::{IdError, is_valid_host_or_site, is_valid_sensor};
 pub use payload::{
-    Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading, SensorMeta,
-    SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
+    EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
+    ScopeRole, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
 };
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{

@@ -200,6 +200,52 @@ pub struct SensorMeta {
     /// Where it sits in the site (remote devices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology: Option<Topology>,
+    /// Which physical energy it counts, when a device shows the same
+    /// energy several ways or in parts; absent means a boundary of its own
+    /// (what inventories without the field meant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<EnergyScope>,
+}
+
+/// A sensor's place among the sensors of one device scope (one physical
+/// device: a server chassis, a PDU). Each scope has exactly one
+/// [`ScopeRole::Boundary`] sensor; totals add boundaries only, so the same
+/// energy is never counted twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyScope {
+    /// The scope, e.g. `bmc-r12:1U` or `pdu-a1`.
+    pub scope: String,
+    /// What this sensor is within it.
+    pub role: ScopeRole,
+    /// The sensor it is a part of (component) or the same energy as
+    /// (alternative); absent on the boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+}
+
+/// What a sensor's energy is within its device scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeRole {
+    /// The whole device's energy: the one sensor of the scope that totals add.
+    Boundary,
+    /// A part of the whole (a power supply, a nested chassis, a PDU's
+    /// outlet, branch or phase): shown, never added to the whole.
+    Component,
+    /// The same energy as another sensor, read another way (a power
+    /// reading beside an energy register): shown, never added.
+    Alternative,
+}
+
+impl SensorMeta {
+    /// Whether totals add this sensor: a boundary, or a sensor with no
+    /// scope (a host's own counters, older inventories).
+    pub fn in_totals(&self) -> bool {
+        self.scope
+            .as_ref()
+            .is_none_or(|s| s.role == ScopeRole::Boundary)
+    }
 }
 
 /// How a sensor's interval energy is obtained.

@@ -2,8 +2,9 @@
 //! A test fails when the types and the files disagree.
 
 use crate::{
-    Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
-    SCHEMA_VERSION, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
+    EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
+    SCHEMA_VERSION, ScopeRole, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch,
+    Topology,
 };
 
 /// A two-sensor telemetry batch.
@@ -99,6 +100,7 @@ pub fn meta() -> HostMeta {
                 max_range_uj: Some(262_143_328_850),
                 method: None,
                 topology: None,
+                scope: None,
             },
             SensorMeta {
                 name: "pdu-a1:outlet-7".into(),
@@ -113,6 +115,11 @@ pub fn meta() -> HostMeta {
                     pdu: Some("pdu-a1".into()),
                     outlet: Some("7".into()),
                     feeds: Some("node-01".into()),
+                }),
+                scope: Some(EnergyScope {
+                    scope: "pdu-a1".into(),
+                    role: ScopeRole::Component,
+                    of: Some("pdu-a1:device".into()),
                 }),
             },
         ],

@@ -38,3 +38,40 @@ fn status() {
 fn meta() {
     check("meta-v1.json", samples::meta());
 }
+
+#[test]
+fn inventories_without_scopes_still_decode_and_count_every_sensor() {
+    // A v1 inventory written before `scope` existed.
+    let mut old: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/meta-v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for s in old["sensors"].as_array_mut().unwrap() {
+        s.as_object_mut().unwrap().remove("scope");
+    }
+    let meta: vigie_protocol::HostMeta = serde_json::from_value(old).unwrap();
+    assert!(
+        meta.sensors
+            .iter()
+            .all(|s| s.scope.is_none() && s.in_totals())
+    );
+    // The sample's outlet is a component of its PDU: not in totals.
+    let sample = samples::meta();
+    let outlet = sample
+        .sensors
+        .iter()
+        .find(|s| s.name == "pdu-a1:outlet-7")
+        .unwrap();
+    assert!(!outlet.in_totals());
+    assert!(
+        sample
+            .sensors
+            .iter()
+            .find(|s| s.name == "rapl:package-0")
+            .unwrap()
+            .in_totals()
+    );
+}
