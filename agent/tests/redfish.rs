@@ -673,3 +673,176 @@ async fn https_with_the_targets_own_ca() {
     let values = redfish::build(&cfg).unwrap().poll().await.unwrap();
     assert_eq!(of(&values, "chassis-1U")[0], Value::PowerW(344.0));
 }
+
+/// The inventory the device runner announces from the first poll.
+async fn announced(device: RedfishDevice) -> Vec<vigie_protocol::SensorMeta> {
+    let cfg: vigie_agent::device::DeviceConfig =
+        toml::from_str("name = \"bmc\"\nperiod = \"1s\"\n[redfish]\nurl = \"http://x\"\n").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    fn clock() -> i64 {
+        1_000
+    }
+    let task = vigie_agent::device::spawn(&cfg, Box::new(device), tx, clock, &[]);
+    let first = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    task.abort();
+    first.new_sensors
+}
+
+fn role_of(
+    inventory: &[vigie_protocol::SensorMeta],
+    sensor: &str,
+) -> Option<(vigie_protocol::ScopeRole, Option<String>)> {
+    let meta = inventory.iter().find(|m| m.name == sensor)?;
+    meta.scope.as_ref().map(|s| (s.role, s.of.clone()))
+}
+
+#[tokio::test]
+async fn one_server_seen_five_ways_has_one_boundary_and_a_nested_card_is_a_part() {
+    use vigie_protocol::ScopeRole::{Alternative, Boundary, Component};
+    let root = mockup("public-rackmount1");
+    let read = |rel: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join(rel)).unwrap()).unwrap()
+    };
+    // A card inside the 1U server, with its own EnvironmentMetrics power.
+    let mut collection = read("Chassis/index.json");
+    collection["Members"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"@odata.id": "/redfish/v1/Chassis/Card1"}));
+    let card = serde_json::json!({
+        "@odata.id": "/redfish/v1/Chassis/Card1",
+        "Id": "Card1",
+        "ChassisType": "Card",
+        "EnvironmentMetrics": {"@odata.id": "/redfish/v1/Chassis/Card1/EnvironmentMetrics"},
+        "Links": {"ContainedBy": {"@odata.id": "/redfish/v1/Chassis/1U"}}
+    });
+    let card_env = serde_json::json!({
+        "@odata.id": "/redfish/v1/Chassis/Card1/EnvironmentMetrics",
+        "PowerWatts": {"Reading": 75.0}
+    });
+    let mut overrides = HashMap::new();
+    overrides.insert("/redfish/v1/Chassis".to_owned(), collection.to_string());
+    overrides.insert("/redfish/v1/Chassis/Card1".to_owned(), card.to_string());
+    overrides.insert(
+        "/redfish/v1/Chassis/Card1/EnvironmentMetrics".to_owned(),
+        card_env.to_string(),
+    );
+    let mock = serve(
+        root.clone(),
+        Options {
+            overrides,
+            ..Options::default()
+        },
+    )
+    .await;
+    let inventory = announced(device(&mock)).await;
+
+    // The whole server, read four ways: the TotalEnergy sensor (an energy
+    // register, so the boundary), EnvironmentMetrics and legacy
+    // PowerControl power (alternatives of it).
+    let boundary = "bmc:sensor-1U.TotalEnergy";
+    assert_eq!(role_of(&inventory, boundary), Some((Boundary, None)));
+    for alt in ["bmc:chassis-1U.env", "bmc:chassis-1U"] {
+        assert_eq!(
+            role_of(&inventory, alt),
+            Some((Alternative, Some(boundary.to_owned()))),
+            "{alt}"
+        );
+    }
+    // A power supply's register and the nested card: parts of the whole.
+    for part in ["bmc:psu-1U.Bay1", "bmc:chassis-Card1.env"] {
+        assert_eq!(
+            role_of(&inventory, part),
+            Some((Component, Some(boundary.to_owned()))),
+            "{part}"
+        );
+    }
+    let counted: Vec<&str> = inventory
+        .iter()
+        .filter(|m| m.method.is_some() && m.in_totals())
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(
+        counted,
+        vec![boundary],
+        "one energy sensor counts the server"
+    );
+
+    // Without the register, EnvironmentMetrics is preferred over legacy.
+    let mut no_total = read("Chassis/1U/Sensors/index.json");
+    no_total["Members"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| !m["@odata.id"].as_str().unwrap().ends_with("/TotalEnergy"));
+    let mut overrides = HashMap::new();
+    overrides.insert(
+        "/redfish/v1/Chassis/1U/Sensors".to_owned(),
+        no_total.to_string(),
+    );
+    let mock = serve(
+        root,
+        Options {
+            overrides,
+            ..Options::default()
+        },
+    )
+    .await;
+    let inventory = announced(device(&mock)).await;
+    assert_eq!(
+        role_of(&inventory, "bmc:chassis-1U.env"),
+        Some((Boundary, None))
+    );
+    assert_eq!(
+        role_of(&inventory, "bmc:chassis-1U").map(|r| r.0),
+        Some(Alternative)
+    );
+}
+
+#[tokio::test]
+async fn a_redfish_pdu_counts_its_total_once_not_with_its_mains_branches_and_outlets() {
+    use vigie_protocol::ScopeRole::{Alternative, Boundary, Component};
+    let mock = serve(mockup("public-pdu"), Options::default()).await;
+    let inventory = announced(device(&mock)).await;
+    let energy: Vec<&vigie_protocol::SensorMeta> =
+        inventory.iter().filter(|m| m.method.is_some()).collect();
+    assert!(energy.len() > 3, "{energy:?}");
+    let mut boundaries: Vec<&str> = energy
+        .iter()
+        .filter(|m| m.in_totals())
+        .map(|m| m.name.as_str())
+        .collect();
+    boundaries.sort_unstable();
+    // The PDU's metrics (an energy register) and the mockup's transfer
+    // switch, a device of its own; its sensors all say `Chassis`, so its
+    // register stands for it and its power sensors are the same whole.
+    assert_eq!(
+        boundaries,
+        vec!["bmc:pdu-1", "bmc:sensor-TransferSwitch1.EnergyA1"]
+    );
+    assert_eq!(
+        role_of(&inventory, "bmc:pdu-1").map(|r| r.0),
+        Some(Boundary)
+    );
+    // The PDU's chassis is the PDU: its mains power sensor is the same
+    // whole; mains, branches and outlets are parts.
+    assert_eq!(
+        role_of(&inventory, "bmc:sensor-PDU.ACMainPower"),
+        Some((Alternative, Some("bmc:pdu-1".to_owned())))
+    );
+    for m in energy.iter().filter(|m| {
+        ["bmc:mains-", "bmc:branch-", "bmc:outlet-"]
+            .iter()
+            .any(|p| m.name.starts_with(p))
+    }) {
+        assert_eq!(
+            role_of(&inventory, &m.name),
+            Some((Component, Some("bmc:pdu-1".to_owned()))),
+            "{}",
+            m.name
+        );
+    }
+    assert!(energy.iter().any(|m| m.name.starts_with("bmc:outlet-")));
+}

@@ -574,3 +574,49 @@ async fn silence_is_unreachable_within_the_timeout() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_apc_pdu_counts_its_device_register_once_not_with_its_phase_and_outlets() {
+    use vigie_protocol::ScopeRole::{Boundary, Component};
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = sim.device(&v2c(&dir, "ap8641"));
+    let cfg: vigie_agent::device::DeviceConfig =
+        toml::from_str("name = \"pdu-a1\"\nperiod = \"5s\"\n").unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    fn clock() -> i64 {
+        1_000
+    }
+    let task = vigie_agent::device::spawn(&cfg, Box::new(d), tx, clock, &[]);
+    let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    task.abort();
+    let scope = |name: &str| {
+        let meta = first.new_sensors.iter().find(|m| m.name == name).unwrap();
+        meta.scope.clone().map(|s| (s.role, s.of))
+    };
+    // The device register (rPDU2DeviceStatusEnergy) is the PDU's energy;
+    // its phase power and its 24 metered outlets are parts of it.
+    assert_eq!(scope("pdu-a1:device"), Some((Boundary, None)));
+    let parts = std::iter::once("pdu-a1:phase-1".to_owned())
+        .chain((1..=24).map(|i| format!("pdu-a1:outlet-{i}")));
+    for p in parts {
+        assert_eq!(
+            scope(&p),
+            Some((Component, Some("pdu-a1:device".to_owned()))),
+            "{p}"
+        );
+    }
+    let counted: Vec<&str> = first
+        .new_sensors
+        .iter()
+        .filter(|m| m.method.is_some() && m.in_totals())
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(counted, vec!["pdu-a1:device"]);
+}

@@ -44,7 +44,13 @@ pub enum Outcome {
         spool: Option<vigie_protocol::SpoolHealth>,
     },
     /// An inventory message applied.
-    Meta,
+    Meta {
+        /// Host.
+        host: String,
+        /// Its sensors that totals leave out (components and alternatives
+        /// of another sensor, `SensorMeta::in_totals`).
+        uncounted: std::collections::HashSet<String>,
+    },
     /// An empty retained message (a topic being cleared).
     Cleared,
     /// Valid telemetry that would take this transaction past its bucket
@@ -230,10 +236,18 @@ impl Ingestor {
                             topic: topic.site,
                             payload: meta.site,
                         }),
-                        Ok(_) => {
+                        Ok(meta) => {
                             let text = String::from_utf8_lossy(&m.payload);
                             store::set_meta(&tx, &topic.site, &topic.host, &text)?;
-                            Outcome::Meta
+                            Outcome::Meta {
+                                host: topic.host,
+                                uncounted: meta
+                                    .sensors
+                                    .into_iter()
+                                    .filter(|s| !s.in_totals())
+                                    .map(|s| s.name)
+                                    .collect(),
+                            }
                         }
                     },
                 },
@@ -681,7 +695,21 @@ mod tests {
                 spool: samples::status_online().spool,
             }
         );
-        assert_eq!(out[1], Outcome::Meta);
+        // The sample inventory marks one PDU outlet as a component.
+        let parts: std::collections::HashSet<String> = samples::meta()
+            .sensors
+            .into_iter()
+            .filter(|s| !s.in_totals())
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            out[1],
+            Outcome::Meta {
+                host: "node-01".into(),
+                uncounted: parts
+            }
+        );
         assert!(matches!(
             out[2],
             Outcome::Rejected {

@@ -151,6 +151,9 @@ pub async fn run(
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
     ));
     metrics.set_meter_sensors(site_kpi::meter_sensors(&cfg.site));
+    for (host, uncounted) in store::uncounted_sensors(&conn).map_err(store_err)? {
+        metrics.set_uncounted(&host, uncounted);
+    }
     let totals = store::totals(&conn).map_err(store_err)?;
     let registers = store::register_sensors(&conn).map_err(store_err)?;
     for (host, sensor, a) in &totals {
@@ -461,7 +464,10 @@ fn writer_loop(
                                     metrics.agent_spool(host, spool, now);
                                 }
                             }
-                            Outcome::Meta | Outcome::Cleared | Outcome::Deferred => {}
+                            Outcome::Meta { host, uncounted } => {
+                                metrics.set_uncounted(host, uncounted.clone());
+                            }
+                            Outcome::Cleared | Outcome::Deferred => {}
                         }
                     }
                     let deferred = outcomes

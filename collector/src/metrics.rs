@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use vigie_energy::{GramsPerKwh, Microjoules, emissions};
 use vigie_protocol::{Quality, Rejection, TelemetryBatch};
@@ -44,6 +45,15 @@ pub struct SensorLabels {
 pub struct HostLabels {
     /// Host.
     pub host: String,
+}
+
+/// Labels of per-host energy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostQualityLabels {
+    /// Host.
+    pub host: String,
+    /// `measured` or `estimated`.
+    pub quality: String,
 }
 
 /// Labels of sensor gauges.
@@ -226,6 +236,10 @@ pub struct Metrics {
     energy: Family<EnergyLabels, FloatCounter>,
     power: Family<SensorLabels, FloatGauge>,
     emissions: Family<HostLabels, FloatCounter>,
+    host_energy: Family<HostQualityLabels, FloatCounter>,
+    in_total: Family<SensorLabels, Gauge>,
+    /// Per host, the sensors its inventory leaves out of totals.
+    uncounted: std::sync::RwLock<HashMap<String, HashSet<String>>>,
     lag: Family<HostLabels, FloatGauge>,
     online: Family<HostLabels, Gauge>,
     subscribed: Gauge,
@@ -290,6 +304,18 @@ impl Metrics {
             "vigie_emissions_location_grams",
             "Location-based emissions per host at the configured grid factor (grams CO2e)",
             emissions.clone(),
+        );
+        let host_energy = Family::<HostQualityLabels, FloatCounter>::default();
+        registry.register(
+            "vigie_host_energy_joules",
+            "Energy per host with each physical energy once: the sensors its inventory marks as a component or an alternative of another are left out (joules)",
+            host_energy.clone(),
+        );
+        let in_total = Family::<SensorLabels, Gauge>::default();
+        registry.register(
+            "vigie_sensor_counted",
+            "1 if the sensor's energy adds into its host's totals, 0 if its inventory marks it as a component or an alternative of another sensor (join on host, sensor to sum a device once)",
+            in_total.clone(),
         );
         let grid = Family::<ZoneLabels, FloatGauge>::default();
         registry.register(
@@ -493,6 +519,9 @@ impl Metrics {
             energy,
             power,
             emissions,
+            host_energy,
+            in_total,
+            uncounted: std::sync::RwLock::new(HashMap::new()),
             lag,
             online,
             subscribed,
@@ -509,6 +538,13 @@ impl Metrics {
     /// as wide as the ledger's sums), so a collector restart does not look
     /// like a counter reset.
     pub fn seed(&self, host: &str, sensor: &str, measured_uj: u128, estimated_uj: u128) {
+        let counted = self.counted(host, sensor);
+        self.in_total
+            .get_or_create(&SensorLabels {
+                host: host.to_owned(),
+                sensor: sensor.to_owned(),
+            })
+            .set(i64::from(counted));
         for (q, e) in [
             (Quality::Measured, measured_uj),
             (Quality::Estimated, estimated_uj),
@@ -522,6 +558,15 @@ impl Metrics {
                         quality: quality_label(q).to_owned(),
                     })
                     .inc_by(joules);
+                if !counted {
+                    continue;
+                }
+                self.host_energy
+                    .get_or_create(&HostQualityLabels {
+                        host: host.to_owned(),
+                        quality: quality_label(q).to_owned(),
+                    })
+                    .inc_by(joules);
                 self.emissions
                     .get_or_create(&HostLabels {
                         host: host.to_owned(),
@@ -529,6 +574,38 @@ impl Metrics {
                     .inc_by(joules / 3.6e6 * self.intensity.0);
             }
         }
+    }
+
+    /// Sets which of `host`'s sensors its totals leave out, from its
+    /// inventory. Set before [`Metrics::seed`] at start-up; an inventory
+    /// that changes later applies to the energy that follows.
+    pub fn set_uncounted(&self, host: &str, sensors: HashSet<String>) {
+        let mut map = self.uncounted.write().unwrap_or_else(|p| p.into_inner());
+        for (sensor, counted) in map
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|s| (s, true))
+            .chain(sensors.iter().map(|s| (s, false)))
+        {
+            self.in_total
+                .get_or_create(&SensorLabels {
+                    host: host.to_owned(),
+                    sensor: sensor.clone(),
+                })
+                .set(i64::from(counted));
+        }
+        if sensors.is_empty() {
+            map.remove(host);
+        } else {
+            map.insert(host.to_owned(), sensors);
+        }
+    }
+
+    /// Whether `sensor` of `host` adds into the host's totals.
+    fn counted(&self, host: &str, sensor: &str) -> bool {
+        let map = self.uncounted.read().unwrap_or_else(|p| p.into_inner());
+        map.get(host).is_none_or(|s| !s.contains(sensor))
     }
 
     /// Declares which sensors make up each site meter read by agents, as
@@ -815,6 +892,8 @@ impl Metrics {
         let mut host_emissions = 0.0;
         let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
         let host_meters = index.get(host);
+        let uncounted = self.uncounted.read().unwrap_or_else(|p| p.into_inner());
+        let uncounted = uncounted.get(host);
         for r in &batch.readings {
             let e = Microjoules(r.energy_uj);
             if let Some(meters) = host_meters.and_then(|h| h.get(&r.sensor)) {
@@ -827,7 +906,22 @@ impl Metrics {
                     quality: quality_label(r.quality).to_owned(),
                 })
                 .inc_by(e.as_joules());
-            host_emissions += emissions(e, self.intensity).0;
+            let counted = uncounted.is_none_or(|s| !s.contains(&r.sensor));
+            self.in_total
+                .get_or_create(&SensorLabels {
+                    host: host.clone(),
+                    sensor: r.sensor.clone(),
+                })
+                .set(i64::from(counted));
+            if counted {
+                self.host_energy
+                    .get_or_create(&HostQualityLabels {
+                        host: host.clone(),
+                        quality: quality_label(r.quality).to_owned(),
+                    })
+                    .inc_by(e.as_joules());
+                host_emissions += emissions(e, self.intensity).0;
+            }
             let power = r
                 .power_w
                 .or_else(|| vigie_energy::average_power(e, r.end_ms - r.start_ms).map(|w| w.0));
@@ -905,6 +999,50 @@ mod tests {
         assert!(text.contains(r#"vigie_ingest_lag_seconds{host="node-01"} 1.0"#));
         assert!(text.contains("vigie_ingest_readings_total 2"));
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn host_energy_and_emissions_leave_out_what_the_inventory_marks_as_a_part() {
+        let m = Metrics::new("FR", GramsPerKwh(3_600_000.0));
+        let part = samples::telemetry().readings[1].sensor.clone();
+        m.set_uncounted("node-01", HashSet::from([part.clone()]));
+        // A restart: the ledger's totals seed the counters.
+        m.seed("node-01", &part, 5_000_000, 0);
+        m.seed("node-01", "rapl:package-0", 1_000_000, 0);
+        m.accepted(&samples::telemetry(), 1_795_000_012_000);
+        let text = m.encode();
+        // Per sensor, both still show.
+        assert!(text.contains(&format!(
+            r#"vigie_energy_joules_total{{host="node-01",sensor="{part}",quality="measured"}}"#
+        )));
+        // Per host, only the counted sensor: 1 J seeded + 85.250113 J.
+        assert!(
+            text.contains(
+                r#"vigie_host_energy_joules_total{host="node-01",quality="measured"} 86.250113"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"vigie_emissions_location_grams_total{host="node-01"} 86.25011"#),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            r#"vigie_sensor_counted{{host="node-01",sensor="{part}"}} 0"#
+        )));
+        assert!(text.contains(r#"vigie_sensor_counted{host="node-01",sensor="rapl:package-0"} 1"#));
+        // Without an inventory saying so, every sensor counts.
+        m.set_uncounted("node-01", HashSet::new());
+        assert!(m.encode().contains(&format!(
+            r#"vigie_sensor_counted{{host="node-01",sensor="{part}"}} 1"#
+        )));
+        m.accepted(&samples::telemetry(), 1_795_000_012_000);
+        assert!(
+            m.encode().contains(
+                r#"vigie_host_energy_joules_total{host="node-01",quality="measured"} 181.37023"#
+            ),
+            "{}",
+            m.encode()
+        );
     }
 
     #[test]

@@ -297,7 +297,7 @@ fn every_dashboard_panel_query_returns_data_from_a_real_prometheus() {
         "sum(increase(vigie_energy_joules_total{sensor=\"facility:grid\"}[10s])) / 3.6e6";
     // The configured factor (kg per kWh) behind every emissions counter,
     // as the per-host counters give it.
-    let factor = "sum(increase(vigie_emissions_location_grams_total[10s])) / 1000 / (sum(increase(vigie_energy_joules_total[10s])) / 3.6e6)";
+    let factor = "sum(increase(vigie_emissions_location_grams_total[10s])) / 1000 / (sum(increase(vigie_host_energy_joules_total[10s])) / 3.6e6)";
     for (what, check) in [
         (
             "site power is the intake",

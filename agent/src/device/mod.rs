@@ -11,6 +11,7 @@
 pub mod ipmi;
 pub mod modbus;
 pub mod redfish;
+pub mod scope;
 pub mod snmp;
 
 use crate::sampler::Checkpoint;
@@ -139,6 +140,13 @@ pub trait Device: Send {
     fn source(&self) -> String;
     /// Reads every point once.
     fn poll(&mut self) -> PollFuture<'_>;
+    /// Where each of `points` sits in the device, so that one physical
+    /// energy is counted once ([`scope::assign`]). The default reads PDU
+    /// point names ([`scope::by_name`]); a driver that knows the device's
+    /// structure says so; meters whose points are independent return none.
+    fn places(&self, points: &[&str]) -> Vec<scope::Place> {
+        scope::by_name(points)
+    }
 }
 
 /// How an energy point is tracked.
@@ -727,6 +735,24 @@ pub struct DeviceOutput {
     pub checkpoints: Vec<Checkpoint>,
 }
 
+/// The points of a poll that yield energy, each with whether it has an
+/// energy register, in poll order.
+fn energy_points(values: &[PointValue]) -> Vec<(&str, bool)> {
+    let mut out: Vec<(&str, bool)> = Vec::new();
+    for v in values {
+        let register = match v.value {
+            Value::EnergyCounter { .. } => true,
+            Value::PowerW(_) => false,
+            Value::Gauge(..) => continue,
+        };
+        match out.iter_mut().find(|(p, _)| *p == v.point) {
+            Some(slot) => slot.1 |= register,
+            None => out.push((&v.point, register)),
+        }
+    }
+    out
+}
+
 /// Polls `device` every `cfg.period` until `out` closes, sending what each
 /// poll yields. Failures are logged when the device's state changes (not at
 /// every period) and retried.
@@ -779,6 +805,13 @@ pub fn spawn(
             for e in tracker.observe(now, &values, &mut o.readings, &mut o.gauges) {
                 tracing::warn!(device = %name, event = ?e, "device counter");
             }
+            let scopes = if values.iter().any(|v| !announced.contains(&v.point)) {
+                let energy = energy_points(&values);
+                let names: Vec<&str> = energy.iter().map(|(p, _)| *p).collect();
+                scope::assign(&name, &device.places(&names), &energy)
+            } else {
+                Vec::new()
+            };
             for v in &values {
                 if announced.contains(&v.point) {
                     continue;
@@ -811,7 +844,10 @@ pub fn spawn(
                         outlet: t.outlet.clone(),
                         feeds: t.feeds.clone(),
                     }),
-                    scope: None,
+                    scope: scopes
+                        .iter()
+                        .find(|(p, _)| *p == v.point)
+                        .map(|(_, s)| s.clone()),
                 });
             }
             o.checkpoints = tracker.checkpoints();

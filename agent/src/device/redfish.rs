@@ -28,6 +28,7 @@
 //! integer counters in milliwatt-hours or millijoules; Redfish energy does
 //! not wrap, so a step backwards is a reset (`ResetMetrics`).
 
+use super::scope::Place;
 use super::{Device, DeviceError, PointValue, PollFuture, Value};
 use serde_json::Value as Json;
 use std::collections::HashSet;
@@ -302,7 +303,20 @@ struct Target {
     kind: Kind,
     /// For legacy power: the prefix of its supplies' points (`psu-1U`).
     supply_prefix: String,
+    /// Its point's place in the device ([`super::scope`]).
+    place: Option<(String, u8, u8)>,
 }
+
+/// Tiers within one chassis, above the chassis's own base tier (three per
+/// level of containment): its whole, its power supplies, its insides.
+const WHOLE: u8 = 0;
+const SUPPLY: u8 = 1;
+const INSIDE: u8 = 2;
+/// Preference among a chassis's whole readings: `EnvironmentMetrics`, a
+/// chassis power or energy sensor, legacy `PowerControl`.
+const RANK_ENV: u8 = 0;
+const RANK_SENSOR: u8 = 1;
+const RANK_LEGACY: u8 = 2;
 
 impl Device for RedfishDevice {
     fn kind(&self) -> &'static str {
@@ -311,6 +325,38 @@ impl Device for RedfishDevice {
 
     fn source(&self) -> String {
         self.origin.clone()
+    }
+
+    fn places(&self, points: &[&str]) -> Vec<Place> {
+        let plan = self.plan.as_deref().unwrap_or_default();
+        points
+            .iter()
+            .filter_map(|p| {
+                let exact = plan.iter().find(|t| t.point == *p);
+                // Further `PowerControl` members of a legacy `Power`
+                // resource (`chassis-1U.CPU`): parts of the chassis.
+                let member = || {
+                    plan.iter().find(|t| {
+                        t.kind == Kind::LegacyPower
+                            && p.strip_prefix(t.point.as_str())
+                                .is_some_and(|rest| rest.starts_with('.'))
+                    })
+                };
+                let (scope, tier, rank) = match exact {
+                    Some(t) => t.place.clone()?,
+                    None => {
+                        let (scope, whole, _) = member()?.place.clone()?;
+                        (scope, whole.saturating_add(INSIDE), 0)
+                    }
+                };
+                Some(Place {
+                    point: (*p).to_owned(),
+                    scope,
+                    tier,
+                    rank,
+                })
+            })
+            .collect()
     }
 
     fn poll(&mut self) -> PollFuture<'_> {
@@ -449,29 +495,56 @@ impl RedfishDevice {
     ) -> Result<(), DeviceError> {
         let members = self.members(collection).await?;
         let docs = self.get_all(&members).await?;
-        for (path, doc) in members.iter().zip(docs) {
-            let Some(chassis) = doc else { continue };
-            let id = chassis
-                .get("Id")
-                .and_then(Json::as_str)
-                .map_or_else(|| last_segment(path), str::to_owned);
-            if !self.chassis.is_empty() && !self.chassis.contains(&id) {
-                continue;
-            }
+        let read: Vec<(&String, Json)> = members
+            .iter()
+            .zip(docs)
+            .filter_map(|(path, doc)| {
+                let chassis = doc?;
+                let id = chassis
+                    .get("Id")
+                    .and_then(Json::as_str)
+                    .map_or_else(|| last_segment(path), str::to_owned);
+                (self.chassis.is_empty() || self.chassis.contains(&id)).then_some((path, chassis))
+            })
+            .collect();
+        let parents: Vec<(&str, Option<String>)> = read
+            .iter()
+            .map(|(path, doc)| {
+                let parent = doc.get("Links").and_then(|l| link(l, "ContainedBy"));
+                (path.as_str(), parent)
+            })
+            .collect();
+        for (path, chassis) in &read {
+            let (root, depth) = containment(&parents, path);
+            // A PDU's chassis is the PDU: its sensors join the PDU's scope.
+            let pdu = read
+                .iter()
+                .find(|(p, _)| p.as_str() == root)
+                .and_then(|(_, doc)| doc.get("Links").and_then(|l| link(l, "PowerDistribution")))
+                .and_then(|d| {
+                    let (_, id) = d.split_once("/PowerEquipment/RackPDUs/")?;
+                    Some(format!("pdu-{}", clean(id.trim_end_matches('/'))))
+                });
+            let scope = pdu.unwrap_or_else(|| format!("chassis-{}", clean(&last_segment(root))));
+            let base = depth.saturating_mul(3);
+            let place = |tier: u8, rank: u8| Some((scope.clone(), base.saturating_add(tier), rank));
             let c = clean(&last_segment(path));
             let mut targets = Vec::new();
-            if let Some(power) = link(&chassis, "Power") {
+            if let Some(power) = link(chassis, "Power") {
                 targets.push(Target {
                     path: power,
                     point: format!("chassis-{c}"),
                     kind: Kind::LegacyPower,
                     supply_prefix: format!("psu-{c}"),
+                    place: place(WHOLE, RANK_LEGACY),
                 });
             }
-            if let Some(env) = link(&chassis, "EnvironmentMetrics") {
-                targets.push(target(env, format!("chassis-{c}.env"), Kind::Environment));
+            if let Some(env) = link(chassis, "EnvironmentMetrics") {
+                let mut t = target(env, format!("chassis-{c}.env"), Kind::Environment);
+                t.place = place(WHOLE, RANK_ENV);
+                targets.push(t);
             }
-            if let Some(subsystem) = link(&chassis, "PowerSubsystem")
+            if let Some(subsystem) = link(chassis, "PowerSubsystem")
                 && let Some(subsystem) = self.get(&subsystem).await?
                 && let Some(supplies) = link(&subsystem, "PowerSupplies")
             {
@@ -480,14 +553,19 @@ impl RedfishDevice {
                 for (path, supply) in supplies.iter().zip(docs) {
                     if let Some(metrics) = supply.as_ref().and_then(|s| link(s, "Metrics")) {
                         let p = clean(&last_segment(path));
-                        targets.push(target(metrics, format!("psu-{c}.{p}"), Kind::SupplyMetrics));
+                        let mut t = target(metrics, format!("psu-{c}.{p}"), Kind::SupplyMetrics);
+                        t.place = place(SUPPLY, 0);
+                        targets.push(t);
                     }
                 }
             }
-            if let Some(sensors) = link(&chassis, "Sensors") {
+            if let Some(sensors) = link(chassis, "Sensors") {
                 for path in self.members(&sensors).await? {
                     let s = clean(&last_segment(&path));
-                    targets.push(target(path, format!("sensor-{c}.{s}"), Kind::Sensor));
+                    let mut t = target(path, format!("sensor-{c}.{s}"), Kind::Sensor);
+                    // Its tier comes with its `PhysicalContext` once read.
+                    t.place = place(INSIDE, RANK_SENSOR);
+                    targets.push(t);
                 }
             }
             self.fetch_targets(targets, found).await?;
@@ -513,18 +591,23 @@ impl RedfishDevice {
                 format!("pdu-{d}.")
             };
             let mut targets = Vec::new();
+            let scope = format!("pdu-{d}");
             if let Some(metrics) = link(&pdu, "Metrics") {
-                targets.push(target(metrics, format!("pdu-{d}"), Kind::PduMetrics));
+                let mut t = target(metrics, format!("pdu-{d}"), Kind::PduMetrics);
+                t.place = Some((scope.clone(), 0, 0));
+                targets.push(t);
             }
-            for (collection, name) in [
-                ("Mains", "mains"),
-                ("Branches", "branch"),
-                ("Outlets", "outlet"),
+            for (collection, name, tier) in [
+                ("Mains", "mains", 1),
+                ("Branches", "branch", 2),
+                ("Outlets", "outlet", 3),
             ] {
                 if let Some(collection) = link(&pdu, collection) {
                     for path in self.members(&collection).await? {
                         let m = clean(&last_segment(&path));
-                        targets.push(target(path, format!("{prefix}{name}-{m}"), Kind::Circuit));
+                        let mut t = target(path, format!("{prefix}{name}-{m}"), Kind::Circuit);
+                        t.place = Some((scope.clone(), tier, 0));
+                        targets.push(t);
                     }
                 }
             }
@@ -550,6 +633,19 @@ impl RedfishDevice {
             if t.kind == Kind::Sensor && sensor_kind(&doc).is_none() {
                 continue;
             }
+            let mut t = t;
+            if t.kind == Kind::Sensor
+                && let Some((_, tier, _)) = t.place.as_mut()
+            {
+                // Placed as the chassis's insides; a whole-chassis or a
+                // power-supply sensor moves up.
+                let base = *tier - INSIDE;
+                match doc.get("PhysicalContext").and_then(Json::as_str) {
+                    Some("Chassis" | "Rack" | "Enclosure" | "PowerSubsystem") => *tier = base,
+                    Some("PowerSupply") => *tier = base + SUPPLY,
+                    _ => {}
+                }
+            }
             found.push((t, doc));
         }
         Ok(())
@@ -574,7 +670,27 @@ fn target(path: String, point: String, kind: Kind) -> Target {
         point,
         kind,
         supply_prefix: String::new(),
+        place: None,
     }
+}
+
+/// The outermost chassis that holds `path` (through `Links.ContainedBy`,
+/// among the chassis read), and how many levels down `path` sits.
+fn containment<'a>(parents: &[(&'a str, Option<String>)], path: &'a str) -> (&'a str, u8) {
+    let mut at = path;
+    let mut depth = 0u8;
+    // Bounded: a service that loops its containment stops here.
+    while depth < 8 {
+        let parent = parents
+            .iter()
+            .find(|(p, _)| *p == at)
+            .and_then(|(_, parent)| parent.as_deref())
+            .and_then(|parent| parents.iter().find(|(p, _)| *p == parent));
+        let Some((parent, _)) = parent else { break };
+        at = parent;
+        depth += 1;
+    }
+    (at, depth)
 }
 
 async fn get_json(
