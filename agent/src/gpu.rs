@@ -244,6 +244,7 @@ impl Source for GpuSource {
                         errors.push(PollError {
                             sensor: g.sensor.clone(),
                             message: "total energy not readable this time".into(),
+                            reset: false,
                         });
                         continue;
                     };
@@ -274,6 +275,7 @@ impl Source for GpuSource {
                                 message: format!(
                                     "energy counter went back from {prev} to {mj} mJ: driver reloaded; new baseline"
                                 ),
+                                reset: true,
                             });
                             g.total = Microjoules::ZERO;
                         }
@@ -287,6 +289,7 @@ impl Source for GpuSource {
                         errors.push(PollError {
                             sensor: g.sensor.clone(),
                             message: "power not readable this time".into(),
+                            reset: false,
                         });
                         continue;
                     };
@@ -505,6 +508,7 @@ mod tests {
         let (r, _, e) = poll(&mut s, 2_000);
         assert!(r.is_empty(), "no energy invented across the reload");
         assert!(e[0].message.contains("driver reloaded"), "{e:?}");
+        assert!(e[0].reset, "counted as a reset");
         fake.spend(0, 60);
         let (r, _, _) = poll(&mut s, 3_000);
         assert_eq!(r[0].energy_uj, 60_000);

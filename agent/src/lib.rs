@@ -192,6 +192,7 @@ pub async fn run_with(
             merged_total: 0,
             dropped_total: 0,
             dropped_uj_total: 0,
+            counter_resets_total: 0,
         },
     };
     keeper.enforce(started_ms)?;
@@ -257,6 +258,7 @@ pub async fn run_with(
         tokio::select! {
             _ = sample_tick.tick() => {
                 for e in sources.poll(now_ms(), &mut batcher.sink()) {
+                    keeper.health.counter_resets_total += u64::from(e.reset);
                     tracing::warn!(error = %e, "sample failed");
                 }
             }
@@ -272,6 +274,7 @@ pub async fn run_with(
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => vigie_service::notify_watchdog(),
             Some(out) = device_rx.recv() => {
+                keeper.health.counter_resets_total += out.resets;
                 for cp in out.checkpoints {
                     device_checkpoints.insert(cp.sensor.clone(), cp);
                 }

@@ -275,7 +275,12 @@ impl crate::source::Source for Sampler {
                         (sensor.clone(), e.to_string())
                     }
                 };
-                crate::source::PollError { sensor, message }
+                let reset = matches!(e, SampleError::Reset { .. });
+                crate::source::PollError {
+                    sensor,
+                    message,
+                    reset,
+                }
             })
             .collect()
     }
@@ -369,6 +374,20 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[0].to_string().contains("reset, new baseline"));
+        // Through the source interface the agent counts it as a reset.
+        let mut other = Sampler::new(discover(dir.path()).unwrap()).unwrap();
+        let (mut r, mut g) = (Vec::new(), Vec::new());
+        let mut sink = crate::source::Sink {
+            readings: &mut r,
+            gauges: &mut g,
+        };
+        p.set_energy("intel-rapl:0", 300_000_000).unwrap();
+        assert!(crate::source::Source::poll(&mut other, 10_000, &mut sink).is_empty());
+        p.set_energy("intel-rapl:0", 0).unwrap();
+        let polled = crate::source::Source::poll(&mut other, 11_000, &mut sink);
+        assert_eq!(polled.len(), 1);
+        assert!(polled[0].reset, "{polled:?}");
+        p.set_energy("intel-rapl:0", 0).unwrap();
         // Counting resumes from the reset value.
         p.set_energy("intel-rapl:0", 50_000_000).unwrap();
         assert!(s.sample(3_000, &mut out).is_empty());

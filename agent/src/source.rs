@@ -22,6 +22,9 @@ pub struct PollError {
     pub sensor: String,
     /// What happened, and what to do about it when known.
     pub message: String,
+    /// A counter went back (a reset, counted): its next reading is a new
+    /// baseline.
+    pub reset: bool,
 }
 
 impl std::fmt::Display for PollError {

@@ -253,6 +253,7 @@ pub struct Metrics {
     spool_age: Family<HostLabels, FloatGauge>,
     spool_merges: Family<HostLabels, Gauge>,
     spool_dropped: Family<HostLabels, FloatGauge>,
+    counter_resets: Family<HostLabels, Gauge>,
     gauges: Family<GaugeLabels, FloatGauge>,
     grid: Family<ZoneLabels, FloatGauge>,
     signal: Family<SignalLabels, FloatGauge>,
@@ -404,6 +405,12 @@ impl Metrics {
             "Energy the agent dropped from its spool for age since it started (joules, lost)",
             spool_dropped.clone(),
         );
+        let counter_resets = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_counter_resets",
+            "Energy counters the agent found reset since it started (RAPL, GPU or device registers; each a new baseline, the energy just before it unknown)",
+            counter_resets.clone(),
+        );
         let gauges = Family::<GaugeLabels, FloatGauge>::default();
         registry.register(
             "vigie_sensor_value",
@@ -516,6 +523,7 @@ impl Metrics {
             spool_age,
             spool_merges,
             spool_dropped,
+            counter_resets,
             energy,
             power,
             emissions,
@@ -706,6 +714,9 @@ impl Metrics {
         self.spool_dropped
             .get_or_create(&labels)
             .set(Microjoules(spool.dropped_uj_total).as_joules());
+        self.counter_resets
+            .get_or_create(&labels)
+            .set(clamp(spool.counter_resets_total));
     }
 
     /// Sets the grid and scheduler gauges of `zone` from stored points:
@@ -999,6 +1010,20 @@ mod tests {
         assert!(text.contains(r#"vigie_ingest_lag_seconds{host="node-01"} 1.0"#));
         assert!(text.contains("vigie_ingest_readings_total 2"));
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn an_agents_counter_resets_show_per_host() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let mut spool = samples::status_online().spool.unwrap();
+        spool.counter_resets_total = 3;
+        m.agent_spool("node-01", &spool, 0);
+        assert!(
+            m.encode()
+                .contains(r#"vigie_agent_counter_resets{host="node-01"} 3"#),
+            "{}",
+            m.encode()
+        );
     }
 
     #[test]

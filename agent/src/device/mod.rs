@@ -17,7 +17,7 @@ pub mod snmp;
 use crate::sampler::Checkpoint;
 use std::future::Future;
 use std::pin::Pin;
-use vigie_energy::{Microjoules, average_power};
+use vigie_energy::{Judged, Microjoules, Watts, average_power, judge_step};
 use vigie_protocol::{Gauge, GaugeQuantity, Quality, Reading};
 
 /// One remote device in the agent's configuration (`[[devices]]`).
@@ -435,14 +435,12 @@ impl Tracker {
         if dt <= 0 || raw > max_raw {
             return;
         }
-        let units = if raw >= prev {
-            Some(raw - prev)
-        } else {
-            // Backwards: a wrap only if the energy it implies is plausible.
-            let wrapped = (max_raw - prev).saturating_add(raw).saturating_add(1);
-            let plausible_uj = max_power_w * dt as f64 * 1000.0;
-            let implied = wrapped as f64 * uj_per_unit as f64;
-            (implied <= plausible_uj).then_some(wrapped)
+        // Backwards: a wrap only if the energy it implies is plausible (the
+        // rule RAPL and NVML share). A baseline above the register's range
+        // (a resumed checkpoint from another device) starts afresh too.
+        let units = match judge_step(prev, raw, max_raw, uj_per_unit, dt, Watts(max_power_w)) {
+            Ok(Judged::Energy(step)) => Some(step.energy().0),
+            Ok(Judged::Reset) | Err(_) => None,
         };
         let Some(units) = units else {
             events.push(TrackerEvent::CounterReset { sensor });
@@ -733,6 +731,8 @@ pub struct DeviceOutput {
     pub new_sensors: Vec<vigie_protocol::SensorMeta>,
     /// Where the device's registers stand once these readings are counted.
     pub checkpoints: Vec<Checkpoint>,
+    /// Registers found reset in this poll (each a new baseline).
+    pub resets: u64,
 }
 
 /// The points of a poll that yield energy, each with whether it has an
@@ -803,6 +803,9 @@ pub fn spawn(
             }
             let mut o = DeviceOutput::default();
             for e in tracker.observe(now, &values, &mut o.readings, &mut o.gauges) {
+                if matches!(e, TrackerEvent::CounterReset { .. }) {
+                    o.resets += 1;
+                }
                 tracing::warn!(device = %name, event = ?e, "device counter");
             }
             let scopes = if values.iter().any(|v| !announced.contains(&v.point)) {
@@ -967,6 +970,29 @@ mod tests {
             "the failed poll lost nothing: one reading spans it"
         );
         assert_eq!(second.readings[0].energy_uj, 360_000_000_000);
+        assert_eq!(second.resets, 0);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_runner_counts_a_register_reset() {
+        let cfg: DeviceConfig = toml::from_str("name = \"pdu-a1\"\nperiod = \"1s\"\n").unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        // 0.1 kWh units: 1000 back to 3 in a second would be a 360 MW wrap.
+        let dev = Scripted(vec![
+            Ok(vec![counter("device", 1_000)]),
+            Ok(vec![counter("device", 3)]),
+            Ok(vec![counter("device", 4)]),
+        ]);
+        let task = spawn(&cfg, Box::new(dev), tx, test_clock, &[]);
+        let outs = [
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+        ];
+        assert_eq!(outs.iter().map(|o| o.resets).collect::<Vec<_>>(), [0, 1, 0]);
+        assert!(outs[1].readings.is_empty(), "no energy across the reset");
+        assert_eq!(outs[2].readings[0].energy_uj, 360_000_000_000);
         task.abort();
     }
 

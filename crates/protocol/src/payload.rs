@@ -177,6 +177,17 @@ pub struct SpoolHealth {
     pub dropped_total: u64,
     /// Energy in those dropped batches, µJ.
     pub dropped_uj_total: u64,
+    /// Counter resets seen since the agent started (a RAPL or GPU driver
+    /// reload, a device's register set back): each is a new baseline, and
+    /// the energy between the last reading and the reset is not known.
+    /// Absent (0) from older agents; sent only when not 0, so a collector
+    /// that predates it reads an agent that saw none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub counter_resets_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One energy sensor the agent found.

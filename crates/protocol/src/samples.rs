@@ -58,6 +58,7 @@ pub fn status_online() -> StatusMessage {
             oldest_ms: Some(1_794_999_970_000),
             merged_total: 0,
             dropped_total: 0,
+            counter_resets_total: 0,
             dropped_uj_total: 0,
         }),
     }

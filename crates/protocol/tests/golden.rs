@@ -75,3 +75,16 @@ fn inventories_without_scopes_still_decode_and_count_every_sensor() {
             .in_totals()
     );
 }
+
+#[test]
+fn counter_resets_travel_in_the_status_and_are_left_out_when_none() {
+    let mut status = samples::status_online();
+    let zero = serde_json::to_string(&status).unwrap();
+    assert!(!zero.contains("counter_resets_total"), "{zero}");
+    let spool = status.spool.as_mut().unwrap();
+    spool.counter_resets_total = 2;
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(text.contains(r#""counter_resets_total":2"#), "{text}");
+    let back: vigie_protocol::StatusMessage = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, status);
+}
