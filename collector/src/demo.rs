@@ -32,6 +32,16 @@ pub struct DemoOptions {
 
 /// Starts the embedded broker on a thread; it lives as long as the process.
 fn start_broker(port: u16) -> anyhow::Result<()> {
+    // rumqttd reports a busy port only in its own thread, and the wait
+    // below would then connect to whatever holds it: ask first.
+    std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
+        listen_error(
+            "the embedded MQTT broker",
+            &format!("127.0.0.1:{port}"),
+            "--mqtt-port PORT",
+            &e,
+        )
+    })?;
     let config: rumqttd::Config = toml::from_str(&format!(
         r#"
 id = 0
@@ -65,6 +75,16 @@ max_inflight_count = 500
         || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
     )?;
     Ok(())
+}
+
+/// Why the demo cannot listen, with the address and the flag that moves it.
+fn listen_error(what: &str, addr: &str, flag: &str, e: &std::io::Error) -> anyhow::Error {
+    let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+        "the address is already in use (another demo, collector or broker?)".to_owned()
+    } else {
+        e.to_string()
+    };
+    anyhow::anyhow!("cannot listen on {addr} for {what}: {why}; choose another with {flag}")
 }
 
 /// A simulated host: its fake tree and the share of its power each
@@ -589,7 +609,16 @@ pub async fn run(
     cfg.public.enabled = true;
     cfg.public.site_name = Some("vigie demo site".into());
     cfg.public.description = Some("Simulated hosts of the vigie demo.".into());
-    let listener = tokio::net::TcpListener::bind(opts.http).await?;
+    let listener = tokio::net::TcpListener::bind(opts.http)
+        .await
+        .map_err(|e| {
+            listen_error(
+                "the HTTP API and /metrics",
+                &opts.http.to_string(),
+                "--http ADDRESS:PORT",
+                &e,
+            )
+        })?;
     let http = listener.local_addr()?;
     let collector = tokio::spawn(crate::run(cfg.clone(), listener, stopped(stop_rx.clone())));
 

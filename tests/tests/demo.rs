@@ -79,3 +79,59 @@ fn demo_serves_energy_and_stops_on_sigint() {
     // The ledger it leaves behind holds the energy it served.
     assert!(data.join("ledger.sqlite").is_file());
 }
+
+#[test]
+fn a_busy_port_names_the_address_and_the_flag_that_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let bin = vigie_e2e::binary("vigie-collector").unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.arg("demo")
+            .args(args)
+            .arg("--dir")
+            .arg(&data)
+            .current_dir(dir.path());
+        // Bounded: a demo that did start is stopped by the kill below.
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_for(
+            "the demo to refuse the busy port",
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || child.try_wait().ok().flatten(),
+        );
+        if status.is_err() {
+            let _ = child.kill();
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status.map(|s| s.success()), err)
+    };
+    let mqtt = busy_addr.port().to_string();
+    let free_http = vigie_testkit::free_addr().unwrap().to_string();
+    let (ok, err) = run(&["--mqtt-port", &mqtt, "--http", &free_http]);
+    assert_eq!(ok.ok(), Some(false), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {busy_addr}")),
+        "{err}"
+    );
+    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("--mqtt-port"), "{err}");
+
+    let free_mqtt = vigie_testkit::free_port().unwrap().to_string();
+    let http = busy_addr.to_string();
+    let (ok, err) = run(&["--mqtt-port", &free_mqtt, "--http", &http]);
+    assert_eq!(ok.ok(), Some(false), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {busy_addr}")),
+        "{err}"
+    );
+    assert!(err.contains("--http"), "{err}");
+    drop(busy);
+}
