@@ -128,6 +128,11 @@ pub struct SpoolConfig {
     /// How often the agent republishes its status with spool figures.
     #[serde(default = "default_status_interval", with = "humantime_serde")]
     pub status_interval: Duration,
+    /// Largest size of the spool file in bytes; 0: as large as the disk
+    /// allows. Past it the agent behaves as on a full disk: new batches
+    /// wait in memory (bounded) until the spool takes them again.
+    #[serde(default)]
+    pub max_bytes: u64,
 }
 
 fn default_spool_max_batches() -> usize {
@@ -150,6 +155,7 @@ impl Default for SpoolConfig {
             merge_max_span: default_merge_max_span(),
             max_age: default_spool_max_age(),
             status_interval: default_status_interval(),
+            max_bytes: 0,
         }
     }
 }

@@ -57,6 +57,27 @@ pub fn next_epoch(state_dir: &Path, now_ms: i64) -> std::io::Result<u64> {
     Ok(epoch)
 }
 
+/// [`next_epoch`], or, when the state directory cannot be written (a
+/// full disk), the epoch it would have written, kept in memory with the
+/// error: the agent keeps measuring instead of failing at every start.
+/// Unique as long as the clock does not go back before the next start
+/// that can write.
+pub fn next_epoch_or_memory(state_dir: &Path, now_ms: i64) -> (u64, Option<std::io::Error>) {
+    match next_epoch(state_dir, now_ms) {
+        Ok(e) => (e, None),
+        Err(err) => {
+            let last: u64 = std::fs::read_to_string(state_dir.join("epoch"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            let epoch = u64::try_from(now_ms)
+                .unwrap_or(0)
+                .max(last.saturating_add(1));
+            (epoch, Some(err))
+        }
+    }
+}
+
 /// Host inventory for the retained `meta` topic.
 pub fn inventory(
     site: &str,

@@ -116,11 +116,12 @@ pub async fn run_with(
         tracing::warn!(%sensor, period_ms, safe_ms, "sampling period too long for this counter's range: a double wrap could go unseen");
     }
 
-    let epoch = host::next_epoch(&cfg.state_dir, now_ms()).map_err(|source| AgentError::State {
-        path: cfg.state_dir.display().to_string(),
-        source,
-    })?;
+    let (epoch, epoch_error) = host::next_epoch_or_memory(&cfg.state_dir, now_ms());
+    if let Some(e) = &epoch_error {
+        tracing::error!(dir = %cfg.state_dir.display(), error = %e, epoch, "the epoch could not be recorded in the state directory (full disk?); using it from memory");
+    }
     let spool = spool::Spool::open(&cfg.state_dir.join("spool.sqlite"))?;
+    spool.set_max_bytes(cfg.spool.max_bytes)?;
     let backlog = spool.depth()?;
     if backlog > 0 {
         tracing::info!(
@@ -133,8 +134,10 @@ pub async fn run_with(
     // Same boot: the counters kept running while we were down; start from
     // where the last spooled batch left them, so the downtime is counted.
     let checkpoints = spool.checkpoints(&boot_id)?;
+    let mut unbridged = (0u64, 0u64);
     if !checkpoints.is_empty() {
         let refused = sources.resume(&checkpoints, started_ms);
+        unbridged = unbridged_downtime(&refused, &checkpoints, started_ms);
         for r in &refused {
             tracing::warn!(
                 ?r,
@@ -193,9 +196,14 @@ pub async fn run_with(
             dropped_total: 0,
             dropped_uj_total: 0,
             counter_resets_total: 0,
+            spool_errors_total: u64::from(epoch_error.is_some()),
+            in_memory: 0,
+            unbridged_total: unbridged.0,
+            unbridged_ms: unbridged.1,
         },
+        held: Vec::new(),
     };
-    keeper.enforce(started_ms)?;
+    keeper.enforce(started_ms);
     let client_id = cfg
         .mqtt
         .client_id
@@ -264,10 +272,10 @@ pub async fn run_with(
             }
             _ = publish_tick.tick() => {
                 let batches = batcher.cut_all();
-                send(&link, &mut keeper, connected, &batches, &sources.checkpoints(), &device_checkpoints).await?;
+                send(&link, &mut keeper, connected, batches, &sources.checkpoints(), &device_checkpoints).await;
             }
             _ = status_tick.tick() => {
-                keeper.enforce(now_ms())?;
+                keeper.enforce(now_ms());
                 if connected {
                     let _ = link.publish_status(online(keeper.health)).await;
                 }
@@ -292,20 +300,13 @@ pub async fn run_with(
             Some(ev) = events.recv() => match ev {
                 mqtt::LinkEvent::Connected => {
                     connected = true;
-                    keeper.enforce(now_ms())?;
+                    keeper.enforce(now_ms());
                     let _ = link.publish_status(online(keeper.health)).await;
                     let _ = link.publish_meta(meta.clone()).await;
-                    // Everything not yet acknowledged, oldest first; the
-                    // collector drops any copy it already has.
-                    for (epoch, seq, payload) in spool.pending()? {
-                        spool.mark_published(epoch, seq)?;
-                        if let Err(e) = link.publish_batch(epoch, seq, payload).await {
-                            tracing::warn!(epoch, seq, error = %e, "replay failed; kept in the spool");
-                        }
-                    }
+                    replay(&link, &mut keeper).await;
                 }
                 mqtt::LinkEvent::Disconnected => connected = false,
-                mqtt::LinkEvent::Delivered { epoch, seq, ok: true } => spool.ack(epoch, seq)?,
+                mqtt::LinkEvent::Delivered { epoch, seq, ok: true } => keeper.ack(epoch, seq),
                 // Stays spooled; the next connection publishes it again.
                 mqtt::LinkEvent::Delivered { ok: false, .. } => {}
             },
@@ -336,25 +337,31 @@ pub async fn run_with(
         &link,
         &mut keeper,
         connected,
-        &batches,
+        batches,
         &sources.checkpoints(),
         &device_checkpoints,
     )
-    .await?;
+    .await;
+    if !keeper.held.is_empty() {
+        tracing::error!(
+            batches = keeper.held.len(),
+            "stopping with batches the spool could not take: their energy is lost"
+        );
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while connected && spool.depth()? > 0 {
+    while connected && spool.depth().unwrap_or(0) > 0 {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(mqtt::LinkEvent::Delivered {
                 epoch,
                 seq,
                 ok: true,
-            })) => spool.ack(epoch, seq)?,
+            })) => keeper.ack(epoch, seq),
             Ok(Some(mqtt::LinkEvent::Disconnected)) => connected = false,
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
-    let left = spool.depth()?;
+    let left = spool.depth().unwrap_or(0);
     if left > 0 {
         tracing::warn!(
             batches = left,
@@ -510,17 +517,39 @@ pub fn build_sources(cfg: &AgentConfig, hw: Hardware) -> Result<Built, AgentErro
     })
 }
 
-/// The spool with its bounds and the figures the agent reports about it.
+/// Most batches held in memory while the spool cannot take them (a full
+/// disk). Past it they are merged pairwise (exact) and, when nothing
+/// merges, the oldest are dropped and counted as lost.
+pub const MAX_HELD_BATCHES: usize = 4096;
+
+/// The spool with its bounds, the batches it could not take yet, and the
+/// figures the agent reports about it. A spool error never stops the
+/// agent: it is logged, counted, and what could not be written waits in
+/// memory for the next try.
 struct SpoolKeeper<'a> {
     spool: &'a spool::Spool,
     bounds: spool::Bounds,
     health: SpoolHealth,
+    /// Cut batches the spool refused, oldest first.
+    held: Vec<TelemetryBatch>,
 }
 
 impl SpoolKeeper<'_> {
+    /// Counts and logs a spool failure.
+    fn failed(&mut self, what: &str, e: &spool::SpoolError) {
+        self.health.spool_errors_total += 1;
+        tracing::error!(error = %e, "spool {what} failed (full disk?); the agent goes on and retries");
+    }
+
     /// Applies the bounds and refreshes the health figures.
-    fn enforce(&mut self, now_ms: i64) -> Result<(), AgentError> {
-        let done = self.spool.enforce(&self.bounds, now_ms)?;
+    fn enforce(&mut self, now_ms: i64) {
+        let done = match self.spool.enforce(&self.bounds, now_ms) {
+            Ok(d) => d,
+            Err(e) => {
+                self.failed("bounds", &e);
+                return;
+            }
+        };
         if done.dropped > 0 {
             tracing::error!(
                 batches = done.dropped,
@@ -544,46 +573,346 @@ impl SpoolKeeper<'_> {
         self.health.merged_total += done.merged;
         self.health.dropped_total += done.dropped;
         self.health.dropped_uj_total = self.health.dropped_uj_total.saturating_add(done.dropped_uj);
-        self.health.batches = self.spool.depth()? as u64;
-        self.health.oldest_ms = self.spool.oldest_ms()?;
-        Ok(())
+        match (self.spool.depth(), self.spool.oldest_ms()) {
+            (Ok(depth), Ok(oldest)) => {
+                self.health.batches = depth as u64;
+                self.health.oldest_ms = oldest;
+            }
+            (Err(e), _) | (_, Err(e)) => self.failed("read", &e),
+        }
+    }
+
+    /// Forgets an acknowledged batch; on failure it stays and is sent
+    /// again later (the collector drops the copy).
+    fn ack(&mut self, epoch: u64, seq: u64) {
+        if let Err(e) = self.spool.ack(epoch, seq) {
+            self.failed("acknowledgement", &e);
+        }
+    }
+
+    /// Spools what is held and `batches` after it, with the checkpoints
+    /// that follow the last, in one transaction. Returns what was spooled
+    /// (to publish). When the spool refuses, the oldest batches it still
+    /// takes are spooled one by one and the rest stays held, bounded by
+    /// [`MAX_HELD_BATCHES`].
+    fn spool_or_hold(
+        &mut self,
+        batches: Vec<TelemetryBatch>,
+        checkpoints: &[sampler::Checkpoint],
+        devices: &[sampler::Checkpoint],
+    ) -> Vec<(TelemetryBatch, Vec<u8>)> {
+        self.held.extend(batches);
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let payloads: Vec<Vec<u8>> = self.held.iter().map(json).collect();
+        let spooled: Vec<(&TelemetryBatch, &[u8])> = self
+            .held
+            .iter()
+            .zip(&payloads)
+            .map(|(b, p)| (b, p.as_slice()))
+            .collect();
+        match self.spool.push_all(&spooled, checkpoints, devices) {
+            Ok(()) => {
+                if self.health.in_memory > 0 {
+                    tracing::info!(
+                        batches = self.held.len(),
+                        "the spool takes batches again: those held in memory are spooled"
+                    );
+                }
+                self.health.in_memory = 0;
+                self.health.batches += self.held.len() as u64;
+                std::mem::take(&mut self.held)
+                    .into_iter()
+                    .zip(payloads)
+                    .collect()
+            }
+            Err(e) => {
+                // As many of the oldest as the spool still takes, one at a
+                // time, each with the current checkpoints: a crash then
+                // loses what is held in memory (counted missing by the
+                // collector), never counts a spooled batch twice.
+                let mut n = 0;
+                for pair in &spooled {
+                    if self.spool.push_all(&[*pair], checkpoints, devices).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+                drop(spooled);
+                self.failed("write", &e);
+                self.health.batches += n as u64;
+                let out: Vec<(TelemetryBatch, Vec<u8>)> =
+                    self.held.drain(..n).zip(payloads).collect();
+                self.bound_held();
+                self.health.in_memory = self.held.len() as u64;
+                out
+            }
+        }
+    }
+
+    /// Keeps at most [`MAX_HELD_BATCHES`] held: merges neighbours first
+    /// (exact), then drops the oldest, counted as lost.
+    fn bound_held(&mut self) {
+        let mut i = 0;
+        while self.held.len() > MAX_HELD_BATCHES && i + 1 < self.held.len() {
+            match spool::merge(
+                &self.held[i],
+                &self.held[i + 1],
+                self.bounds.max_span_ms,
+                self.bounds.max_readings,
+                self.bounds.max_minute_buckets,
+            ) {
+                Some(m) => {
+                    self.held[i] = m;
+                    self.held.remove(i + 1);
+                    self.health.merged_total += 1;
+                }
+                None => i += 1,
+            }
+        }
+        let over = self.held.len().saturating_sub(MAX_HELD_BATCHES);
+        if over > 0 {
+            let energy: u64 = self
+                .held
+                .drain(..over)
+                .flat_map(|b| b.readings)
+                .map(|r| r.energy_uj)
+                .fold(0u64, u64::saturating_add);
+            tracing::error!(
+                batches = over,
+                energy_uj = energy,
+                "more batches than memory may hold while the spool is failing: the oldest dropped, this energy is lost"
+            );
+            self.health.dropped_total += over as u64;
+            self.health.dropped_uj_total = self.health.dropped_uj_total.saturating_add(energy);
+        }
     }
 }
 
-/// Spools a batch, then publishes it if the broker is reachable.
+/// How many local counters were not resumed from their checkpoints, and
+/// the longest downtime among them, ms.
+fn unbridged_downtime(
+    refused: &[sampler::Unresumed],
+    checkpoints: &[sampler::Checkpoint],
+    started_ms: i64,
+) -> (u64, u64) {
+    let mut longest = 0i64;
+    for r in refused {
+        let down = match r {
+            sampler::Unresumed::TooLong { down_ms, .. } => *down_ms,
+            sampler::Unresumed::Invalid { sensor } => checkpoints
+                .iter()
+                .find(|c| &c.sensor == sensor)
+                .map_or(0, |c| started_ms - c.at_ms),
+        };
+        longest = longest.max(down);
+    }
+    (refused.len() as u64, longest.max(0) as u64)
+}
+
+/// Publishes everything spooled and not yet acknowledged, oldest first;
+/// the collector drops any copy it already has.
+async fn replay(link: &mqtt::Link, keeper: &mut SpoolKeeper<'_>) {
+    let pending = match keeper.spool.pending() {
+        Ok(p) => p,
+        Err(e) => {
+            keeper.failed("read", &e);
+            return;
+        }
+    };
+    for (epoch, seq, payload) in pending {
+        // Marked first: a batch that may have reached the broker is never merged.
+        if let Err(e) = keeper.spool.mark_published(epoch, seq) {
+            keeper.failed("write", &e);
+            continue;
+        }
+        if let Err(e) = link.publish_batch(epoch, seq, payload).await {
+            tracing::warn!(epoch, seq, error = %e, "replay failed; kept in the spool");
+        }
+    }
+}
+
+/// Spools batches, then publishes them if the broker is reachable. What
+/// the spool cannot take waits in memory (never published before it is
+/// spooled).
 async fn send(
     link: &mqtt::Link,
     keeper: &mut SpoolKeeper<'_>,
     connected: bool,
-    batches: &[TelemetryBatch],
+    batches: Vec<TelemetryBatch>,
     checkpoints: &[sampler::Checkpoint],
     device_checkpoints: &std::collections::BTreeMap<String, sampler::Checkpoint>,
-) -> Result<(), AgentError> {
-    if batches.is_empty() {
-        return Ok(());
-    }
-    let payloads: Vec<Vec<u8>> = batches.iter().map(json).collect();
+) {
     let devices: Vec<sampler::Checkpoint> = device_checkpoints.values().cloned().collect();
-    let spooled: Vec<(&TelemetryBatch, &[u8])> = batches
-        .iter()
-        .zip(&payloads)
-        .map(|(b, p)| (b, p.as_slice()))
-        .collect();
-    keeper.spool.push_all(&spooled, checkpoints, &devices)?;
-    keeper.health.batches += batches.len() as u64;
+    let spooled = keeper.spool_or_hold(batches, checkpoints, &devices);
+    if spooled.is_empty() {
+        return;
+    }
     if keeper.health.batches > keeper.bounds.max_batches as u64 {
         // The wall clock, as at the other bounds checks: the first reading's
         // end was 0 for a batch of gauges alone.
-        keeper.enforce(now_ms())?;
+        keeper.enforce(now_ms());
     }
     if connected {
-        for (batch, payload) in batches.iter().zip(payloads) {
+        for (batch, payload) in spooled {
             // Marked first: a batch that may have reached the broker is never merged.
-            keeper.spool.mark_published(batch.epoch, batch.seq)?;
+            if let Err(e) = keeper.spool.mark_published(batch.epoch, batch.seq) {
+                keeper.failed("write", &e);
+                continue;
+            }
             if let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
                 tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
             }
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigie_protocol::{Reading, samples};
+
+    /// A batch heavy enough to need new pages in the spool file.
+    fn heavy(seq: u64) -> TelemetryBatch {
+        let mut b = samples::telemetry();
+        b.seq = seq;
+        let template = b.readings[0].clone();
+        b.readings = (0..120)
+            .map(|i| Reading {
+                sensor: format!("pdu:outlet-{i}"),
+                energy_uj: 1_000 + seq,
+                cumulative_uj: 1_000_000,
+                ..template.clone()
+            })
+            .collect();
+        b.gauges.clear();
+        b
+    }
+
+    fn keeper(spool: &spool::Spool) -> SpoolKeeper<'_> {
+        SpoolKeeper {
+            spool,
+            bounds: spool::Bounds {
+                max_batches: 100,
+                max_span_ms: 3_600_000,
+                max_age_ms: 0,
+                max_readings: 5_000,
+                max_minute_buckets: vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS,
+            },
+            health: samples::status_online().spool.unwrap(),
+            held: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_spool_holds_batches_in_memory_and_spools_them_when_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool::Spool::open(&dir.path().join("spool.sqlite")).unwrap();
+        let mut k = keeper(&spool);
+        k.health = SpoolHealth {
+            batches: 0,
+            ..k.health
+        };
+        // As full as a full disk: the file may not grow.
+        spool.set_max_bytes(1).unwrap();
+        for seq in 0..3 {
+            assert!(k.spool_or_hold(vec![heavy(seq)], &[], &[]).is_empty());
+        }
+        assert_eq!(k.held.len(), 3);
+        assert_eq!(k.health.in_memory, 3);
+        assert_eq!(k.health.spool_errors_total, 3);
+        assert_eq!(spool.depth().unwrap(), 0);
+        // Space again: everything held is spooled first, in order, with
+        // the new batch, and handed back to be published.
+        spool.set_max_bytes(0).unwrap();
+        let spooled = k.spool_or_hold(vec![heavy(3)], &[], &[]);
+        let seqs: Vec<u64> = spooled.iter().map(|(b, _)| b.seq).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+        assert_eq!(spool.depth().unwrap(), 4);
+        assert_eq!(k.health.in_memory, 0);
+        assert!(k.held.is_empty());
+        let energy: u64 = spool
+            .pending()
+            .unwrap()
+            .iter()
+            .map(|(e, s, p)| spool::Spool::decode(*e, *s, p).unwrap())
+            .flat_map(|b| b.readings)
+            .map(|r| r.energy_uj)
+            .sum();
+        assert_eq!(energy, (0..4).map(|s| 120 * (1_000 + s)).sum::<u64>());
+    }
+
+    #[test]
+    fn memory_is_bounded_while_the_spool_fails_merging_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = spool::Spool::open(&dir.path().join("spool.sqlite")).unwrap();
+        let mut k = keeper(&spool);
+        spool.set_max_bytes(1).unwrap();
+        let n = MAX_HELD_BATCHES as u64 + 10;
+        let mut b = samples::telemetry();
+        b.gauges.clear();
+        b.readings.truncate(1);
+        let batches: Vec<TelemetryBatch> = (0..n)
+            .map(|seq| {
+                let mut x = b.clone();
+                x.seq = seq;
+                let start = 1_795_000_000_000 + seq as i64 * 1_000;
+                x.readings[0].start_ms = start;
+                x.readings[0].end_ms = start + 1_000;
+                x.readings[0].energy_uj = 7;
+                x
+            })
+            .collect();
+        k.spool_or_hold(batches, &[], &[]);
+        assert!(k.held.len() <= MAX_HELD_BATCHES);
+        // Merged, not dropped: all the energy is still held.
+        let held: u64 = k
+            .held
+            .iter()
+            .flat_map(|b| &b.readings)
+            .map(|r| r.energy_uj)
+            .sum();
+        assert_eq!(held, 7 * n);
+        assert_eq!(k.health.dropped_total, 0);
+        assert!(k.health.merged_total >= 10);
+    }
+
+    #[test]
+    fn an_epoch_that_cannot_be_recorded_is_kept_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state directory's place is taken by a file: nothing can be
+        // written there (as on a full disk).
+        let state = dir.path().join("state");
+        std::fs::write(&state, "not a directory").unwrap();
+        assert!(host::next_epoch(&state, 5_000).is_err());
+        let (epoch, err) = host::next_epoch_or_memory(&state, 5_000);
+        assert_eq!(epoch, 5_000);
+        assert!(err.is_some());
+    }
+
+    #[test]
+    fn counters_not_resumed_count_with_their_downtime() {
+        let cps = [sampler::Checkpoint {
+            sensor: "rapl:package-0".into(),
+            raw_uj: 1,
+            at_ms: 1_000,
+        }];
+        let refused = [
+            sampler::Unresumed::TooLong {
+                sensor: "rapl:dram-0".into(),
+                down_ms: 7_200_000,
+                safe_ms: 60_000,
+            },
+            sampler::Unresumed::Invalid {
+                sensor: "rapl:package-0".into(),
+            },
+        ];
+        assert_eq!(
+            unbridged_downtime(&refused, &cps, 10_801_000),
+            (2, 10_800_000)
+        );
+        assert_eq!(unbridged_downtime(&[], &cps, 5), (0, 0));
+    }
 }

@@ -73,6 +73,24 @@ impl Spool {
         })
     }
 
+    /// Caps the spool file at about `bytes` (0: only the disk's size).
+    /// Past it every write fails as on a full disk, and the agent holds
+    /// new batches in memory until the spool takes them again.
+    pub fn set_max_bytes(&self, bytes: u64) -> Result<(), SpoolError> {
+        let conn = self.conn();
+        let pages = if bytes == 0 {
+            // SQLite's own ceiling.
+            4_294_967_294
+        } else {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            (bytes / page.max(512) as u64).max(2)
+        };
+        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+        Ok(())
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding it cannot leave SQLite inconsistent.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

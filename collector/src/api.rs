@@ -318,6 +318,9 @@ pub enum ApiError {
     /// The request is wrong; the message says how.
     #[error("{0}")]
     BadRequest(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// Storage trouble.
     #[error("storage: {0}")]
     Store(#[from] rusqlite::Error),
@@ -330,6 +333,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             _ => {
                 tracing::error!(error = %self, "API error");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -367,6 +371,7 @@ pub fn router(state: AppState, tokens: Option<Arc<Tokens>>) -> Router {
     let operator = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/hosts/{host}/gaps", get(crate::losses_api::gaps))
         .route(
             "/api/v1/meters/{name}/readings",
             axum::routing::post(post_readings),

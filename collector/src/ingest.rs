@@ -2,9 +2,10 @@
 //! one ledger transaction. No MQTT here: messages arrive as (topic, payload)
 //! and the caller acknowledges them once [`Ingestor::ingest_group`] returns.
 
+use crate::store::losses::{self, Cumulative};
 use crate::store::{self, Amount, Pending, StoreError};
 use rusqlite::Connection;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
 use vigie_protocol::{
     HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
@@ -74,6 +75,11 @@ pub struct Ingestor {
     max_sensors_per_host: usize,
     /// Most minute buckets one group writes (see [`Outcome::Deferred`]).
     max_group_buckets: u64,
+    /// The group's per-(host, epoch, sensor) received energy and latest
+    /// cumulative counter (known losses, `store::losses`).
+    cumulative: BTreeMap<(String, u64, String), Cumulative>,
+    /// Hosts whose known losses changed in the last committed group.
+    losses_changed: HashSet<String>,
 }
 
 impl Ingestor {
@@ -89,6 +95,8 @@ impl Ingestor {
             staged: HashMap::new(),
             max_sensors_per_host: DEFAULT_MAX_SENSORS_PER_HOST,
             max_group_buckets: u64::MAX,
+            cumulative: BTreeMap::new(),
+            losses_changed: HashSet::new(),
         }
     }
 
@@ -127,6 +135,12 @@ impl Ingestor {
         &self.conn
     }
 
+    /// The hosts whose known losses (holes, missing energy) the last
+    /// committed group changed: their loss figures need a refresh.
+    pub fn take_losses_changed(&mut self) -> HashSet<String> {
+        std::mem::take(&mut self.losses_changed)
+    }
+
     /// Applies `msgs` in one transaction, with `now_ms` the collector's
     /// clock. On `Err` nothing was committed and the messages must not be
     /// acknowledged; on `Ok` every message is settled (accepted, duplicate,
@@ -138,6 +152,8 @@ impl Ingestor {
     ) -> Result<Vec<Outcome>, StoreError> {
         self.pending.clear();
         self.staged.clear();
+        self.cumulative.clear();
+        let mut losses_changed = HashSet::new();
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(msgs.len());
         let mut group_buckets = 0u64;
@@ -189,6 +205,17 @@ impl Ingestor {
                                     }
                                     group_buckets = group_buckets.saturating_add(buckets);
                                     accumulate(&mut self.pending, &batch);
+                                    let holes = losses::record_span(
+                                        &tx,
+                                        &batch.host,
+                                        batch.epoch,
+                                        batch.seq,
+                                        span(&batch),
+                                    )?;
+                                    if !holes.is_zero() {
+                                        losses_changed.insert(batch.host.clone());
+                                    }
+                                    cumulate(&mut self.cumulative, &batch);
                                     store::record_registers(&tx, &batch.host, &batch.gauges)?;
                                     store::touch_host(
                                         &tx,
@@ -262,7 +289,9 @@ impl Ingestor {
             outcomes.push(outcome);
         }
         store::add_energy(&tx, &self.pending)?;
+        losses_changed.extend(losses::record_cumulative(&tx, &self.cumulative)?);
         tx.commit()?;
+        self.losses_changed.extend(losses_changed);
         for (host, new) in self.staged.drain() {
             self.sensors.entry(host).or_default().extend(new);
         }
@@ -367,6 +396,32 @@ fn accumulate(p: &mut Pending, batch: &TelemetryBatch) {
             t.measured = t.measured.saturating_add(a.measured);
             t.estimated = t.estimated.saturating_add(a.estimated);
         }
+    }
+}
+
+/// Earliest start and latest end of a batch's readings.
+fn span(batch: &TelemetryBatch) -> Option<(i64, i64)> {
+    let start = batch.readings.iter().map(|r| r.start_ms).min()?;
+    let end = batch.readings.iter().map(|r| r.end_ms).max()?;
+    Some((start, end))
+}
+
+/// Joins a batch's readings into the group's per-(host, epoch, sensor)
+/// received energy and latest cumulative counter.
+fn cumulate(parts: &mut BTreeMap<(String, u64, String), Cumulative>, batch: &TelemetryBatch) {
+    let mut mine: BTreeMap<&str, Cumulative> = BTreeMap::new();
+    for r in &batch.readings {
+        mine.entry(r.sensor.as_str()).or_default().join(Cumulative {
+            received_uj: r.energy_uj,
+            last_end_ms: r.end_ms,
+            last_cum_uj: r.cumulative_uj,
+        });
+    }
+    for (sensor, c) in mine {
+        parts
+            .entry((batch.host.clone(), batch.epoch, sensor.to_owned()))
+            .or_default()
+            .join(c);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod grid_live;
 pub mod heat_api;
 pub mod https;
 pub mod ingest;
+pub mod losses_api;
 pub mod metrics;
 pub mod mqtt;
 pub mod pdf;
@@ -163,6 +164,11 @@ pub async fn run(
         if let Some(online) = h.online {
             metrics.online(&h.host, online);
         }
+    }
+    for host in store::losses::hosts_with_losses(&conn).map_err(store_err)? {
+        let u = store::uncounted_sensors_of(&conn, &host).map_err(store_err)?;
+        let l = store::losses::host_losses(&conn, &host, Some(&u)).map_err(store_err)?;
+        metrics.host_losses(&host, &l);
     }
     let ingestor = Ingestor::new(conn, cfg.limits())
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
@@ -470,6 +476,7 @@ fn writer_loop(
                             Outcome::Cleared | Outcome::Deferred => {}
                         }
                     }
+                    refresh_losses(&mut ingestor, metrics);
                     let deferred = outcomes
                         .iter()
                         .filter(|o| matches!(o, Outcome::Deferred))
@@ -498,6 +505,20 @@ fn writer_loop(
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
+        }
+    }
+}
+
+/// Sets the loss gauges of the hosts whose known losses the last group
+/// changed (rare: only when a hole opens or closes, or energy goes
+/// missing or arrives late).
+fn refresh_losses(ingestor: &mut Ingestor, metrics: &Metrics) {
+    for host in ingestor.take_losses_changed() {
+        let read = store::uncounted_sensors_of(ingestor.conn(), &host)
+            .and_then(|u| store::losses::host_losses(ingestor.conn(), &host, Some(&u)));
+        match read {
+            Ok(l) => metrics.host_losses(&host, &l),
+            Err(e) => tracing::warn!(%host, error = %e, "known losses not read"),
         }
     }
 }

@@ -254,6 +254,7 @@ pub struct Metrics {
     spool_merges: Family<HostLabels, Gauge>,
     spool_dropped: Family<HostLabels, FloatGauge>,
     counter_resets: Family<HostLabels, Gauge>,
+    losses: LossGauges,
     gauges: Family<GaugeLabels, FloatGauge>,
     grid: Family<ZoneLabels, FloatGauge>,
     signal: Family<SignalLabels, FloatGauge>,
@@ -411,6 +412,7 @@ impl Metrics {
             "Energy counters the agent found reset since it started (RAPL, GPU or device registers; each a new baseline, the energy just before it unknown)",
             counter_resets.clone(),
         );
+        let losses = LossGauges::register(&mut registry);
         let gauges = Family::<GaugeLabels, FloatGauge>::default();
         registry.register(
             "vigie_sensor_value",
@@ -524,6 +526,7 @@ impl Metrics {
             spool_merges,
             spool_dropped,
             counter_resets,
+            losses,
             energy,
             power,
             emissions,
@@ -717,6 +720,15 @@ impl Metrics {
         self.counter_resets
             .get_or_create(&labels)
             .set(clamp(spool.counter_resets_total));
+        self.losses.agent(&labels, spool);
+    }
+
+    /// Sets a host's known losses as the ledger holds them.
+    pub fn host_losses(&self, host: &str, l: &crate::store::losses::Losses) {
+        let labels = HostLabels {
+            host: host.to_owned(),
+        };
+        self.losses.ledger(&labels, l);
     }
 
     /// Sets the grid and scheduler gauges of `zone` from stored points:
@@ -978,6 +990,93 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Known losses per host: holes and missing energy from the ledger, and
+/// what the agent reports of its own (spool errors, downtime not bridged).
+struct LossGauges {
+    gaps: Family<HostLabels, Gauge>,
+    gap_seconds: Family<HostLabels, FloatGauge>,
+    missing: Family<HostLabels, FloatGauge>,
+    spool_errors: Family<HostLabels, Gauge>,
+    held: Family<HostLabels, Gauge>,
+    unbridged: Family<HostLabels, Gauge>,
+    unbridged_seconds: Family<HostLabels, FloatGauge>,
+}
+
+impl LossGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let g = LossGauges {
+            gaps: Family::default(),
+            gap_seconds: Family::default(),
+            missing: Family::default(),
+            spool_errors: Family::default(),
+            held: Family::default(),
+            unbridged: Family::default(),
+            unbridged_seconds: Family::default(),
+        };
+        registry.register(
+            "vigie_host_data_gaps",
+            "Holes in a host's data within agent epochs: batches lost between the agent and the ledger (GET /api/v1/hosts/{host}/gaps lists them)",
+            g.gaps.clone(),
+        );
+        registry.register(
+            "vigie_host_data_gap_seconds",
+            "Total length of those holes (seconds)",
+            g.gap_seconds.clone(),
+        );
+        registry.register(
+            "vigie_host_missing_energy_joules",
+            "Energy the agent counted that the ledger does not hold: its cumulative counters minus the energy received, per epoch, over the sensors in the host's total (joules, lost unless the batches come late)",
+            g.missing.clone(),
+        );
+        registry.register(
+            "vigie_agent_spool_errors",
+            "Spool writes the agent could not make since it started (a full disk: the batches wait in memory)",
+            g.spool_errors.clone(),
+        );
+        registry.register(
+            "vigie_agent_batches_in_memory",
+            "Batches the agent holds in memory because its spool cannot take them",
+            g.held.clone(),
+        );
+        registry.register(
+            "vigie_agent_unbridged_restarts",
+            "Counters not resumed at the agent's start (downtime too long to rule out a wrap, or a bad checkpoint): the downtime is a gap",
+            g.unbridged.clone(),
+        );
+        registry.register(
+            "vigie_agent_unbridged_downtime_seconds",
+            "The downtime those counters did not bridge (seconds)",
+            g.unbridged_seconds.clone(),
+        );
+        g
+    }
+
+    fn ledger(&self, labels: &HostLabels, l: &crate::store::losses::Losses) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.gaps.get_or_create(labels).set(clamp(l.gaps));
+        self.gap_seconds
+            .get_or_create(labels)
+            .set(l.gap_ms as f64 / 1e3);
+        self.missing
+            .get_or_create(labels)
+            .set(l.missing_uj as f64 / 1e6);
+    }
+
+    fn agent(&self, labels: &HostLabels, spool: &vigie_protocol::SpoolHealth) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.spool_errors
+            .get_or_create(labels)
+            .set(clamp(spool.spool_errors_total));
+        self.held.get_or_create(labels).set(clamp(spool.in_memory));
+        self.unbridged
+            .get_or_create(labels)
+            .set(clamp(spool.unbridged_total));
+        self.unbridged_seconds
+            .get_or_create(labels)
+            .set(spool.unbridged_ms as f64 / 1e3);
     }
 }
 

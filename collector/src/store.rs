@@ -10,6 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::path::Path;
 
+pub mod losses;
+
 /// Storage failures (retryable unless the database is corrupt or the disk full).
 pub type StoreError = rusqlite::Error;
 
@@ -76,6 +78,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(losses::SCHEMA)?;
+    losses::migrate(conn)?;
     Ok(())
 }
 
@@ -656,22 +660,38 @@ pub fn uncounted_sensors(
     let mut out = HashMap::new();
     for row in rows {
         let (host, meta) = row?;
-        // Stored only after decoding at ingest; a row that no longer
-        // decodes (a hand edit) counts every sensor rather than none.
-        let Ok(meta) = serde_json::from_str::<vigie_protocol::HostMeta>(&meta) else {
-            continue;
-        };
-        let skip: std::collections::HashSet<String> = meta
-            .sensors
-            .into_iter()
-            .filter(|s| !s.in_totals())
-            .map(|s| s.name)
-            .collect();
+        let skip = uncounted_in(&meta);
         if !skip.is_empty() {
             out.insert(host, skip);
         }
     }
     Ok(out)
+}
+
+/// [`uncounted_sensors`] of one host.
+pub fn uncounted_sensors_of(
+    conn: &Connection,
+    host: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let meta: Option<Option<String>> = conn
+        .prepare_cached("SELECT meta FROM hosts WHERE host = ?1")?
+        .query_row([host], |r| r.get(0))
+        .optional()?;
+    Ok(meta.flatten().map(|m| uncounted_in(&m)).unwrap_or_default())
+}
+
+/// The sensors a stored inventory marks as not in the host's total.
+fn uncounted_in(meta: &str) -> std::collections::HashSet<String> {
+    // Stored only after decoding at ingest; a row that no longer
+    // decodes (a hand edit) counts every sensor rather than none.
+    let Ok(meta) = serde_json::from_str::<vigie_protocol::HostMeta>(meta) else {
+        return std::collections::HashSet::new();
+    };
+    meta.sensors
+        .into_iter()
+        .filter(|s| !s.in_totals())
+        .map(|s| s.name)
+        .collect()
 }
 
 /// Number of quarantined messages.

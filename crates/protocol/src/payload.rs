@@ -184,6 +184,23 @@ pub struct SpoolHealth {
     /// that predates it reads an agent that saw none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub counter_resets_total: u64,
+    /// Spool writes that failed since the agent started (a full disk):
+    /// the agent keeps the batches in memory and retries. Absent when 0,
+    /// as are the fields below (older collectors read an agent that had
+    /// none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spool_errors_total: u64,
+    /// Batches held in memory because the spool could not take them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_memory: u64,
+    /// Counters not resumed at this start although a checkpoint of the
+    /// same boot existed (downtime past the safe window, or a bad
+    /// checkpoint): the downtime is a gap in their data.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unbridged_total: u64,
+    /// The downtime those counters did not bridge (the longest), ms.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unbridged_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

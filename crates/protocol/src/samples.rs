@@ -59,6 +59,10 @@ pub fn status_online() -> StatusMessage {
             merged_total: 0,
             dropped_total: 0,
             counter_resets_total: 0,
+            spool_errors_total: 0,
+            in_memory: 0,
+            unbridged_total: 0,
+            unbridged_ms: 0,
             dropped_uj_total: 0,
         }),
     }
