@@ -28,11 +28,23 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 /// Starts `vigie-collector run --config DIR/collector.toml`, logging in
 /// `dir`, and waits until it is ready at `http` (see [`wait_ready`]).
 pub fn start_collector(dir: &Path, http: std::net::SocketAddr) -> anyhow::Result<Proc> {
+    start_collector_with_env(dir, http, &[])
+}
+
+/// As [`start_collector`], with extra environment variables (such as
+/// `VIGIE_E2E_NOW_MS`, which pins the test build's clock: see
+/// `src/bin/collector.rs`).
+pub fn start_collector_with_env(
+    dir: &Path,
+    http: std::net::SocketAddr,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Proc> {
     let config = dir.join("collector.toml");
-    let collector = Proc::start(
+    let collector = Proc::start_with_env(
         "collector",
         &binary("vigie-collector")?,
         &["run", "--config", &config.to_string_lossy()],
+        env,
         dir,
     )?;
     wait_ready(http, &collector, Duration::from_secs(30));
