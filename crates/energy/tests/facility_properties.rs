@@ -83,8 +83,8 @@ fn two_series_and_period()
 // 256 cases each (proptest's default).
 proptest! {
     /// Targets periods that start and end inside samples, gaps and
-    /// touching samples of both qualities: the samples span about -1 s to
-    /// 4 s (up to 14 s), and the periods -2 s to 12 s.
+    /// touching samples of both qualities: the samples start at -1 s and
+    /// span a few seconds (19 s at most), the periods -2 s to 12 s.
     #[test]
     fn coverage_accounts_for_every_millisecond(
         samples in samples(1_000_000),
@@ -337,8 +337,9 @@ proptest! {
     }
 
     /// Targets REF below, at and (were it not bounded) above 1:
-    /// certificates range from none to twice the most the hours can
-    /// consume; one case in eight consumes nothing, where REF is undefined.
+    /// certificates range from none to 20 000 J, over twice what 9 hours
+    /// can consume; one case in eight consumes nothing, where REF is
+    /// undefined.
     #[test]
     fn ref_stays_within_zero_and_one(
         dc in prop_oneof![
