@@ -287,7 +287,11 @@ async fn a_missing_tool_is_a_configuration_error() {
     );
 }
 
-#[tokio::test]
+// Tokio's clock is paused (a current-thread runtime), and does not move
+// while a blocking task runs: the time limit cannot pass before the fake
+// has started and written its pid, however loaded the machine; once it
+// has, the clock jumps to the limit.
+#[tokio::test(start_paused = true)]
 async fn a_tool_that_hangs_is_killed_at_the_time_limit() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
@@ -298,12 +302,25 @@ async fn a_tool_that_hangs_is_killed_at_the_time_limit() {
     );
     let mut cfg = config(IpmiTool::Ipmitool, &fake);
     cfg.timeout = Duration::from_millis(1500);
+    let written = pid_file.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        vigie_testkit::wait_for(
+            "the fake ipmitool to start",
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || {
+                std::fs::read_to_string(&written)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+            },
+        )
+    });
     let err = ipmi::build(&cfg).unwrap().poll().await.unwrap_err();
     assert!(
         matches!(&err, DeviceError::Unreachable(m) if m.contains("killed")),
         "{err:?}"
     );
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid = started.await.unwrap().unwrap();
     let stat = format!("/proc/{}/stat", pid.trim());
     // Gone, or a zombie waiting for tokio to reap it: no longer running.
     vigie_testkit::wait_for(

@@ -5,8 +5,10 @@
 //!
 //! snmpsim is a Python program (PyPI `snmpsim`). The tests look for
 //! `snmpsim-command-responder` in `$VIGIE_SNMPSIM`, on `PATH`, then in
-//! `~/.cache/vigie/snmpsim-venv/bin/`; without it they are skipped with a
-//! message, unless `VIGIE_REQUIRE_SNMPSIM=1` (CI) makes that a failure.
+//! `~/.cache/vigie/snmpsim-venv/bin/` (`$VIGIE_SNMPSIM`, when set, must
+//! exist); without it they are skipped with a `SKIPPED` line in the
+//! normal output (`vigie_testkit::skip`), unless `VIGIE_REQUIRE_SNMPSIM=1`
+//! (CI) makes that a failure.
 //! Install:
 //!
 //! ```sh
@@ -19,7 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,17 +45,11 @@ fn synthetic() -> PathBuf {
 }
 
 fn find_snmpsim() -> Option<PathBuf> {
-    const BIN: &str = "snmpsim-command-responder";
-    if let Some(p) = std::env::var_os("VIGIE_SNMPSIM") {
-        return Some(PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".cache/vigie/snmpsim-venv/bin"));
-    }
-    dirs.into_iter().map(|d| d.join(BIN)).find(|p| p.is_file())
+    vigie_testkit::find_tool(
+        "VIGIE_SNMPSIM",
+        "snmpsim-command-responder",
+        &vigie_testkit::home_dir(".cache/vigie/snmpsim-venv/bin"),
+    )
 }
 
 /// SNMPv3 users the simulator accepts: (user, auth proto, auth key,
@@ -111,16 +107,12 @@ impl Simulator {
     /// `None` when snmpsim is not installed and not required.
     fn start(files: &[(&str, PathBuf)]) -> Option<Simulator> {
         let Some(bin) = find_snmpsim() else {
-            let msg = "snmpsim-command-responder not found ($VIGIE_SNMPSIM, PATH, \
-                       ~/.cache/vigie/snmpsim-venv/bin): install it with \
-                       `python3 -m venv ~/.cache/vigie/snmpsim-venv && \
-                       ~/.cache/vigie/snmpsim-venv/bin/pip install snmpsim pysmi cryptography`";
-            if std::env::var("VIGIE_REQUIRE_SNMPSIM").as_deref() == Ok("1") {
-                panic!("{msg}");
-            }
-            // Straight to the process's stderr: the test harness captures
-            // eprintln!, and a skip must be seen.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {}: {msg}", module_path!());
+            vigie_testkit::skip(
+                "VIGIE_REQUIRE_SNMPSIM",
+                "all",
+                "snmpsim-command-responder not found ($VIGIE_SNMPSIM, PATH, ~/.cache/vigie/snmpsim-venv/bin)",
+                "python3 -m venv ~/.cache/vigie/snmpsim-venv && ~/.cache/vigie/snmpsim-venv/bin/pip install snmpsim pysmi cryptography",
+            );
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

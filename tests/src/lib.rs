@@ -28,11 +28,23 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 /// Starts `vigie-collector run --config DIR/collector.toml`, logging in
 /// `dir`, and waits until it is ready at `http` (see [`wait_ready`]).
 pub fn start_collector(dir: &Path, http: std::net::SocketAddr) -> anyhow::Result<Proc> {
+    start_collector_with_env(dir, http, &[])
+}
+
+/// As [`start_collector`], with extra environment variables (such as
+/// `VIGIE_E2E_NOW_MS`, which pins the test build's clock: see
+/// `src/bin/collector.rs`).
+pub fn start_collector_with_env(
+    dir: &Path,
+    http: std::net::SocketAddr,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Proc> {
     let config = dir.join("collector.toml");
-    let collector = Proc::start(
+    let collector = Proc::start_with_env(
         "collector",
         &binary("vigie-collector")?,
         &["run", "--config", &config.to_string_lossy()],
+        env,
         dir,
     )?;
     wait_ready(http, &collector, Duration::from_secs(30));
@@ -192,7 +204,9 @@ impl Drop for Proc {
 
 /// A raw MQTT client for tests: publishes anything, records what it receives.
 pub mod client {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS};
+    use rumqttc::{
+        AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS, SubscribeReasonCode,
+    };
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -238,7 +252,11 @@ pub mod client {
             Self::connect_with(opts, None).await
         }
 
-        /// Connects with `opts`; fails if not connected within 10 s.
+        /// Connects with `opts` and subscribes to `filter` (if any). Returns
+        /// once the broker has granted the subscription (its SUBACK), so a
+        /// message published from then on reaches this client; without a
+        /// filter, once connected (CONNACK). Fails if that takes over 10 s
+        /// or the broker refuses the filter.
         pub async fn connect_with(
             mut opts: MqttOptions,
             filter: Option<&str>,
@@ -252,7 +270,7 @@ pub mod client {
             tokio::spawn(async move {
                 loop {
                     match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::SubAck(_) | Packet::ConnAck(_))) => {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             if let Some(tx) = ready_tx.take() {
                                 let _ = tx.send(());
                             }
@@ -269,10 +287,25 @@ pub mod client {
                     }
                 }
             });
-            if let Some(f) = filter {
-                client.subscribe(f, QoS::AtLeastOnce).await?;
+            let within = Duration::from_secs(10);
+            match filter {
+                Some(f) => {
+                    let granted = client.subscribe_tracked(f, QoS::AtLeastOnce).await?;
+                    let ack = tokio::time::timeout(within, granted.wait_async())
+                        .await?
+                        .map_err(|e| anyhow::anyhow!("subscribing to {f}: {e:?}"))?;
+                    anyhow::ensure!(
+                        !ack.return_codes.is_empty()
+                            && ack
+                                .return_codes
+                                .iter()
+                                .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+                        "the broker refused {f}: {:?}",
+                        ack.return_codes
+                    );
+                }
+                None => tokio::time::timeout(within, ready_rx).await??,
             }
-            tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
             Ok(TestClient { client, received })
         }
 

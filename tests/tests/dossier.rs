@@ -9,7 +9,8 @@
 //!
 //! poppler-utils (`pdfinfo`, `pdftotext`, `pdftoppm` in /usr/bin or on
 //! PATH) is installed by `.ci/run`; without it the poppler checks are
-//! skipped with a message, unless `VIGIE_REQUIRE_POPPLER` is set (CI),
+//! skipped with a `SKIPPED` line in the normal output
+//! (`vigie_testkit::skip`), unless `VIGIE_REQUIRE_POPPLER` is set (CI),
 //! which makes that a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -303,10 +304,12 @@ assumed_pue = 1.5
     let (Some(pdfinfo), Some(pdftotext), Some(pdftoppm)) =
         (tool("pdfinfo"), tool("pdftotext"), tool("pdftoppm"))
     else {
-        let msg =
-            "poppler-utils (pdfinfo, pdftotext, pdftoppm) not found: apt-get install poppler-utils";
-        assert!(std::env::var_os("VIGIE_REQUIRE_POPPLER").is_none(), "{msg}");
-        eprintln!("SKIPPED the PDF rendering checks: {msg}");
+        vigie_testkit::skip(
+            "VIGIE_REQUIRE_POPPLER",
+            "the PDF rendering checks",
+            "poppler-utils (pdfinfo, pdftotext, pdftoppm) not found",
+            "apt-get install poppler-utils",
+        );
         return;
     };
     let p = pdf_path.to_str().unwrap();

@@ -8,7 +8,9 @@
 //!
 //! CI installs both packages under `~/.cache/vigie/grafana-schema` (see
 //! `.ci/run`) and sets `VIGIE_REQUIRE_GRAFANA_SCHEMA`, so the test fails
-//! there rather than skips.
+//! there rather than skips; elsewhere it skips with a `SKIPPED` line in
+//! the normal output (`vigie_testkit::skip`). `$VIGIE_GRAFANA_SCHEMA`,
+//! when set, must hold both packages.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -16,16 +18,25 @@ use std::process::Command;
 
 /// Where `node_modules` with `typescript` and `@grafana/schema` is.
 fn schema_env() -> Option<PathBuf> {
-    let dir = std::env::var_os("VIGIE_GRAFANA_SCHEMA")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vigie/grafana-schema"))
-        })?;
-    let ok = dir.join("node_modules/typescript/bin/tsc").is_file()
-        && dir
-            .join("node_modules/@grafana/schema/package.json")
-            .is_file();
-    ok.then_some(dir)
+    let installed = |dir: &Path| {
+        dir.join("node_modules/typescript/bin/tsc").is_file()
+            && dir
+                .join("node_modules/@grafana/schema/package.json")
+                .is_file()
+    };
+    // A configured directory that lacks them is a configuration error.
+    if let Some(dir) = std::env::var_os("VIGIE_GRAFANA_SCHEMA").map(PathBuf::from) {
+        assert!(
+            installed(&dir),
+            "$VIGIE_GRAFANA_SCHEMA is {}, which holds no typescript and @grafana/schema: fix or unset it",
+            dir.display()
+        );
+        return Some(dir);
+    }
+    let dir = vigie_testkit::home_dir(".cache/vigie/grafana-schema")
+        .into_iter()
+        .next()?;
+    installed(&dir).then_some(dir)
 }
 
 const LOOSE: &str = r#"import type { Dashboard } from '@grafana/schema';
@@ -93,13 +104,12 @@ fn check(env: &Path, dashboards: &[(String, String)]) -> Result<(), String> {
 #[test]
 fn every_dashboard_matches_grafanas_dashboard_schema() {
     let Some(env) = schema_env() else {
-        let msg = "typescript and @grafana/schema not found ($VIGIE_GRAFANA_SCHEMA, ~/.cache/vigie/grafana-schema): \
-                   npm install --prefix ~/.cache/vigie/grafana-schema typescript@5.9.3 @grafana/schema@13.2.3";
-        assert!(
-            std::env::var_os("VIGIE_REQUIRE_GRAFANA_SCHEMA").is_none(),
-            "{msg}"
+        vigie_testkit::skip(
+            "VIGIE_REQUIRE_GRAFANA_SCHEMA",
+            "all",
+            "typescript and @grafana/schema not found ($VIGIE_GRAFANA_SCHEMA, ~/.cache/vigie/grafana-schema)",
+            "npm install --prefix ~/.cache/vigie/grafana-schema typescript@5.9.3 @grafana/schema@13.2.3",
         );
-        eprintln!("SKIPPED: {msg}");
         return;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");

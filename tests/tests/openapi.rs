@@ -2,7 +2,9 @@
 //! (PyPI) fuzzing every documented route of a running demo collector: no
 //! request may produce a server error. CI installs schemathesis and sets
 //! VIGIE_REQUIRE_SCHEMATHESIS=1; elsewhere the fuzzing part is skipped,
-//! with a message, when schemathesis is not installed.
+//! with a `SKIPPED` line in the normal output (`vigie_testkit::skip`),
+//! when schemathesis is not installed. `$VIGIE_SCHEMATHESIS`, when set,
+//! must exist.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::PathBuf;
@@ -12,18 +14,11 @@ use vigie_e2e::start_demo;
 use vigie_testkit::{http_get, wait_for};
 
 fn schemathesis() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VIGIE_SCHEMATHESIS") {
-        return Some(PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cache/vigie/schemathesis-venv/bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("schemathesis"))
-        .find(|p| p.is_file())
+    vigie_testkit::find_tool(
+        "VIGIE_SCHEMATHESIS",
+        "schemathesis",
+        &vigie_testkit::home_dir(".cache/vigie/schemathesis-venv/bin"),
+    )
 }
 
 #[test]
@@ -45,13 +40,12 @@ fn every_documented_route_survives_schemathesis() {
     assert!(v["paths"].as_object().unwrap().len() >= 19);
 
     let Some(st) = schemathesis() else {
-        let msg = "schemathesis not found ($VIGIE_SCHEMATHESIS, PATH, ~/.cache/vigie/schemathesis-venv/bin): \
-                   python3 -m venv ~/.cache/vigie/schemathesis-venv && ~/.cache/vigie/schemathesis-venv/bin/pip install schemathesis";
-        assert!(
-            std::env::var_os("VIGIE_REQUIRE_SCHEMATHESIS").is_none(),
-            "{msg}"
+        vigie_testkit::skip(
+            "VIGIE_REQUIRE_SCHEMATHESIS",
+            "the fuzzing part",
+            "schemathesis not found ($VIGIE_SCHEMATHESIS, PATH, ~/.cache/vigie/schemathesis-venv/bin)",
+            "python3 -m venv ~/.cache/vigie/schemathesis-venv && ~/.cache/vigie/schemathesis-venv/bin/pip install schemathesis",
         );
-        eprintln!("SKIPPED: {msg}");
         return;
     };
     let out = Command::new(st)

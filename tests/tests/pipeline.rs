@@ -209,18 +209,25 @@ async fn three_agents_through_mosquitto_exact_totals() {
         .await
         .unwrap();
 
-    // Replay one agent batch verbatim: it must not count twice.
+    // Replay one agent batch verbatim: it must not count twice. A batch
+    // that carries energy, or counting it twice would not move a total.
+    let energy = |payload: &[u8]| -> u64 {
+        serde_json::from_slice::<TelemetryBatch>(payload)
+            .map(|b| b.readings.iter().map(|r| r.energy_uj).sum())
+            .unwrap_or(0)
+    };
     let captured = wait_for(
-        "a captured agent batch",
+        "a captured agent batch with energy",
         Duration::from_secs(10),
         Duration::from_millis(50),
         || {
             spy.received()
                 .into_iter()
-                .find(|(t, _)| t.ends_with("/h1/telemetry"))
+                .find(|(t, p)| t.ends_with("/h1/telemetry") && energy(p) > 0)
         },
     )
     .unwrap();
+    assert!(energy(&captured.1) > 0, "the replayed batch carries energy");
     test_client
         .publish(&captured.0, captured.1.clone())
         .await

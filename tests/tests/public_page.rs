@@ -6,9 +6,11 @@
 //! estimated flag and every month; the open data agree with the page; and
 //! the name of the host in the ledger appears in none of them.
 //!
-//! Chromium is Debian's `chromium` (or `$VIGIE_CHROMIUM`). Without it the
-//! browser part is skipped with a message, unless `VIGIE_REQUIRE_CHROMIUM`
-//! is set (CI), where the test fails.
+//! Chromium is Debian's `chromium` (or `$VIGIE_CHROMIUM`, which must then
+//! exist: a configured path that does not is an error). Without it the
+//! browser part is skipped with a `SKIPPED` line in the normal output
+//! (`vigie_testkit::skip`), unless `VIGIE_REQUIRE_CHROMIUM` is set (CI),
+//! where the test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{Read, Write};
@@ -161,16 +163,7 @@ impl Drop for Browser {
 }
 
 fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VIGIE_CHROMIUM") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.push("/usr/bin".into());
-    dirs.into_iter()
-        .map(|d| d.join("chromium"))
-        .find(|p| p.is_file())
+    vigie_testkit::find_tool("VIGIE_CHROMIUM", "chromium", &["/usr/bin".into()])
 }
 
 /// The table row of `period` in the page.
@@ -489,12 +482,12 @@ role = "water"
 
     // Headless Chromium: the rendered page.
     let Some(chromium) = chromium() else {
-        let msg = "chromium not found ($VIGIE_CHROMIUM, PATH, /usr/bin): apt-get install chromium";
-        assert!(
-            std::env::var_os("VIGIE_REQUIRE_CHROMIUM").is_none(),
-            "{msg}"
+        vigie_testkit::skip(
+            "VIGIE_REQUIRE_CHROMIUM",
+            "the browser part",
+            "chromium not found ($VIGIE_CHROMIUM, PATH, /usr/bin)",
+            "apt-get install chromium",
         );
-        eprintln!("SKIPPED (browser part): {msg}");
         return;
     };
     let url = format!("http://{http}/public{q}");

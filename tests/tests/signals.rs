@@ -4,10 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
-use vigie_e2e::start_collector;
+use vigie_e2e::start_collector_with_env;
 use vigie_testkit::{Mosquitto, free_addr, http_get};
 
 const H: i64 = 3_600_000;
+
+/// The collector's clock, pinned (`VIGIE_E2E_NOW_MS`): 2026-11-23T10:20Z.
+/// Its "now" stays in the forecast's first hour however long the test
+/// takes, so the answers that read the clock are the same in every run.
+const NOW: i64 = 1_795_429_200_000;
 
 /// `2026-11-23T10:00Z`, the Carbon Intensity API's format.
 fn ci_time(ms: i64) -> String {
@@ -35,10 +40,11 @@ fn ci_time(ms: i64) -> String {
 fn carbon_aware_sdk_routes_and_native_signals() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // A forecast from the current hour: 48 half-hours, 200 g for the
-    // whole current hour (whichever half "now" falls in), then falling,
-    // with a trough of 20 g at hours 6-7.
-    let h0 = vigie_service::now_ms() / H * H;
+    // A forecast from the collector's current hour: 48 half-hours, 200 g
+    // for the whole current hour, then falling, with a trough of 20 g at
+    // hours 6-7.
+    let h0 = NOW / H * H;
+    assert_eq!(NOW - h0, 20 * 60_000, "now is 10:20");
     let value = |i: i64| match i {
         0 | 1 => 200,
         12 | 13 => 20,
@@ -71,7 +77,9 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         ),
     )
     .unwrap();
-    let mut collector = start_collector(d, http).unwrap();
+    let now = NOW.to_string();
+    let mut collector =
+        start_collector_with_env(d, http, &[("VIGIE_E2E_NOW_MS", now.as_str())]).unwrap();
     let get = |path: &str| http_get(http, path).unwrap();
 
     let (t0, t1) = (h0, h0 + 24 * H);

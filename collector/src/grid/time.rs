@@ -513,23 +513,70 @@ mod tests {
         assert_eq!(Step::Year.end(years[1]), utc_midnight_ms(2024, 1, 1));
     }
 
+    /// Any instant from 1970 to 2096, or (half the cases) one within 3 h
+    /// of a change of French legal time, in spring or autumn: uniform
+    /// instants land in the repeated autumn hour about once in 8760.
+    fn instant_near_dst() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            0i64..4_000_000_000_000,
+            (1970i64..2096, any::<bool>(), -3 * HOUR_MS..3 * HOUR_MS).prop_map(
+                |(year, autumn, offset)| {
+                    let change = if autumn {
+                        eu_summer_end_ms(year)
+                    } else {
+                        eu_summer_start_ms(year)
+                    };
+                    change + offset
+                }
+            ),
+        ]
+    }
+
+    /// Any day from about 800 BC to AD 4700, or (half the cases) one of
+    /// 27 February to 2 March around a year divisible by 4, 100 or 400,
+    /// where leap-day rules go wrong.
+    fn day_near_leap() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            -1_000_000i64..1_000_000,
+            (
+                -800i64..4700,
+                prop_oneof![Just(4i64), Just(100), Just(400)],
+                0i64..4
+            )
+                .prop_map(|(y, every, d)| days_from_civil(
+                    y - y.rem_euclid(every),
+                    2,
+                    27
+                ) + d),
+        ]
+    }
+
+    // 256 cases each (proptest's default).
     proptest! {
+        /// Targets instants before and after 1970 (negative ms) with
+        /// milliseconds that do not round to seconds.
         #[test]
         fn grid_time_format_parse_round_trip(ms in -2_000_000_000_000i64..10_000_000_000_000) {
             prop_assert_eq!(parse_instant(&format_utc(ms)).unwrap(), ms);
         }
 
+        /// Targets leap days and month ends of century years (see
+        /// `day_near_leap`) as well as any day.
         #[test]
-        fn grid_time_civil_round_trip(days in -1_000_000i64..1_000_000) {
+        fn grid_time_civil_round_trip(days in day_near_leap()) {
             let (y, m, d) = civil_from_days(days);
             prop_assert!((1..=12).contains(&m));
             prop_assert!(d >= 1 && d <= days_in_month(y, m));
             prop_assert_eq!(days_from_civil(y, m, d), days);
         }
 
+        /// Targets the hours around both changes of legal time, the
+        /// repeated autumn hour (`Ambiguous`) above all: a quarter of the
+        /// cases are within 3 h of an autumn change, a third of those in
+        /// the repeated hour.
         #[test]
-        fn grid_time_paris_local_inverts_offset(ms in 0i64..4_000_000_000_000) {
-            let ms = ms - ms % MINUTE_MS;
+        fn grid_time_paris_local_inverts_offset(ms in instant_near_dst()) {
+            let ms = ms - ms.rem_euclid(MINUTE_MS);
             let local = ms + paris_offset_ms(ms);
             match paris_local_to_utc(local) {
                 ParisLocal::Single(u) => prop_assert_eq!(u, ms),

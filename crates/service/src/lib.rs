@@ -49,8 +49,24 @@ pub fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Milliseconds since the Unix epoch, from the system clock.
+/// An instant [`now_ms`] returns instead of the system clock's, once set
+/// by [`pin_clock`].
+static PINNED_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+/// Pins [`now_ms`] to `ms` for the rest of the process, so that an
+/// end-to-end test can run a daemon at a chosen instant (the test builds
+/// of the daemons call it, from `VIGIE_E2E_NOW_MS`; the shipped binaries
+/// never do). Returns false, changing nothing, if already pinned.
+pub fn pin_clock(ms: i64) -> bool {
+    PINNED_MS.set(ms).is_ok()
+}
+
+/// Milliseconds since the Unix epoch, from the system clock (or the
+/// instant given to [`pin_clock`]).
 pub fn now_ms() -> i64 {
+    if let Some(&ms) = PINNED_MS.get() {
+        return ms;
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
