@@ -159,17 +159,27 @@ pub async fn run(
     for (host, sensor, a) in &totals {
         metrics.seed(host, sensor, a.measured, a.estimated);
     }
-    for h in store::hosts(&conn).map_err(store_err)? {
+    let hosts = store::hosts(&conn).map_err(store_err)?;
+    for h in &hosts {
         if let Some(online) = h.online {
             metrics.online(&h.host, online);
         }
     }
     let ingestor = Ingestor::new(conn, cfg.limits())
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
+        .with_max_hosts(cfg.ingest.max_hosts)
+        .with_known_hosts(hosts.iter().map(|h| h.host.as_str()))
         .with_max_group_buckets(cfg.ingest.max_group_minute_buckets)
         .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())))
         .with_known_sensors(registers.iter().map(|(h, s)| (h.as_str(), s.as_str())));
-    drop((totals, registers));
+    if ingestor.hosts_known() > cfg.ingest.max_hosts {
+        tracing::warn!(
+            hosts = ingestor.hosts_known(),
+            max_hosts = cfg.ingest.max_hosts,
+            "the ledger holds more hosts than ingest.max_hosts: they stay known, no new host is admitted"
+        );
+    }
+    drop((totals, registers, hosts));
 
     let (tx, rx) = mpsc::channel::<mqtt::Delivery>(4 * cfg.ingest.max_group.max(1));
     let stopping = Arc::new(AtomicBool::new(false));
