@@ -164,6 +164,10 @@ pub async fn run(
         if let Some(online) = h.online {
             metrics.online(&h.host, online);
         }
+        // Liveness survives a restart: a host silent before it stays so.
+        if let Some(at) = h.last_seen_ms {
+            metrics.last_batch(&h.host, at);
+        }
     }
     let ingestor = Ingestor::new(conn, cfg.limits())
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
@@ -232,6 +236,7 @@ pub async fn run(
         cfg.site.clone(),
     )
     .with_signing_key(signing_key)
+    .with_host_stale_after(cfg.ingest.host_stale_after)
     .with_public(cfg.public.clone())
     .with_dossier(cfg.dossier.clone(), &cfg.mqtt.site);
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
@@ -425,15 +430,18 @@ fn writer_loop(
 ) {
     let mut messages: Vec<Message> = Vec::with_capacity(max_group);
     let mut acks: Vec<mqtt::Ack> = Vec::with_capacity(max_group);
+    let mut received: Vec<i64> = Vec::with_capacity(max_group);
     // Deferred by the group's bucket bound: first in the next group, so
     // each is committed (and only then acknowledged) in its turn.
-    let mut carried: Vec<(Message, mqtt::Ack)> = Vec::new();
+    let mut carried: Vec<(Message, mqtt::Ack, i64)> = Vec::new();
     loop {
         messages.clear();
         acks.clear();
-        for (m, a) in carried.drain(..) {
+        received.clear();
+        for (m, a, r) in carried.drain(..) {
             messages.push(m);
             acks.push(a);
+            received.push(r);
         }
         if messages.is_empty() {
             let Some(d) = rx.blocking_recv() else {
@@ -441,6 +449,7 @@ fn writer_loop(
             };
             messages.push(d.message);
             acks.push(d.ack);
+            received.push(d.received_ms);
         }
         while messages.len() < max_group {
             let Ok(d) = rx.try_recv() else {
@@ -448,7 +457,10 @@ fn writer_loop(
             };
             messages.push(d.message);
             acks.push(d.ack);
+            received.push(d.received_ms);
         }
+        // Until this group commits, the lag gauges grow with its wait.
+        metrics.set_pending_since(received.iter().copied().min());
         loop {
             let started = Instant::now();
             let now = now_ms();
@@ -490,14 +502,19 @@ fn writer_loop(
                             "group at its minute-bucket bound; the rest waits for the next commit"
                         );
                     }
-                    for ((ack, message), o) in acks.drain(..).zip(messages.drain(..)).zip(&outcomes)
+                    for (((ack, message), r), o) in acks
+                        .drain(..)
+                        .zip(messages.drain(..))
+                        .zip(received.drain(..))
+                        .zip(&outcomes)
                     {
                         if matches!(o, Outcome::Deferred) {
-                            carried.push((message, ack));
+                            carried.push((message, ack, r));
                         } else {
                             ack();
                         }
                     }
+                    metrics.set_pending_since(carried.iter().map(|c| c.2).min());
                     break;
                 }
                 Err(e) => {

@@ -241,6 +241,13 @@ pub struct Metrics {
     /// Per host, the sensors its inventory leaves out of totals.
     uncounted: std::sync::RwLock<HashMap<String, HashSet<String>>>,
     lag: Family<HostLabels, FloatGauge>,
+    /// Each host's lag at its latest commit, in seconds: what the lag
+    /// gauge shows while the writer keeps up.
+    lag_at_commit: std::sync::Mutex<HashMap<String, f64>>,
+    /// Receive time (Unix ms) of the oldest message not committed yet;
+    /// 0 while the writer has nothing pending.
+    pending_since_ms: std::sync::atomic::AtomicI64,
+    last_batch: Family<HostLabels, FloatGauge>,
     online: Family<HostLabels, Gauge>,
     subscribed: Gauge,
     messages: Counter,
@@ -331,8 +338,14 @@ impl Metrics {
         let lag = Family::<HostLabels, FloatGauge>::default();
         registry.register(
             "vigie_ingest_lag_seconds",
-            "Seconds between the end of a host's latest batch and its commit",
+            "Seconds between the end of a host's latest batch and its commit; while a received message waits uncommitted, at least its wait (it grows during a stall)",
             lag.clone(),
+        );
+        let last_batch = Family::<HostLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_host_last_batch_timestamp_seconds",
+            "When the collector last committed a new batch from the host (Unix seconds, collector clock): the host's liveness, from its data",
+            last_batch.clone(),
         );
         let online = Family::<HostLabels, Gauge>::default();
         registry.register(
@@ -531,6 +544,9 @@ impl Metrics {
             in_total,
             uncounted: std::sync::RwLock::new(HashMap::new()),
             lag,
+            lag_at_commit: std::sync::Mutex::new(HashMap::new()),
+            pending_since_ms: std::sync::atomic::AtomicI64::new(0),
+            last_batch,
             online,
             subscribed,
             messages,
@@ -672,6 +688,27 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Records when a new batch of `host` was last committed (Unix ms):
+    /// from each commit, and from the ledger at start-up.
+    pub fn last_batch(&self, host: &str, at_ms: i64) {
+        self.last_batch
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(at_ms as f64 / 1e3);
+    }
+
+    /// Records that the oldest received message not committed yet arrived
+    /// at `since_ms` (Unix ms), or, with `None`, that nothing is pending:
+    /// the lag gauges grow with that wait at every scrape, so a stalled
+    /// writer shows.
+    pub fn set_pending_since(&self, since_ms: Option<i64>) {
+        self.pending_since_ms.store(
+            since_ms.unwrap_or(0).max(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Records a host's presence.
@@ -896,7 +933,8 @@ impl Metrics {
         self.commit_seconds.observe(seconds);
     }
 
-    /// Accounts a committed batch: energy, emissions, latest power, lag.
+    /// Accounts a batch committed at `now_ms`: energy, emissions, latest
+    /// power, lag, and the host's last batch time.
     pub fn accepted(&self, batch: &TelemetryBatch, now_ms: i64) {
         let host = &batch.host;
         let mut latest_end = i64::MIN;
@@ -960,6 +998,7 @@ impl Metrics {
                 self.gauges.get_or_create(&labels).set(g.value);
             }
         }
+        self.last_batch(host, now_ms);
         self.readings.inc_by(batch.readings.len() as u64);
         if batch.readings.is_empty() {
             return;
@@ -967,13 +1006,49 @@ impl Metrics {
         self.emissions
             .get_or_create(&HostLabels { host: host.clone() })
             .inc_by(host_emissions);
+        let lag = (now_ms - latest_end) as f64 / 1000.0;
+        self.lag_at_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.clone(), lag);
         self.lag
             .get_or_create(&HostLabels { host: host.clone() })
-            .set((now_ms - latest_end) as f64 / 1000.0);
+            .set(lag);
     }
 
-    /// OpenMetrics text of every metric.
+    /// How long the oldest received message has waited uncommitted at
+    /// `now_ms` (0 when none).
+    fn stall_seconds(&self, now_ms: i64) -> f64 {
+        let since = self
+            .pending_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if since == 0 {
+            0.0
+        } else {
+            (now_ms - since).max(0) as f64 / 1000.0
+        }
+    }
+
+    /// OpenMetrics text of every metric, now.
     pub fn encode(&self) -> String {
+        self.encode_at(vigie_service::now_ms())
+    }
+
+    /// OpenMetrics text of every metric at `now_ms` (Unix ms): each lag
+    /// gauge is its host's lag at its latest commit, or the wait of the
+    /// oldest message still uncommitted if longer.
+    pub fn encode_at(&self, now_ms: i64) -> String {
+        let stall = self.stall_seconds(now_ms);
+        for (host, lag) in self
+            .lag_at_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            self.lag
+                .get_or_create(&HostLabels { host: host.clone() })
+                .set(lag.max(stall));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -1010,6 +1085,48 @@ mod tests {
         assert!(text.contains(r#"vigie_ingest_lag_seconds{host="node-01"} 1.0"#));
         assert!(text.contains("vigie_ingest_readings_total 2"));
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    /// The value of the series `name` in `text`.
+    fn value(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn the_lag_grows_while_a_received_message_waits_uncommitted() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let t = 1_795_000_012_000;
+        // The sample batch ends 1 s before its commit.
+        m.accepted(&samples::telemetry(), t);
+        let lag = r#"vigie_ingest_lag_seconds{host="node-01"}"#;
+        assert_eq!(value(&m.encode_at(t + 300_000), lag), Some(1.0));
+        // A message received at t + 10 s and not committed: a stalled
+        // commit (once 293 s while this gauge read 0.002).
+        m.set_pending_since(Some(t + 10_000));
+        assert_eq!(value(&m.encode_at(t + 10_500), lag), Some(1.0));
+        assert_eq!(value(&m.encode_at(t + 303_000), lag), Some(293.0));
+        // Committed: back to the lag of the latest commit.
+        m.set_pending_since(None);
+        assert_eq!(value(&m.encode_at(t + 400_000), lag), Some(1.0));
+    }
+
+    #[test]
+    fn the_last_batch_time_is_set_by_commits_and_at_start_up() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let series = r#"vigie_host_last_batch_timestamp_seconds{host="node-01"}"#;
+        assert_eq!(value(&m.encode(), series), None);
+        // From the ledger at start-up.
+        m.last_batch("node-01", 1_795_000_000_000);
+        assert_eq!(value(&m.encode(), series), Some(1_795_000_000.0));
+        // From a commit (collector time, not the batch's).
+        m.accepted(&samples::telemetry(), 1_795_000_042_500);
+        assert_eq!(value(&m.encode(), series), Some(1_795_000_042.5));
+        // A batch of gauges only is data too.
+        let mut only = samples::telemetry();
+        only.readings.clear();
+        m.accepted(&only, 1_795_000_050_000);
+        assert_eq!(value(&m.encode(), series), Some(1_795_000_050.0));
     }
 
     #[test]

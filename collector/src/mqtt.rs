@@ -25,6 +25,9 @@ pub struct Delivery {
     pub message: Message,
     /// Call after commit.
     pub ack: Ack,
+    /// When it was received (Unix ms): how long it waits for its commit
+    /// shows in the lag gauges.
+    pub received_ms: i64,
 }
 
 /// What a SUBACK says of the collector's subscription.
@@ -155,7 +158,16 @@ pub fn subscribe(
                             tracing::debug!(error = %e, "ack not queued");
                         }
                     });
-                    if out.send(Delivery { message, ack }).await.is_err() {
+                    let received_ms = vigie_service::now_ms();
+                    if out
+                        .send(Delivery {
+                            message,
+                            ack,
+                            received_ms,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
