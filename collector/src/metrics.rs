@@ -250,6 +250,7 @@ pub struct Metrics {
     last_batch: Family<HostLabels, FloatGauge>,
     online: Family<HostLabels, Gauge>,
     subscribed: Gauge,
+    broker_disconnects: Counter,
     messages: Counter,
     readings: Counter,
     duplicates: Counter,
@@ -358,6 +359,12 @@ impl Metrics {
             "vigie_broker_subscribed",
             "1 while the collector is connected to the broker and every subscription is acknowledged",
             subscribed.clone(),
+        );
+        let broker_disconnects = Counter::default();
+        registry.register(
+            "vigie_broker_disconnects",
+            "Times the collector lost its broker connection (or failed its first connection): a broker refusing a packet, a network cut, a restart",
+            broker_disconnects.clone(),
         );
         let messages = Counter::default();
         registry.register(
@@ -549,6 +556,7 @@ impl Metrics {
             last_batch,
             online,
             subscribed,
+            broker_disconnects,
             messages,
             readings,
             duplicates,
@@ -724,6 +732,11 @@ impl Metrics {
     /// the current connection (what `/readyz` answers).
     pub fn set_subscribed(&self, subscribed: bool) {
         self.subscribed.set(i64::from(subscribed));
+    }
+
+    /// Counts a lost broker connection.
+    pub fn broker_disconnect(&self) {
+        self.broker_disconnects.inc();
     }
 
     /// Whether the broker has acknowledged every subscription on the
