@@ -193,6 +193,8 @@ pub async fn run_with(
             dropped_total: 0,
             dropped_uj_total: 0,
             counter_resets_total: 0,
+            broker_disconnects_total: 0,
+            publish_failures_total: 0,
         },
     };
     keeper.enforce(started_ms)?;
@@ -300,14 +302,21 @@ pub async fn run_with(
                     for (epoch, seq, payload) in spool.pending()? {
                         spool.mark_published(epoch, seq)?;
                         if let Err(e) = link.publish_batch(epoch, seq, payload).await {
+                            keeper.health.publish_failures_total += 1;
                             tracing::warn!(epoch, seq, error = %e, "replay failed; kept in the spool");
                         }
                     }
                 }
-                mqtt::LinkEvent::Disconnected => connected = false,
+                mqtt::LinkEvent::Disconnected => {
+                    connected = false;
+                    keeper.health.broker_disconnects_total += 1;
+                }
                 mqtt::LinkEvent::Delivered { epoch, seq, ok: true } => spool.ack(epoch, seq)?,
                 // Stays spooled; the next connection publishes it again.
-                mqtt::LinkEvent::Delivered { ok: false, .. } => {}
+                // Counted, so a batch the broker keeps refusing shows.
+                mqtt::LinkEvent::Delivered { ok: false, .. } => {
+                    keeper.health.publish_failures_total += 1;
+                }
             },
             _ = &mut shutdown => break,
         }
@@ -581,6 +590,7 @@ async fn send(
             // Marked first: a batch that may have reached the broker is never merged.
             keeper.spool.mark_published(batch.epoch, batch.seq)?;
             if let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
+                keeper.health.publish_failures_total += 1;
                 tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
             }
         }

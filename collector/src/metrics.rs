@@ -262,6 +262,8 @@ pub struct Metrics {
     spool_merges: Family<HostLabels, Gauge>,
     spool_dropped: Family<HostLabels, FloatGauge>,
     counter_resets: Family<HostLabels, Gauge>,
+    agent_disconnects: Family<HostLabels, Gauge>,
+    agent_publish_failures: Family<HostLabels, Gauge>,
     gauges: Family<GaugeLabels, FloatGauge>,
     grid: Family<ZoneLabels, FloatGauge>,
     signal: Family<SignalLabels, FloatGauge>,
@@ -431,6 +433,18 @@ impl Metrics {
             "Energy counters the agent found reset since it started (RAPL, GPU or device registers; each a new baseline, the energy just before it unknown)",
             counter_resets.clone(),
         );
+        let agent_disconnects = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_broker_disconnects",
+            "Times the agent lost its broker connection since it started, as last reported (a broker refusing an oversized packet disconnects the sender)",
+            agent_disconnects.clone(),
+        );
+        let agent_publish_failures = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_publish_failures",
+            "Batch publishes the broker did not acknowledge since the agent started, as last reported (each batch stays spooled and is sent again)",
+            agent_publish_failures.clone(),
+        );
         let gauges = Family::<GaugeLabels, FloatGauge>::default();
         registry.register(
             "vigie_sensor_value",
@@ -544,6 +558,8 @@ impl Metrics {
             spool_merges,
             spool_dropped,
             counter_resets,
+            agent_disconnects,
+            agent_publish_failures,
             energy,
             power,
             emissions,
@@ -767,6 +783,12 @@ impl Metrics {
         self.counter_resets
             .get_or_create(&labels)
             .set(clamp(spool.counter_resets_total));
+        self.agent_disconnects
+            .get_or_create(&labels)
+            .set(clamp(spool.broker_disconnects_total));
+        self.agent_publish_failures
+            .get_or_create(&labels)
+            .set(clamp(spool.publish_failures_total));
     }
 
     /// Sets the grid and scheduler gauges of `zone` from stored points:
@@ -1153,6 +1175,24 @@ mod tests {
                 .contains(r#"vigie_agent_counter_resets{host="node-01"} 3"#),
             "{}",
             m.encode()
+        );
+    }
+
+    #[test]
+    fn an_agents_broker_trouble_shows_per_host() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let mut spool = samples::status_online().spool.unwrap();
+        spool.broker_disconnects_total = 4;
+        spool.publish_failures_total = 5;
+        m.agent_spool("node-01", &spool, 0);
+        let text = m.encode();
+        assert_eq!(
+            value(&text, r#"vigie_agent_broker_disconnects{host="node-01"}"#),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&text, r#"vigie_agent_publish_failures{host="node-01"}"#),
+            Some(5.0)
         );
     }
 

@@ -191,6 +191,24 @@ fn broker_that_forgot_everything_is_rejoined() {
             collector.log_tail()
         )
     });
+    // Both saw the broker go and say so: the collector in its own
+    // counter, the agent in its status (issue 10.6).
+    wait_for(
+        "the lost connections counted",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let text = http_get(http, "/metrics").ok()?.body;
+            let value = |series: &str| -> Option<f64> {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            };
+            let collector = value("vigie_broker_disconnects_total")?;
+            let agent = value(r#"vigie_agent_broker_disconnects{host="h1"}"#)?;
+            (collector >= 1.0 && agent >= 1.0).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
     assert!(agent.interrupt(Duration::from_secs(15)).unwrap().success());
     assert!(
         collector

@@ -59,6 +59,8 @@ pub fn status_online() -> StatusMessage {
             merged_total: 0,
             dropped_total: 0,
             counter_resets_total: 0,
+            broker_disconnects_total: 0,
+            publish_failures_total: 0,
             dropped_uj_total: 0,
         }),
     }
