@@ -416,6 +416,34 @@ fn refresh_signal_gauges(
     metrics.set_signals(zone, average_now, signal_now, best);
 }
 
+/// Shows a committed group's outcomes in the metrics. Only what was
+/// applied makes per-host series: a refused message (a new host past
+/// `ingest.max_hosts` among them) only counts its reason.
+fn record(metrics: &Metrics, outcomes: &[Outcome], now: i64) {
+    for o in outcomes {
+        metrics.message();
+        match o {
+            Outcome::Accepted(batch) => metrics.accepted(batch, now),
+            Outcome::Duplicate => metrics.duplicate(),
+            Outcome::Rejected { reason, .. } => metrics.rejected(reason),
+            Outcome::Status {
+                host,
+                online,
+                spool,
+            } => {
+                metrics.online(host, *online);
+                if let Some(spool) = spool {
+                    metrics.agent_spool(host, spool, now);
+                }
+            }
+            Outcome::Meta { host, uncounted } => {
+                metrics.set_uncounted(host, uncounted.clone());
+            }
+            Outcome::Cleared | Outcome::Deferred => {}
+        }
+    }
+}
+
 /// Commits groups of deliveries and acknowledges them after each commit.
 /// A failed commit is retried (nothing is acknowledged, nothing dropped)
 /// until it succeeds or the collector stops, in which case the broker
@@ -470,28 +498,7 @@ fn writer_loop(
             match result {
                 Ok(outcomes) => {
                     metrics.commit(started.elapsed().as_secs_f64());
-                    for o in &outcomes {
-                        metrics.message();
-                        match o {
-                            Outcome::Accepted(batch) => metrics.accepted(batch, now),
-                            Outcome::Duplicate => metrics.duplicate(),
-                            Outcome::Rejected { reason, .. } => metrics.rejected(reason),
-                            Outcome::Status {
-                                host,
-                                online,
-                                spool,
-                            } => {
-                                metrics.online(host, *online);
-                                if let Some(spool) = spool {
-                                    metrics.agent_spool(host, spool, now);
-                                }
-                            }
-                            Outcome::Meta { host, uncounted } => {
-                                metrics.set_uncounted(host, uncounted.clone());
-                            }
-                            Outcome::Cleared | Outcome::Deferred => {}
-                        }
-                    }
+                    record(metrics, &outcomes, now);
                     let deferred = outcomes
                         .iter()
                         .filter(|o| matches!(o, Outcome::Deferred))
@@ -526,5 +533,45 @@ fn writer_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigie_protocol::samples;
+
+    #[test]
+    fn a_flood_of_new_host_names_makes_no_metric_series() {
+        // 20,000 status messages with new names once made 20,000 hosts
+        // and an 805 KB /metrics; 200 here, 3 admitted.
+        let mut ing = Ingestor::new(
+            store::open_in_memory().unwrap(),
+            vigie_protocol::Limits::default(),
+        )
+        .with_max_hosts(3);
+        let metrics = Metrics::new("FR", GramsPerKwh(50.0));
+        let status = serde_json::to_vec(&samples::status_online()).unwrap();
+        let msgs: Vec<Message> = (0..200)
+            .map(|i| Message {
+                topic: format!("vigie/v1/par1/flood-{i:03}/status"),
+                payload: status.clone(),
+            })
+            .collect();
+        let now = 1_795_000_000_000;
+        for group in msgs.chunks(64) {
+            let outcomes = ing.ingest_group(group, now).unwrap();
+            record(&metrics, &outcomes, now);
+        }
+        let text = metrics.encode_at(now);
+        let per_host = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(per_host("vigie_host_online{"), 3, "{text}");
+        assert_eq!(per_host("vigie_agent_spool_batches{"), 3);
+        assert!(
+            text.contains(r#"vigie_ingest_rejected_total{reason="too_many_hosts"} 197"#),
+            "{text}"
+        );
+        assert_eq!(store::hosts(ing.conn()).unwrap().len(), 3);
     }
 }
