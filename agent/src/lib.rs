@@ -200,6 +200,8 @@ pub async fn run_with(
             in_memory: 0,
             unbridged_total: unbridged.0,
             unbridged_ms: unbridged.1,
+            broker_disconnects_total: 0,
+            publish_failures_total: 0,
         },
         held: Vec::new(),
     };
@@ -305,10 +307,16 @@ pub async fn run_with(
                     let _ = link.publish_meta(meta.clone()).await;
                     replay(&link, &mut keeper).await;
                 }
-                mqtt::LinkEvent::Disconnected => connected = false,
+                mqtt::LinkEvent::Disconnected => {
+                    connected = false;
+                    keeper.health.broker_disconnects_total += 1;
+                }
                 mqtt::LinkEvent::Delivered { epoch, seq, ok: true } => keeper.ack(epoch, seq),
                 // Stays spooled; the next connection publishes it again.
-                mqtt::LinkEvent::Delivered { ok: false, .. } => {}
+                // Counted, so a batch the broker keeps refusing shows.
+                mqtt::LinkEvent::Delivered { ok: false, .. } => {
+                    keeper.health.publish_failures_total += 1;
+                }
             },
             _ = &mut shutdown => break,
         }
@@ -728,6 +736,7 @@ async fn replay(link: &mqtt::Link, keeper: &mut SpoolKeeper<'_>) {
             continue;
         }
         if let Err(e) = link.publish_batch(epoch, seq, payload).await {
+            keeper.health.publish_failures_total += 1;
             tracing::warn!(epoch, seq, error = %e, "replay failed; kept in the spool");
         }
     }
@@ -762,6 +771,7 @@ async fn send(
                 continue;
             }
             if let Err(e) = link.publish_batch(batch.epoch, batch.seq, payload).await {
+                keeper.health.publish_failures_total += 1;
                 tracing::warn!(seq = batch.seq, error = %e, "publish failed; kept in the spool");
             }
         }
@@ -850,7 +860,7 @@ mod tests {
         let spool = spool::Spool::open(&dir.path().join("spool.sqlite")).unwrap();
         let mut k = keeper(&spool);
         spool.set_max_bytes(1).unwrap();
-        let n = MAX_HELD_BATCHES as u64 + 10;
+        let n = MAX_HELD_BATCHES as u64 + 100;
         let mut b = samples::telemetry();
         b.gauges.clear();
         b.readings.truncate(1);
@@ -865,18 +875,27 @@ mod tests {
                 x
             })
             .collect();
-        k.spool_or_hold(batches, &[], &[]);
+        // What still fits in the spool's pages is spooled, oldest first.
+        let spooled = k.spool_or_hold(batches, &[], &[]);
+        assert!(
+            spooled
+                .iter()
+                .map(|(b, _)| b.seq)
+                .eq(0..spooled.len() as u64)
+        );
         assert!(k.held.len() <= MAX_HELD_BATCHES);
-        // Merged, not dropped: all the energy is still held.
-        let held: u64 = k
+        assert!(k.held.len() > 1_000, "the spool took only what fitted");
+        // Merged, not dropped: all the energy is spooled or still held.
+        let energy: u64 = k
             .held
             .iter()
+            .chain(spooled.iter().map(|(b, _)| b))
             .flat_map(|b| &b.readings)
             .map(|r| r.energy_uj)
             .sum();
-        assert_eq!(held, 7 * n);
+        assert_eq!(energy, 7 * n);
         assert_eq!(k.health.dropped_total, 0);
-        assert!(k.health.merged_total >= 10);
+        assert!(k.health.merged_total >= 50, "{}", k.health.merged_total);
     }
 
     #[test]

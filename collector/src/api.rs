@@ -61,7 +61,12 @@ pub struct AppState {
     public: Arc<crate::public::PublicState>,
     /// The permit dossier's settings.
     dossier: Arc<crate::dossier::Settings>,
+    /// A host whose last batch is older than this is `stale` (ms).
+    host_stale_after_ms: i64,
 }
+
+/// Default of `[ingest] host_stale_after`, in ms.
+pub const DEFAULT_HOST_STALE_AFTER_MS: i64 = 5 * 60_000;
 
 /// When the PUE was computed, and what it was.
 type PueCache = Option<(i64, Option<MeasuredPue>)>;
@@ -104,6 +109,7 @@ impl AppState {
             #[cfg(test)]
             pue_computed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             points_cache: Arc::new(crate::signals::PointsCache::default()),
+            host_stale_after_ms: DEFAULT_HOST_STALE_AFTER_MS,
             signing_key: None,
             public: Arc::new(crate::public::PublicState::default()),
         }
@@ -253,6 +259,13 @@ impl AppState {
     /// The same state serving the public disclosure page as `cfg` says.
     pub fn with_public(mut self, cfg: crate::public::PublicConfig) -> Self {
         self.public = Arc::new(crate::public::PublicState::new(cfg));
+        self
+    }
+
+    /// `/api/v1/hosts` calls a host `stale` once its last batch is older
+    /// than `after` (or it never sent one).
+    pub fn with_host_stale_after(mut self, after: std::time::Duration) -> Self {
+        self.host_stale_after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         self
     }
 
@@ -638,6 +651,11 @@ struct HostJson {
     epoch: Option<i64>,
     last_seq: Option<i64>,
     last_seen: Option<String>,
+    /// Seconds since `last_seen` (the collector's clock).
+    last_batch_age_seconds: Option<i64>,
+    /// No batch for longer than `ingest.host_stale_after`, or none ever:
+    /// whatever its retained status says, its agent is not sending.
+    stale: bool,
     sensors: Vec<String>,
     energy: AmountJson,
     meta: Option<Value>,
@@ -668,11 +686,16 @@ async fn hosts(State(s): State<AppState>) -> Result<axum::Json<HostsAnswer>, Api
         }
         e.2.push(sensor);
     }
+    let now = crate::now_ms();
     let hosts = hosts
         .into_iter()
         .map(|h| {
             let (m, e, sensors) = per_host.remove(&h.host).unwrap_or_default();
+            let (last_batch_age_seconds, stale) =
+                liveness(h.last_seen_ms, now, s.host_stale_after_ms);
             HostJson {
+                last_batch_age_seconds,
+                stale,
                 host: h.host,
                 site: h.site,
                 online: h.online,
@@ -687,6 +710,20 @@ async fn hosts(State(s): State<AppState>) -> Result<axum::Json<HostsAnswer>, Api
         })
         .collect();
     Ok(axum::Json(HostsAnswer { hosts }))
+}
+
+/// A host's last batch age in seconds at `now_ms`, and whether it is
+/// stale: no batch for longer than `stale_after_ms`, or none ever. Data
+/// decide, not the retained status (which a broker restored from its
+/// persistence keeps `online` for an agent that died meanwhile).
+fn liveness(last_batch_ms: Option<i64>, now_ms: i64, stale_after_ms: i64) -> (Option<i64>, bool) {
+    match last_batch_ms {
+        None => (None, true),
+        Some(t) => {
+            let age_ms = now_ms.saturating_sub(t).max(0);
+            (Some(age_ms / 1000), age_ms > stale_after_ms)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1074,6 +1111,52 @@ mod tests {
             crate::config::CarbonConfig::default(),
             site,
         )
+    }
+
+    #[test]
+    fn a_host_is_stale_from_its_data_not_its_status() {
+        let t = 1_795_000_000_000;
+        let after = 5 * 60_000;
+        assert_eq!(liveness(Some(t), t + 42_900, after), (Some(42), false));
+        assert_eq!(liveness(Some(t), t + after, after), (Some(300), false));
+        assert_eq!(liveness(Some(t), t + after + 1, after), (Some(300), true));
+        assert_eq!(
+            liveness(Some(t), t + 293_000_000, after),
+            (Some(293_000), true)
+        );
+        // Never a batch: stale, whatever its status.
+        assert_eq!(liveness(None, t, after), (None, true));
+        // A batch stamped after now (a clock stepped back): age 0, live.
+        assert_eq!(liveness(Some(t + 5_000), t, after), (Some(0), false));
+    }
+
+    #[tokio::test]
+    async fn hosts_say_which_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        // An agent whose retained status says online but that never sent
+        // a batch, and one whose last batch is from 1970.
+        conn.execute(
+            "INSERT INTO hosts (host, site, online) VALUES ('ghost', 'par1', 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO hosts (host, site, online, last_seen_ms) VALUES ('old', 'par1', 1, 1000)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let state = test_state(db, crate::site::SiteConfig::default());
+        let axum::Json(h) = hosts(State(state)).await.unwrap();
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["hosts"][0]["host"], "ghost");
+        assert_eq!(v["hosts"][0]["online"], true);
+        assert_eq!(v["hosts"][0]["stale"], true);
+        assert_eq!(v["hosts"][0]["last_batch_age_seconds"], Value::Null);
+        assert_eq!(v["hosts"][1]["stale"], true);
+        assert!(v["hosts"][1]["last_batch_age_seconds"].as_i64().unwrap() > 1_700_000_000);
     }
 
     /// A grid-import meter on sensor `f/grid` and an IT meter on `f/it`.

@@ -192,6 +192,15 @@ pub struct IngestConfig {
     /// bound.
     #[serde(default = "d_max_sensors")]
     pub max_sensors_per_host: usize,
+    /// Most hosts the collector knows: a status, inventory or batch from
+    /// a new host past it is refused (`too_many_hosts`). Hosts already in
+    /// the ledger count against it, so `/metrics` stays within about
+    /// `max_hosts` x `max_sensors_per_host` series.
+    #[serde(default = "d_max_hosts")]
+    pub max_hosts: usize,
+    /// `/api/v1/hosts` marks a host `stale` when its last batch is older.
+    #[serde(default = "d_host_stale_after", with = "humantime_serde")]
+    pub host_stale_after: Duration,
     /// Most minute buckets the readings of one message may touch: the
     /// work of its commit, measured before any write. A message past it
     /// is refused (`too_much_work`), acknowledged and quarantined.
@@ -249,6 +258,12 @@ fn d_max_group_minute_buckets() -> u64 {
 }
 fn d_max_sensors() -> usize {
     crate::ingest::DEFAULT_MAX_SENSORS_PER_HOST
+}
+fn d_host_stale_after() -> Duration {
+    Duration::from_millis(crate::api::DEFAULT_HOST_STALE_AFTER_MS.unsigned_abs())
+}
+fn d_max_hosts() -> usize {
+    crate::ingest::DEFAULT_MAX_HOSTS
 }
 fn d_max_power() -> f64 {
     10_000_000.0

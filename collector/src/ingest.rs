@@ -63,6 +63,9 @@ pub enum Outcome {
 /// Default of `[ingest] max_sensors_per_host`.
 pub const DEFAULT_MAX_SENSORS_PER_HOST: usize = 2048;
 
+/// Default of `[ingest] max_hosts`.
+pub const DEFAULT_MAX_HOSTS: usize = 10_000;
+
 /// Owns the ledger's write connection.
 pub struct Ingestor {
     conn: Connection,
@@ -73,6 +76,11 @@ pub struct Ingestor {
     /// Sensors new in the group under way, added to `sensors` on commit.
     staged: HashMap<String, HashSet<String>>,
     max_sensors_per_host: usize,
+    /// The admitted hosts and their limit.
+    hosts: Hosts,
+    /// Log lines for `too_many_hosts`: a flood of new names must not
+    /// become a flood of lines.
+    host_refusals: LogBudget,
     /// Most minute buckets one group writes (see [`Outcome::Deferred`]).
     max_group_buckets: u64,
     /// The group's per-(host, epoch, sensor) received energy and latest
@@ -94,6 +102,12 @@ impl Ingestor {
             sensors: HashMap::new(),
             staged: HashMap::new(),
             max_sensors_per_host: DEFAULT_MAX_SENSORS_PER_HOST,
+            hosts: Hosts {
+                known: HashSet::new(),
+                staged: HashSet::new(),
+                max: DEFAULT_MAX_HOSTS,
+            },
+            host_refusals: LogBudget::default(),
             max_group_buckets: u64::MAX,
             cumulative: BTreeMap::new(),
             losses_changed: HashSet::new(),
@@ -115,13 +129,37 @@ impl Ingestor {
         self
     }
 
+    /// Refuses a status, inventory or batch from a host it does not know
+    /// once it knows `max` hosts (`too_many_hosts`).
+    pub fn with_max_hosts(mut self, max: usize) -> Self {
+        self.hosts.max = max;
+        self
+    }
+
+    /// The hosts the ledger already holds, counted against the host limit
+    /// (and admitted whatever the limit).
+    pub fn with_known_hosts<'a>(mut self, known: impl IntoIterator<Item = &'a str>) -> Self {
+        self.hosts
+            .known
+            .extend(known.into_iter().map(str::to_owned));
+        self
+    }
+
+    /// How many hosts are admitted (committed).
+    pub fn hosts_known(&self) -> usize {
+        self.hosts.known.len()
+    }
+
     /// The (host, sensor) pairs the ledger already holds, counted against
-    /// the limit.
+    /// the limit (and their hosts against the host limit).
     pub fn with_known_sensors<'a>(
         mut self,
         known: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
         for (host, sensor) in known {
+            if !self.hosts.known.contains(host) {
+                self.hosts.known.insert(host.to_owned());
+            }
             self.sensors
                 .entry(host.to_owned())
                 .or_default()
@@ -154,6 +192,7 @@ impl Ingestor {
         self.staged.clear();
         self.cumulative.clear();
         let mut losses_changed = HashSet::new();
+        self.hosts.staged.clear();
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(msgs.len());
         let mut group_buckets = 0u64;
@@ -173,6 +212,7 @@ impl Ingestor {
                                     self.max_sensors_per_host,
                                     &b,
                                 )?;
+                                self.hosts.admit(&b.host)?;
                                 Ok((b, new))
                             });
                         let buckets = decoded
@@ -197,6 +237,7 @@ impl Ingestor {
                                     now_ms,
                                     batch.readings.len(),
                                 )? {
+                                    self.hosts.stage(&batch.host);
                                     if !new.is_empty() {
                                         self.staged
                                             .entry(batch.host.clone())
@@ -234,9 +275,12 @@ impl Ingestor {
                         }
                     }
                     TopicKind::Status => {
-                        match decode_small::<StatusMessage>(&m.payload, &self.limits) {
+                        match decode_small::<StatusMessage>(&m.payload, &self.limits)
+                            .and_then(|s| self.hosts.admit(&topic.host).map(|()| s))
+                        {
                             Err(r) => reject(r),
                             Ok(s) => {
+                                self.hosts.stage(&topic.host);
                                 let online = s.state == Status::Online;
                                 store::set_status(
                                     &tx,
@@ -263,27 +307,46 @@ impl Ingestor {
                             topic: topic.site,
                             payload: meta.site,
                         }),
-                        Ok(meta) => {
-                            let text = String::from_utf8_lossy(&m.payload);
-                            store::set_meta(&tx, &topic.site, &topic.host, &text)?;
-                            Outcome::Meta {
-                                host: topic.host,
-                                uncounted: meta
-                                    .sensors
-                                    .into_iter()
-                                    .filter(|s| !s.in_totals())
-                                    .map(|s| s.name)
-                                    .collect(),
+                        Ok(meta) => match self.hosts.admit(&topic.host) {
+                            Err(r) => reject(r),
+                            Ok(()) => {
+                                self.hosts.stage(&topic.host);
+                                let text = String::from_utf8_lossy(&m.payload);
+                                store::set_meta(&tx, &topic.site, &topic.host, &text)?;
+                                Outcome::Meta {
+                                    host: topic.host,
+                                    uncounted: meta
+                                        .sensors
+                                        .into_iter()
+                                        .filter(|s| !s.in_totals())
+                                        .map(|s| s.name)
+                                        .collect(),
+                                }
                             }
-                        }
+                        },
                     },
                 },
             };
             if let Outcome::Rejected { reason, detail } = &outcome {
+                // A flood of new host names is refused in full but logged
+                // within a budget; the next line says how many went unlogged.
+                let unlogged = if *reason == "too_many_hosts" {
+                    self.host_refusals.take(now_ms)
+                } else {
+                    Some(0)
+                };
                 // Topic as Debug, escaped: it is the sender's text, and a broker
                 // that allows control characters in topics would let it forge
                 // log lines.
-                tracing::warn!(topic = ?m.topic.chars().take(200).collect::<String>(), reason, detail, "message rejected");
+                match unlogged {
+                    Some(0) => {
+                        tracing::warn!(topic = ?m.topic.chars().take(200).collect::<String>(), reason, detail, "message rejected")
+                    }
+                    Some(n) => {
+                        tracing::warn!(topic = ?m.topic.chars().take(200).collect::<String>(), reason, detail, unlogged = n, "message rejected (and {n} more for this reason not logged)")
+                    }
+                    None => {}
+                }
                 store::quarantine(&tx, now_ms, &m.topic, reason, detail, &m.payload)?;
             }
             outcomes.push(outcome);
@@ -295,7 +358,79 @@ impl Ingestor {
         for (host, new) in self.staged.drain() {
             self.sensors.entry(host).or_default().extend(new);
         }
+        let staged = std::mem::take(&mut self.hosts.staged);
+        self.hosts.known.extend(staged);
         Ok(outcomes)
+    }
+}
+
+/// The hosts the collector admits: those the ledger holds, those new in
+/// the group under way, and the limit.
+struct Hosts {
+    /// In the ledger (committed).
+    known: HashSet<String>,
+    /// New in the group under way, joining `known` on commit.
+    staged: HashSet<String>,
+    max: usize,
+}
+
+impl Hosts {
+    /// `Ok` if a message from `host` may be applied: a host the ledger or
+    /// the group under way holds, or a new one while fewer than
+    /// `max_hosts` are known.
+    fn admit(&self, host: &str) -> Result<(), Rejection> {
+        if self.known.contains(host) || self.staged.contains(host) {
+            return Ok(());
+        }
+        let known = self.known.len() + self.staged.len();
+        if known >= self.max {
+            return Err(Rejection::TooManyHosts {
+                host: host.to_owned(),
+                known,
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `host` (admitted by [`Hosts::admit`]) as known from the
+    /// commit of the group under way.
+    fn stage(&mut self, host: &str) {
+        if !self.known.contains(host) && !self.staged.contains(host) {
+            self.staged.insert(host.to_owned());
+        }
+    }
+}
+
+/// At most [`LogBudget::LINES`] log lines per [`LogBudget::WINDOW_MS`] for
+/// one kind of rejection.
+#[derive(Debug, Default)]
+struct LogBudget {
+    window_start_ms: i64,
+    lines: u32,
+    unlogged: u64,
+}
+
+impl LogBudget {
+    const WINDOW_MS: i64 = 60_000;
+    const LINES: u32 = 10;
+
+    /// `Some(n)`: log this one, saying that `n` before it were not;
+    /// `None`: over budget, counted for the next line.
+    fn take(&mut self, now_ms: i64) -> Option<u64> {
+        if now_ms.saturating_sub(self.window_start_ms) >= Self::WINDOW_MS
+            || now_ms < self.window_start_ms
+        {
+            self.window_start_ms = now_ms;
+            self.lines = 0;
+        }
+        if self.lines < Self::LINES {
+            self.lines += 1;
+            Some(std::mem::take(&mut self.unlogged))
+        } else {
+            self.unlogged += 1;
+            None
+        }
     }
 }
 
@@ -663,6 +798,149 @@ mod tests {
             .unwrap();
         let got: Vec<_> = out.iter().map(reason).collect();
         assert_eq!(got, ["too_many_sensors", "accepted"]);
+    }
+
+    fn status_of(host: &str, payload: &[u8]) -> Message {
+        Message {
+            topic: format!("vigie/v1/par1/{host}/status"),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn meta_of(host: &str) -> Message {
+        let mut meta = samples::meta();
+        meta.host = host.into();
+        Message {
+            topic: format!("vigie/v1/par1/{host}/meta"),
+            payload: serde_json::to_vec(&meta).unwrap(),
+        }
+    }
+
+    #[test]
+    fn new_hosts_past_the_limit_are_refused_and_known_ones_flow() {
+        let online = serde_json::to_vec(&samples::status_online()).unwrap();
+        // node-01 is in the ledger already; the limit is 2.
+        let mut ing = ingestor().with_max_hosts(2).with_known_hosts(["node-01"]);
+        let out = ing
+            .ingest_group(
+                &[
+                    // Refused for its own reason: takes no place.
+                    status_of("node-05", b"{not json"),
+                    // A second host: on the limit.
+                    status_of("node-02", &online),
+                    // A third, in the same transaction: refused.
+                    status_of("node-03", &online),
+                    msg(&with_sensors("node-04", 1, &["rapl:package-0"])),
+                    meta_of("node-06"),
+                    // Known hosts flow.
+                    msg(&with_sensors("node-01", 1, &["rapl:package-0"])),
+                    meta_of("node-02"),
+                ],
+                NOW,
+            )
+            .unwrap();
+        let got: Vec<_> = out
+            .iter()
+            .map(|o| match o {
+                Outcome::Status { .. } => "status",
+                Outcome::Meta { .. } => "meta",
+                o => reason(o),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "malformed",
+                "status",
+                "too_many_hosts",
+                "too_many_hosts",
+                "too_many_hosts",
+                "accepted",
+                "meta"
+            ]
+        );
+        let Outcome::Rejected { detail, .. } = &out[2] else {
+            unreachable!()
+        };
+        assert_eq!(
+            detail,
+            "host \"node-03\" is new and the collector already knows 2 hosts, limit 2"
+        );
+        assert_eq!(ing.hosts_known(), 2);
+        // After the commit: still refused; known ones still flow.
+        let out = ing
+            .ingest_group(
+                &[
+                    msg(&with_sensors("node-03", 1, &["rapl:package-0"])),
+                    status_of("node-02", &online),
+                ],
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(reason(&out[0]), "too_many_hosts");
+        assert!(matches!(out[1], Outcome::Status { .. }), "{out:?}");
+        let hosts: Vec<String> = store::hosts(ing.conn())
+            .unwrap()
+            .into_iter()
+            .map(|h| h.host)
+            .collect();
+        assert_eq!(hosts, ["node-01", "node-02"]);
+        // Every refusal is quarantined.
+        assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_restart_counts_the_ledgers_hosts_against_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let online = serde_json::to_vec(&samples::status_online()).unwrap();
+        let mut ing =
+            Ingestor::new(store::open(&path).unwrap(), Limits::default()).with_max_hosts(2);
+        let out = ing
+            .ingest_group(
+                &[
+                    status_of("node-01", &online),
+                    msg(&with_sensors("node-02", 1, &["rapl:package-0"])),
+                ],
+                NOW,
+            )
+            .unwrap();
+        assert!(out.iter().all(|o| !matches!(o, Outcome::Rejected { .. })));
+        drop(ing);
+        // As the collector starts: the hosts table names every host.
+        let conn = store::open(&path).unwrap();
+        let known: Vec<String> = store::hosts(&conn)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.host)
+            .collect();
+        let mut ing = Ingestor::new(conn, Limits::default())
+            .with_max_hosts(2)
+            .with_known_hosts(known.iter().map(String::as_str));
+        let out = ing
+            .ingest_group(
+                &[status_of("node-03", &online), status_of("node-01", &online)],
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(reason(&out[0]), "too_many_hosts");
+        assert!(matches!(out[1], Outcome::Status { .. }));
+    }
+
+    #[test]
+    fn refusals_of_new_hosts_are_logged_within_a_budget() {
+        let mut b = LogBudget::default();
+        let t = NOW;
+        let first: Vec<_> = (0..12).map(|_| b.take(t)).collect();
+        assert_eq!(first[..10], [Some(0); 10]);
+        assert_eq!(first[10..], [None, None]);
+        // Same window: still quiet.
+        assert_eq!(b.take(t + LogBudget::WINDOW_MS - 1), None);
+        // The next window's first line says how many were not logged.
+        assert_eq!(b.take(t + LogBudget::WINDOW_MS), Some(3));
+        assert_eq!(b.take(t + LogBudget::WINDOW_MS), Some(0));
+        // A clock stepped back opens a new window rather than going silent.
+        assert_eq!(b.take(t), Some(0));
     }
 
     #[test]

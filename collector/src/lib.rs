@@ -160,9 +160,14 @@ pub async fn run(
     for (host, sensor, a) in &totals {
         metrics.seed(host, sensor, a.measured, a.estimated);
     }
-    for h in store::hosts(&conn).map_err(store_err)? {
+    let hosts = store::hosts(&conn).map_err(store_err)?;
+    for h in &hosts {
         if let Some(online) = h.online {
             metrics.online(&h.host, online);
+        }
+        // Liveness survives a restart: a host silent before it stays so.
+        if let Some(at) = h.last_seen_ms {
+            metrics.last_batch(&h.host, at);
         }
     }
     for host in store::losses::hosts_with_losses(&conn).map_err(store_err)? {
@@ -172,10 +177,19 @@ pub async fn run(
     }
     let ingestor = Ingestor::new(conn, cfg.limits())
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
+        .with_max_hosts(cfg.ingest.max_hosts)
+        .with_known_hosts(hosts.iter().map(|h| h.host.as_str()))
         .with_max_group_buckets(cfg.ingest.max_group_minute_buckets)
         .with_known_sensors(totals.iter().map(|(h, s, _)| (h.as_str(), s.as_str())))
         .with_known_sensors(registers.iter().map(|(h, s)| (h.as_str(), s.as_str())));
-    drop((totals, registers));
+    if ingestor.hosts_known() > cfg.ingest.max_hosts {
+        tracing::warn!(
+            hosts = ingestor.hosts_known(),
+            max_hosts = cfg.ingest.max_hosts,
+            "the ledger holds more hosts than ingest.max_hosts: they stay known, no new host is admitted"
+        );
+    }
+    drop((totals, registers, hosts));
 
     let (tx, rx) = mpsc::channel::<mqtt::Delivery>(4 * cfg.ingest.max_group.max(1));
     let stopping = Arc::new(AtomicBool::new(false));
@@ -228,6 +242,7 @@ pub async fn run(
         cfg.site.clone(),
     )
     .with_signing_key(signing_key)
+    .with_host_stale_after(cfg.ingest.host_stale_after)
     .with_public(cfg.public.clone())
     .with_dossier(cfg.dossier.clone(), &cfg.mqtt.site);
     tracing::info!(http = ?local, https = https.is_some(), ledger = %path.display(), broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port), "collector started");
@@ -407,6 +422,34 @@ fn refresh_signal_gauges(
     metrics.set_signals(zone, average_now, signal_now, best);
 }
 
+/// Shows a committed group's outcomes in the metrics. Only what was
+/// applied makes per-host series: a refused message (a new host past
+/// `ingest.max_hosts` among them) only counts its reason.
+fn record(metrics: &Metrics, outcomes: &[Outcome], now: i64) {
+    for o in outcomes {
+        metrics.message();
+        match o {
+            Outcome::Accepted(batch) => metrics.accepted(batch, now),
+            Outcome::Duplicate => metrics.duplicate(),
+            Outcome::Rejected { reason, .. } => metrics.rejected(reason),
+            Outcome::Status {
+                host,
+                online,
+                spool,
+            } => {
+                metrics.online(host, *online);
+                if let Some(spool) = spool {
+                    metrics.agent_spool(host, spool, now);
+                }
+            }
+            Outcome::Meta { host, uncounted } => {
+                metrics.set_uncounted(host, uncounted.clone());
+            }
+            Outcome::Cleared | Outcome::Deferred => {}
+        }
+    }
+}
+
 /// Commits groups of deliveries and acknowledges them after each commit.
 /// A failed commit is retried (nothing is acknowledged, nothing dropped)
 /// until it succeeds or the collector stops, in which case the broker
@@ -421,15 +464,18 @@ fn writer_loop(
 ) {
     let mut messages: Vec<Message> = Vec::with_capacity(max_group);
     let mut acks: Vec<mqtt::Ack> = Vec::with_capacity(max_group);
+    let mut received: Vec<i64> = Vec::with_capacity(max_group);
     // Deferred by the group's bucket bound: first in the next group, so
     // each is committed (and only then acknowledged) in its turn.
-    let mut carried: Vec<(Message, mqtt::Ack)> = Vec::new();
+    let mut carried: Vec<(Message, mqtt::Ack, i64)> = Vec::new();
     loop {
         messages.clear();
         acks.clear();
-        for (m, a) in carried.drain(..) {
+        received.clear();
+        for (m, a, r) in carried.drain(..) {
             messages.push(m);
             acks.push(a);
+            received.push(r);
         }
         if messages.is_empty() {
             let Some(d) = rx.blocking_recv() else {
@@ -437,6 +483,7 @@ fn writer_loop(
             };
             messages.push(d.message);
             acks.push(d.ack);
+            received.push(d.received_ms);
         }
         while messages.len() < max_group {
             let Ok(d) = rx.try_recv() else {
@@ -444,7 +491,10 @@ fn writer_loop(
             };
             messages.push(d.message);
             acks.push(d.ack);
+            received.push(d.received_ms);
         }
+        // Until this group commits, the lag gauges grow with its wait.
+        metrics.set_pending_since(received.iter().copied().min());
         loop {
             let started = Instant::now();
             let now = now_ms();
@@ -454,28 +504,7 @@ fn writer_loop(
             match result {
                 Ok(outcomes) => {
                     metrics.commit(started.elapsed().as_secs_f64());
-                    for o in &outcomes {
-                        metrics.message();
-                        match o {
-                            Outcome::Accepted(batch) => metrics.accepted(batch, now),
-                            Outcome::Duplicate => metrics.duplicate(),
-                            Outcome::Rejected { reason, .. } => metrics.rejected(reason),
-                            Outcome::Status {
-                                host,
-                                online,
-                                spool,
-                            } => {
-                                metrics.online(host, *online);
-                                if let Some(spool) = spool {
-                                    metrics.agent_spool(host, spool, now);
-                                }
-                            }
-                            Outcome::Meta { host, uncounted } => {
-                                metrics.set_uncounted(host, uncounted.clone());
-                            }
-                            Outcome::Cleared | Outcome::Deferred => {}
-                        }
-                    }
+                    record(metrics, &outcomes, now);
                     refresh_losses(&mut ingestor, metrics);
                     let deferred = outcomes
                         .iter()
@@ -487,14 +516,19 @@ fn writer_loop(
                             "group at its minute-bucket bound; the rest waits for the next commit"
                         );
                     }
-                    for ((ack, message), o) in acks.drain(..).zip(messages.drain(..)).zip(&outcomes)
+                    for (((ack, message), r), o) in acks
+                        .drain(..)
+                        .zip(messages.drain(..))
+                        .zip(received.drain(..))
+                        .zip(&outcomes)
                     {
                         if matches!(o, Outcome::Deferred) {
-                            carried.push((message, ack));
+                            carried.push((message, ack, r));
                         } else {
                             ack();
                         }
                     }
+                    metrics.set_pending_since(carried.iter().map(|c| c.2).min());
                     break;
                 }
                 Err(e) => {
@@ -520,5 +554,45 @@ fn refresh_losses(ingestor: &mut Ingestor, metrics: &Metrics) {
             Ok(l) => metrics.host_losses(&host, &l),
             Err(e) => tracing::warn!(%host, error = %e, "known losses not read"),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigie_protocol::samples;
+
+    #[test]
+    fn a_flood_of_new_host_names_makes_no_metric_series() {
+        // 20,000 status messages with new names once made 20,000 hosts
+        // and an 805 KB /metrics; 200 here, 3 admitted.
+        let mut ing = Ingestor::new(
+            store::open_in_memory().unwrap(),
+            vigie_protocol::Limits::default(),
+        )
+        .with_max_hosts(3);
+        let metrics = Metrics::new("FR", GramsPerKwh(50.0));
+        let status = serde_json::to_vec(&samples::status_online()).unwrap();
+        let msgs: Vec<Message> = (0..200)
+            .map(|i| Message {
+                topic: format!("vigie/v1/par1/flood-{i:03}/status"),
+                payload: status.clone(),
+            })
+            .collect();
+        let now = 1_795_000_000_000;
+        for group in msgs.chunks(64) {
+            let outcomes = ing.ingest_group(group, now).unwrap();
+            record(&metrics, &outcomes, now);
+        }
+        let text = metrics.encode_at(now);
+        let per_host = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(per_host("vigie_host_online{"), 3, "{text}");
+        assert_eq!(per_host("vigie_agent_spool_batches{"), 3);
+        assert!(
+            text.contains(r#"vigie_ingest_rejected_total{reason="too_many_hosts"} 197"#),
+            "{text}"
+        );
+        assert_eq!(store::hosts(ing.conn()).unwrap().len(), 3);
     }
 }

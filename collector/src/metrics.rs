@@ -241,8 +241,16 @@ pub struct Metrics {
     /// Per host, the sensors its inventory leaves out of totals.
     uncounted: std::sync::RwLock<HashMap<String, HashSet<String>>>,
     lag: Family<HostLabels, FloatGauge>,
+    /// Each host's lag at its latest commit, in seconds: what the lag
+    /// gauge shows while the writer keeps up.
+    lag_at_commit: std::sync::Mutex<HashMap<String, f64>>,
+    /// Receive time (Unix ms) of the oldest message not committed yet;
+    /// 0 while the writer has nothing pending.
+    pending_since_ms: std::sync::atomic::AtomicI64,
+    last_batch: Family<HostLabels, FloatGauge>,
     online: Family<HostLabels, Gauge>,
     subscribed: Gauge,
+    broker_disconnects: Counter,
     messages: Counter,
     readings: Counter,
     duplicates: Counter,
@@ -255,6 +263,8 @@ pub struct Metrics {
     spool_dropped: Family<HostLabels, FloatGauge>,
     counter_resets: Family<HostLabels, Gauge>,
     losses: LossGauges,
+    agent_disconnects: Family<HostLabels, Gauge>,
+    agent_publish_failures: Family<HostLabels, Gauge>,
     gauges: Family<GaugeLabels, FloatGauge>,
     grid: Family<ZoneLabels, FloatGauge>,
     signal: Family<SignalLabels, FloatGauge>,
@@ -332,8 +342,14 @@ impl Metrics {
         let lag = Family::<HostLabels, FloatGauge>::default();
         registry.register(
             "vigie_ingest_lag_seconds",
-            "Seconds between the end of a host's latest batch and its commit",
+            "Seconds between the end of a host's latest batch and its commit; while a received message waits uncommitted, at least its wait (it grows during a stall)",
             lag.clone(),
+        );
+        let last_batch = Family::<HostLabels, FloatGauge>::default();
+        registry.register(
+            "vigie_host_last_batch_timestamp_seconds",
+            "When the collector last committed a new batch from the host (Unix seconds, collector clock): the host's liveness, from its data",
+            last_batch.clone(),
         );
         let online = Family::<HostLabels, Gauge>::default();
         registry.register(
@@ -346,6 +362,12 @@ impl Metrics {
             "vigie_broker_subscribed",
             "1 while the collector is connected to the broker and every subscription is acknowledged",
             subscribed.clone(),
+        );
+        let broker_disconnects = Counter::default();
+        registry.register(
+            "vigie_broker_disconnects",
+            "Times the collector lost its broker connection (or failed its first connection): a broker refusing a packet, a network cut, a restart",
+            broker_disconnects.clone(),
         );
         let messages = Counter::default();
         registry.register(
@@ -408,11 +430,23 @@ impl Metrics {
         );
         let counter_resets = Family::<HostLabels, Gauge>::default();
         registry.register(
-            "vigie_agent_counter_resets",
+            "vigie_agent_energy_resets",
             "Energy counters the agent found reset since it started (RAPL, GPU or device registers; each a new baseline, the energy just before it unknown)",
             counter_resets.clone(),
         );
         let losses = LossGauges::register(&mut registry);
+        let agent_disconnects = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_broker_disconnects",
+            "Times the agent lost its broker connection since it started, as last reported (a broker refusing an oversized packet disconnects the sender)",
+            agent_disconnects.clone(),
+        );
+        let agent_publish_failures = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "vigie_agent_publish_failures",
+            "Batch publishes the broker did not acknowledge since the agent started, as last reported (each batch stays spooled and is sent again)",
+            agent_publish_failures.clone(),
+        );
         let gauges = Family::<GaugeLabels, FloatGauge>::default();
         registry.register(
             "vigie_sensor_value",
@@ -527,6 +561,8 @@ impl Metrics {
             spool_dropped,
             counter_resets,
             losses,
+            agent_disconnects,
+            agent_publish_failures,
             energy,
             power,
             emissions,
@@ -534,8 +570,12 @@ impl Metrics {
             in_total,
             uncounted: std::sync::RwLock::new(HashMap::new()),
             lag,
+            lag_at_commit: std::sync::Mutex::new(HashMap::new()),
+            pending_since_ms: std::sync::atomic::AtomicI64::new(0),
+            last_batch,
             online,
             subscribed,
+            broker_disconnects,
             messages,
             readings,
             duplicates,
@@ -677,6 +717,27 @@ impl Metrics {
             .inc();
     }
 
+    /// Records when a new batch of `host` was last committed (Unix ms):
+    /// from each commit, and from the ledger at start-up.
+    pub fn last_batch(&self, host: &str, at_ms: i64) {
+        self.last_batch
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(at_ms as f64 / 1e3);
+    }
+
+    /// Records that the oldest received message not committed yet arrived
+    /// at `since_ms` (Unix ms), or, with `None`, that nothing is pending:
+    /// the lag gauges grow with that wait at every scrape, so a stalled
+    /// writer shows.
+    pub fn set_pending_since(&self, since_ms: Option<i64>) {
+        self.pending_since_ms.store(
+            since_ms.unwrap_or(0).max(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Records a host's presence.
     pub fn online(&self, host: &str, online: bool) {
         self.online
@@ -690,6 +751,11 @@ impl Metrics {
     /// the current connection (what `/readyz` answers).
     pub fn set_subscribed(&self, subscribed: bool) {
         self.subscribed.set(i64::from(subscribed));
+    }
+
+    /// Counts a lost broker connection.
+    pub fn broker_disconnect(&self) {
+        self.broker_disconnects.inc();
     }
 
     /// Whether the broker has acknowledged every subscription on the
@@ -721,6 +787,12 @@ impl Metrics {
             .get_or_create(&labels)
             .set(clamp(spool.counter_resets_total));
         self.losses.agent(&labels, spool);
+        self.agent_disconnects
+            .get_or_create(&labels)
+            .set(clamp(spool.broker_disconnects_total));
+        self.agent_publish_failures
+            .get_or_create(&labels)
+            .set(clamp(spool.publish_failures_total));
     }
 
     /// Sets a host's known losses as the ledger holds them.
@@ -908,7 +980,8 @@ impl Metrics {
         self.commit_seconds.observe(seconds);
     }
 
-    /// Accounts a committed batch: energy, emissions, latest power, lag.
+    /// Accounts a batch committed at `now_ms`: energy, emissions, latest
+    /// power, lag, and the host's last batch time.
     pub fn accepted(&self, batch: &TelemetryBatch, now_ms: i64) {
         let host = &batch.host;
         let mut latest_end = i64::MIN;
@@ -972,6 +1045,7 @@ impl Metrics {
                 self.gauges.get_or_create(&labels).set(g.value);
             }
         }
+        self.last_batch(host, now_ms);
         self.readings.inc_by(batch.readings.len() as u64);
         if batch.readings.is_empty() {
             return;
@@ -979,13 +1053,49 @@ impl Metrics {
         self.emissions
             .get_or_create(&HostLabels { host: host.clone() })
             .inc_by(host_emissions);
+        let lag = (now_ms - latest_end) as f64 / 1000.0;
+        self.lag_at_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.clone(), lag);
         self.lag
             .get_or_create(&HostLabels { host: host.clone() })
-            .set((now_ms - latest_end) as f64 / 1000.0);
+            .set(lag);
     }
 
-    /// OpenMetrics text of every metric.
+    /// How long the oldest received message has waited uncommitted at
+    /// `now_ms` (0 when none).
+    fn stall_seconds(&self, now_ms: i64) -> f64 {
+        let since = self
+            .pending_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if since == 0 {
+            0.0
+        } else {
+            (now_ms - since).max(0) as f64 / 1000.0
+        }
+    }
+
+    /// OpenMetrics text of every metric, now.
     pub fn encode(&self) -> String {
+        self.encode_at(vigie_service::now_ms())
+    }
+
+    /// OpenMetrics text of every metric at `now_ms` (Unix ms): each lag
+    /// gauge is its host's lag at its latest commit, or the wait of the
+    /// oldest message still uncommitted if longer.
+    pub fn encode_at(&self, now_ms: i64) -> String {
+        let stall = self.stall_seconds(now_ms);
+        for (host, lag) in self
+            .lag_at_commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            self.lag
+                .get_or_create(&HostLabels { host: host.clone() })
+                .set(lag.max(stall));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -1111,6 +1221,48 @@ mod tests {
         assert!(text.trim_end().ends_with("# EOF"));
     }
 
+    /// The value of the series `name` in `text`.
+    fn value(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn the_lag_grows_while_a_received_message_waits_uncommitted() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let t = 1_795_000_012_000;
+        // The sample batch ends 1 s before its commit.
+        m.accepted(&samples::telemetry(), t);
+        let lag = r#"vigie_ingest_lag_seconds{host="node-01"}"#;
+        assert_eq!(value(&m.encode_at(t + 300_000), lag), Some(1.0));
+        // A message received at t + 10 s and not committed: a stalled
+        // commit (once 293 s while this gauge read 0.002).
+        m.set_pending_since(Some(t + 10_000));
+        assert_eq!(value(&m.encode_at(t + 10_500), lag), Some(1.0));
+        assert_eq!(value(&m.encode_at(t + 303_000), lag), Some(293.0));
+        // Committed: back to the lag of the latest commit.
+        m.set_pending_since(None);
+        assert_eq!(value(&m.encode_at(t + 400_000), lag), Some(1.0));
+    }
+
+    #[test]
+    fn the_last_batch_time_is_set_by_commits_and_at_start_up() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let series = r#"vigie_host_last_batch_timestamp_seconds{host="node-01"}"#;
+        assert_eq!(value(&m.encode(), series), None);
+        // From the ledger at start-up.
+        m.last_batch("node-01", 1_795_000_000_000);
+        assert_eq!(value(&m.encode(), series), Some(1_795_000_000.0));
+        // From a commit (collector time, not the batch's).
+        m.accepted(&samples::telemetry(), 1_795_000_042_500);
+        assert_eq!(value(&m.encode(), series), Some(1_795_000_042.5));
+        // A batch of gauges only is data too.
+        let mut only = samples::telemetry();
+        only.readings.clear();
+        m.accepted(&only, 1_795_000_050_000);
+        assert_eq!(value(&m.encode(), series), Some(1_795_000_050.0));
+    }
+
     #[test]
     fn an_agents_counter_resets_show_per_host() {
         let m = Metrics::new("FR", GramsPerKwh(50.0));
@@ -1119,9 +1271,27 @@ mod tests {
         m.agent_spool("node-01", &spool, 0);
         assert!(
             m.encode()
-                .contains(r#"vigie_agent_counter_resets{host="node-01"} 3"#),
+                .contains(r#"vigie_agent_energy_resets{host="node-01"} 3"#),
             "{}",
             m.encode()
+        );
+    }
+
+    #[test]
+    fn an_agents_broker_trouble_shows_per_host() {
+        let m = Metrics::new("FR", GramsPerKwh(50.0));
+        let mut spool = samples::status_online().spool.unwrap();
+        spool.broker_disconnects_total = 4;
+        spool.publish_failures_total = 5;
+        m.agent_spool("node-01", &spool, 0);
+        let text = m.encode();
+        assert_eq!(
+            value(&text, r#"vigie_agent_broker_disconnects{host="node-01"}"#),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&text, r#"vigie_agent_publish_failures{host="node-01"}"#),
+            Some(5.0)
         );
     }
 

@@ -25,6 +25,9 @@ pub struct Delivery {
     pub message: Message,
     /// Call after commit.
     pub ack: Ack,
+    /// When it was received (Unix ms): how long it waits for its commit
+    /// shows in the lag gauges.
+    pub received_ms: i64,
 }
 
 /// What a SUBACK says of the collector's subscription.
@@ -64,8 +67,11 @@ pub struct Subscription {
 
 /// Largest packet taken from the broker. Far above the payload limit on
 /// purpose: an oversized payload must reach validation (and be rejected
-/// with its reason) rather than break the connection.
-const MAX_PACKET: u32 = 16 * 1024 * 1024;
+/// with its reason) rather than break the connection. A broker told this
+/// limit drops a larger message on its way here, counted nowhere: its own
+/// `max_packet_size` must be at most this (`deploy/mosquitto/vigie.conf`,
+/// checked by a test), so that it refuses such a message at the publisher.
+pub const MAX_PACKET: u32 = 16 * 1024 * 1024;
 
 /// Connects and forwards every telemetry, status and meta message to `out`.
 /// When `out` is full the event loop waits: the broker holds the backlog.
@@ -155,7 +161,16 @@ pub fn subscribe(
                             tracing::debug!(error = %e, "ack not queued");
                         }
                     });
-                    if out.send(Delivery { message, ack }).await.is_err() {
+                    let received_ms = vigie_service::now_ms();
+                    if out
+                        .send(Delivery {
+                            message,
+                            ack,
+                            received_ms,
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -179,6 +194,7 @@ pub fn subscribe(
                     if !was_down {
                         tracing::warn!(broker = %server, error = %e, "broker connection lost; retrying every second");
                         was_down = true;
+                        metrics.broker_disconnect();
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -207,8 +223,40 @@ impl Subscription {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// A directive's value in a Mosquitto configuration.
+    fn directive<'a>(conf: &'a str, name: &str) -> Option<&'a str> {
+        conf.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(str::trim)
+    }
+
+    #[test]
+    fn the_example_broker_refuses_at_the_publisher_what_the_collector_could_not_take() {
+        let conf = include_str!("../../deploy/mosquitto/vigie.conf");
+        let max: u32 = directive(conf, "max_packet_size")
+            .expect("max_packet_size in deploy/mosquitto/vigie.conf")
+            .parse()
+            .unwrap();
+        // Never more than the collector takes: the broker would drop the
+        // message on its way here ("too large outgoing PUBLISH").
+        assert!(max <= MAX_PACKET, "{max} > {MAX_PACKET}");
+        // Room for a payload at the collector's default limit, its topic
+        // and the PUBLISH header: such a payload is the collector's to
+        // judge, and a little more is refused by it and counted.
+        let payload = crate::config::CollectorConfig::default()
+            .ingest
+            .max_payload_bytes;
+        assert!(max as usize >= payload + 1024, "{max} < {payload} + 1024");
+        // message_size_limit acknowledges and drops: the agent would take
+        // the PUBACK for delivery.
+        assert_eq!(directive(conf, "message_size_limit"), None);
+    }
 
     #[test]
     fn ready_only_when_every_filter_is_granted_at_least_once() {

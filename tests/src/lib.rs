@@ -319,6 +319,20 @@ pub mod client {
             Ok(())
         }
 
+        /// Publishes with QoS 1, retained (as an agent's status).
+        pub async fn publish_retained(&self, topic: &str, payload: Vec<u8>) -> anyhow::Result<()> {
+            let notice = self
+                .client
+                .publish_tracked(
+                    topic.to_owned(),
+                    payload,
+                    PublishOptions::at_least_once().retained(),
+                )
+                .await?;
+            tokio::time::timeout(Duration::from_secs(10), notice.wait_async()).await??;
+            Ok(())
+        }
+
         /// Messages received so far.
         pub fn received(&self) -> Vec<Received> {
             self.received.lock().unwrap().clone()

@@ -191,6 +191,24 @@ fn broker_that_forgot_everything_is_rejoined() {
             collector.log_tail()
         )
     });
+    // Both saw the broker go and say so: the collector in its own
+    // counter, the agent in its status (issue 10.6).
+    wait_for(
+        "the lost connections counted",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let text = http_get(http, "/metrics").ok()?.body;
+            let value = |series: &str| -> Option<f64> {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            };
+            let collector = value("vigie_broker_disconnects_total")?;
+            let agent = value(r#"vigie_agent_broker_disconnects{host="h1"}"#)?;
+            (collector >= 1.0 && agent >= 1.0).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_tail()));
     assert!(agent.interrupt(Duration::from_secs(15)).unwrap().success());
     assert!(
         collector
@@ -198,4 +216,72 @@ fn broker_that_forgot_everything_is_rejoined() {
             .unwrap()
             .success()
     );
+}
+
+/// Issue 10.6: a payload over the broker's packet limit used to vanish
+/// (the broker dropped it on its way to the collector, counted nowhere).
+/// With the example configuration's `max_packet_size`, the broker refuses
+/// it at the publisher, which learns it; a payload under that limit but
+/// over the collector's reaches the collector and is counted; the
+/// collector's connection is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_broker_limit_refuses_at_the_publisher_and_the_collector_counts_the_rest() {
+    let conf = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/vigie.conf"),
+    )
+    .unwrap();
+    let limit: usize = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("max_packet_size "))
+        .expect("max_packet_size in deploy/mosquitto/vigie.conf")
+        .trim()
+        .parse()
+        .unwrap();
+    let broker =
+        Mosquitto::start_with(&format!("allow_anonymous true\nmax_packet_size {limit}\n")).unwrap();
+    let port = broker.port();
+    let http = free_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The collector's default limits: the example broker is sized for them.
+    let (collector, _tree, _agent_cfg) = start_site(d, port, http, "limit-collector");
+    let metric = |series: &str| -> Option<f64> {
+        let text = http_get(http, "/metrics").ok()?.body;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let oversized = r#"vigie_ingest_rejected_total{reason="oversized"}"#;
+    assert_eq!(metric(oversized), Some(0.0));
+
+    let topic = "vigie/v1/f/big/telemetry";
+    let publisher = vigie_e2e::client::TestClient::connect(port, "limit-publisher", None)
+        .await
+        .unwrap();
+    // Over the broker's limit: refused at the publisher (an MQTT v5
+    // client learns the limit from the CONNACK; the broker disconnects
+    // one that sends it anyway), which sees the failure; nothing reaches
+    // the collector.
+    let refused = publisher.publish(topic, vec![b' '; limit + 1]).await;
+    assert!(refused.is_err(), "a PUBLISH over max_packet_size went out");
+    // Over the collector's payload limit, under the broker's: it reaches
+    // the collector, which refuses it and counts it.
+    let payload = vigie_collector::config::CollectorConfig::default()
+        .ingest
+        .max_payload_bytes
+        + 1;
+    assert!(payload + 1024 < limit);
+    let publisher = vigie_e2e::client::TestClient::connect(port, "limit-publisher-2", None)
+        .await
+        .unwrap();
+    publisher.publish(topic, vec![b' '; payload]).await.unwrap();
+    wait_for(
+        "the oversized payload counted",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (metric(oversized)? == 1.0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
+    // The collector never lost its connection over any of it.
+    assert_eq!(metric("vigie_broker_disconnects_total"), Some(0.0));
+    assert_eq!(metric("vigie_broker_subscribed"), Some(1.0));
 }

@@ -33,6 +33,8 @@ const MAX_READINGS: usize = 8;
 const MAX_MINUTE_BUCKETS: u64 = 50_000;
 /// good-01 reaches it exactly: rapl:package-0, rapl:dram-0 and gpu:0 to 7.
 const MAX_SENSORS: usize = 10;
+/// good-01 is the one host admitted.
+const MAX_HOSTS: usize = 1;
 /// 10 MW (the default `max_power_w`) over 1 s, in µJ: the most one
 /// reading of one second may carry.
 const MAX_UJ_PER_S: u64 = 10_000_000 * 1_000_000;
@@ -544,6 +546,15 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
             "power_out_of_range",
             "reading 0: power 20000000 W out of range",
         ),
+        // A valid status from one more host: 20,000 new names once made
+        // 20,000 hosts and an 805 KB /metrics.
+        (
+            "a status from a new host past max_hosts",
+            "vigie/v1/e2e/intruder/status".into(),
+            serde_json::to_vec(&samples::status_online()).unwrap(),
+            "too_many_hosts",
+            r#"host \"intruder\" is new and the collector already knows 1 hosts, limit 1"#,
+        ),
         (
             "a small batch of week-long readings (19 M minute rows once)",
             TOPIC.into(),
@@ -644,7 +655,7 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\n",
+            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\nmax_hosts = {MAX_HOSTS}\n",
             d.join("ledger.sqlite").display()
         ),
     )

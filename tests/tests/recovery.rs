@@ -408,3 +408,90 @@ fn a_collector_whose_broker_is_gone_still_stops_on_sigint() {
     let status = collector.interrupt(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status:?}\n{}", collector.log_tail());
 }
+
+/// Issue 10.8: an agent that dies while the broker is down never gets its
+/// last will sent, and the broker restored from its persistence keeps its
+/// retained `online`. Its data say otherwise: the last batch time, which
+/// a collector restart does not forget, and `stale` in `/api/v1/hosts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agent_whose_status_says_online_is_stale_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let http = free_addr().unwrap();
+    let cfg = collector_config(d, port, http, "liveness-collector");
+    // Any age is stale: what is asserted is that a batch's age, not the
+    // status, decides.
+    let text = std::fs::read_to_string(&cfg).unwrap() + "[ingest]\nhost_stale_after = \"1ms\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let mut collector = start_collector(d, "collector-1", &cfg);
+    wait_ready(http, &collector, Duration::from_secs(30));
+
+    let agent = TestClient::connect(port, "liveness-agent", None)
+        .await
+        .unwrap();
+    let mut status = vigie_protocol::samples::status_online();
+    status.spool = None;
+    agent
+        .publish_retained(
+            "vigie/v1/rec/gone/status",
+            serde_json::to_vec(&status).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (b, energy) = batch("gone", 0, &mut Lcg(7));
+    agent
+        .publish(&topic("gone"), serde_json::to_vec(&b).unwrap())
+        .await
+        .unwrap();
+    let series = r#"vigie_host_last_batch_timestamp_seconds{host="gone"}"#;
+    let last = tokio::task::spawn_blocking(move || {
+        wait_for(
+            "the batch committed",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                (total_uj(http)? == energy)
+                    .then(|| metric(http, series))
+                    .flatten()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
+
+    // The agent dies while the broker is down: no last will.
+    broker.stop();
+    drop(agent);
+    broker.restart().unwrap();
+    assert!(
+        collector
+            .interrupt(Duration::from_secs(15))
+            .unwrap()
+            .success()
+    );
+    let collector = start_collector(d, "collector-2", &cfg);
+    wait_ready(http, &collector, Duration::from_secs(30));
+
+    let hosts = wait_for(
+        "the retained status redelivered",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let v = http_get(http, "/api/v1/hosts").ok()?.json().ok()?;
+            (v["hosts"][0]["online"] == true).then_some(v)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", collector.log_tail()));
+    let host = &hosts["hosts"][0];
+    assert_eq!(host["host"], "gone");
+    // Online says the broker; stale say its data.
+    assert_eq!(host["stale"], true, "{host}");
+    assert!(host["last_batch_age_seconds"].is_i64(), "{host}");
+    // The restarted collector still knows when the last batch came, so
+    // `time() - vigie_host_last_batch_timestamp_seconds` keeps growing.
+    assert_eq!(metric(http, series), Some(last));
+    assert_eq!(metric(http, r#"vigie_host_online{host="gone"}"#), Some(1.0));
+}

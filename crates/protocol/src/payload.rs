@@ -201,6 +201,16 @@ pub struct SpoolHealth {
     /// The downtime those counters did not bridge (the longest), ms.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unbridged_ms: u64,
+    /// Times the agent lost its broker connection since it started (a
+    /// broker refusing a packet over its `max_packet_size` disconnects
+    /// the sender). Optional as `counter_resets_total`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub broker_disconnects_total: u64,
+    /// Batch publishes the broker did not acknowledge since the agent
+    /// started (refused, or the connection lost first): each batch stays
+    /// spooled and is sent again. Optional as `counter_resets_total`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub publish_failures_total: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

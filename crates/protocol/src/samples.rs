@@ -63,6 +63,8 @@ pub fn status_online() -> StatusMessage {
             in_memory: 0,
             unbridged_total: 0,
             unbridged_ms: 0,
+            broker_disconnects_total: 0,
+            publish_failures_total: 0,
             dropped_uj_total: 0,
         }),
     }

@@ -148,6 +148,18 @@ pub enum Rejection {
         /// Limit.
         max: usize,
     },
+    /// A message from a host the collector does not know while it already
+    /// knows its limit of hosts (each host is ledger rows and metric
+    /// series). Decided by the collector; never by [`decode_telemetry`].
+    #[error("host {host:?} is new and the collector already knows {known} hosts, limit {max}")]
+    TooManyHosts {
+        /// The host.
+        host: String,
+        /// Hosts the collector knows.
+        known: usize,
+        /// Limit.
+        max: usize,
+    },
     /// The readings would touch more minute buckets than one batch may:
     /// refused before anything is written (a small message of long
     /// intervals once became 19 M rows and a 293 s commit).
@@ -245,6 +257,7 @@ impl Rejection {
             Rejection::Empty => "empty_batch",
             Rejection::TooManyReadings { .. } => "too_many_readings",
             Rejection::TooManySensors { .. } => "too_many_sensors",
+            Rejection::TooManyHosts { .. } => "too_many_hosts",
             Rejection::TooMuchWork { .. } => "too_much_work",
             Rejection::BadInterval { .. } => "bad_interval",
             Rejection::Overlap { .. } => "overlapping_readings",
@@ -281,6 +294,7 @@ impl Rejection {
         "empty_batch",
         "too_many_readings",
         "too_many_sensors",
+        "too_many_hosts",
         "too_much_work",
         "bad_interval",
         "overlapping_readings",

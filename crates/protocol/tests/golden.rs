@@ -88,3 +88,19 @@ fn counter_resets_travel_in_the_status_and_are_left_out_when_none() {
     let back: vigie_protocol::StatusMessage = serde_json::from_str(&text).unwrap();
     assert_eq!(back, status);
 }
+
+#[test]
+fn broker_trouble_travels_in_the_status_and_is_left_out_when_none() {
+    let mut status = samples::status_online();
+    let zero = serde_json::to_string(&status).unwrap();
+    assert!(!zero.contains("broker_disconnects_total"), "{zero}");
+    assert!(!zero.contains("publish_failures_total"), "{zero}");
+    let spool = status.spool.as_mut().unwrap();
+    spool.broker_disconnects_total = 4;
+    spool.publish_failures_total = 5;
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(text.contains(r#""broker_disconnects_total":4"#), "{text}");
+    assert!(text.contains(r#""publish_failures_total":5"#), "{text}");
+    let back: vigie_protocol::StatusMessage = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, status);
+}
