@@ -121,6 +121,17 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
+        // Not HTTP (a TLS ClientHello starts with record type 22): answer
+        // as HTTP servers do, 400 in clear, and close.
+        if head.first().is_some_and(|b| !b.is_ascii_alphabetic()) {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         if head.len() > 64 * 1024 {
             return;
         }
@@ -1133,4 +1144,41 @@ async fn probe_names_what_is_not_read_and_a_device_with_no_reading_is_not_in_use
         "{bmc:?}"
     );
     assert!(report.render().contains("NOT IN USE"));
+}
+
+#[tokio::test]
+async fn the_wrong_scheme_is_named_not_reported_as_a_corrupt_message() {
+    // https:// to a plain HTTP service.
+    let mock = serve(mockup("public-rackmount1"), Options::default()).await;
+    let err = redfish::build(&config(format!("https://{}", mock.addr)))
+        .unwrap()
+        .poll()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, DeviceError::Config(_))
+            && text.contains("plain HTTP")
+            && text.contains("http://"),
+        "{err:?}"
+    );
+    assert!(!text.contains("InvalidContentType"), "{text}");
+
+    // http:// to an HTTPS service.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = vigie_testkit::pki::Pki::new(dir.path()).unwrap();
+    let mock = serve(
+        mockup("public-rackmount1"),
+        Options {
+            tls: Some(tls_acceptor(&pki)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let err = redfish::build(&config(format!("http://{}", mock.addr)))
+        .unwrap()
+        .poll()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("https://"), "{err:?}");
 }

@@ -905,7 +905,7 @@ async fn get_json(
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return Err(transport_error(&e, path)),
+        Err(e) => return Err(transport_error(&e, origin, path).await),
     };
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
@@ -922,22 +922,95 @@ async fn get_json(
     }
     let body = match response.bytes().await {
         Ok(body) => body,
-        Err(e) => return Err(transport_error(&e, path)),
+        Err(e) => return Err(transport_error(&e, origin, path).await),
     };
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| DeviceError::Protocol(format!("{path}: not JSON: {e}")))
 }
 
-/// A certificate the configuration does not trust is a configuration
-/// problem; anything else on the way is the network's.
-fn transport_error(e: &reqwest::Error, path: &str) -> DeviceError {
-    if let Some(rustls::Error::InvalidCertificate(why)) = rustls_cause(e) {
+/// A certificate the configuration does not trust, or a scheme the service
+/// does not speak, is a configuration problem; anything else on the way is
+/// the network's.
+async fn transport_error(e: &reqwest::Error, origin: &str, path: &str) -> DeviceError {
+    match rustls_cause(e) {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            return DeviceError::Config(format!(
+                "{path}: the service's TLS certificate is not trusted ({why:?}): set ca_file to its CA"
+            ));
+        }
+        // What rustls calls "received corrupt message of type
+        // InvalidContentType": the first bytes back were not a TLS record.
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            let plain = origin.replacen("https://", "http://", 1);
+            return DeviceError::Config(format!(
+                "{path}: the server at {origin} answered in plain HTTP, not TLS: use {plain} as url (or enable HTTPS on the service)"
+            ));
+        }
+        _ => {}
+    }
+    // Plain HTTP that got an answer it could not parse: a TLS service?
+    if let Some(rest) = origin.strip_prefix("http://")
+        && !e.is_connect()
+        && !e.is_timeout()
+        && speaks_tls(origin).await
+    {
         return DeviceError::Config(format!(
-            "{path}: the service's TLS certificate is not trusted ({why:?}): set ca_file to its CA"
+            "{path}: the server at {origin} speaks TLS, not plain HTTP: use https://{rest} as url"
         ));
     }
     DeviceError::Unreachable(format!("{path}: {}", chain(e)))
+}
+
+/// Whether the server at `origin` answers a TLS ClientHello with a TLS
+/// record (a handshake or an alert). Bounded by a short timeout.
+async fn speaks_tls(origin: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(url) = reqwest::Url::parse(origin) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host.clone()) else {
+        return false;
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    let Ok(mut conn) = rustls::ClientConnection::new(Arc::new(config), name) else {
+        return false;
+    };
+    let mut hello = Vec::new();
+    if conn.write_tls(&mut hello).is_err() {
+        return false;
+    }
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        tcp.write_all(&hello).await.ok()?;
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head).await.ok()?;
+        // Content type handshake (22) or alert (21), then major version 3.
+        Some(matches!(head, [0x15 | 0x16, 0x03]))
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// `doc[key]["@odata.id"]`, when it is a path on this service.
