@@ -620,3 +620,57 @@ async fn an_apc_pdu_counts_its_device_register_once_not_with_its_phase_and_outle
         .collect();
     assert_eq!(counted, vec!["pdu-a1:device"]);
 }
+
+#[tokio::test]
+async fn a_wrong_community_is_named_as_a_likely_cause_not_just_unreachable() {
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The agent is up and speaks SNMPv3 (a first v3 exchange makes
+    // snmpsim derive its users' keys, seconds of Python hashing).
+    let mut warm = sim.device(&format!(
+        "version = \"3\"\nuser = \"vigie-sha\"\ncontext = \"ap8641\"\n\
+         auth_protocol = \"sha\"\nauth_passphrase_file = {:?}\n\
+         priv_protocol = \"aes\"\npriv_passphrase_file = {:?}",
+        secret(&dir, "a", "auth-passphrase"),
+        secret(&dir, "p", "priv-passphrase"),
+    ));
+    poll(&mut warm).await.unwrap();
+    // It ignores this community.
+    let mut cfg = sim.config(&v2c(&dir, "wrong-community"));
+    cfg.timeout = Duration::from_millis(500);
+    cfg.retries = 0;
+    let mut d = snmp::build(&cfg).unwrap();
+    let err = poll(&mut d).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DeviceError::Unreachable(_)), "{text}");
+    assert!(
+        text.contains("answers SNMPv3") && text.contains("community_file is most likely wrong"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-community"),
+        "the community is a secret: {text}"
+    );
+    // The same diagnosis at the next poll, without asking again.
+    let again = poll(&mut d).await.unwrap_err().to_string();
+    assert!(again.contains("most likely wrong"), "{again}");
+
+    // Nobody there: it cannot tell, and says both.
+    let free = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let silent = std::net::UdpSocket::bind(("127.0.0.1", free)).unwrap();
+    cfg.port = free;
+    let mut d = snmp::build(&cfg).unwrap();
+    let text = poll(&mut d).await.unwrap_err().to_string();
+    assert!(
+        text.contains("device unreachable") && text.contains("wrong community"),
+        "{text}"
+    );
+    drop(silent);
+}

@@ -153,6 +153,8 @@ pub struct SnmpDevice {
     /// Chosen map and its read plan; `None` until detected under `auto`.
     model: Option<(&'static Model, ReadPlan)>,
     client: Option<Client<UdpHandle>>,
+    /// SNMPv2c: why the device is silent, found once per silent spell.
+    silence: Option<String>,
 }
 
 impl std::fmt::Debug for SnmpDevice {
@@ -283,6 +285,7 @@ pub fn build(cfg: &SnmpConfig) -> Result<SnmpDevice, DeviceError> {
         des: None,
         model,
         client: None,
+        silence: None,
     })
 }
 
@@ -378,13 +381,94 @@ impl SnmpDevice {
     }
 
     async fn poll_once(&mut self) -> Result<Vec<PointValue>, DeviceError> {
-        let client = self.client().await?;
+        let client = match self.client().await {
+            Ok(client) => client,
+            Err(e) => return Err(self.explain_silence(e).await),
+        };
         let result = self.read(&client).await;
-        if let Err(DeviceError::Unreachable(_)) = &result {
-            // A fresh socket (and, for v3, engine discovery) next time.
-            self.client = None;
+        match result {
+            Err(DeviceError::Unreachable(_)) => {
+                // A fresh socket (and, for v3, engine discovery) next time.
+                self.client = None;
+            }
+            Ok(_) => self.silence = None,
+            Err(_) => {}
         }
-        result
+        match result {
+            Err(e) => Err(self.explain_silence(e).await),
+            ok => ok,
+        }
+    }
+
+    /// SNMPv2c has no error for a wrong community: the agent just does not
+    /// answer, as an unreachable device does. What can be told apart is
+    /// whether an SNMP agent answers at that address at all: an SNMPv3
+    /// engine discovery gets a Report from any v3-capable agent, whatever
+    /// the community. Asked once per silent spell (it costs one timeout).
+    async fn explain_silence(&mut self, e: DeviceError) -> DeviceError {
+        let DeviceError::Unreachable(what) = e else {
+            return e;
+        };
+        if self.version != SnmpVersion::V2c
+            || !(what.contains("timeout after") || what.contains("timed out"))
+        {
+            return DeviceError::Unreachable(what);
+        }
+        if self.silence.is_none() {
+            let target = format!("{}:{}", self.host, self.port);
+            let why = if self.answers_v3().await {
+                format!(
+                    "no answer from {target} to SNMPv2c, though an SNMP agent there answers \
+                     SNMPv3 discovery: the community in community_file is most likely wrong \
+                     (SNMPv2c gives no error for a wrong community), or the agent does not \
+                     allow v2c from this host"
+                )
+            } else {
+                format!(
+                    "no answer from {target}: device unreachable, SNMP off, or a wrong community \
+                     (SNMPv2c gives no error for a wrong community; the agent did not answer an \
+                     SNMPv3 discovery either)"
+                )
+            };
+            self.silence = Some(why);
+        }
+        let why = self.silence.clone().unwrap_or_default();
+        DeviceError::Unreachable(format!("{why} [{what}]"))
+    }
+
+    /// Whether anything at the target answers an SNMPv3 request (engine
+    /// discovery, then a Report for our unknown user): one try, one timeout.
+    async fn answers_v3(&self) -> bool {
+        let Ok(retry) = Retry::fixed(0, Duration::ZERO) else {
+            return false;
+        };
+        // At least 3 s: a slow agent's first v3 answer (key localisation)
+        // must not pass for silence.
+        let timeout = self.timeout.max(Duration::from_secs(3));
+        let probe = async {
+            let client = Client::builder((self.host.as_str(), self.port), Auth::usm("vigie-probe"))
+                .request_timeout(timeout)
+                .construction_timeout(timeout)
+                .retry(retry)
+                .connect()
+                .await?;
+            client
+                .get(&async_snmp::Oid::from_slice(&SYS_OBJECT_ID))
+                .await
+                .map(|_| ())
+        };
+        // Bounded by the client's timeouts; the outer limit is a backstop.
+        match tokio::time::timeout(timeout * 3, probe).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => !matches!(
+                e.kind(),
+                ErrorKind::Timeout
+                    | ErrorKind::ConstructionTimeout
+                    | ErrorKind::Network
+                    | ErrorKind::Closed
+            ),
+            Err(_) => false,
+        }
     }
 
     async fn read(&mut self, client: &Client<UdpHandle>) -> Result<Vec<PointValue>, DeviceError> {
