@@ -877,3 +877,42 @@ async fn apc_ups_energy_register_tripp_lite_pdu_and_a_device_no_map_fits() {
         assert!(text.contains(&format!("{map} (")), "{map}: {text}");
     }
 }
+
+#[tokio::test]
+async fn probe_shows_the_drivers_diagnosis_not_its_own_deadline() {
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Warm snmpsim's SNMPv3 (see a_wrong_community_...).
+    let mut warm = sim.device(&format!(
+        "version = \"3\"\nuser = \"vigie-sha\"\ncontext = \"ap8641\"\n\
+         auth_protocol = \"sha\"\nauth_passphrase_file = {:?}\n\
+         priv_protocol = \"aes\"\npriv_passphrase_file = {:?}",
+        secret(&dir, "a", "auth-passphrase"),
+        secret(&dir, "p", "priv-passphrase"),
+    ));
+    poll(&mut warm).await.unwrap();
+    // Default timeout (3 s) and retries (1): the driver needs more than 5 s
+    // to give up, which probe used to cut short as "device unreachable".
+    let community = secret(&dir, "wrong", "wrong-community");
+    let mut cfg: vigie_agent::config::AgentConfig = toml::from_str(&format!(
+        "host = \"probe\"\n[rapl]\nenabled = false\n[gpu]\nenabled = false\n[model]\nmode = \"off\"\n\
+         [[devices]]\nname = \"pdu\"\nperiod = \"1s\"\n[devices.snmp]\nhost = \"127.0.0.1\"\nport = {}\n\
+         community_file = {community:?}\n",
+        sim.port
+    ))
+    .unwrap();
+    cfg.state_dir = dir.path().to_owned();
+    let report = vigie_agent::probe::probe(
+        &cfg,
+        vigie_agent::Hardware::default(),
+        Duration::from_millis(10),
+    )
+    .await;
+    let pdu = report.sources.iter().find(|s| s.name == "pdu").unwrap();
+    assert!(!pdu.ok);
+    let why = pdu.reason.as_deref().unwrap();
+    assert!(why.contains("community_file is most likely wrong"), "{why}");
+}
