@@ -39,6 +39,9 @@ pub struct ProbedSource {
     pub reason: Option<String>,
     /// What it read.
     pub sensors: Vec<ProbedSensor>,
+    /// What the device showed and is not read, with why (devices only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<String>,
 }
 
 /// The whole report.
@@ -80,6 +83,7 @@ pub async fn probe(cfg: &AgentConfig, hw: Hardware, window: Duration) -> Report 
                 ok: false,
                 reason: Some(e.to_string()),
                 sensors: Vec::new(),
+                unread: Vec::new(),
             });
             (None, None)
         }
@@ -139,6 +143,7 @@ pub async fn probe(cfg: &AgentConfig, hw: Hardware, window: Duration) -> Report 
                 ok: reason.is_none(),
                 reason,
                 sensors,
+                unread: Vec::new(),
             });
         }
     }
@@ -151,6 +156,7 @@ pub async fn probe(cfg: &AgentConfig, hw: Hardware, window: Duration) -> Report 
             ok: false,
             reason: Some(e.to_string()),
             sensors: Vec::new(),
+            unread: Vec::new(),
         });
     }
     for d in &cfg.devices {
@@ -165,6 +171,7 @@ pub async fn probe(cfg: &AgentConfig, hw: Hardware, window: Duration) -> Report 
                 "not configured: add [[devices]] entries for PDUs, BMCs and meters".into(),
             ),
             sensors: Vec::new(),
+            unread: Vec::new(),
         });
     }
     Report {
@@ -175,6 +182,9 @@ pub async fn probe(cfg: &AgentConfig, hw: Hardware, window: Duration) -> Report 
     }
 }
 
+/// The least time `probe` gives one device's first poll.
+const PROBE_DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn probe_device(d: &device::DeviceConfig) -> ProbedSource {
     let mut src = ProbedSource {
         name: d.name.clone(),
@@ -182,6 +192,7 @@ async fn probe_device(d: &device::DeviceConfig) -> ProbedSource {
         ok: false,
         reason: None,
         sensors: Vec::new(),
+        unread: Vec::new(),
     };
     let mut dev = match device::build(d) {
         Ok(dev) => dev,
@@ -191,12 +202,25 @@ async fn probe_device(d: &device::DeviceConfig) -> ProbedSource {
         }
     };
     src.kind = dev.kind().into();
-    let timeout = d.period.max(Duration::from_secs(5));
+    // Long enough for a driver's own timeouts and retries to end first, so
+    // that its diagnosis, not this deadline, is what the user reads.
+    let timeout = d.period.max(PROBE_DEVICE_TIMEOUT);
     match tokio::time::timeout(timeout, dev.poll()).await {
-        Err(_) => src.reason = Some(format!("no answer within {timeout:?}: device unreachable")),
+        Err(_) => {
+            src.reason = Some(format!(
+                "no complete answer within {timeout:?}: device unreachable or too slow"
+            ));
+        }
         Ok(Err(e)) => src.reason = Some(e.to_string()),
         Ok(Ok(values)) => {
-            src.ok = true;
+            src.unread = dev.unread();
+            // A device that answers with nothing to read is not in use.
+            src.ok = !values.is_empty();
+            if values.is_empty() {
+                src.reason = Some(
+                    "the device answers but gave no reading (every value null or missing)".into(),
+                );
+            }
             let mut names: Vec<&str> = values.iter().map(|v| v.point.as_str()).collect();
             names.dedup();
             for p in names {
@@ -239,6 +263,9 @@ impl Report {
             t += &format!("\n{} ({}): {state}\n", s.name, s.kind);
             if let Some(r) = &s.reason {
                 t += &format!("  why: {r}\n");
+            }
+            for u in &s.unread {
+                t += &format!("  not read: {u}\n");
             }
             for x in &s.sensors {
                 let power = x

@@ -121,6 +121,17 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
+        // Not HTTP (a TLS ClientHello starts with record type 22): answer
+        // as HTTP servers do, 400 in clear, and close.
+        if head.first().is_some_and(|b| !b.is_ascii_alphabetic()) {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         if head.len() > 64 * 1024 {
             return;
         }
@@ -845,4 +856,329 @@ async fn a_redfish_pdu_counts_its_total_once_not_with_its_mains_branches_and_out
         );
     }
     assert!(energy.iter().any(|m| m.name.starts_with("bmc:outlet-")));
+}
+
+/// The synthetic power-shelf, bus, CDU and blade-enclosure service in
+/// `agent/testdata/redfish/` (see its README).
+fn synthetic(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/redfish")
+        .join(name)
+}
+
+/// An exact register of `mwh` milliwatt-hours (Redfish kWh x 10^6).
+fn mwh(mwh: u64) -> Value {
+    Value::EnergyCounter {
+        raw: mwh,
+        uj_per_unit: 3_600_000,
+        max_raw: u64::MAX,
+    }
+}
+
+#[tokio::test]
+async fn legacy_last_power_output_is_read_and_integrated_as_a_part_of_the_chassis() {
+    use vigie_protocol::ScopeRole::{Boundary, Component};
+    // The 1U server's legacy supply reports LastPowerOutputWatts 325 W.
+    let mock = serve(mockup("public-rackmount1"), Options::default()).await;
+    let values = device(&mock).poll().await.unwrap();
+    assert_names_are_clean_and_unique(&values);
+    assert_eq!(of(&values, "psu-1U.0.output"), vec![Value::PowerW(325.0)]);
+    let inventory = announced(device(&mock)).await;
+    let out = inventory
+        .iter()
+        .find(|m| m.name == "bmc:psu-1U.0.output")
+        .unwrap();
+    assert_eq!(out.method, Some(vigie_protocol::Method::IntegratedPower));
+    assert_eq!(
+        role_of(&inventory, "bmc:psu-1U.0.output"),
+        Some((Component, Some("bmc:sensor-1U.TotalEnergy".to_owned())))
+    );
+
+    // A blade enclosure: no PowerConsumedWatts, only its supplies' output.
+    let mock = serve(synthetic("synthetic-power-cooling"), Options::default()).await;
+    let values = device(&mock).poll().await.unwrap();
+    assert_names_are_clean_and_unique(&values);
+    assert!(of(&values, "chassis-Enclosure").is_empty());
+    assert_eq!(
+        of(&values, "psu-Enclosure.1"),
+        vec![gauge(VoltageVolts, 230.0)]
+    );
+    assert_eq!(
+        of(&values, "psu-Enclosure.1.output"),
+        vec![Value::PowerW(1520.0)]
+    );
+    assert_eq!(
+        of(&values, "psu-Enclosure.2.output"),
+        vec![Value::PowerW(1480.0)]
+    );
+    let inventory = announced(device(&mock)).await;
+    for psu in ["bmc:psu-Enclosure.1.output", "bmc:psu-Enclosure.2.output"] {
+        let meta = inventory.iter().find(|m| m.name == psu).unwrap();
+        assert_eq!(meta.method, Some(vigie_protocol::Method::IntegratedPower));
+        // Two supplies and no whole: each is the boundary of its share.
+        assert_eq!(role_of(&inventory, psu).map(|r| r.0), Some(Boundary));
+    }
+}
+
+#[tokio::test]
+async fn power_shelves_buses_and_cooling_units_are_read_with_scopes() {
+    use GaugeQuantity::{
+        FlowCubicMetresPerHour, HeatPowerWatts, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
+    };
+    use vigie_protocol::ScopeRole::{Alternative, Boundary, Component};
+    let mock = serve(synthetic("synthetic-power-cooling"), Options::default()).await;
+    let mut dev = device(&mock);
+    let values = dev.poll().await.unwrap();
+    assert_names_are_clean_and_unique(&values);
+
+    // PowerShelves/1/Mains/AC1: 6210 W, 48210.25 kWh; per-line voltages.
+    assert_eq!(
+        of(&values, "shelf-1.mains-AC1"),
+        vec![Value::PowerW(6210.0), mwh(48_210_250_000)]
+    );
+    assert_eq!(
+        of(&values, "shelf-1.mains-AC1.Line2ToNeutral"),
+        vec![gauge(VoltageVolts, 229.5)]
+    );
+    // Its supplies: input power (energy), register, voltage; output a gauge.
+    assert_eq!(
+        of(&values, "shelf-1.psu-PSU1"),
+        vec![
+            Value::PowerW(2075.0),
+            mwh(16_070_500_000),
+            gauge(VoltageVolts, 230.4)
+        ]
+    );
+    assert_eq!(
+        of(&values, "shelf-1.psu-PSU2.output"),
+        vec![gauge(PowerWatts, 1962.0)]
+    );
+    assert!(values.iter().all(|v| !v.point.contains("PSU3")));
+    // The DC bus bar and its outputs.
+    assert_eq!(
+        of(&values, "shelf-1.branch-DC"),
+        vec![
+            Value::PowerW(5890.0),
+            gauge(VoltageVolts, 54.1),
+            gauge(CurrentAmperes, 108.9)
+        ]
+    );
+    assert_eq!(
+        of(&values, "shelf-1.outlet-2"),
+        vec![Value::PowerW(2940.0), gauge(VoltageVolts, 54.1)]
+    );
+    // ElectricalBuses/Busway1: metrics and its feed.
+    assert_eq!(
+        of(&values, "bus-Busway1"),
+        vec![Value::PowerW(41200.0), mwh(912_345_500_000)]
+    );
+    assert_eq!(
+        of(&values, "bus-Busway1.mains-Feed1"),
+        vec![Value::PowerW(41200.0)]
+    );
+    // ThermalEquipment/CDUs/1: its electricity, and per connector heat
+    // removed (kW -> W), flow (L/min -> m3/h), supply and return.
+    assert_eq!(
+        of(&values, "cdu-1"),
+        vec![
+            Value::PowerW(3150.0),
+            mwh(8_123_500_000),
+            gauge(TemperatureCelsius, 24.5)
+        ]
+    );
+    assert_eq!(
+        of(&values, "cdu-1.primary-1"),
+        vec![
+            gauge(HeatPowerWatts, 68_400.0),
+            gauge(FlowCubicMetresPerHour, 5.7),
+            gauge(SupplyTemperatureCelsius, 32.0),
+            gauge(ReturnTemperatureCelsius, 42.5)
+        ]
+    );
+    assert_eq!(
+        of(&values, "cdu-1.secondary-1"),
+        vec![
+            gauge(HeatPowerWatts, 67_900.0),
+            gauge(FlowCubicMetresPerHour, 6.6),
+            gauge(SupplyTemperatureCelsius, 35.0),
+            gauge(ReturnTemperatureCelsius, 44.0)
+        ]
+    );
+
+    // Found and not read: the floor PDU and the supply bay without Metrics.
+    let unread = dev.unread();
+    assert_eq!(unread.len(), 2, "{unread:?}");
+    assert!(
+        unread
+            .iter()
+            .any(|u| u.starts_with("/redfish/v1/PowerEquipment/FloorPDUs/FPDU1:"))
+    );
+    assert!(unread.iter().any(|u| u.starts_with(
+        "/redfish/v1/PowerEquipment/PowerShelves/1/PowerSupplies/PSU3:"
+    )));
+
+    let inventory = announced(device(&mock)).await;
+    // The shelf: its one mains input is the boundary; supplies, bus bar
+    // and outputs are parts of it.
+    let mains = "bmc:shelf-1.mains-AC1";
+    assert_eq!(role_of(&inventory, mains), Some((Boundary, None)));
+    for part in [
+        "bmc:shelf-1.psu-PSU1",
+        "bmc:shelf-1.psu-PSU2",
+        "bmc:shelf-1.branch-DC",
+        "bmc:shelf-1.outlet-1",
+        "bmc:shelf-1.outlet-2",
+    ] {
+        assert_eq!(
+            role_of(&inventory, part),
+            Some((Component, Some(mains.to_owned()))),
+            "{part}"
+        );
+    }
+    assert_eq!(
+        role_of(&inventory, "bmc:bus-Busway1.mains-Feed1"),
+        Some((Component, Some("bmc:bus-Busway1".to_owned())))
+    );
+    // The CDU's electricity is its chassis's: counted once, there.
+    assert_eq!(
+        role_of(&inventory, "bmc:cdu-1"),
+        Some((Alternative, Some("bmc:chassis-CDU1.env".to_owned())))
+    );
+    let mut counted: Vec<&str> = inventory
+        .iter()
+        .filter(|m| m.method.is_some() && m.in_totals())
+        .map(|m| m.name.as_str())
+        .collect();
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        vec![
+            "bmc:bus-Busway1",
+            "bmc:chassis-CDU1.env",
+            "bmc:psu-Enclosure.1.output",
+            "bmc:psu-Enclosure.2.output",
+            "bmc:shelf-1.mains-AC1",
+        ]
+    );
+    // Heat is a gauge, never energy.
+    let connector = inventory
+        .iter()
+        .find(|m| m.name == "bmc:cdu-1.primary-1")
+        .unwrap();
+    assert_eq!((connector.method, connector.scope.as_ref()), (None, None));
+}
+
+fn probe_config(url: String) -> vigie_agent::config::AgentConfig {
+    let mut cfg: vigie_agent::config::AgentConfig = toml::from_str(&format!(
+        "host = \"probe\"\n[rapl]\nenabled = false\n[gpu]\nenabled = false\n[model]\nmode = \"off\"\n\
+         [[devices]]\nname = \"bmc\"\nperiod = \"1s\"\n[devices.redfish]\nurl = \"{url}\"\ntimeout = \"5s\"\n"
+    ))
+    .unwrap();
+    cfg.state_dir = std::env::temp_dir();
+    cfg
+}
+
+#[tokio::test]
+async fn probe_names_what_is_not_read_and_a_device_with_no_reading_is_not_in_use() {
+    let mock = serve(synthetic("synthetic-power-cooling"), Options::default()).await;
+    let report = vigie_agent::probe::probe(
+        &probe_config(format!("http://{}", mock.addr)),
+        vigie_agent::Hardware::default(),
+        Duration::from_millis(10),
+    )
+    .await;
+    let bmc = report.sources.iter().find(|s| s.name == "bmc").unwrap();
+    assert!(bmc.ok, "{bmc:?}");
+    assert_eq!(bmc.unread.len(), 2, "{bmc:?}");
+    let text = report.render();
+    assert!(
+        text.contains("not read: /redfish/v1/PowerEquipment/FloorPDUs/FPDU1:"),
+        "{text}"
+    );
+
+    // An enclosure whose supplies report nothing at all: it answers, but
+    // nothing is read, and probe must not call that "in use".
+    let mut power: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            synthetic("synthetic-power-cooling").join("Chassis/Enclosure/Power/index.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for supply in power["PowerSupplies"].as_array_mut().unwrap() {
+        let supply = supply.as_object_mut().unwrap();
+        supply.remove("LastPowerOutputWatts");
+        supply.remove("LineInputVoltage");
+    }
+    let mut overrides = HashMap::new();
+    overrides.insert(
+        "/redfish/v1/Chassis/Enclosure/Power".to_owned(),
+        power.to_string(),
+    );
+    for gone in ["/redfish/v1/PowerEquipment", "/redfish/v1/ThermalEquipment"] {
+        overrides.insert(gone.to_owned(), "{}".to_owned());
+    }
+    overrides.insert(
+        "/redfish/v1/Chassis".to_owned(),
+        serde_json::json!({"Members": [{"@odata.id": "/redfish/v1/Chassis/Enclosure"}]})
+            .to_string(),
+    );
+    let mock = serve(
+        synthetic("synthetic-power-cooling"),
+        Options {
+            overrides,
+            ..Options::default()
+        },
+    )
+    .await;
+    let report = vigie_agent::probe::probe(
+        &probe_config(format!("http://{}", mock.addr)),
+        vigie_agent::Hardware::default(),
+        Duration::from_millis(10),
+    )
+    .await;
+    let bmc = report.sources.iter().find(|s| s.name == "bmc").unwrap();
+    assert!(!bmc.ok, "{bmc:?}");
+    assert!(
+        bmc.reason.as_deref().unwrap().contains("no reading"),
+        "{bmc:?}"
+    );
+    assert!(report.render().contains("NOT IN USE"));
+}
+
+#[tokio::test]
+async fn the_wrong_scheme_is_named_not_reported_as_a_corrupt_message() {
+    // https:// to a plain HTTP service.
+    let mock = serve(mockup("public-rackmount1"), Options::default()).await;
+    let err = redfish::build(&config(format!("https://{}", mock.addr)))
+        .unwrap()
+        .poll()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, DeviceError::Config(_))
+            && text.contains("plain HTTP")
+            && text.contains("http://"),
+        "{err:?}"
+    );
+    assert!(!text.contains("InvalidContentType"), "{text}");
+
+    // http:// to an HTTPS service.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = vigie_testkit::pki::Pki::new(dir.path()).unwrap();
+    let mock = serve(
+        mockup("public-rackmount1"),
+        Options {
+            tls: Some(tls_acceptor(&pki)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let err = redfish::build(&config(format!("http://{}", mock.addr)))
+        .unwrap()
+        .poll()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("https://"), "{err:?}");
 }

@@ -1,7 +1,7 @@
 //! The SNMP driver against a real SNMP agent: snmpsim on 127.0.0.1 serving
 //! the APC dumps in `testdata/snmp/` at the workspace root (AP8641 rPDU2, AP7902B rPDU)
-//! and the synthetic Raritan, ServerTech and Eaton files in
-//! `agent/testdata/snmp/`, over SNMPv2c and SNMPv3.
+//! and the synthetic Raritan, ServerTech, Eaton, Tripp Lite, UPS-MIB and
+//! APC UPS files in `agent/testdata/snmp/`, over SNMPv2c and SNMPv3.
 //!
 //! snmpsim is a Python program (PyPI `snmpsim`). The tests look for
 //! `snmpsim-command-responder` in `$VIGIE_SNMPSIM`, on `PATH`, then in
@@ -611,4 +611,300 @@ async fn an_apc_pdu_counts_its_device_register_once_not_with_its_phase_and_outle
         .map(|m| m.name.as_str())
         .collect();
     assert_eq!(counted, vec!["pdu-a1:device"]);
+}
+
+#[tokio::test]
+async fn a_wrong_community_is_named_as_a_likely_cause_not_just_unreachable() {
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The agent is up and speaks SNMPv3 (a first v3 exchange makes
+    // snmpsim derive its users' keys, seconds of Python hashing).
+    let mut warm = sim.device(&format!(
+        "version = \"3\"\nuser = \"vigie-sha\"\ncontext = \"ap8641\"\n\
+         auth_protocol = \"sha\"\nauth_passphrase_file = {:?}\n\
+         priv_protocol = \"aes\"\npriv_passphrase_file = {:?}",
+        secret(&dir, "a", "auth-passphrase"),
+        secret(&dir, "p", "priv-passphrase"),
+    ));
+    poll(&mut warm).await.unwrap();
+    // It ignores this community.
+    let mut cfg = sim.config(&v2c(&dir, "wrong-community"));
+    cfg.timeout = Duration::from_millis(500);
+    cfg.retries = 0;
+    let mut d = snmp::build(&cfg).unwrap();
+    let err = poll(&mut d).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DeviceError::Unreachable(_)), "{text}");
+    assert!(
+        text.contains("answers SNMPv3") && text.contains("community_file is most likely wrong"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-community"),
+        "the community is a secret: {text}"
+    );
+    // The same diagnosis at the next poll, without asking again.
+    let again = poll(&mut d).await.unwrap_err().to_string();
+    assert!(again.contains("most likely wrong"), "{again}");
+
+    // Nobody there: it cannot tell, and says both.
+    let free = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let silent = std::net::UdpSocket::bind(("127.0.0.1", free)).unwrap();
+    cfg.port = free;
+    let mut d = snmp::build(&cfg).unwrap();
+    let text = poll(&mut d).await.unwrap_err().to_string();
+    assert!(
+        text.contains("device unreachable") && text.contains("wrong community"),
+        "{text}"
+    );
+    drop(silent);
+}
+
+/// The values of `point`, in the driver's order.
+fn of(values: &[PointValue], point: &str) -> Vec<Value> {
+    values
+        .iter()
+        .filter(|v| v.point == point)
+        .map(|v| v.value)
+        .collect()
+}
+
+fn g(quantity: GaugeQuantity, x: f64) -> Value {
+    Value::Gauge(quantity, x)
+}
+
+/// The inventory the runner announces from the first poll of `d`.
+async fn inventory(name: &str, d: SnmpDevice) -> Vec<vigie_protocol::SensorMeta> {
+    let cfg: vigie_agent::device::DeviceConfig =
+        toml::from_str(&format!("name = \"{name}\"\nperiod = \"5s\"\n")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    fn clock() -> i64 {
+        1_000
+    }
+    let task = vigie_agent::device::spawn(&cfg, Box::new(d), tx, clock, &[]);
+    let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    task.abort();
+    first.new_sensors
+}
+
+fn role(
+    inventory: &[vigie_protocol::SensorMeta],
+    sensor: &str,
+) -> Option<(vigie_protocol::ScopeRole, Option<String>)> {
+    let meta = inventory.iter().find(|m| m.name == sensor)?;
+    meta.scope.clone().map(|s| (s.role, s.of))
+}
+
+#[tokio::test]
+async fn any_ups_through_the_ups_mib_input_output_load_battery_and_losses() {
+    use GaugeQuantity::{
+        BatteryChargeRatio, BatteryRuntimeSeconds, CurrentAmperes, TemperatureCelsius,
+        UtilizationRatio, VoltageVolts,
+    };
+    use vigie_protocol::ScopeRole::{Boundary, Component};
+    let Some(sim) = Simulator::start(&[("ups", synthetic().join("ups-mib-synthetic.snmprec"))])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // sysObjectID 1.3.6.1.4.1.534.1 has no map; the device answers
+    // upsIdentModel.0, so the standard UPS-MIB map is chosen.
+    let mut d = sim.device(&v2c(&dir, "ups"));
+    let values = poll(&mut d).await.unwrap();
+    assert_eq!(d.model().unwrap().name, "ups-mib");
+    // upsInputTable line 1: TruePower 3400 W, Voltage 231 V, Current 152 -> 15.2 A.
+    assert_eq!(
+        of(&values, "input-1"),
+        vec![
+            Value::PowerW(3400.0),
+            g(VoltageVolts, 231.0),
+            g(CurrentAmperes, 15.2)
+        ]
+    );
+    // upsOutputTable line 3: Power 3300 W, 230 V, 144 -> 14.4 A, load 46 % -> 0.46.
+    assert_eq!(
+        of(&values, "output-3"),
+        vec![
+            Value::PowerW(3300.0),
+            g(VoltageVolts, 230.0),
+            g(CurrentAmperes, 14.4),
+            g(UtilizationRatio, 0.46)
+        ]
+    );
+    // upsBattery: charge 97 % -> 0.97, 32 min -> 1920 s, 5460 -> 546 V, 25 °C.
+    assert_eq!(
+        of(&values, "battery"),
+        vec![
+            g(BatteryChargeRatio, 0.97),
+            g(BatteryRuntimeSeconds, 1920.0),
+            g(VoltageVolts, 546.0),
+            g(TemperatureCelsius, 25.0)
+        ]
+    );
+    // Totals: in 3400 + 3350 + 3500, out 3200 + 3150 + 3300, losses the difference.
+    assert_eq!(of(&values, "input"), vec![Value::PowerW(10_250.0)]);
+    assert_eq!(of(&values, "output"), vec![Value::PowerW(9_650.0)]);
+    assert_eq!(of(&values, "losses"), vec![Value::PowerW(600.0)]);
+
+    // One boundary: the UPS's input; output and losses split it; lines
+    // are parts. All energy is integrated from power.
+    let inv = inventory("ups-1", sim.device(&v2c(&dir, "ups"))).await;
+    assert_eq!(role(&inv, "ups-1:input"), Some((Boundary, None)));
+    for part in [
+        "ups-1:output",
+        "ups-1:losses",
+        "ups-1:input-2",
+        "ups-1:output-1",
+    ] {
+        assert_eq!(
+            role(&inv, part),
+            Some((Component, Some("ups-1:input".to_owned()))),
+            "{part}"
+        );
+    }
+    assert!(
+        inv.iter()
+            .filter(|m| m.method.is_some())
+            .all(|m| m.method == Some(vigie_protocol::Method::IntegratedPower))
+    );
+    let counted: Vec<&str> = inv
+        .iter()
+        .filter(|m| m.method.is_some() && m.in_totals())
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(counted, vec!["ups-1:input"]);
+    let battery = inv.iter().find(|m| m.name == "ups-1:battery").unwrap();
+    assert_eq!((battery.method, battery.scope.as_ref()), (None, None));
+}
+
+#[tokio::test]
+async fn apc_ups_energy_register_tripp_lite_pdu_and_a_device_no_map_fits() {
+    use GaugeQuantity::{BatteryChargeRatio, BatteryRuntimeSeconds, UtilizationRatio};
+    let Some(sim) = Simulator::start(&[
+        ("apcups", synthetic().join("apc-ups-synthetic.snmprec")),
+        (
+            "tripplite",
+            synthetic().join("tripplite-pdu-synthetic.snmprec"),
+        ),
+        (
+            "router",
+            synthetic().join("unknown-device-synthetic.snmprec"),
+        ),
+    ]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    // APC, sysObjectID 1.3.6.1.4.1.318.1.3.27.
+    let mut d = sim.device(&v2c(&dir, "apcups"));
+    let values = poll(&mut d).await.unwrap();
+    assert_eq!(d.model().unwrap().name, "apc-ups");
+    // upsHighPrecOutputEnergyUsage 1234567 x 0.01 kWh (36 kJ); active
+    // power 2150 W; load 537 -> 0.537.
+    assert_eq!(
+        of(&values, "output"),
+        vec![
+            energy("output", 1_234_567, 36_000_000_000, U32_MAX).value,
+            Value::PowerW(2150.0),
+            g(UtilizationRatio, 0.537)
+        ]
+    );
+    // Capacity 100 %; runtime 246000 TimeTicks -> 2460 s.
+    assert_eq!(
+        of(&values, "battery"),
+        vec![g(BatteryChargeRatio, 1.0), g(BatteryRuntimeSeconds, 2460.0)]
+    );
+    // UPS-MIB input 2290 W; losses 2290 - 2150.
+    assert_eq!(of(&values, "input"), vec![Value::PowerW(2290.0)]);
+    assert_eq!(of(&values, "losses"), vec![Value::PowerW(140.0)]);
+    let inv = inventory("ups-2", sim.device(&v2c(&dir, "apcups"))).await;
+    let output = inv.iter().find(|m| m.name == "ups-2:output").unwrap();
+    assert_eq!(output.method, Some(vigie_protocol::Method::Counter));
+    assert_eq!(
+        role(&inv, "ups-2:output").map(|r| r.0),
+        Some(vigie_protocol::ScopeRole::Component)
+    );
+
+    // Tripp Lite, sysObjectID 1.3.6.1.4.1.850.1.1.1: device 1 only.
+    let mut d = sim.device(&v2c(&dir, "tripplite"));
+    let values = poll(&mut d).await.unwrap();
+    assert_eq!(d.model().unwrap().name, "tripplite-pdu");
+    assert_eq!(
+        values,
+        vec![
+            power("device", 1840.0),
+            power("outlet-1", 420.0),
+            power("outlet-2", 0.0),
+            power("outlet-3", 1420.0),
+        ]
+    );
+
+    // sysObjectID 1.3.6.1.4.1.9.1.1 and nothing any map reads.
+    let mut d = sim.device(&v2c(&dir, "router"));
+    let err = poll(&mut d).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, DeviceError::Config(_)), "{text}");
+    assert!(text.contains("1.3.6.1.4.1.9.1.1"), "{text}");
+    assert!(text.contains("none of the maps fits"), "{text}");
+    for map in [
+        "apc-rpdu2",
+        "apc-rpdu",
+        "raritan-pdu2",
+        "servertech-sentry4",
+        "eaton-epdu",
+        "tripplite-pdu",
+        "apc-ups",
+        "ups-mib",
+    ] {
+        assert!(text.contains(&format!("{map} (")), "{map}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn probe_shows_the_drivers_diagnosis_not_its_own_deadline() {
+    let Some(sim) = Simulator::start(&[("ap8641", apc_dumps().join("apc-ap8641-rpdu2.snmprec"))])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Warm snmpsim's SNMPv3 (see a_wrong_community_...).
+    let mut warm = sim.device(&format!(
+        "version = \"3\"\nuser = \"vigie-sha\"\ncontext = \"ap8641\"\n\
+         auth_protocol = \"sha\"\nauth_passphrase_file = {:?}\n\
+         priv_protocol = \"aes\"\npriv_passphrase_file = {:?}",
+        secret(&dir, "a", "auth-passphrase"),
+        secret(&dir, "p", "priv-passphrase"),
+    ));
+    poll(&mut warm).await.unwrap();
+    // Default timeout (3 s) and retries (1): the driver needs more than 5 s
+    // to give up, which probe used to cut short as "device unreachable".
+    let community = secret(&dir, "wrong", "wrong-community");
+    let mut cfg: vigie_agent::config::AgentConfig = toml::from_str(&format!(
+        "host = \"probe\"\n[rapl]\nenabled = false\n[gpu]\nenabled = false\n[model]\nmode = \"off\"\n\
+         [[devices]]\nname = \"pdu\"\nperiod = \"1s\"\n[devices.snmp]\nhost = \"127.0.0.1\"\nport = {}\n\
+         community_file = {community:?}\n",
+        sim.port
+    ))
+    .unwrap();
+    cfg.state_dir = dir.path().to_owned();
+    let report = vigie_agent::probe::probe(
+        &cfg,
+        vigie_agent::Hardware::default(),
+        Duration::from_millis(10),
+    )
+    .await;
+    let pdu = report.sources.iter().find(|s| s.name == "pdu").unwrap();
+    assert!(!pdu.ok);
+    let why = pdu.reason.as_deref().unwrap();
+    assert!(why.contains("community_file is most likely wrong"), "{why}");
 }

@@ -147,6 +147,23 @@ pub trait Device: Send {
     fn places(&self, points: &[&str]) -> Vec<scope::Place> {
         scope::by_name(points)
     }
+    /// What the device showed and the driver does not read (equipment it
+    /// has no reader for, a power supply without metrics), each with why,
+    /// so that `probe` names it and the runner logs it once. Known after a
+    /// successful poll.
+    fn unread(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The unread list to log, when it differs from the one logged last
+/// (a rediscovery that finds the same is not news).
+fn unread_news(logged: &mut Vec<String>, now: Vec<String>) -> Option<Vec<String>> {
+    if *logged == now {
+        return None;
+    }
+    *logged = now.clone();
+    (!now.is_empty()).then_some(now)
 }
 
 /// How an energy point is tracked.
@@ -776,6 +793,7 @@ pub fn spawn(
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut announced: Vec<String> = Vec::new();
+        let mut unread_logged: Vec<String> = Vec::new();
         let mut failing = false;
         loop {
             tick.tick().await;
@@ -800,6 +818,9 @@ pub fn spawn(
             if failing {
                 tracing::info!(device = %name, "device answers again");
                 failing = false;
+            }
+            if let Some(unread) = unread_news(&mut unread_logged, device.unread()) {
+                tracing::warn!(device = %name, unread = ?unread, "device resources found but not read");
             }
             let mut o = DeviceOutput::default();
             for e in tracker.observe(now, &values, &mut o.readings, &mut o.gauges) {
@@ -994,6 +1015,22 @@ mod tests {
         assert!(outs[1].readings.is_empty(), "no energy across the reset");
         assert_eq!(outs[2].readings[0].energy_uj, 360_000_000_000);
         task.abort();
+    }
+
+    #[test]
+    fn what_is_not_read_is_logged_when_it_changes_not_at_every_poll() {
+        let mut logged = Vec::new();
+        let floor = vec!["FloorPDUs/1: not read".to_owned()];
+        assert_eq!(unread_news(&mut logged, floor.clone()), Some(floor.clone()));
+        assert_eq!(unread_news(&mut logged, floor.clone()), None, "same list");
+        assert_eq!(unread_news(&mut logged, floor.clone()), None);
+        let more = vec![
+            "FloorPDUs/1: not read".to_owned(),
+            "PSU3: no Metrics".to_owned(),
+        ];
+        assert_eq!(unread_news(&mut logged, more.clone()), Some(more));
+        assert_eq!(unread_news(&mut logged, Vec::new()), None, "nothing to say");
+        assert_eq!(unread_news(&mut logged, floor.clone()), Some(floor));
     }
 
     #[test]

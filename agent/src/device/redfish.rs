@@ -14,15 +14,27 @@
 //! |---|---|---|
 //! | `chassis-{C}` | `Chassis/{C}/Power`, `PowerControl[0]` (`.{MemberId}` for the others) | power; power limit |
 //! | `chassis-{C}.env` | `Chassis/{C}/EnvironmentMetrics` | power, energy; temperature, power limit |
-//! | `psu-{C}.{P}` | `PowerSubsystem/PowerSupplies/{P}/Metrics`, or legacy `Power.PowerSupplies[]` by `MemberId` | input power (gauge), energy; voltage, current; `.output` power |
+//! | `psu-{C}.{P}` | `PowerSubsystem/PowerSupplies/{P}/Metrics`, or legacy `Power.PowerSupplies[]` by `MemberId` | input power (gauge), energy; voltage, current; `.output` power (a gauge; legacy `LastPowerOutputWatts`: power, integrated) |
 //! | `sensor-{C}.{S}` | `Chassis/{C}/Sensors/{S}` of type power or energy | power or energy |
 //! | `pdu-{D}` | `PowerEquipment/RackPDUs/{D}/Metrics` | power, energy; temperature |
 //! | `mains-{M}`, `branch-{B}`, `outlet-{O}` | `Mains`, `Branches`, `Outlets` of PDU `1`; other PDUs prefix `pdu-{D}.` | power, energy; voltage, current (per line, `.{Line}`, when only poly-phase values exist) |
+//! | `shelf-{D}`, `shelf-{D}.mains-{M}`, `.psu-{P}`, `.branch-{B}`, `.outlet-{O}` | `PowerEquipment/PowerShelves/{D}`: `Metrics`, `Mains`, `PowerSupplies/{P}/Metrics`, `Branches`, `Outlets` | as PDUs; a shelf's supplies count their input power or energy |
+//! | `bus-{D}`, `bus-{D}.mains-{M}`, ... | `PowerEquipment/ElectricalBuses/{D}` (also `Feeders`, `Subfeeds`) | as PDUs |
+//! | `cdu-{U}` (`hx-`, `immersion-`) | `ThermalEquipment/CDUs/{U}/EnvironmentMetrics` (`HeatExchangers`, `ImmersionUnits`) | the unit's electrical power, energy; temperature |
+//! | `cdu-{U}.primary-{K}`, `.secondary-{K}` | its `Primary-`/`SecondaryCoolantConnectors/{K}` | heat removed (W thermal), flow (m³/h), supply and return temperatures: gauges |
+//!
+//! What the walk finds and does not read (floor PDUs, switchgear, transfer
+//! switches, cooling loops, a power supply without `Metrics`) is listed by
+//! [`Device::unread`], so `probe` names it and the runner logs it once.
 //!
 //! A power supply's input power is a gauge, not energy: the chassis figure
 //! already counts the server, and a supply's own energy register, where it
-//! has one, is counted. A sensor that a resource above already reads
-//! (its `DataSourceUri`) is not read twice.
+//! has one, is counted. A legacy supply's `LastPowerOutputWatts` is
+//! integrated (the only figure a blade enclosure may give): output energy,
+//! without the supply's own losses, a part of the chassis's scope. A sensor
+//! that a resource above already reads (its `DataSourceUri`) is not read
+//! twice. A cooling unit's electrical figures join the scope of its chassis
+//! (`Links.Chassis`), where the chassis's own readings come first.
 //!
 //! Energy registers (`EnergykWh`, `EnergyWh`, `EnergyJoules`) become exact
 //! integer counters in milliwatt-hours or millijoules; Redfish energy does
@@ -88,6 +100,8 @@ pub struct RedfishDevice {
     login: Option<(String, Redacted)>,
     chassis: Vec<String>,
     plan: Option<Vec<Target>>,
+    /// Resources the last discovery found and does not read, with why.
+    unread: Vec<String>,
 }
 
 impl std::fmt::Debug for RedfishDevice {
@@ -165,6 +179,7 @@ pub fn build(cfg: &RedfishConfig) -> Result<RedfishDevice, DeviceError> {
         login,
         chassis: cfg.chassis.clone(),
         plan: None,
+        unread: Vec::new(),
     })
 }
 
@@ -283,6 +298,11 @@ enum Kind {
     LegacyPower,
     /// `PowerSupplyMetrics`.
     SupplyMetrics,
+    /// `PowerSupplyMetrics` of a power shelf's supply: its input power is
+    /// energy (integrated where it has no register), not a gauge.
+    ShelfSupply,
+    /// A cooling unit's `CoolantConnector`: heat, flow, temperatures.
+    Coolant,
     /// `EnvironmentMetrics`.
     Environment,
     /// One `Sensor`.
@@ -313,10 +333,43 @@ const WHOLE: u8 = 0;
 const SUPPLY: u8 = 1;
 const INSIDE: u8 = 2;
 /// Preference among a chassis's whole readings: `EnvironmentMetrics`, a
-/// chassis power or energy sensor, legacy `PowerControl`.
+/// chassis power or energy sensor, legacy `PowerControl`, then the
+/// `EnvironmentMetrics` of a cooling unit housed in the chassis.
 const RANK_ENV: u8 = 0;
 const RANK_SENSOR: u8 = 1;
 const RANK_LEGACY: u8 = 2;
+const RANK_UNIT: u8 = 3;
+
+/// `PowerEquipment` collections of `PowerDistribution` equipment: link
+/// name, point prefix, and whether they are read.
+const DISTRIBUTION: &[(&str, &str, bool)] = &[
+    ("RackPDUs", "pdu", true),
+    ("PowerShelves", "shelf", true),
+    ("ElectricalBuses", "bus", true),
+    ("FloorPDUs", "floor PDU", false),
+    ("Switchgear", "switchgear", false),
+    ("TransferSwitches", "transfer switch", false),
+];
+
+/// A `PowerDistribution`'s circuit collections and their tiers below its
+/// whole (`Metrics`): inputs, then supplies and feeders, then branches,
+/// then outlets.
+const CIRCUITS: &[(&str, &str, u8)] = &[
+    ("Mains", "mains", 1),
+    ("Feeders", "feeder", 2),
+    ("Subfeeds", "subfeed", 3),
+    ("Branches", "branch", 3),
+    ("Outlets", "outlet", 4),
+];
+/// A power shelf's supplies: between its mains and its outputs.
+const SHELF_SUPPLY_TIER: u8 = 2;
+
+/// `ThermalEquipment` collections of `CoolingUnit`s: link name, prefix.
+const COOLING: &[(&str, &str)] = &[
+    ("CDUs", "cdu"),
+    ("HeatExchangers", "hx"),
+    ("ImmersionUnits", "immersion"),
+];
 
 impl Device for RedfishDevice {
     fn kind(&self) -> &'static str {
@@ -325,6 +378,10 @@ impl Device for RedfishDevice {
 
     fn source(&self) -> String {
         self.origin.clone()
+    }
+
+    fn unread(&self) -> Vec<String> {
+        self.unread.clone()
     }
 
     fn places(&self, points: &[&str]) -> Vec<Place> {
@@ -342,12 +399,27 @@ impl Device for RedfishDevice {
                                 .is_some_and(|rest| rest.starts_with('.'))
                     })
                 };
+                // A legacy supply's integrated output (`psu-1U.0.output`):
+                // a part of the chassis, at the supplies' tier.
+                let supply = || {
+                    plan.iter().find(|t| {
+                        t.kind == Kind::LegacyPower
+                            && p.strip_prefix(t.supply_prefix.as_str())
+                                .is_some_and(|rest| rest.starts_with('.'))
+                    })
+                };
                 let (scope, tier, rank) = match exact {
                     Some(t) => t.place.clone()?,
-                    None => {
-                        let (scope, whole, _) = member()?.place.clone()?;
-                        (scope, whole.saturating_add(INSIDE), 0)
-                    }
+                    None => match member() {
+                        Some(t) => {
+                            let (scope, whole, _) = t.place.clone()?;
+                            (scope, whole.saturating_add(INSIDE), 0)
+                        }
+                        None => {
+                            let (scope, whole, _) = supply()?.place.clone()?;
+                            (scope, whole.saturating_add(SUPPLY), 0)
+                        }
+                    },
                 };
                 Some(Place {
                     point: (*p).to_owned(),
@@ -362,12 +434,18 @@ impl Device for RedfishDevice {
     fn poll(&mut self) -> PollFuture<'_> {
         Box::pin(async move {
             let result = match self.plan.take() {
-                Some(plan) => self.read(&plan).await.map(|values| (plan, values)),
-                None => self.discover().await,
+                Some(plan) => self.read(&plan).await.map(|values| (plan, values, None)),
+                None => self
+                    .discover()
+                    .await
+                    .map(|(plan, values, unread)| (plan, values, Some(unread))),
             };
             match result {
-                Ok((plan, values)) => {
+                Ok((plan, values, unread)) => {
                     self.plan = Some(plan);
+                    if let Some(unread) = unread {
+                        self.unread = unread;
+                    }
                     Ok(values)
                 }
                 // The plan stays dropped: the next poll discovers again.
@@ -432,22 +510,51 @@ impl RedfishDevice {
         Ok(values)
     }
 
-    /// Walks the service and returns the plan with the first poll's values.
-    async fn discover(&self) -> Result<(Vec<Target>, Vec<PointValue>), DeviceError> {
+    /// Walks the service and returns the plan with the first poll's values,
+    /// and what it found and does not read.
+    async fn discover(&self) -> Result<Discovered, DeviceError> {
         let Some(root) = self.get("/redfish/v1/").await? else {
             return Err(DeviceError::Protocol(
                 "no Redfish service at /redfish/v1/".into(),
             ));
         };
         let mut found: Vec<(Target, Json)> = Vec::new();
+        let mut unread: Vec<String> = Vec::new();
         if let Some(chassis) = link(&root, "Chassis") {
-            self.discover_chassis(&chassis, &mut found).await?;
+            self.discover_chassis(&chassis, &mut found, &mut unread)
+                .await?;
         }
         if let Some(equipment) = link(&root, "PowerEquipment")
             && let Some(equipment) = self.get(&equipment).await?
-            && let Some(pdus) = link(&equipment, "RackPDUs")
         {
-            self.discover_pdus(&pdus, &mut found).await?;
+            for (key, prefix, read) in DISTRIBUTION {
+                let Some(collection) = link(&equipment, key) else {
+                    continue;
+                };
+                if *read {
+                    self.discover_distribution(&collection, prefix, &mut found, &mut unread)
+                        .await?;
+                } else {
+                    for path in self.members(&collection).await? {
+                        unread.push(format!("{path}: a {prefix}, not read by this driver"));
+                    }
+                }
+            }
+        }
+        if let Some(thermal) = link(&root, "ThermalEquipment")
+            && let Some(thermal) = self.get(&thermal).await?
+        {
+            for (key, prefix) in COOLING {
+                if let Some(collection) = link(&thermal, key) {
+                    self.discover_cooling(&collection, prefix, &mut found, &mut unread)
+                        .await?;
+                }
+            }
+            if let Some(loops) = link(&thermal, "CoolingLoops") {
+                for path in self.members(&loops).await? {
+                    unread.push(format!("{path}: a cooling loop, not read by this driver"));
+                }
+            }
         }
 
         // A sensor that a resource above reads through its DataSourceUri
@@ -484,14 +591,15 @@ impl RedfishDevice {
                 )
             }));
         }
-        tracing::info!(url = %self.origin, resources = plan.len(), values = values.len(), "Redfish service discovered");
-        Ok((plan, values))
+        tracing::info!(url = %self.origin, resources = plan.len(), values = values.len(), unread = unread.len(), "Redfish service discovered");
+        Ok((plan, values, unread))
     }
 
     async fn discover_chassis(
         &self,
         collection: &str,
         found: &mut Vec<(Target, Json)>,
+        unread: &mut Vec<String>,
     ) -> Result<(), DeviceError> {
         let members = self.members(collection).await?;
         let docs = self.get_all(&members).await?;
@@ -521,10 +629,7 @@ impl RedfishDevice {
                 .iter()
                 .find(|(p, _)| p.as_str() == root)
                 .and_then(|(_, doc)| doc.get("Links").and_then(|l| link(l, "PowerDistribution")))
-                .and_then(|d| {
-                    let (_, id) = d.split_once("/PowerEquipment/RackPDUs/")?;
-                    Some(format!("pdu-{}", clean(id.trim_end_matches('/'))))
-                });
+                .and_then(|d| distribution_scope(&d));
             let scope = pdu.unwrap_or_else(|| format!("chassis-{}", clean(&last_segment(root))));
             let base = depth.saturating_mul(3);
             let place = |tier: u8, rank: u8| Some((scope.clone(), base.saturating_add(tier), rank));
@@ -551,12 +656,15 @@ impl RedfishDevice {
                 let supplies = self.members(&supplies).await?;
                 let docs = self.get_all(&supplies).await?;
                 for (path, supply) in supplies.iter().zip(docs) {
-                    if let Some(metrics) = supply.as_ref().and_then(|s| link(s, "Metrics")) {
-                        let p = clean(&last_segment(path));
-                        let mut t = target(metrics, format!("psu-{c}.{p}"), Kind::SupplyMetrics);
-                        t.place = place(SUPPLY, 0);
-                        targets.push(t);
-                    }
+                    let Some(supply) = supply else { continue };
+                    let Some(metrics) = link(&supply, "Metrics") else {
+                        unread.push(format!("{path}: a power supply without Metrics"));
+                        continue;
+                    };
+                    let p = clean(&last_segment(path));
+                    let mut t = target(metrics, format!("psu-{c}.{p}"), Kind::SupplyMetrics);
+                    t.place = place(SUPPLY, 0);
+                    targets.push(t);
                 }
             }
             if let Some(sensors) = link(chassis, "Sensors") {
@@ -573,43 +681,118 @@ impl RedfishDevice {
         Ok(())
     }
 
-    async fn discover_pdus(
+    /// `PowerDistribution` equipment of one collection (`RackPDUs`,
+    /// `PowerShelves`, `ElectricalBuses`), each its own scope.
+    async fn discover_distribution(
         &self,
         collection: &str,
+        kind: &str,
         found: &mut Vec<(Target, Json)>,
+        unread: &mut Vec<String>,
     ) -> Result<(), DeviceError> {
         let members = self.members(collection).await?;
         let docs = self.get_all(&members).await?;
         for (path, doc) in members.iter().zip(docs) {
-            let Some(pdu) = doc else { continue };
+            let Some(equipment) = doc else { continue };
             let d = clean(&last_segment(path));
+            let scope = format!("{kind}-{d}");
             // One PDU per address is the common case: its points go
-            // unprefixed; further PDUs (a daisy chain) get `pdu-{D}.`.
-            let prefix = if d == "1" {
+            // unprefixed; further PDUs (a daisy chain) get `pdu-{D}.`, and
+            // shelves and buses always carry theirs.
+            let prefix = if kind == "pdu" && d == "1" {
                 String::new()
             } else {
-                format!("pdu-{d}.")
+                format!("{scope}.")
             };
             let mut targets = Vec::new();
-            let scope = format!("pdu-{d}");
-            if let Some(metrics) = link(&pdu, "Metrics") {
-                let mut t = target(metrics, format!("pdu-{d}"), Kind::PduMetrics);
+            if let Some(metrics) = link(&equipment, "Metrics") {
+                let mut t = target(metrics, scope.clone(), Kind::PduMetrics);
                 t.place = Some((scope.clone(), 0, 0));
                 targets.push(t);
             }
-            for (collection, name, tier) in [
-                ("Mains", "mains", 1),
-                ("Branches", "branch", 2),
-                ("Outlets", "outlet", 3),
-            ] {
-                if let Some(collection) = link(&pdu, collection) {
+            for (collection, name, tier) in CIRCUITS {
+                if let Some(collection) = link(&equipment, collection) {
                     for path in self.members(&collection).await? {
                         let m = clean(&last_segment(&path));
                         let mut t = target(path, format!("{prefix}{name}-{m}"), Kind::Circuit);
-                        t.place = Some((scope.clone(), tier, 0));
+                        t.place = Some((scope.clone(), *tier, 0));
                         targets.push(t);
                     }
                 }
+            }
+            if let Some(supplies) = link(&equipment, "PowerSupplies") {
+                let supplies = self.members(&supplies).await?;
+                let docs = self.get_all(&supplies).await?;
+                for (path, supply) in supplies.iter().zip(docs) {
+                    let Some(supply) = supply else { continue };
+                    let Some(metrics) = link(&supply, "Metrics") else {
+                        unread.push(format!("{path}: a power supply without Metrics"));
+                        continue;
+                    };
+                    let p = clean(&last_segment(path));
+                    let mut t = target(metrics, format!("{prefix}psu-{p}"), Kind::ShelfSupply);
+                    t.place = Some((scope.clone(), SHELF_SUPPLY_TIER, 0));
+                    targets.push(t);
+                }
+            }
+            self.fetch_targets(targets, found).await?;
+        }
+        Ok(())
+    }
+
+    /// `CoolingUnit`s of one collection (`CDUs`, ...): the unit's own
+    /// electrical figures (`EnvironmentMetrics`) and its coolant
+    /// connectors' heat, flow and temperatures.
+    async fn discover_cooling(
+        &self,
+        collection: &str,
+        kind: &str,
+        found: &mut Vec<(Target, Json)>,
+        unread: &mut Vec<String>,
+    ) -> Result<(), DeviceError> {
+        let members = self.members(collection).await?;
+        let docs = self.get_all(&members).await?;
+        for (path, doc) in members.iter().zip(docs) {
+            let Some(unit) = doc else { continue };
+            let u = clean(&last_segment(path));
+            let point = format!("{kind}-{u}");
+            // The unit's chassis is the same physical device: one scope,
+            // where the chassis's own readings rank first.
+            let chassis = unit
+                .get("Links")
+                .and_then(|l| l.get("Chassis"))
+                .and_then(Json::as_array)
+                .and_then(|c| c.first())
+                .and_then(odata_id);
+            let place = match chassis {
+                Some(c) => (
+                    format!("chassis-{}", clean(&last_segment(&c))),
+                    WHOLE,
+                    RANK_UNIT,
+                ),
+                None => (point.clone(), WHOLE, 0),
+            };
+            let mut targets = Vec::new();
+            if let Some(env) = link(&unit, "EnvironmentMetrics") {
+                let mut t = target(env, point.clone(), Kind::Environment);
+                t.place = Some(place);
+                targets.push(t);
+            }
+            for (key, side) in [
+                ("PrimaryCoolantConnectors", "primary"),
+                ("SecondaryCoolantConnectors", "secondary"),
+            ] {
+                if let Some(connectors) = link(&unit, key) {
+                    for path in self.members(&connectors).await? {
+                        let k = clean(&last_segment(&path));
+                        targets.push(target(path, format!("{point}.{side}-{k}"), Kind::Coolant));
+                    }
+                }
+            }
+            if targets.is_empty() {
+                unread.push(format!(
+                    "{path}: a cooling unit with no EnvironmentMetrics or coolant connectors"
+                ));
             }
             self.fetch_targets(targets, found).await?;
         }
@@ -664,6 +847,21 @@ impl RedfishDevice {
     }
 }
 
+/// What a discovery yields: the plan, the first values, what is not read.
+type Discovered = (Vec<Target>, Vec<PointValue>, Vec<String>);
+
+/// The scope of the `PowerDistribution` equipment at `path` (a chassis's
+/// `Links.PowerDistribution`), named as its points are.
+fn distribution_scope(path: &str) -> Option<String> {
+    DISTRIBUTION
+        .iter()
+        .filter(|(_, _, read)| *read)
+        .find_map(|(key, prefix, _)| {
+            let (_, id) = path.split_once(&format!("/PowerEquipment/{key}/"))?;
+            Some(format!("{prefix}-{}", clean(id.trim_end_matches('/'))))
+        })
+}
+
 fn target(path: String, point: String, kind: Kind) -> Target {
     Target {
         path,
@@ -705,10 +903,10 @@ async fn get_json(
     if let Some((user, password)) = login {
         request = request.basic_auth(user, Some(&password.0));
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| transport_error(&e, path))?;
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => return Err(transport_error(&e, origin, path).await),
+    };
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
         return Ok(None);
@@ -722,24 +920,97 @@ async fn get_json(
     if !status.is_success() {
         return Err(DeviceError::Protocol(format!("{path}: HTTP {status}")));
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(&e, path))?;
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(e) => return Err(transport_error(&e, origin, path).await),
+    };
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| DeviceError::Protocol(format!("{path}: not JSON: {e}")))
 }
 
-/// A certificate the configuration does not trust is a configuration
-/// problem; anything else on the way is the network's.
-fn transport_error(e: &reqwest::Error, path: &str) -> DeviceError {
-    if let Some(rustls::Error::InvalidCertificate(why)) = rustls_cause(e) {
+/// A certificate the configuration does not trust, or a scheme the service
+/// does not speak, is a configuration problem; anything else on the way is
+/// the network's.
+async fn transport_error(e: &reqwest::Error, origin: &str, path: &str) -> DeviceError {
+    match rustls_cause(e) {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            return DeviceError::Config(format!(
+                "{path}: the service's TLS certificate is not trusted ({why:?}): set ca_file to its CA"
+            ));
+        }
+        // What rustls calls "received corrupt message of type
+        // InvalidContentType": the first bytes back were not a TLS record.
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            let plain = origin.replacen("https://", "http://", 1);
+            return DeviceError::Config(format!(
+                "{path}: the server at {origin} answered in plain HTTP, not TLS: use {plain} as url (or enable HTTPS on the service)"
+            ));
+        }
+        _ => {}
+    }
+    // Plain HTTP that got an answer it could not parse: a TLS service?
+    if let Some(rest) = origin.strip_prefix("http://")
+        && !e.is_connect()
+        && !e.is_timeout()
+        && speaks_tls(origin).await
+    {
         return DeviceError::Config(format!(
-            "{path}: the service's TLS certificate is not trusted ({why:?}): set ca_file to its CA"
+            "{path}: the server at {origin} speaks TLS, not plain HTTP: use https://{rest} as url"
         ));
     }
     DeviceError::Unreachable(format!("{path}: {}", chain(e)))
+}
+
+/// Whether the server at `origin` answers a TLS ClientHello with a TLS
+/// record (a handshake or an alert). Bounded by a short timeout.
+async fn speaks_tls(origin: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(url) = reqwest::Url::parse(origin) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host.clone()) else {
+        return false;
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    let Ok(mut conn) = rustls::ClientConnection::new(Arc::new(config), name) else {
+        return false;
+    };
+    let mut hello = Vec::new();
+    if conn.write_tls(&mut hello).is_err() {
+        return false;
+    }
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        tcp.write_all(&hello).await.ok()?;
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head).await.ok()?;
+        // Content type handshake (22) or alert (21), then major version 3.
+        Some(matches!(head, [0x15 | 0x16, 0x03]))
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// `doc[key]["@odata.id"]`, when it is a path on this service.
@@ -896,11 +1167,19 @@ fn extract(t: &Target, doc: &Json, out: &mut Vec<PointValue>) {
                 push(out, &point, gauge(GaugeQuantity::PowerWatts, input));
                 let volts = number(supply.get("LineInputVoltage"));
                 push(out, &point, gauge(GaugeQuantity::VoltageVolts, volts));
+                // Average output over the supply's own window: integrated,
+                // a part of the chassis (all a blade enclosure may report).
+                let output = number(supply.get("LastPowerOutputWatts"));
+                push(out, &format!("{point}.output"), power(output));
             }
         }
-        Kind::SupplyMetrics => {
+        Kind::SupplyMetrics | Kind::ShelfSupply => {
             let input = reading(doc, "InputPowerWatts");
-            push(out, p, gauge(GaugeQuantity::PowerWatts, input));
+            if t.kind == Kind::ShelfSupply {
+                push(out, p, power(input));
+            } else {
+                push(out, p, gauge(GaugeQuantity::PowerWatts, input));
+            }
             push(out, p, energy_of(doc));
             push(
                 out,
@@ -932,6 +1211,21 @@ fn extract(t: &Target, doc: &Json, out: &mut Vec<PointValue>) {
                 None => None,
             };
             push(out, p, value);
+        }
+        Kind::Coolant => {
+            let heat = reading(doc, "HeatRemovedkW").map(|kw| kw * 1000.0);
+            push(out, p, gauge(GaugeQuantity::HeatPowerWatts, heat));
+            // L/min to m³/h: x 60 / 1000.
+            let flow = reading(doc, "FlowLitersPerMinute").map(|lpm| lpm * 60.0 / 1000.0);
+            push(out, p, gauge(GaugeQuantity::FlowCubicMetresPerHour, flow));
+            let supply = reading(doc, "SupplyTemperatureCelsius");
+            push(
+                out,
+                p,
+                gauge(GaugeQuantity::SupplyTemperatureCelsius, supply),
+            );
+            let ret = reading(doc, "ReturnTemperatureCelsius");
+            push(out, p, gauge(GaugeQuantity::ReturnTemperatureCelsius, ret));
         }
         Kind::PduMetrics => {
             push(out, p, power(reading(doc, "PowerWatts")));

@@ -10,7 +10,10 @@
 //! the [`Tracker`](super::Tracker)'s.
 //!
 //! With `model = "auto"` the first poll reads `sysObjectID.0` and takes the
-//! map with the longest matching prefix.
+//! map with the longest matching prefix; for an unknown sysObjectID, the
+//! one vendor map whose OIDs the device answers, else a standard map it
+//! speaks (UPS-MIB, for any vendor's UPS); otherwise the error lists the
+//! maps and says none fits.
 
 pub mod map;
 
@@ -66,8 +69,9 @@ pub struct SnmpConfig {
     #[serde(default)]
     pub context: Option<String>,
     /// Map to use (`apc-rpdu2`, `apc-rpdu`, `raritan-pdu2`,
-    /// `servertech-sentry4`, `eaton-epdu`), or `auto` to choose by
-    /// sysObjectID at the first poll.
+    /// `servertech-sentry4`, `eaton-epdu`, `tripplite-pdu`, `apc-ups`,
+    /// `ups-mib`), or `auto` to choose by sysObjectID (and, for an unknown
+    /// one, by what the device answers) at the first poll.
     #[serde(default = "default_model")]
     pub model: String,
     /// Time to wait for one answer.
@@ -153,6 +157,8 @@ pub struct SnmpDevice {
     /// Chosen map and its read plan; `None` until detected under `auto`.
     model: Option<(&'static Model, ReadPlan)>,
     client: Option<Client<UdpHandle>>,
+    /// SNMPv2c: why the device is silent, found once per silent spell.
+    silence: Option<String>,
 }
 
 impl std::fmt::Debug for SnmpDevice {
@@ -283,6 +289,7 @@ pub fn build(cfg: &SnmpConfig) -> Result<SnmpDevice, DeviceError> {
         des: None,
         model,
         client: None,
+        silence: None,
     })
 }
 
@@ -378,13 +385,94 @@ impl SnmpDevice {
     }
 
     async fn poll_once(&mut self) -> Result<Vec<PointValue>, DeviceError> {
-        let client = self.client().await?;
+        let client = match self.client().await {
+            Ok(client) => client,
+            Err(e) => return Err(self.explain_silence(e).await),
+        };
         let result = self.read(&client).await;
-        if let Err(DeviceError::Unreachable(_)) = &result {
-            // A fresh socket (and, for v3, engine discovery) next time.
-            self.client = None;
+        match result {
+            Err(DeviceError::Unreachable(_)) => {
+                // A fresh socket (and, for v3, engine discovery) next time.
+                self.client = None;
+            }
+            Ok(_) => self.silence = None,
+            Err(_) => {}
         }
-        result
+        match result {
+            Err(e) => Err(self.explain_silence(e).await),
+            ok => ok,
+        }
+    }
+
+    /// SNMPv2c has no error for a wrong community: the agent just does not
+    /// answer, as an unreachable device does. What can be told apart is
+    /// whether an SNMP agent answers at that address at all: an SNMPv3
+    /// engine discovery gets a Report from any v3-capable agent, whatever
+    /// the community. Asked once per silent spell (it costs one timeout).
+    async fn explain_silence(&mut self, e: DeviceError) -> DeviceError {
+        let DeviceError::Unreachable(what) = e else {
+            return e;
+        };
+        if self.version != SnmpVersion::V2c
+            || !(what.contains("timeout after") || what.contains("timed out"))
+        {
+            return DeviceError::Unreachable(what);
+        }
+        if self.silence.is_none() {
+            let target = format!("{}:{}", self.host, self.port);
+            let why = if self.answers_v3().await {
+                format!(
+                    "no answer from {target} to SNMPv2c, though an SNMP agent there answers \
+                     SNMPv3 discovery: the community in community_file is most likely wrong \
+                     (SNMPv2c gives no error for a wrong community), or the agent does not \
+                     allow v2c from this host"
+                )
+            } else {
+                format!(
+                    "no answer from {target}: device unreachable, SNMP off, or a wrong community \
+                     (SNMPv2c gives no error for a wrong community; the agent did not answer an \
+                     SNMPv3 discovery either)"
+                )
+            };
+            self.silence = Some(why);
+        }
+        let why = self.silence.clone().unwrap_or_default();
+        DeviceError::Unreachable(format!("{why} [{what}]"))
+    }
+
+    /// Whether anything at the target answers an SNMPv3 request (engine
+    /// discovery, then a Report for our unknown user): one try, one timeout.
+    async fn answers_v3(&self) -> bool {
+        let Ok(retry) = Retry::fixed(0, Duration::ZERO) else {
+            return false;
+        };
+        // At least 3 s: a slow agent's first v3 answer (key localisation)
+        // must not pass for silence.
+        let timeout = self.timeout.max(Duration::from_secs(3));
+        let probe = async {
+            let client = Client::builder((self.host.as_str(), self.port), Auth::usm("vigie-probe"))
+                .request_timeout(timeout)
+                .construction_timeout(timeout)
+                .retry(retry)
+                .connect()
+                .await?;
+            client
+                .get(&async_snmp::Oid::from_slice(&SYS_OBJECT_ID))
+                .await
+                .map(|_| ())
+        };
+        // Bounded by the client's timeouts; the outer limit is a backstop.
+        match tokio::time::timeout(timeout * 3, probe).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => !matches!(
+                e.kind(),
+                ErrorKind::Timeout
+                    | ErrorKind::ConstructionTimeout
+                    | ErrorKind::Network
+                    | ErrorKind::Closed
+            ),
+            Err(_) => false,
+        }
     }
 
     async fn read(&mut self, client: &Client<UdpHandle>) -> Result<Vec<PointValue>, DeviceError> {
@@ -392,7 +480,7 @@ impl SnmpDevice {
             Some((m, p)) => (*m, p.clone()),
             None => {
                 let m = detect(client).await?;
-                tracing::info!(host = %self.host, model = %m.name, "SNMP map chosen by sysObjectID");
+                tracing::info!(host = %self.host, model = %m.name, "SNMP map chosen");
                 self.model = Some((m, m.plan()));
                 (m, m.plan())
             }
@@ -436,6 +524,10 @@ fn load_des_state(path: &std::path::Path) -> Result<DesSaltState, DeviceError> {
     }
 }
 
+/// The map for the device: by sysObjectID (longest prefix); for an unknown
+/// one, by what the device answers: the one vendor map whose OIDs it
+/// answers, else a standard map it speaks (UPS-MIB). Otherwise the error
+/// lists the maps that exist and says that none fits, or which ones do.
 async fn detect(client: &Client<UdpHandle>) -> Result<&'static Model, DeviceError> {
     let oid = async_snmp::Oid::from_slice(&SYS_OBJECT_ID);
     let resp = client
@@ -449,14 +541,69 @@ async fn detect(client: &Client<UdpHandle>) -> Result<&'static Model, DeviceErro
         .and_then(|vb| vb.value.as_oid())
         .map(|o| o.arcs().to_vec())
         .ok_or_else(|| DeviceError::Protocol("no sysObjectID.0 in the answer".into()))?;
-    map::detect(&id)
-        .map_err(DeviceError::Config)?
-        .ok_or_else(|| {
-            DeviceError::Config(format!(
-                "no SNMP map for sysObjectID {}: set `model`",
-                map::oid_text(&id)
-            ))
-        })
+    if let Some(m) = map::detect(&id).map_err(DeviceError::Config)? {
+        return Ok(m);
+    }
+    let mut fits: Vec<&'static Model> = Vec::new();
+    for m in map::models().map_err(DeviceError::Config)? {
+        if answers(client, m).await? {
+            fits.push(m);
+        }
+    }
+    let vendor: Vec<&'static Model> = fits.iter().copied().filter(|m| !m.generic).collect();
+    let id = map::oid_text(&id);
+    match (vendor.as_slice(), fits.first()) {
+        ([one], _) => {
+            tracing::info!(sys_object_id = %id, model = %one.name, "SNMP map chosen by the device's answers (sysObjectID unknown)");
+            Ok(one)
+        }
+        ([], Some(standard)) => {
+            tracing::info!(sys_object_id = %id, model = %standard.name, "SNMP map chosen: the device speaks its standard MIB (sysObjectID unknown)");
+            Ok(standard)
+        }
+        ([], None) => Err(DeviceError::Config(format!(
+            "sysObjectID {id} matches no SNMP map, and the device answers none of their OIDs: \
+             none of the maps fits. Maps: {}. A new model is a new map file \
+             (agent/src/device/snmp_maps/)",
+            map::catalogue()
+        ))),
+        (several, _) => Err(DeviceError::Config(format!(
+            "sysObjectID {id} matches no SNMP map, and the device answers several: {}: \
+             set `model` to the right one",
+            several
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Whether the device answers `model`'s identifying OID. An SNMP error
+/// status (v1 noSuchName) is a no; no answer at all is an error.
+async fn answers(client: &Client<UdpHandle>, model: &Model) -> Result<bool, DeviceError> {
+    let Some((oid, scalar)) = model.identify() else {
+        return Ok(false);
+    };
+    let query = async_snmp::Oid::from_slice(&oid);
+    let resp = if scalar {
+        client.get(&query).await
+    } else {
+        client.get_next(&query).await
+    };
+    let resp = match resp {
+        Ok(resp) => resp,
+        Err(e) if matches!(e.kind(), ErrorKind::Snmp) => return Ok(false),
+        Err(e) => return Err(device_error(&e, &format!("{} OIDs", model.name))),
+    };
+    Ok(resp.varbinds.iter().any(|vb| {
+        let inside = if scalar {
+            vb.oid == query
+        } else {
+            vb.oid.arcs().starts_with(&oid)
+        };
+        inside && raw(&vb.value).is_some()
+    }))
 }
 
 /// Reads a plan: every GET OID in as few requests as the agent allows,
@@ -514,6 +661,14 @@ impl Device for SnmpDevice {
 
     fn poll(&mut self) -> PollFuture<'_> {
         Box::pin(self.poll_once())
+    }
+
+    /// The map's own places where it has them (a UPS's input, output and
+    /// losses), else the PDU naming rules.
+    fn places(&self, points: &[&str]) -> Vec<super::scope::Place> {
+        self.model()
+            .and_then(|m| m.places(points))
+            .unwrap_or_else(|| super::scope::by_name(points))
     }
 }
 

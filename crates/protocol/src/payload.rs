@@ -92,6 +92,10 @@ pub enum GaugeQuantity {
     FlowCubicMetresPerHour,
     /// Cumulative volume of a water meter, m³ (register value).
     VolumeCubicMetres,
+    /// A UPS battery's estimated charge, 0 to 1.
+    BatteryChargeRatio,
+    /// A UPS battery's estimated runtime at the present load, s.
+    BatteryRuntimeSeconds,
 }
 
 impl GaugeQuantity {
@@ -111,6 +115,8 @@ impl GaugeQuantity {
             GaugeQuantity::HeatEnergyKwh => "heat_energy_kwh",
             GaugeQuantity::FlowCubicMetresPerHour => "flow_cubic_metres_per_hour",
             GaugeQuantity::VolumeCubicMetres => "volume_cubic_metres",
+            GaugeQuantity::BatteryChargeRatio => "battery_charge_ratio",
+            GaugeQuantity::BatteryRuntimeSeconds => "battery_runtime_seconds",
         }
     }
 }
@@ -371,4 +377,26 @@ pub struct HostMeta {
     /// Rack position from the agent's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rack: Option<RackPosition>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::GaugeQuantity;
+
+    #[test]
+    fn gauge_labels_are_their_wire_names() {
+        for q in [
+            GaugeQuantity::PowerWatts,
+            GaugeQuantity::UtilizationRatio,
+            GaugeQuantity::HeatPowerWatts,
+            GaugeQuantity::FlowCubicMetresPerHour,
+            GaugeQuantity::BatteryChargeRatio,
+            GaugeQuantity::BatteryRuntimeSeconds,
+        ] {
+            let wire = serde_json::to_string(&q).unwrap();
+            assert_eq!(wire, format!("\"{}\"", q.as_str()));
+            assert_eq!(serde_json::from_str::<GaugeQuantity>(&wire).unwrap(), q);
+        }
+    }
 }

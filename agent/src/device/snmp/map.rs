@@ -23,16 +23,34 @@
 //! unless = { }                       # drop rows whose column equals
 //! decimals = "..."                   # column giving decimal digits: value / 10^d
 //! measures = "power"                 # power | energy | current | voltage | temperature
+//!                                    # | load (0-1) | battery_charge (0-1) | battery_runtime (s)
 //! multiply = 1                       # power and gauges: raw * multiply / divide
 //! divide = 1
 //! uj_per_unit = 360_000_000_000      # energy: exact microjoules per raw unit
 //! counter = "i32"                    # energy: register width, u32 | i32 | u64
 //! ```
 //!
+//! Optional, for maps whose points the PDU naming rules do not place
+//! (a UPS: its input, output, losses) and for detection:
+//!
+//! ```toml
+//! generic = true                     # a standard MIB any vendor may speak (UPS-MIB)
+//! identify = "1.3.6.1.2.1.33.1.1.2.0"  # a scalar that a device speaking this map answers
+//! [[totals]]                         # a power computed from other points' powers
+//! point = "losses"
+//! add = ["input"]                    # point names; "input-*" matches a prefix
+//! subtract = ["output"]
+//! [places]                           # point (or "prefix-*") = tier in the device's scope
+//! input = 0                          # (0: the whole; higher: parts, see `scope`)
+//! "input-*" = 1
+//! ```
+//!
 //! Point names: `device` (the whole PDU, where the MIB has a total),
 //! `inlet-<n>`, `phase-<n>`, `bank-<n>`, `outlet-<n>`; ServerTech uses the
-//! IDs printed on its units (`inlet-AA`, `outlet-AA1`).
+//! IDs printed on its units (`inlet-AA`, `outlet-AA1`). UPSes: `input`,
+//! `input-<line>`, `output`, `output-<line>`, `losses`, `battery`.
 
+use crate::device::scope::Place;
 use crate::device::{PointValue, Value};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +76,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "eaton-epdu.toml",
         include_str!("../snmp_maps/eaton-epdu.toml"),
     ),
+    (
+        "tripplite-pdu.toml",
+        include_str!("../snmp_maps/tripplite-pdu.toml"),
+    ),
+    ("apc-ups.toml", include_str!("../snmp_maps/apc-ups.toml")),
+    ("ups-mib.toml", include_str!("../snmp_maps/ups-mib.toml")),
 ];
 
 /// An object identifier as its arcs.
@@ -126,8 +150,53 @@ pub struct Model {
     pub description: String,
     /// sysObjectID prefixes that select it under `model = "auto"`.
     pub sys_object_ids: Vec<Oid>,
+    /// A standard MIB that any vendor's device may speak (UPS-MIB): chosen
+    /// under `auto` only when no vendor map fits.
+    pub generic: bool,
+    identify: Option<Oid>,
     unavailable: Vec<i128>,
     points: Vec<PointSpec>,
+    totals: Vec<Total>,
+    places: Vec<(Pattern, u8)>,
+}
+
+/// A power computed from other points' powers.
+#[derive(Debug, Clone)]
+struct Total {
+    point: String,
+    add: Vec<Pattern>,
+    subtract: Vec<Pattern>,
+}
+
+/// A point name, or a prefix (`input-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Pattern, String> {
+        let (body, prefix) = match text.strip_suffix('*') {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        if body.is_empty() || !body.chars().all(is_point_char) {
+            return Err(format!("bad point pattern {text:?}"));
+        }
+        Ok(if prefix {
+            Pattern::Prefix(body.to_owned())
+        } else {
+            Pattern::Exact(body.to_owned())
+        })
+    }
+
+    fn matches(&self, point: &str) -> bool {
+        match self {
+            Pattern::Exact(p) => p == point,
+            Pattern::Prefix(p) => point.starts_with(p.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -188,7 +257,24 @@ struct ModelFile {
     sys_object_ids: Vec<String>,
     #[serde(default)]
     unavailable: Vec<i64>,
+    #[serde(default)]
+    generic: bool,
+    #[serde(default)]
+    identify: Option<String>,
     points: Vec<PointFile>,
+    #[serde(default)]
+    totals: Vec<TotalFile>,
+    #[serde(default)]
+    places: BTreeMap<String, u8>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotalFile {
+    point: String,
+    add: Vec<String>,
+    #[serde(default)]
+    subtract: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +314,9 @@ enum Measure {
     Current,
     Voltage,
     Temperature,
+    Load,
+    BatteryCharge,
+    BatteryRuntime,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -269,6 +358,18 @@ pub fn model(name: &str) -> Result<&'static Model, String> {
     })
 }
 
+/// Every map's name and what it covers, for messages.
+pub fn catalogue() -> String {
+    match models() {
+        Ok(all) => all
+            .iter()
+            .map(|m| format!("{} ({})", m.name, m.description))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => e,
+    }
+}
+
 /// The map whose sysObjectID prefix is the longest match, if any.
 pub fn detect(sys_object_id: &[u32]) -> Result<Option<&'static Model>, String> {
     Ok(models()?
@@ -302,13 +403,127 @@ impl Model {
                 PointSpec::parse(p).map_err(|e| format!("points[{i}] ({}): {e}", p.point))
             })
             .collect::<Result<_, _>>()?;
+        let patterns = |list: &[String]| {
+            list.iter()
+                .map(|t| Pattern::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let totals = file
+            .totals
+            .iter()
+            .map(|t| {
+                Template::parse(&t.point)?;
+                if t.point.contains('{') || t.add.is_empty() {
+                    return Err(format!(
+                        "total {:?}: a plain point name and at least one `add`",
+                        t.point
+                    ));
+                }
+                Ok(Total {
+                    point: t.point.clone(),
+                    add: patterns(&t.add)?,
+                    subtract: patterns(&t.subtract)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let places = file
+            .places
+            .iter()
+            .map(|(p, tier)| Ok((Pattern::parse(p)?, *tier)))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Model {
             name: file.name,
             description: file.description,
             sys_object_ids,
+            generic: file.generic,
+            identify: file.identify.as_deref().map(parse_oid).transpose()?,
             unavailable: file.unavailable.into_iter().map(i128::from).collect(),
             points,
+            totals,
+            places,
         })
+    }
+
+    /// What to read to learn whether a device speaks this map: the
+    /// `identify` scalar (GET, `true`), else the first column (GETNEXT,
+    /// `false`) or scalar of the plan.
+    pub fn identify(&self) -> Option<(Oid, bool)> {
+        if let Some(oid) = &self.identify {
+            return Some((oid.clone(), true));
+        }
+        let plan = self.plan();
+        plan.walk
+            .first()
+            .map(|c| (c.clone(), false))
+            .or_else(|| plan.get.first().map(|o| (o.clone(), true)))
+    }
+
+    /// Where each point sits in the device, from the map's `places`; `None`
+    /// when the map has none (the PDU naming rules apply). An exact name
+    /// wins over a prefix.
+    pub fn places(&self, points: &[&str]) -> Option<Vec<Place>> {
+        if self.places.is_empty() {
+            return None;
+        }
+        Some(
+            points
+                .iter()
+                .filter_map(|p| {
+                    let tier = self
+                        .places
+                        .iter()
+                        .find(|(pat, _)| matches!(pat, Pattern::Exact(x) if x == p))
+                        .or_else(|| self.places.iter().find(|(pat, _)| pat.matches(p)))
+                        .map(|(_, tier)| *tier)?;
+                    Some(Place {
+                        point: (*p).to_owned(),
+                        scope: String::new(),
+                        tier,
+                        rank: 0,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The map's totals over the powers extracted so far, in order (a
+    /// total may use an earlier one). A total whose terms are not all
+    /// present is left out: a sum of some phases is no total.
+    fn add_totals(&self, out: &mut Extracted) {
+        for t in &self.totals {
+            let sum = |patterns: &[Pattern], values: &[PointValue]| -> Option<f64> {
+                let mut total = 0.0;
+                for pat in patterns {
+                    let mut found = false;
+                    for v in values {
+                        if let Value::PowerW(w) = v.value
+                            && pat.matches(&v.point)
+                        {
+                            total += w;
+                            found = true;
+                        }
+                    }
+                    if !found {
+                        return None;
+                    }
+                }
+                Some(total)
+            };
+            let (Some(add), Some(sub)) = (sum(&t.add, &out.values), sum(&t.subtract, &out.values))
+            else {
+                continue;
+            };
+            let w = add - sub;
+            if w < 0.0 {
+                out.problems
+                    .push(format!("{}: negative total {w} W, left out", t.point));
+                continue;
+            }
+            out.values.push(PointValue {
+                point: t.point.clone(),
+                value: Value::PowerW(w),
+            });
+        }
     }
 
     /// What to read: GETs for scalars and fixed rows, walks for tables.
@@ -404,6 +619,7 @@ impl Model {
                 }
             }
         }
+        self.add_totals(&mut out);
         out
     }
 
@@ -587,6 +803,9 @@ impl PointSpec {
             Measure::Current => gauge(GaugeQuantity::CurrentAmperes)?,
             Measure::Voltage => gauge(GaugeQuantity::VoltageVolts)?,
             Measure::Temperature => gauge(GaugeQuantity::TemperatureCelsius)?,
+            Measure::Load => gauge(GaugeQuantity::UtilizationRatio)?,
+            Measure::BatteryCharge => gauge(GaugeQuantity::BatteryChargeRatio)?,
+            Measure::BatteryRuntime => gauge(GaugeQuantity::BatteryRuntimeSeconds)?,
             Measure::Energy => {
                 if p.multiply.is_some() || p.divide.is_some() {
                     return Err("energy is scaled by uj_per_unit, not multiply/divide".into());
@@ -880,6 +1099,132 @@ mod tests {
         assert!(ex.values.is_empty());
         assert_eq!(ex.problems.len(), 2, "{:?}", ex.problems);
         assert!(m.extract(&Snapshot::new()).answered == 0);
+    }
+
+    const UPS_MAP: &str = r#"
+        name = "ups"
+        description = "t"
+        generic = true
+        identify = "1.9.0.0"
+        [[points]]
+        point = "in-{n}"
+        column = "1.9.1"
+        index = "{n}"
+        measures = "power"
+        [[points]]
+        point = "out"
+        oid = "1.9.2.0"
+        measures = "power"
+        [[points]]
+        point = "out"
+        oid = "1.9.3.0"
+        measures = "load"
+        divide = 100
+        [[points]]
+        point = "battery"
+        oid = "1.9.4.0"
+        measures = "battery_runtime"
+        multiply = 60
+        [[totals]]
+        point = "in"
+        add = ["in-*"]
+        [[totals]]
+        point = "losses"
+        add = ["in"]
+        subtract = ["out"]
+        [places]
+        in = 0
+        "in-*" = 1
+        out = 1
+        losses = 1
+    "#;
+
+    #[test]
+    fn totals_add_and_subtract_powers_and_need_every_term() {
+        let m = Model::parse(UPS_MAP).unwrap();
+        assert!(m.generic);
+        assert_eq!(m.identify(), Some((oid("1.9.0.0"), true)));
+        let mut snap = Snapshot::new();
+        snap.insert(oid("1.9.1.1"), Raw::Num(400));
+        snap.insert(oid("1.9.1.2"), Raw::Num(350));
+        snap.insert(oid("1.9.2.0"), Raw::Num(700));
+        snap.insert(oid("1.9.3.0"), Raw::Num(35));
+        snap.insert(oid("1.9.4.0"), Raw::Num(12));
+        let ex = m.extract(&snap);
+        let get = |p: &str| -> Vec<Value> {
+            ex.values
+                .iter()
+                .filter(|v| v.point == p)
+                .map(|v| v.value)
+                .collect()
+        };
+        assert_eq!(get("in"), vec![Value::PowerW(750.0)]);
+        assert_eq!(get("losses"), vec![Value::PowerW(50.0)]);
+        assert_eq!(
+            get("out"),
+            vec![
+                Value::PowerW(700.0),
+                Value::Gauge(GaugeQuantity::UtilizationRatio, 0.35)
+            ]
+        );
+        assert_eq!(
+            get("battery"),
+            vec![Value::Gauge(GaugeQuantity::BatteryRuntimeSeconds, 720.0)]
+        );
+        // No output power: no losses (a difference with a missing term
+        // would be the whole input).
+        snap.remove(&oid("1.9.2.0"));
+        let ex = m.extract(&snap);
+        assert!(ex.values.iter().any(|v| v.point == "in"));
+        assert!(!ex.values.iter().any(|v| v.point == "losses"));
+        // Output above input (meters disagree at low load): left out, said.
+        snap.insert(oid("1.9.2.0"), Raw::Num(800));
+        let ex = m.extract(&snap);
+        assert!(!ex.values.iter().any(|v| v.point == "losses"));
+        assert!(ex.problems.iter().any(|p| p.contains("losses")), "{ex:?}");
+    }
+
+    #[test]
+    fn map_places_prefer_an_exact_name_and_leave_others_out() {
+        let m = Model::parse(UPS_MAP).unwrap();
+        let places = m
+            .places(&["in", "in-1", "out", "losses", "battery"])
+            .unwrap();
+        let tier = |p: &str| places.iter().find(|x| x.point == p).map(|x| x.tier);
+        assert_eq!(
+            (tier("in"), tier("in-1"), tier("out"), tier("losses")),
+            (Some(0), Some(1), Some(1), Some(1))
+        );
+        assert_eq!(tier("battery"), None);
+        // PDU maps have no places: the naming rules apply.
+        assert!(
+            Model::parse(TEST_MAP)
+                .unwrap()
+                .places(&["device"])
+                .is_none()
+        );
+        assert_eq!(
+            Model::parse(TEST_MAP).unwrap().identify(),
+            Some((oid("1.9.2.1.5"), false))
+        );
+    }
+
+    #[test]
+    fn every_map_is_listed_and_ups_and_tripp_lite_ids_select_their_maps() {
+        let all = catalogue();
+        for m in models().unwrap() {
+            assert!(all.contains(&format!("{} (", m.name)), "{all}");
+        }
+        let m = detect(&oid("1.3.6.1.4.1.318.1.3.27")).unwrap().unwrap();
+        assert_eq!(m.name, "apc-ups");
+        let m = detect(&oid("1.3.6.1.4.1.318.1.3.2.12")).unwrap().unwrap();
+        assert_eq!(m.name, "apc-ups");
+        let m = detect(&oid("1.3.6.1.4.1.850.1.1.1")).unwrap().unwrap();
+        assert_eq!(m.name, "tripplite-pdu");
+        // The standard map has no sysObjectID: only the device's answers
+        // select it.
+        assert!(model("ups-mib").unwrap().sys_object_ids.is_empty());
+        assert!(model("ups-mib").unwrap().generic);
     }
 
     #[test]
