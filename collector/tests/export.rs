@@ -200,6 +200,13 @@ fn eed_export_of_a_small_site_field_by_field() {
     assert_eq!(ef["static_fallback_source"], "test factor");
     assert_eq!(ef["hours"], 1);
     assert_eq!(ef["hours_on_static_fallback"], 1);
+    // One basis, stated for the inventory and its fallback alike, and the
+    // rule by which an hour's factor meets energy used in part of it.
+    assert_eq!(ef["basis"], "lifecycle");
+    assert_eq!(ef["static_fallback_basis"], "lifecycle");
+    let m = d["methodology"]["emission_factors"].as_str().unwrap();
+    assert!(m.contains("of the lifecycle basis"), "{m}");
+    assert!(m.contains(vigie_collector::carbon::HOURLY_RULE), "{m}");
     let meters = d["provenance"]["meters"].as_array().unwrap();
     assert_eq!(meters.len(), 4);
     assert_eq!(meters[0]["sensors"][0], "facility/meter:mains");
