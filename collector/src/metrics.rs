@@ -487,7 +487,7 @@ impl Metrics {
         let site_emissions = Family::<MeterLabels, FloatCounter>::default();
         registry.register(
             "vigie_site_emissions_location_grams",
-            "Location-based emissions of each site grid-import meter read by agents, at the configured grid factor (grams CO2e)",
+            "Location-based emissions of each site grid-import meter read by agents, at the static configured grid factor, not the hourly factors of /api/v1/scope2 (grams CO2e)",
             site_emissions.clone(),
         );
         let target_pue = Family::<TargetLabels, FloatGauge>::default();
