@@ -272,3 +272,25 @@ fn the_co2js_yearly_table_is_a_configured_source() {
     .unwrap();
     assert!(carbon::load_yearly_files(&mut conn, &bad, 1).is_err());
 }
+
+/// `vigie-collector run` refuses at start-up a configuration whose
+/// inventory would mix bases (here the built-in life-cycle fallback under
+/// a direct inventory), before it touches the broker, with the reason.
+#[tokio::test]
+async fn run_refuses_a_fallback_of_another_basis_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = vigie_collector::config::CollectorConfig::from_toml(&format!(
+        "[store]\npath = \"{}\"\n[carbon]\nbasis = \"direct\"\n",
+        dir.path().join("ledger.sqlite").display()
+    ))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = vigie_collector::run(cfg, listener, std::future::pending())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("lifecycle") && msg.contains("intensity_basis"),
+        "{msg}"
+    );
+}

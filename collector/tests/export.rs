@@ -703,3 +703,27 @@ async fn raw_get(addr: std::net::SocketAddr, path: String) -> (String, String) {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     (head.to_owned(), body.to_owned())
 }
+
+/// An export of an inventory whose static factor is of another basis than
+/// the inventory's is refused, as `run` refuses it, with the reason.
+#[test]
+fn cli_refuses_an_export_mixing_factor_bases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = small_site(dir.path());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[carbon]\n", "[carbon]\nbasis = \"direct\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (from, to) = period();
+    let out = dir.path().join("eed.json");
+    let (ok, _, err) = run(bin()
+        .args(["export", "--regime", "eed", "--format", "json"])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out));
+    assert!(!ok);
+    assert!(err.contains("intensity_basis"), "{err}");
+    assert!(!out.exists());
+}
