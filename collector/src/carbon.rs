@@ -440,6 +440,11 @@ pub fn load_series_files(
                 source: std::io::Error::other(e.to_string()),
             })?;
         tracing::info!(file = %f.path.display(), zone, points = s.points().len(), skipped_rows = s.skipped_rows(), written, "grid intensity series loaded");
+        if other > 0 {
+            // A file with both columns (Electricity Maps CSV): the other
+            // basis is kept with its provenance but never enters the grams.
+            tracing::info!(file = %f.path.display(), points = other, basis = other_basis(carbon.basis).as_str(), inventory_basis = carbon.basis.as_str(), "points of the other basis stored, not used by the inventory");
+        }
         n += written;
     }
     Ok(n)
