@@ -793,6 +793,8 @@ async fn emissions_route(
     };
     // group -> (µJ, location g, estimated µJ, market g, hours without a market factor)
     let mut totals: BTreeMap<String, (u128, f64, u128, f64, usize)> = BTreeMap::new();
+    // Groups with grams from an estimated factor (fallback, forecast, partial hour).
+    let mut factor_estimated: std::collections::BTreeSet<String> = Default::default();
     let series: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -803,6 +805,9 @@ async fn emissions_route(
             t.0 += u128::from(r.energy.0);
             t.1 += r.emissions.0;
             t.2 += u128::from(r.estimated_energy.0);
+            if r.factor_estimated {
+                factor_estimated.insert(group_of(&r.host));
+            }
             match market_g {
                 Some(g) => t.3 += g,
                 None => t.4 += 1,
@@ -814,8 +819,10 @@ async fn emissions_route(
                 "energy_kwh": r.energy.as_kwh(),
                 "emissions_g": r.emissions.0,
                 "market_emissions_g": market_g,
-                "estimated": r.estimated_energy.0 > 0,
+                "estimated": r.estimated(),
                 "factor_g_per_kwh": f.map(|f| f.g_per_kwh),
+                "factor_estimated": r.factor_estimated,
+                "fallback": f.is_some_and(|f| f.fallback),
             })
         })
         .collect();
@@ -823,13 +830,14 @@ async fn emissions_route(
     let totals: Vec<Value> = totals
         .into_iter()
         .map(|(group, (uj, g, est, mg, missing))| {
+            let estimated = est > 0 || factor_estimated.contains(&group);
             json!({
                 group_by: group,
                 "energy_kwh": uj as f64 / 3.6e12,
                 "emissions_g": g,
                 "market_emissions_g": (with_market && missing == 0).then_some(mg),
                 "market_hours_missing": if with_market { Some(missing) } else { None },
-                "estimated": est > 0,
+                "estimated": estimated,
             })
         })
         .collect();
@@ -857,6 +865,7 @@ async fn emissions_route(
         "basis": s.carbon.basis.as_str(),
         "factor_type": "average",
         "static_factor": *s.factor,
+        "factor_rule": crate::carbon::HOURLY_RULE,
         "fallback_hours": fallback_hours,
         "from": rfc3339(from),
         "to": rfc3339(to),
@@ -1492,6 +1501,63 @@ mod tests {
             note.starts_with("the site's hourly market-based factor"),
             "{v}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_fallback_is_counted_and_flagged_where_it_was_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let t0 = 1_790_000_000_000 / HOUR_MS * HOUR_MS;
+        // Energy in hour 0 (a stored series covers it) and 100 hours later
+        // (nothing does: the static factor); none in between.
+        for t in [t0, t0 + 100 * HOUR_MS] {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 3600000000000, 0)",
+                rusqlite::params![t],
+            )
+            .unwrap();
+        }
+        let carbon = crate::config::CarbonConfig::default();
+        crate::grid::store::upsert(
+            &conn,
+            &[crate::grid::IntensityPoint {
+                zone: carbon.zone.clone(),
+                start_ms: t0,
+                end_ms: t0 + HOUR_MS,
+                intensity: crate::grid::Intensity::Average(vigie_energy::GramsPerKwh(80.0)),
+                basis: carbon.basis,
+                estimated: false,
+                source: "test-series".into(),
+                retrieved_ms: 0,
+            }],
+        )
+        .unwrap();
+        drop(conn);
+        let state = test_state(db, crate::site::SiteConfig::default());
+        let q = EmissionsQuery {
+            from: Some(t0.to_string()),
+            to: Some((t0 + 101 * HOUR_MS).to_string()),
+            group_by: None,
+        };
+        let axum::Json(v) = emissions_route(State(state), Query(q)).await.unwrap();
+        // One hour with energy on the fallback, not the 99 empty ones.
+        assert_eq!(v["fallback_hours"], 1, "{v}");
+        assert_eq!(v["factors"].as_array().unwrap().len(), 2, "{v}");
+        let series = v["series"].as_array().unwrap();
+        assert_eq!(series.len(), 2);
+        let (on_series, on_fallback) = (&series[0], &series[1]);
+        assert_eq!(on_series["emissions_g"], 80.0);
+        assert_eq!(on_series["estimated"], false);
+        assert_eq!(on_series["fallback"], false);
+        // The grams from the fallback are flagged where they are reported.
+        assert_eq!(on_fallback["emissions_g"], 33.0);
+        assert_eq!(on_fallback["estimated"], true, "{v}");
+        assert_eq!(on_fallback["fallback"], true);
+        assert_eq!(v["totals"][0]["estimated"], true);
+        assert_eq!(v["basis"], "lifecycle");
+        assert_eq!(v["factor_rule"], crate::carbon::HOURLY_RULE);
     }
 
     /// Counts how many times the state computed the PUE.

@@ -127,20 +127,32 @@ pub struct CarbonConfig {
     /// Grid zone name (e.g. an Electricity Maps zone such as `FR`).
     #[serde(default = "d_zone")]
     pub zone: String,
-    /// Average grid intensity, gCO2e/kWh.
+    /// Static average grid intensity, gCO2e/kWh: the fallback for hours no
+    /// series or yearly table covers (flagged estimated).
     #[serde(default = "d_intensity")]
     pub intensity_g_per_kwh: f64,
+    /// What the static factor counts (`lifecycle` or `direct`); it must be
+    /// the inventory's `basis`, else start-up is refused. The built-in 33
+    /// g/kWh is a life-cycle figure.
+    #[serde(default = "d_basis")]
+    pub intensity_basis: crate::grid::Basis,
     /// Where the figure comes from, reported with every emission figure.
     #[serde(default = "d_source")]
     pub source: String,
-    /// Which factors the inventory uses: `direct` (combustion) or
-    /// `lifecycle`.
+    /// Which factors the inventory uses: `lifecycle` (default) or `direct`
+    /// (combustion). One basis per inventory: a series, yearly table, live
+    /// provider or static factor of the other basis is refused at start-up.
     #[serde(default = "d_basis")]
     pub basis: crate::grid::Basis,
     /// Grid intensity series files loaded at start-up; hours they cover
     /// use their values, the others the static factor (flagged).
     #[serde(default)]
     pub series: Vec<SeriesFile>,
+    /// Yearly average tables (co2.js's Electricity Maps yearly data) loaded
+    /// at start-up: each stands in for the hours of its year that no
+    /// shorter series point covers.
+    #[serde(default)]
+    pub yearly: Vec<YearlyFile>,
     /// Live grid-data providers refreshed periodically (optional: vigie
     /// needs none of them to run).
     #[serde(default)]
@@ -163,8 +175,28 @@ pub struct SeriesFile {
     pub zone: Option<String>,
 }
 
+/// A yearly table file (`[[carbon.yearly]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YearlyFile {
+    /// co2.js's `electricitymaps-yearly` JSON for one year
+    /// (`{ "FR": { "carbonIntensity": { "value": 33, ... } }, ... }`).
+    pub path: PathBuf,
+    /// The calendar year (UTC) the file describes.
+    pub year: i64,
+    /// Zone to take from it; defaults to `carbon.zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// What its figures count: co2.js republishes Electricity Maps'
+    /// life-cycle figures (default).
+    #[serde(default = "d_basis")]
+    pub basis: crate::grid::Basis,
+}
+
 fn d_basis() -> crate::grid::Basis {
-    crate::grid::Basis::Direct
+    // The built-in static factor and co2.js's yearly data are life-cycle
+    // figures: the default inventory basis matches them.
+    crate::grid::Basis::Lifecycle
 }
 
 /// Input limits (see `vigie_protocol::Limits`).

@@ -48,6 +48,32 @@ fn d_horizon() -> Duration {
 }
 
 impl LiveConfig {
+    /// The basis of the average factors this provider writes, `None` for
+    /// a marginal one (scheduling signals only, never an inventory).
+    pub fn average_basis(&self) -> Option<grid::Basis> {
+        if let Some(c) = &self.electricity_maps {
+            return Some(c.emission_factor_type);
+        }
+        if self.carbon_intensity_uk.is_some() || self.odre.is_some() {
+            // Both publish direct (combustion) emissions of generation.
+            return Some(grid::Basis::Direct);
+        }
+        None
+    }
+
+    /// The section's name, for messages.
+    pub fn name(&self) -> &'static str {
+        if self.electricity_maps.is_some() {
+            "electricity_maps"
+        } else if self.watttime.is_some() {
+            "watttime"
+        } else if self.carbon_intensity_uk.is_some() {
+            "carbon_intensity_uk"
+        } else {
+            "odre"
+        }
+    }
+
     /// Makes the provider its section names.
     pub fn build(&self) -> Result<Box<dyn Provider>, grid::GridError> {
         let n = usize::from(self.electricity_maps.is_some())

@@ -130,7 +130,9 @@ pub async fn run(
     let mut conn = store::open(&path).map_err(store_err)?;
     grid::store::init(&conn).map_err(store_err)?;
     site::init(&conn).map_err(store_err)?;
+    carbon::check_basis(&cfg.carbon)?;
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
+    carbon::load_yearly_files(&mut conn, &cfg.carbon, now_ms())?;
     let mut cfg = cfg;
     site::load_hourly_profiles(&mut cfg.carbon.market, api::parse_time_str)
         .map_err(grid::GridError::Config)?;
@@ -325,6 +327,9 @@ pub async fn run(
         cfg.carbon.clone(),
         now_ms,
     );
+    // Per-host emission counters, as the API computes them, as hours close.
+    let emissions_task =
+        carbon::spawn_emission_counters(metrics.clone(), path.clone(), cfg.carbon.clone(), now_ms);
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
         let busy_since = busy_since.clone();
@@ -366,6 +371,7 @@ pub async fn run(
         t.abort();
     }
     site_task.abort();
+    emissions_task.abort();
     if let Some(w) = watchdog {
         w.abort();
     }

@@ -236,6 +236,11 @@ pub struct Metrics {
     energy: Family<EnergyLabels, FloatCounter>,
     power: Family<SensorLabels, FloatGauge>,
     emissions: Family<HostLabels, FloatCounter>,
+    emissions_estimated: Family<HostLabels, FloatCounter>,
+    /// Earliest reading start of the batches accepted since the emission
+    /// counters last looked (`i64::MAX`: none): late energy for an hour
+    /// they have already counted.
+    emissions_dirty_from: std::sync::atomic::AtomicI64,
     host_energy: Family<HostQualityLabels, FloatCounter>,
     in_total: Family<SensorLabels, Gauge>,
     /// Per host, the sensors its inventory leaves out of totals.
@@ -314,8 +319,14 @@ impl Metrics {
         let emissions = Family::<HostLabels, FloatCounter>::default();
         registry.register(
             "vigie_emissions_location_grams",
-            "Location-based emissions per host at the configured grid factor (grams CO2e)",
+            "Location-based emissions per host over closed hours, as /api/v1/emissions: each hour's energy of the counted sensors times that hour's average grid factor of the inventory's basis (stored series, else the static factor) (grams CO2e)",
             emissions.clone(),
+        );
+        let emissions_estimated = Family::<HostLabels, FloatCounter>::default();
+        registry.register(
+            "vigie_emissions_location_estimated_grams",
+            "Of vigie_emissions_location_grams, the grams of host-hours flagged estimated: estimated energy or an estimated factor (static fallback, forecast, partly covered hour) (grams CO2e)",
+            emissions_estimated.clone(),
         );
         let host_energy = Family::<HostQualityLabels, FloatCounter>::default();
         registry.register(
@@ -512,7 +523,7 @@ impl Metrics {
         let site_emissions = Family::<MeterLabels, FloatCounter>::default();
         registry.register(
             "vigie_site_emissions_location_grams",
-            "Location-based emissions of each site grid-import meter read by agents, at the configured grid factor (grams CO2e)",
+            "Location-based emissions of each site grid-import meter read by agents, at the static configured grid factor, not the hourly factors of /api/v1/scope2 (grams CO2e)",
             site_emissions.clone(),
         );
         let target_pue = Family::<TargetLabels, FloatGauge>::default();
@@ -566,6 +577,8 @@ impl Metrics {
             energy,
             power,
             emissions,
+            emissions_estimated,
+            emissions_dirty_from: std::sync::atomic::AtomicI64::new(i64::MAX),
             host_energy,
             in_total,
             uncounted: std::sync::RwLock::new(HashMap::new()),
@@ -618,11 +631,6 @@ impl Metrics {
                         quality: quality_label(q).to_owned(),
                     })
                     .inc_by(joules);
-                self.emissions
-                    .get_or_create(&HostLabels {
-                        host: host.to_owned(),
-                    })
-                    .inc_by(joules / 3.6e6 * self.intensity.0);
             }
         }
     }
@@ -985,7 +993,7 @@ impl Metrics {
     pub fn accepted(&self, batch: &TelemetryBatch, now_ms: i64) {
         let host = &batch.host;
         let mut latest_end = i64::MIN;
-        let mut host_emissions = 0.0;
+        let mut host_counted = false;
         let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
         let host_meters = index.get(host);
         let uncounted = self.uncounted.read().unwrap_or_else(|p| p.into_inner());
@@ -1016,7 +1024,7 @@ impl Metrics {
                         quality: quality_label(r.quality).to_owned(),
                     })
                     .inc_by(e.as_joules());
-                host_emissions += emissions(e, self.intensity).0;
+                host_counted = true;
             }
             let power = r
                 .power_w
@@ -1050,9 +1058,19 @@ impl Metrics {
         if batch.readings.is_empty() {
             return;
         }
-        self.emissions
-            .get_or_create(&HostLabels { host: host.clone() })
-            .inc_by(host_emissions);
+        // The grams follow as the hours close (`set_host_emissions`); the
+        // series shows from the host's first counted energy.
+        if host_counted {
+            drop(
+                self.emissions
+                    .get_or_create(&HostLabels { host: host.clone() }),
+            );
+        }
+        let first = batch.readings.iter().map(|r| r.start_ms).min();
+        if let Some(first) = first {
+            self.emissions_dirty_from
+                .fetch_min(first, std::sync::atomic::Ordering::AcqRel);
+        }
         let lag = (now_ms - latest_end) as f64 / 1000.0;
         self.lag_at_commit
             .lock()
@@ -1073,6 +1091,35 @@ impl Metrics {
             0.0
         } else {
             (now_ms - since).max(0) as f64 / 1000.0
+        }
+    }
+
+    /// The earliest reading start accepted since the last call (`i64::MAX`
+    /// if none), and a fresh start: the emission counters' sign of late
+    /// energy. Taken before the ledger is read, so that a batch committed
+    /// after the read marks the next call.
+    pub fn take_emissions_dirty(&self) -> i64 {
+        self.emissions_dirty_from
+            .swap(i64::MAX, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Brings `host`'s emission counters up to the grams of its closed
+    /// hours (`total_g`, of which `estimated_g` estimated), as computed
+    /// from the ledger by `carbon::EmissionCounters`. A counter never goes
+    /// down: a smaller figure (a factor revised downwards) leaves it as is.
+    pub fn set_host_emissions(&self, host: &str, total_g: f64, estimated_g: f64) {
+        let labels = HostLabels {
+            host: host.to_owned(),
+        };
+        for (family, target) in [
+            (&self.emissions, total_g),
+            (&self.emissions_estimated, estimated_g),
+        ] {
+            let c = family.get_or_create(&labels);
+            let d = target - c.get();
+            if d > 0.0 {
+                c.inc_by(d);
+            }
         }
     }
 
@@ -1209,10 +1256,19 @@ mod tests {
         assert!(
             text.contains(r#"vigie_power_watts{host="node-01",sensor="rapl:package-0"} 85.250113"#)
         );
-        // 3.6 MgCO2/kWh is 1 g per joule: 95.120117 J -> 95.120117 g.
+        // The grams come as the hours close (carbon::EmissionCounters);
+        // the host's series shows from its first energy.
         assert!(
-            text.contains(r#"vigie_emissions_location_grams_total{host="node-01"} 95.12011"#),
+            text.contains(r#"vigie_emissions_location_grams_total{host="node-01"} 0.0"#),
             "{text}"
+        );
+        m.set_host_emissions("node-01", 95.5, 10.0);
+        // A smaller figure never takes a counter down.
+        m.set_host_emissions("node-01", 90.0, 12.5);
+        let text = m.encode();
+        assert!(text.contains(r#"vigie_emissions_location_grams_total{host="node-01"} 95.5"#));
+        assert!(
+            text.contains(r#"vigie_emissions_location_estimated_grams_total{host="node-01"} 12.5"#)
         );
         assert!(text.contains(r#"vigie_ingest_rejected_total{reason="malformed"} 1"#));
         assert!(text.contains(r#"vigie_ingest_rejected_total{reason="host_mismatch"} 0"#));
@@ -1314,10 +1370,6 @@ mod tests {
             text.contains(
                 r#"vigie_host_energy_joules_total{host="node-01",quality="measured"} 86.250113"#
             ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"vigie_emissions_location_grams_total{host="node-01"} 86.25011"#),
             "{text}"
         );
         assert!(text.contains(&format!(

@@ -243,6 +243,9 @@ pub struct Methodology {
     pub grid_factor_source: String,
     /// `lifecycle` or `direct` factors.
     pub grid_factor_basis: &'static str,
+    /// How an hour's factor is made and applied to that hour's energy
+    /// (`carbon::HOURLY_RULE`, as every output states it).
+    pub grid_factor_rule: &'static str,
     /// Time basis of the monthly rows.
     pub time_basis: &'static str,
 }
@@ -381,6 +384,7 @@ impl Report {
                 grid_zone: carbon.zone.clone(),
                 grid_factor_source: carbon.source.clone(),
                 grid_factor_basis: carbon.basis.as_str(),
+                grid_factor_rule: crate::carbon::HOURLY_RULE,
                 time_basis: "calendar months in UTC; energy in kWh from metered intervals",
             },
             coverage: Coverage {
@@ -792,7 +796,7 @@ pub fn html(r: &Report) -> String {
     }
     let _ = write!(
         h,
-        "</ul><p>IT equipment energy is metered at the {} (ISO/IEC 30134-2 measurement category {}). Heat reused is heat handed over to a user outside the site; it is not subtracted from the PUE.</p><p>Gap rule in force: <strong>{}</strong>. {}</p><p>Grid emission factors: zone {}, {} factors, source: {}. Location-based emissions use the grid's average factor for each hour; market-based emissions use the site's contractual instruments first, then the residual mix. Marginal factors are never used here.</p><p>Time basis: {}. Figures are computed from the site's boundary meters only.</p></section>",
+        "</ul><p>IT equipment energy is metered at the {} (ISO/IEC 30134-2 measurement category {}). Heat reused is heat handed over to a user outside the site; it is not subtracted from the PUE.</p><p>Gap rule in force: <strong>{}</strong>. {}</p><p>Grid emission factors: zone {}, {} factors only, source: {}. Location-based emissions use the grid's average factor for each hour: {}. Market-based emissions use the site's contractual instruments first, then the residual mix. Marginal factors are never used here.</p><p>Time basis: {}. Figures are computed from the site's boundary meters only.</p></section>",
         e(m.it_measurement_point),
         m.it_measurement_category,
         e(m.gap_rule),
@@ -800,6 +804,7 @@ pub fn html(r: &Report) -> String {
         e(&m.grid_zone),
         e(m.grid_factor_basis),
         e(&m.grid_factor_source),
+        e(m.grid_factor_rule),
         e(m.time_basis),
     );
 
@@ -1193,6 +1198,9 @@ mod tests {
         assert_eq!(r.methodology.it_measurement_point, "IT equipment input");
 
         let h = html(&r);
+        // The basis and the hourly rule, as in the exports and the dossier.
+        assert!(h.contains("lifecycle factors only"), "{h}");
+        assert!(h.contains("whether used over the whole hour or part of it"));
         assert!(h.starts_with("<!DOCTYPE html><html lang=\"en\">"));
         // Escaped everywhere.
         assert!(h.contains("Site &lt;Nord&gt; &amp; co") && !h.contains("<Nord>"));

@@ -62,11 +62,14 @@ fn location_based_emissions_over_the_real_eco2mix_series() {
     let path = dir.path().join("ledger.sqlite");
     let mut conn = store::open(&path).unwrap();
     grid::store::init(&conn).unwrap();
+    // eCO2mix's taux_co2 counts direct emissions: a direct inventory, with
+    // a direct static fallback (a test figure).
     let cfg: CarbonConfig = toml::from_str(&format!(
-        "zone = \"FR\"\nintensity_g_per_kwh = 33.0\n[[series]]\npath = \"{}\"\nformat = \"eco2mix\"\n",
+        "zone = \"FR\"\nbasis = \"direct\"\nintensity_basis = \"direct\"\nintensity_g_per_kwh = 33.0\n[[series]]\npath = \"{}\"\nformat = \"eco2mix\"\n",
         eco2mix().display()
     ))
     .unwrap();
+    carbon::check_basis(&cfg).unwrap();
     assert_eq!(
         carbon::load_series_files(&mut conn, &cfg, 1_700_000_000_000).unwrap(),
         2976
@@ -120,6 +123,10 @@ fn location_based_emissions_over_the_real_eco2mix_series() {
         carbon::location_based(&conn, &cfg, start, days_from_civil(2022, 2, 1) * 86_400_000)
             .unwrap();
     assert_eq!(rows.len(), 49);
+    // A factor for each hour with energy, and only those: the one
+    // fallback hour, not the ~950 empty hours between the profile and it.
+    assert_eq!(factors.len(), 49);
+    assert_eq!(factors.values().filter(|f| f.fallback).count(), 1);
 
     // Independent computation: per UTC hour, the mean of the 15-minute
     // rates starting in it, times that hour's kWh.
@@ -137,17 +144,153 @@ fn location_based_emissions_over_the_real_eco2mix_series() {
         assert!(!factors[&h].fallback && !factors[&h].estimated);
         expected += kwh as f64 * mean;
     }
-    // The 2022 hour: the static 33 g/kWh, flagged.
+    // The 2022 hour: the static 33 g/kWh, flagged, and its grams too.
     let late = hours[48].0;
     assert!(factors[&late].fallback);
+    let late_row = rows.iter().find(|r| r.hour_ms == late).unwrap();
+    assert!(late_row.estimated());
+    assert!(
+        rows.iter()
+            .filter(|r| r.hour_ms != late)
+            .all(|r| !r.estimated())
+    );
     expected += 2.0 * 33.0;
     let got: f64 = rows.iter().map(|r| r.emissions.0).sum();
     assert!(
         (got - expected).abs() < 1e-6 * expected,
         "{got} vs {expected}"
     );
+    // The Prometheus counter, once the hours have closed, is the same
+    // grams as the API's rows (it used to take the static factor: 1,630 g
+    // against the API's 2,710 g on a profile like this one).
+    let metrics = vigie_collector::metrics::Metrics::new("FR", vigie_energy::GramsPerKwh(33.0));
+    metrics.accepted(&batch, vigie_service::now_ms());
+    let mut counters = carbon::EmissionCounters::new();
+    let now = days_from_civil(2022, 2, 1) * 86_400_000;
+    assert!(counters.refresh(&conn, &cfg, &metrics, now).unwrap());
+    let text = metrics.encode();
+    let shown: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"vigie_emissions_location_grams_total{host="rack-7"} "#))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((shown - got).abs() < 1e-9 * got, "{shown} vs {got}");
+    let estimated: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"vigie_emissions_location_estimated_grams_total{host="rack-7"} "#)
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((estimated - 2.0 * 33.0).abs() < 1e-9, "{estimated}");
     // Sanity: the earliest row (the file is not in time order) is 70 g at
     // 2021-12-01T00:00+01:00, i.e. 2021-11-30T23:00Z, before the profile.
     let first = raw.iter().min_by_key(|(t, _)| *t).unwrap();
     assert_eq!(*first, (start - HOUR, 70.0));
+}
+
+/// A series of the other basis than the inventory's would load and never be
+/// used (every hour on the static factor, silently): refused at start-up.
+#[test]
+fn a_series_of_another_basis_is_refused_not_silently_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = store::open(&dir.path().join("ledger.sqlite")).unwrap();
+    grid::store::init(&conn).unwrap();
+    let cfg: CarbonConfig = toml::from_str(&format!(
+        "zone = \"FR\"\nbasis = \"lifecycle\"\n[[series]]\npath = \"{}\"\nformat = \"eco2mix\"\n",
+        eco2mix().display()
+    ))
+    .unwrap();
+    carbon::check_basis(&cfg).unwrap();
+    let err = carbon::load_series_files(&mut conn, &cfg, 1_700_000_000_000).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("direct") && msg.contains("lifecycle"), "{msg}");
+    assert!(msg.contains("fr_rte_eco2mix"), "{msg}");
+    // Nothing written.
+    let stored =
+        grid::store::overlapping(&conn, "FR", i64::MIN, i64::MAX, &Default::default()).unwrap();
+    assert!(stored.is_empty());
+}
+
+/// The co2.js yearly table is a configured source: `[[carbon.yearly]]`
+/// loads the zone's figure for its year, which then stands in for the
+/// hours of that year, with its own basis (life-cycle).
+#[test]
+fn the_co2js_yearly_table_is_a_configured_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let mut conn = store::open(&path).unwrap();
+    grid::store::init(&conn).unwrap();
+    let yearly = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/grid/co2js_electricitymaps_yearly_2024_by_zone.json");
+    let cfg: CarbonConfig = toml::from_str(&format!(
+        "zone = \"DE\"\nintensity_g_per_kwh = 999.0\n[[yearly]]\npath = \"{}\"\nyear = 2024\n",
+        yearly.display()
+    ))
+    .unwrap();
+    let collector: vigie_collector::config::CollectorConfig = toml::from_str(&format!(
+        "[carbon]\nzone = \"DE\"\n[[carbon.yearly]]\npath = \"{}\"\nyear = 2024\n",
+        yearly.display()
+    ))
+    .unwrap();
+    assert_eq!(collector.carbon.yearly.len(), 1);
+    carbon::check_basis(&cfg).unwrap();
+    assert_eq!(carbon::load_yearly_files(&mut conn, &cfg, 1).unwrap(), 1);
+    // 2024-06-01 00:00Z: Germany's 2024 figure (341), not the static 999.
+    let h = days_from_civil(2024, 6, 1) * 86_400_000;
+    let f = carbon::hourly_factors(
+        &conn,
+        "DE",
+        cfg.basis,
+        vigie_energy::GramsPerKwh(999.0),
+        h,
+        h + HOUR,
+    )
+    .unwrap();
+    assert_eq!(f[&h].g_per_kwh, 341.0);
+    assert!(!f[&h].fallback);
+    assert_eq!(f[&h].sources, ["series:electricitymaps-yearly"]);
+    // A year it does not describe: the static factor.
+    let h = days_from_civil(2025, 6, 1) * 86_400_000;
+    let f = carbon::hourly_factors(
+        &conn,
+        "DE",
+        cfg.basis,
+        vigie_energy::GramsPerKwh(999.0),
+        h,
+        h + HOUR,
+    )
+    .unwrap();
+    assert!(f[&h].fallback);
+    // A zone it lacks is a configuration error.
+    let bad: CarbonConfig = toml::from_str(&format!(
+        "zone = \"XX-NOWHERE\"\n[[yearly]]\npath = \"{}\"\nyear = 2024\n",
+        yearly.display()
+    ))
+    .unwrap();
+    assert!(carbon::load_yearly_files(&mut conn, &bad, 1).is_err());
+}
+
+/// `vigie-collector run` refuses at start-up a configuration whose
+/// inventory would mix bases (here the built-in life-cycle fallback under
+/// a direct inventory), before it touches the broker, with the reason.
+#[tokio::test]
+async fn run_refuses_a_fallback_of_another_basis_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = vigie_collector::config::CollectorConfig::from_toml(&format!(
+        "[store]\npath = \"{}\"\n[carbon]\nbasis = \"direct\"\n",
+        dir.path().join("ledger.sqlite").display()
+    ))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = vigie_collector::run(cfg, listener, std::future::pending())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("lifecycle") && msg.contains("intensity_basis"),
+        "{msg}"
+    );
 }

@@ -200,6 +200,13 @@ fn eed_export_of_a_small_site_field_by_field() {
     assert_eq!(ef["static_fallback_source"], "test factor");
     assert_eq!(ef["hours"], 1);
     assert_eq!(ef["hours_on_static_fallback"], 1);
+    // One basis, stated for the inventory and its fallback alike, and the
+    // rule by which an hour's factor meets energy used in part of it.
+    assert_eq!(ef["basis"], "lifecycle");
+    assert_eq!(ef["static_fallback_basis"], "lifecycle");
+    let m = d["methodology"]["emission_factors"].as_str().unwrap();
+    assert!(m.contains("of the lifecycle basis"), "{m}");
+    assert!(m.contains(vigie_collector::carbon::HOURLY_RULE), "{m}");
     let meters = d["provenance"]["meters"].as_array().unwrap();
     assert_eq!(meters.len(), 4);
     assert_eq!(meters[0]["sensors"][0], "facility/meter:mains");
@@ -695,4 +702,28 @@ async fn raw_get(addr: std::net::SocketAddr, path: String) -> (String, String) {
     let text = String::from_utf8(buf).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     (head.to_owned(), body.to_owned())
+}
+
+/// An export of an inventory whose static factor is of another basis than
+/// the inventory's is refused, as `run` refuses it, with the reason.
+#[test]
+fn cli_refuses_an_export_mixing_factor_bases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = small_site(dir.path());
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[carbon]\n", "[carbon]\nbasis = \"direct\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (from, to) = period();
+    let out = dir.path().join("eed.json");
+    let (ok, _, err) = run(bin()
+        .args(["export", "--regime", "eed", "--format", "json"])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out));
+    assert!(!ok);
+    assert!(err.contains("intensity_basis"), "{err}");
+    assert!(!out.exists());
 }

@@ -70,7 +70,7 @@ fn carbon_aware_sdk_routes_and_native_signals() {
     std::fs::write(
         d.join("collector.toml"),
         format!(
-            "[mqtt]\nport = {}\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[carbon]\nzone = \"GB\"\n[[carbon.series]]\npath = \"{}\"\nformat = \"carbon-intensity-json\"\n[carbon.market]\nresidual_mix_g_per_kwh = 400.0\n[carbon.market.supplier]\nfactor_g_per_kwh = 100.0\nshare = 0.5\n",
+            "[mqtt]\nport = {}\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[carbon]\nzone = \"GB\"\nbasis = \"direct\"\nintensity_basis = \"direct\"\nsource = \"test figure\"\n[[carbon.series]]\npath = \"{}\"\nformat = \"carbon-intensity-json\"\n[carbon.market]\nresidual_mix_g_per_kwh = 400.0\n[carbon.market.supplier]\nfactor_g_per_kwh = 100.0\nshare = 0.5\n",
             broker.port(),
             d.join("ledger.sqlite").display(),
             d.join("gb.json").display()

@@ -39,6 +39,9 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
         .map(crate::export::cli::load_key)
         .transpose()?;
     let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
+    // The inventory's grams must come from factors of one basis, as `run`
+    // requires.
+    crate::carbon::check_basis(&cfg.carbon)?;
     let step = |s: &str| eprintln!("dossier: {s}");
     step(&format!(
         "period {} to {}, ledger {}",

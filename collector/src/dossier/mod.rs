@@ -209,8 +209,9 @@ pub struct Facts {
     pub gap_rule: &'static str,
     /// ISO/IEC 30134-2 category of the IT meter.
     pub it_category: u8,
-    /// Grid zone, static factor and its source.
-    pub carbon: (String, f64, String),
+    /// Grid zone, static factor and its source, and the inventory's basis
+    /// (`lifecycle` or `direct`, the static factor's too).
+    pub carbon: (String, f64, String, &'static str),
 }
 
 fn role_name(r: Role) -> String {
@@ -335,6 +336,7 @@ pub fn gather(
             cfg.carbon.zone.clone(),
             cfg.carbon.intensity_g_per_kwh,
             cfg.carbon.source.clone(),
+            cfg.carbon.basis.as_str(),
         ),
     })
 }
@@ -829,7 +831,7 @@ pub fn content(f: &Facts) -> Dossier {
         format!("PUE = E_DC / E_IT (ISO/IEC 30134-2), IT energy measured at category {} ({}). E_DC is grid import plus on-site generation.", f.it_category, match f.it_category { 1 => "UPS output", 2 => "PDU output", 3 => "IT equipment input", _ => "unknown point" }),
         "ERF = E_reused / E_DC (ISO/IEC 30134-6): heat handed over to a user outside the data-centre boundary; it is not subtracted from PUE.".into(),
         "REF = E_renewable / E_DC (ISO/IEC 30134-3): on-site generation plus renewable instruments bought for the period, pro rata to their year. WUE = water input (L) / E_IT (kWh) (ISO/IEC 30134-9).".into(),
-        format!("Scope 2 (GHG Protocol): location-based with hourly grid factors of zone {} where stored, else the static factor {} gCO2e/kWh ({}); market-based from contracts and certificates, then the residual mix.", f.carbon.0, f.carbon.1, f.carbon.2),
+        format!("Scope 2 (GHG Protocol): location-based with hourly average grid factors of zone {}, all of the {} basis, where stored, else the static factor {} gCO2e/kWh ({}); {}. Market-based from contracts and certificates, then the residual mix.", f.carbon.0, f.carbon.3, f.carbon.1, f.carbon.2, crate::carbon::HOURLY_RULE),
         format!("Gap rule: {}. {}", f.gap_rule, if f.gap_rule == "strict" { "A period not fully covered by every input gives no value (status incomplete)." } else { "Missing time is filled at each input's own rate and the figure is flagged estimated." }),
         "Months are calendar months in UTC, clipped to the period.".into(),
     ] {
@@ -1215,7 +1217,7 @@ mod tests {
             study,
             gap_rule: "strict",
             it_category: 2,
-            carbon: ("DE".into(), 380.0, "static".into()),
+            carbon: ("DE".into(), 380.0, "static".into(), "direct"),
         }
     }
 
@@ -1257,6 +1259,10 @@ mod tests {
         // Targets: 2025 is before any EnEfG PUE limit.
         assert!(html.contains("not-in-force"));
         assert!(html.contains("not configured ([site] commissioned)"));
+        // The methodology states the basis and how an hour's factor meets
+        // energy used in part of the hour, as the exports do.
+        assert!(html.contains("all of the direct basis"));
+        assert!(html.contains("whether used over the whole hour or part of it"));
     }
 
     #[test]

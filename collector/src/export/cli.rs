@@ -84,6 +84,9 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     // Load the key first: a bad key should not cost a long export.
     let key = a.key.as_deref().map(load_key).transpose()?;
     let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
+    // The inventory's grams must come from factors of one basis, as `run`
+    // requires.
+    crate::carbon::check_basis(&cfg.carbon)?;
     let step = |s: &str| eprintln!("export {regime}: {s}");
     step(&format!(
         "period {} to {}, ledger {}",

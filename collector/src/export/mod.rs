@@ -630,8 +630,14 @@ fn factor_provenance(
         "basis": carbon.basis.as_str(),
         "type": "average (location-based); marginal factors never enter inventories",
         "static_fallback_g_per_kwh": carbon.intensity_g_per_kwh,
+        "static_fallback_basis": carbon.intensity_basis.as_str(),
         "static_fallback_source": carbon.source,
         "series_files": carbon.series.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+        "yearly_tables": carbon.yearly.iter().map(|y| json!({
+            "path": y.path.display().to_string(),
+            "year": y.year,
+            "basis": y.basis.as_str(),
+        })).collect::<Vec<_>>(),
         "live_providers": carbon.live.len(),
         "hours": hours.len(),
         "hours_by_source": by_source,
@@ -666,8 +672,13 @@ fn methodology(site_cfg: &SiteConfig, carbon: &CarbonConfig) -> Value {
         "registers": "cumulative registers: intervals are differences of consecutive values; a step backwards is left out",
         "instruments": "annual volumes enter pro rata to the share of their calendar year the period covers",
         "emission_factors": format!(
-            "hourly average factors for zone {} ({} basis) from the stored grid series; hours without a point use the static factor {} g/kWh ({})",
-            carbon.zone, carbon.basis.as_str(), carbon.intensity_g_per_kwh, carbon.source
+            "hourly average factors for zone {}, every one of the {} basis (one basis per inventory), from the stored grid series; hours without a point use the static factor {} g/kWh ({}, {}), flagged estimated; {}",
+            carbon.zone,
+            carbon.basis.as_str(),
+            carbon.intensity_g_per_kwh,
+            carbon.source,
+            carbon.intensity_basis.as_str(),
+            crate::carbon::HOURLY_RULE
         ),
         "statuses": {
             "measured": "fully covered by measured samples",
