@@ -263,6 +263,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // Ed25519 is slow in debug builds: fewer cases than the default 256.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_bytes_sign_and_verify_back(json in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let key = samples::signing_key();
+            let signed = sign_payload(&key, &json);
+            proptest::prop_assert_eq!(verify_signed(&signed, &[key.verifying_key()]), Ok(&json[..]));
+            proptest::prop_assert_eq!(split_signed(&signed).unwrap().json(), &json[..]);
+        }
+
+        #[test]
+        fn no_input_panics(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..400), cut in 0usize..400) {
+            let key = samples::signing_key();
+            let keys = [key.verifying_key()];
+            let _ = verify_signed(&payload, &keys);
+            // A signed message cut or extended anywhere is refused, never taken.
+            let signed = sign_payload(&key, &payload);
+            let cut = cut.min(signed.len());
+            if cut < signed.len() {
+                proptest::prop_assert!(verify_signed(&signed[..cut], &keys).is_err());
+            }
+            let longer = [&signed[..], &payload[..]].concat();
+            if !payload.is_empty() {
+                proptest::prop_assert!(verify_signed(&longer, &keys).is_err());
+            }
+        }
+    }
+
     #[test]
     fn keys_read_back_from_their_hex() {
         let k = samples::signing_key().verifying_key();
