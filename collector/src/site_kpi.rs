@@ -266,11 +266,16 @@ mod tests {
 
     #[test]
     fn targets_follow_the_commissioning_date() {
+        // A new site's targets apply two years after commissioning
+        // (EnEfG § 11(2) sentence 2): none yet after five months.
         let at = Date::parse("2026-11-23").unwrap().start_ms();
         let t = target_gauges(Date::parse("2026-07-01"), at);
-        assert_eq!(t.pue, Some((1.2, "2026-07-01".into())));
-        assert_eq!(t.erf, Some((0.1, "2026-07-01".into())));
+        assert_eq!((t.pue, t.erf), (None, None));
         assert_eq!(t.renewable_share, Some((0.5, "2024-01-01".into())));
+        let at = Date::parse("2028-07-01").unwrap().start_ms();
+        let t = target_gauges(Date::parse("2026-07-01"), at);
+        assert_eq!(t.pue, Some((1.2, "2028-07-01".into())));
+        assert_eq!(t.erf, Some((0.1, "2028-07-01".into())));
         // Unknown commissioning date: only the renewable share is known.
         let t = target_gauges(None, at);
         assert_eq!((t.pue, t.erf), (None, None));
