@@ -246,10 +246,13 @@ basis = {{ heat_price_eur_per_mwh = "offer of the network operator" }}
         "Net present value",
         "offer of the network operator",
         "Reseau de chaleur Lyon Sud",
+        "Water use over the period",
+        "Deliverable heat, hourly (study)",
     ] {
         assert!(html.contains(want), "HTML lacks {want:?}");
     }
-    assert_eq!(html.matches("<svg").count(), 3);
+    // Energy, PUE, heat by month, and the study's hourly profile.
+    assert_eq!(html.matches("<svg").count(), 4);
     assert!(!html.contains("<script") && !html.contains("src="));
     assert!(d.join("dossier.html.sha256").is_file());
 
@@ -388,6 +391,7 @@ basis = {{ heat_price_eur_per_mwh = "offer of the network operator" }}
         "Facility and IT energy by month",
         "PUE, monthly",
         "Heat by month",
+        "Deliverable heat, hourly (study)",
     ];
     let mut charts_seen = 0;
     for (i, img) in images.iter().enumerate() {

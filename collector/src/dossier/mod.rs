@@ -507,6 +507,32 @@ fn month_labels(months: &[Span]) -> Vec<String> {
 
 /// Monthly sums of an hourly profile (hour 0 = 1 January 00:00) over a
 /// 365- or 366-day year.
+/// The hours of each calendar month of an hourly year (8760 or 8784).
+fn month_slices(hourly: &[f64]) -> Vec<&[f64]> {
+    let leap = hourly.len() > 8760;
+    let mut out = Vec::with_capacity(12);
+    let mut h = 0usize;
+    for d in [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ] {
+        let end = (h + d * 24).min(hourly.len());
+        out.push(&hourly[h.min(end)..end]);
+        h = end;
+    }
+    out
+}
+
 fn hourly_to_months(hourly: &[f64]) -> Vec<f64> {
     let leap = hourly.len() > 8760;
     let days = [
@@ -636,6 +662,37 @@ pub fn content(f: &Facts) -> Dossier {
     b.push(Block::Note(
         "Each energy row carries the status and coverage of its own meters; each indicator those of the least trustworthy of its inputs. Coverage is the share of the period covered by samples (of the least covered input).".into(),
     ));
+    // Water: input, potable share, WUE.
+    b.push(Block::Heading(3, "Water".into()));
+    let litres = |role: &str| {
+        f.meters
+            .iter()
+            .find(|m| m.role == role && m.unit == "L")
+            .and_then(|m| m.total)
+    };
+    let (total, potable) = (litres("water"), litres("water-potable"));
+    let m3 = |l: Option<f64>| l.map_or("not metered".into(), |l| num(Some(l / 1000.0), 1));
+    b.push(Block::Table(Table {
+        caption: "Water use over the period".into(),
+        header: vec!["Item".into(), "Value".into(), "Unit".into()],
+        rows: vec![
+            vec!["Water input".into(), m3(total), "m3".into()],
+            vec!["of which potable".into(), m3(potable), "m3".into()],
+            vec![
+                "Potable share".into(),
+                match (potable, total) {
+                    (Some(p), Some(t)) if t > 0.0 => num(Some(p / t * 100.0), 1),
+                    _ => "n/a".into(),
+                },
+                "%".into(),
+            ],
+            vec![
+                "WUE (water input / E_IT)".into(),
+                flagged(&t.wue, 3, 1.0),
+                "L/kWh".into(),
+            ],
+        ],
+    }));
     // 2. Targets.
     b.push(Block::Heading(2, "2 EnEfG targets".into()));
     b.push(Block::Table(Table {
@@ -1259,6 +1316,68 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
             ],
         ],
     }));
+    // The hourly profile itself, not only its monthly sums: what an
+    // offtaker sizes a connection by. Its numbers: each month's lowest,
+    // mean and highest hour.
+    let hourly: Vec<f64> = result["hourly_kw_th"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Json::as_f64).collect())
+        .unwrap_or_default();
+    if !hourly.is_empty() {
+        let chart = Chart {
+            title: "Deliverable heat, hourly (study)".into(),
+            unit: "kW th".into(),
+            labels: (0..hourly.len())
+                .map(|h| format!("day {}", h / 24 + 1))
+                .collect(),
+            series: vec![SeriesData {
+                name: "Deliverable heat (kW th)".into(),
+                values: hourly.iter().map(|v| Some(*v)).collect(),
+            }],
+            kind: Kind::Lines,
+            targets: vec![],
+            from_zero: true,
+        };
+        let names = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        b.push(Block::Chart {
+            drawing: chart.draw(),
+            data: Table {
+                caption: "Hourly deliverable heat by month, kW th".into(),
+                header: vec![
+                    "Month".into(),
+                    "Lowest hour (kW th)".into(),
+                    "Mean (kW th)".into(),
+                    "Highest hour (kW th)".into(),
+                ],
+                rows: month_slices(&hourly)
+                    .into_iter()
+                    .zip(names)
+                    .map(|(m, name)| {
+                        let n = m.len().max(1) as f64;
+                        vec![
+                            name.to_owned(),
+                            num(m.iter().copied().reduce(f64::min), 1),
+                            num(Some(m.iter().sum::<f64>() / n), 1),
+                            num(m.iter().copied().reduce(f64::max), 1),
+                        ]
+                    })
+                    .collect(),
+            },
+        });
+    }
     let rows: Vec<Vec<String>> = result["assumptions"]
         .as_array()
         .map(|a| {
@@ -1654,6 +1773,62 @@ basis = { heat_price_eur_per_mwh = "offer of the network operator, 2026-03" }
             d.to_html()
                 .contains("cost-benefit analysis is not configured")
         );
+    }
+
+    #[test]
+    fn the_study_shows_its_hourly_profile_and_the_summary_its_water() {
+        let req: PotentialRequest = serde_json::from_value(serde_json::json!({
+            "it_load_kw_constant": 1000.0,
+            "cooling": "direct-liquid",
+            "offtaker": { "supply_c": 60.0 },
+        }))
+        .unwrap();
+        let result = crate::heat_api::study(&req).unwrap();
+        let hours = result["hourly_kw_th"].as_array().unwrap().len();
+        let mut f = facts(Study::Done { result });
+        f.meters = vec![
+            MeterFacts {
+                name: "w".into(),
+                role: "water".into(),
+                source: String::new(),
+                total: Some(4000.0),
+                unit: "L".into(),
+                estimated_share: None,
+                coverage: Some(1.0),
+            },
+            MeterFacts {
+                name: "wp".into(),
+                role: "water-potable".into(),
+                source: String::new(),
+                total: Some(1000.0),
+                unit: "L".into(),
+                estimated_share: None,
+                coverage: Some(1.0),
+            },
+        ];
+        let d = content(&f);
+        let hourly = d
+            .blocks
+            .iter()
+            .find_map(|b| match b {
+                Block::Chart { data, .. } if data.caption.starts_with("Hourly deliverable") => {
+                    Some(data)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(hourly.rows.len(), 12);
+        assert!(hours >= 8760);
+        let water = d
+            .blocks
+            .iter()
+            .find_map(|b| match b {
+                Block::Table(t) if t.caption == "Water use over the period" => Some(t),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(water.rows[0][1], "4.0");
+        assert_eq!(water.rows[2][1], "25.0");
     }
 
     #[test]
