@@ -474,10 +474,7 @@ fn promtool_accepts_the_collector_metrics() {
                 "vigie_site_energy_joules{",
                 "vigie_site_coverage_ratio{",
                 "vigie_site_power_watts{",
-                // The demo site starts today: its PUE and ERF limits
-                // apply two years on (EnEfG § 11(2)), the renewable
-                // share's since 2024.
-                "vigie_target_renewable_share{",
+                "vigie_target_pue{",
             ];
             want.iter().all(|w| body.contains(w)).then_some(body)
         },

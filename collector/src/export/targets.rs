@@ -25,9 +25,15 @@ pub struct TargetCheck {
     pub unit: &'static str,
     /// The limit in force, if one is.
     pub limit: Option<f64>,
-    /// Since when that limit applies (or will: a new site's targets apply
-    /// two years after commissioning).
+    /// Since when that limit applies, or from when `upcoming` will (a new
+    /// site's targets apply two years after commissioning).
     pub applies_from: Option<String>,
+    /// The limit not yet in force that will apply from `applies_from`: the
+    /// value a site is built and run to meet (EnEfG § 11(1), (2) "so zu
+    /// errichten und zu betreiben"), shown on the dashboards; the result
+    /// stays `not-in-force` until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upcoming: Option<f64>,
     /// The period's value.
     pub value: Option<f64>,
     /// `met`, `not-met`, `no-value`, `not-in-force`, `not-applicable`,
@@ -132,28 +138,25 @@ pub fn check_with(
     exemption: Option<&ErfExemption>,
 ) -> Vec<TargetCheck> {
     let new_sites = date(2026, 7);
-    // (limit, applies from) in force, or the day a new site's will be.
-    type Rule = Result<(Option<(f64, Date)>, Option<Date>), &'static str>;
+    // (limit, applies from) in force, or the one that will be.
+    type Rule = Result<(Option<(f64, Date)>, Option<(f64, Date)>), &'static str>;
     let new_site = |limit: f64, c: Date| -> Rule {
         let due = two_years_after(c);
         Ok(if at >= due {
             (Some((limit, due)), None)
         } else {
-            (None, Some(due))
+            (None, Some((limit, due)))
         })
     };
     let pue_rule: Rule = match commissioned {
         Some(c) if c >= new_sites => new_site(1.2, c),
-        Some(_) => Ok((
-            if at >= date(2030, 7) {
-                Some((1.3, date(2030, 7)))
-            } else if at >= date(2027, 7) {
-                Some((1.5, date(2027, 7)))
-            } else {
-                None
-            },
-            None,
-        )),
+        Some(_) => Ok(if at >= date(2030, 7) {
+            (Some((1.3, date(2030, 7))), None)
+        } else if at >= date(2027, 7) {
+            (Some((1.5, date(2027, 7))), Some((1.3, date(2030, 7))))
+        } else {
+            (None, Some((1.5, date(2027, 7))))
+        }),
         None if at < new_sites => Ok((None, None)),
         None => Err("unknown-commissioning-date"),
     };
@@ -163,10 +166,14 @@ pub fn check_with(
         Err(e) => e,
     };
     let limit = |rule: &Rule| rule.ok().and_then(|r| r.0).map(|x| x.0);
-    let from = |rule: &Rule| {
+    // The date of the limit in force, else of the one to come.
+    let from = |rule: &Rule| rule.ok().and_then(|r| r.0.or(r.1)).map(|x| x.1.to_string());
+    // The limit to come, while none is in force.
+    let upcoming = |rule: &Rule| {
         rule.ok()
-            .and_then(|r| r.0.map(|x| x.1).or(r.1))
-            .map(|d| d.to_string())
+            .filter(|r| r.0.is_none())
+            .and_then(|r| r.1)
+            .map(|x| x.0)
     };
     let pue_check = TargetCheck {
         id: "pue_max",
@@ -174,6 +181,7 @@ pub fn check_with(
         unit: "1",
         limit: limit(&pue_rule),
         applies_from: from(&pue_rule),
+        upcoming: upcoming(&pue_rule),
         value: pue,
         result: result(&pue_rule, pue, true),
         basis: "EnEfG § 11(1): sites operating before 2026-07-01: 1.5 from 2027-07-01, 1.3 from 2030-07-01 (annual average); § 11(2): sites starting from 2026-07-01: 1.2, met at the latest two years after commissioning, without the electricity of plant used only to upgrade waste heat".into(),
@@ -196,6 +204,7 @@ pub fn check_with(
         unit: "%",
         limit: limit(&erf_rule),
         applies_from: from(&erf_rule),
+        upcoming: upcoming(&erf_rule),
         value: erf_pct,
         result: match exempt {
             Some(_) => "exempt",
@@ -230,6 +239,7 @@ pub fn check_with(
         unit: "%",
         limit: ren.map(|x| x.0),
         applies_from: ren.map(|x| x.1.to_string()),
+        upcoming: None,
         value: renewable_pct,
         result: match ren {
             Some((l, _)) => verdict(l, renewable_pct, false),
@@ -353,11 +363,16 @@ mod tests {
         let before = check(d("2028-06-30"), c, Some(1.4), Some(5.0), None);
         assert_eq!((before[0].limit, before[0].result), (None, "not-in-force"));
         assert_eq!(before[0].applies_from.as_deref(), Some("2028-07-01"));
+        assert_eq!(
+            (before[0].upcoming, before[1].upcoming),
+            (Some(1.2), Some(10.0))
+        );
         assert_eq!((before[1].limit, before[1].result), (None, "not-in-force"));
         assert_eq!(before[1].applies_from.as_deref(), Some("2028-07-01"));
         // On the second anniversary: in force.
         let on = check(d("2028-07-01"), c, Some(1.4), Some(5.0), None);
         assert_eq!((on[0].limit, on[0].result), (Some(1.2), "not-met"));
+        assert_eq!(on[0].upcoming, None);
         assert_eq!((on[1].limit, on[1].result), (Some(10.0), "not-met"));
         let on = check(d("2028-07-01"), c, Some(1.2), Some(10.0), None);
         assert_eq!((on[0].result, on[1].result), ("met", "met"));
