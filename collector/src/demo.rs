@@ -389,6 +389,37 @@ gap_rule = "scale-to-period"
 commissioned = "{today}"
 kpi_every = "5s"
 kpi_ytd_every = "5s"
+# Plausible register facts, so the demo's exports have no gaps a real
+# site would fill.
+[register]
+name = "vigie demo hall"
+owner = "Demo Immobilien GmbH"
+operators = ["Demo Compute SAS"]
+address = "1 rue de la Demo, 69007 Lyon"
+postcode = "69007"
+municipality = "Lyon"
+nuts_code = "FRK26"
+siret = "12345678900011"
+contact_name = "Demo operator"
+contact_email = "operator@example.org"
+non_redundant_power_kw = 8.0
+redundancy_power = "N+1"
+redundancy_cooling = "N+1"
+waste_heat_max_kw = 4.0
+waste_heat_control = "supply temperature and flow set by the heat-network operator"
+management_system = {{ kind = "iso-50001", since = "{today}" }}
+[[yearly]]
+year = {year}
+traffic_in_bandwidth_gbps = 1.0
+traffic_out_bandwidth_gbps = 1.0
+traffic_in_volume_tb = 2.0
+traffic_out_volume_tb = 3.0
+storage_capacity_pb = 0.01
+server_capacity = 100.0
+data_stored_tb = 5.0
+data_processed_tb = 20.0
+temperature_set_point_c = 25.0
+heat_released_mean_c = 30.0
 [[meters]]
 name = "mains"
 role = "grid-import"
@@ -407,6 +438,7 @@ role = "heat-delivered"
 register = {{ host = "{host}", sensor = "{facility}:heat", quantity = "heat-energy-kwh" }}
 "#,
         today = crate::export::date::Date::from_ms(now_ms),
+        year = crate::export::date::Date::from_ms(now_ms).y,
     ))?)
 }
 

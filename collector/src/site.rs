@@ -54,6 +54,131 @@ pub struct SiteConfig {
     /// How often the year-to-date figures are (they read the whole year).
     #[serde(default = "d_kpi_ytd_every", with = "humantime_serde")]
     pub kpi_ytd_every: Duration,
+    /// `[site.register]`: administrative facts the regulators' data sets
+    /// ask for (name, owner, operators, address, SIRET, powers, evidence).
+    #[serde(default)]
+    pub register: SiteRegister,
+    /// `[[site.yearly]]`: facts declared per reporting year that vigie does
+    /// not meter (data traffic, ICT capacity, data stored and processed).
+    #[serde(default)]
+    pub yearly: Vec<YearlyFacts>,
+}
+
+/// `[site.register]`: the site's administrative facts, declared.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRegister {
+    /// Name of the data centre.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Owner (legal person).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Operators (legal persons).
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// Street address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Postcode.
+    #[serde(default)]
+    pub postcode: Option<String>,
+    /// Municipality.
+    #[serde(default)]
+    pub municipality: Option<String>,
+    /// NUTS code of the region (e.g. `DE300`).
+    #[serde(default)]
+    pub nuts_code: Option<String>,
+    /// French SIRET number of the establishment (14 digits).
+    #[serde(default)]
+    pub siret: Option<String>,
+    /// Person responsible for the data centre.
+    #[serde(default)]
+    pub contact_name: Option<String>,
+    /// Their e-mail address.
+    #[serde(default)]
+    pub contact_email: Option<String>,
+    /// Non-redundant rated connection power of the whole data centre
+    /// (IT and building services), kW: the EnEfG scope (300 kW).
+    #[serde(default)]
+    pub non_redundant_power_kw: Option<f64>,
+    /// Redundancy level of the power supply (`N`, `N+1`, `2N`...).
+    #[serde(default)]
+    pub redundancy_power: Option<String>,
+    /// Redundancy level of the cooling.
+    #[serde(default)]
+    pub redundancy_cooling: Option<String>,
+    /// Maximum thermal power of the waste heat, kW (EnEfG § 17 platform).
+    #[serde(default)]
+    pub waste_heat_max_kw: Option<f64>,
+    /// How the waste heat's supply can be controlled (EnEfG § 17).
+    #[serde(default)]
+    pub waste_heat_control: Option<String>,
+    /// Whether on-site generation is renewable (photovoltaics, wind):
+    /// only then does it count in REF and the renewable fields.
+    #[serde(default)]
+    pub onsite_generation_renewable: bool,
+    /// EnEfG § 11(3) evidence lifting the ERF requirement.
+    #[serde(default)]
+    pub erf_exemption: Option<crate::export::targets::ErfExemption>,
+    /// EnEfG § 12 energy or environmental management system.
+    #[serde(default)]
+    pub management_system: Option<ManagementSystem>,
+}
+
+/// An energy or environmental management system as attested.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementSystem {
+    /// `iso-50001` or `emas`.
+    pub kind: String,
+    /// In place since, `YYYY-MM-DD`.
+    #[serde(deserialize_with = "de_date")]
+    pub since: Option<Date>,
+    /// Certified or validated until, `YYYY-MM-DD` (none: not certified).
+    #[serde(default, deserialize_with = "de_date")]
+    pub certified_until: Option<Date>,
+    /// Certificate or registration reference.
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+/// `[[site.yearly]]`: facts of one reporting year, declared.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YearlyFacts {
+    /// The calendar year.
+    pub year: i64,
+    /// Incoming traffic bandwidth, Gbit/s.
+    #[serde(default)]
+    pub traffic_in_bandwidth_gbps: Option<f64>,
+    /// Outgoing traffic bandwidth, Gbit/s.
+    #[serde(default)]
+    pub traffic_out_bandwidth_gbps: Option<f64>,
+    /// Incoming data volume over the year, TB.
+    #[serde(default)]
+    pub traffic_in_volume_tb: Option<f64>,
+    /// Outgoing data volume over the year, TB.
+    #[serde(default)]
+    pub traffic_out_volume_tb: Option<f64>,
+    /// Data storage capacity (CSTOR), PB.
+    #[serde(default)]
+    pub storage_capacity_pb: Option<f64>,
+    /// Server capacity (CSERV), as the delegated regulation computes it.
+    #[serde(default)]
+    pub server_capacity: Option<f64>,
+    /// Data stored, TB.
+    #[serde(default)]
+    pub data_stored_tb: Option<f64>,
+    /// Data processed, TB.
+    #[serde(default)]
+    pub data_processed_tb: Option<f64>,
+    /// Temperature set point of the computer rooms (supply air), °C.
+    #[serde(default)]
+    pub temperature_set_point_c: Option<f64>,
+    /// Average temperature of the heat released to air, water or ground, °C.
+    #[serde(default)]
+    pub heat_released_mean_c: Option<f64>,
 }
 
 impl Default for SiteConfig {
@@ -124,8 +249,13 @@ pub enum Role {
     WaterPotable,
     /// Of which non-potable water (rain, grey, river), litres (reported).
     WaterNonPotable,
-    /// Back-up generator output, kWh (reported, EED).
+    /// Back-up generator output, kWh (part of E_DC; reported, EED).
     Generator,
+    /// Electricity fed into the grid, kWh (reported, EnEfG Anlage 3).
+    GridExport,
+    /// Electricity of plant used only to upgrade waste heat (heat pumps),
+    /// kWh: part of E_DC, left out of the EnEfG § 11(2) PUE.
+    HeatUpgrade,
     /// All energy of a zone or subsystem (pPUE's numerator); needs `zone`.
     ZoneTotal,
     /// IT energy of that zone (pPUE's denominator); needs `zone`.
@@ -147,6 +277,8 @@ impl Role {
             Role::WaterPotable => "water-potable",
             Role::WaterNonPotable => "water-non-potable",
             Role::Generator => "generator",
+            Role::GridExport => "grid-export",
+            Role::HeatUpgrade => "heat-upgrade",
             Role::ZoneTotal => "zone-total",
             Role::ZoneIt => "zone-it",
         }
@@ -744,34 +876,39 @@ pub fn figures(
         Some(m) => Some(to_series(&m.name, raw(m)?, Litres)?),
         None => None,
     };
-    // E_DC: grid import plus on-site generation, minute by minute when
-    // both are metered.
-    let e_dc = match (&grid, &onsite) {
-        (Some(g), None) => Some(g.clone()),
-        (Some(_), Some(_)) => {
-            let (gm, om) = (
-                by_role.get(&Role::GridImport).map(|m| raw(m)).transpose()?,
-                by_role
-                    .get(&Role::OnsiteGeneration)
-                    .map(|m| raw(m))
-                    .transpose()?,
-            );
-            let mut sum: BTreeMap<(i64, i64), (u64, bool, u8)> = BTreeMap::new();
-            for (s, e, a, est) in gm.into_iter().flatten().chain(om.into_iter().flatten()) {
+    // E_DC: every energy input the boundary counts: grid import, on-site
+    // generation used on site and back-up generator output, minute by
+    // minute where several are metered (a minute counts when all have it).
+    let generator = energy(Role::Generator)?;
+    let e_dc = match (&grid, &onsite, &generator) {
+        (Some(g), None, None) => Some(g.clone()),
+        (Some(_), _, _) => {
+            let parts = [Role::GridImport, Role::OnsiteGeneration, Role::Generator]
+                .into_iter()
+                .filter_map(|r| by_role.get(&r))
+                .map(|m| raw(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            let n = parts.len();
+            let mut sum: BTreeMap<(i64, i64), (u64, bool, usize)> = BTreeMap::new();
+            for (s, e, a, est) in parts.into_iter().flatten() {
                 let x = sum.entry((s, e)).or_default();
                 x.0 = x.0.saturating_add(a);
                 x.1 |= est;
                 x.2 += 1;
             }
-            let both = sum
+            let all = sum
                 .into_iter()
-                .filter(|(_, x)| x.2 == 2)
+                .filter(|(_, x)| x.2 == n)
                 .map(|((s, e), (a, est, _))| (s, e, a, est))
                 .collect();
-            Some(to_series("E_DC", both, Microjoules)?)
+            Some(to_series("E_DC", all, Microjoules)?)
         }
         _ => None,
     };
+    // On-site generation is renewable energy only where declared so.
+    let onsite_renewable = onsite
+        .as_ref()
+        .filter(|_| site.register.onsite_generation_renewable);
     let category = match site.it_category {
         1 => PueCategory::UpsOutput,
         3 => PueCategory::ItInput,
@@ -810,7 +947,7 @@ pub fn figures(
             period,
             rule,
             dc,
-            onsite.as_ref(),
+            onsite_renewable,
             &instruments,
         ));
     }

@@ -103,11 +103,14 @@ pub fn gauges(
 /// commissioned on `commissioned` (PUE and ERF are unknown without it).
 pub fn target_gauges(commissioned: Option<Date>, now_ms: i64) -> TargetGauges {
     let checks = targets::check(Date::from_ms(now_ms), commissioned, None, None, None);
+    // The limit in force, else the one the site is built and run to meet
+    // with the day it applies (a new site's, two years after
+    // commissioning): the `applies_from` label tells them apart.
     let limit = |id: &str, scale: f64| {
         checks
             .iter()
             .find(|c| c.id == id)
-            .and_then(|c| Some((c.limit? * scale, c.applies_from.clone()?)))
+            .and_then(|c| Some((c.limit.or(c.upcoming)? * scale, c.applies_from.clone()?)))
     };
     TargetGauges {
         pue: limit("pue_max", 1.0),
@@ -266,11 +269,18 @@ mod tests {
 
     #[test]
     fn targets_follow_the_commissioning_date() {
+        // A new site's targets apply two years after commissioning
+        // (EnEfG § 11(2) sentence 2): after five months the gauges show
+        // them with the day they apply.
         let at = Date::parse("2026-11-23").unwrap().start_ms();
         let t = target_gauges(Date::parse("2026-07-01"), at);
-        assert_eq!(t.pue, Some((1.2, "2026-07-01".into())));
-        assert_eq!(t.erf, Some((0.1, "2026-07-01".into())));
+        assert_eq!(t.pue, Some((1.2, "2028-07-01".into())));
+        assert_eq!(t.erf, Some((0.1, "2028-07-01".into())));
         assert_eq!(t.renewable_share, Some((0.5, "2024-01-01".into())));
+        let at = Date::parse("2028-07-01").unwrap().start_ms();
+        let t = target_gauges(Date::parse("2026-07-01"), at);
+        assert_eq!(t.pue, Some((1.2, "2028-07-01".into())));
+        assert_eq!(t.erf, Some((0.1, "2028-07-01".into())));
         // Unknown commissioning date: only the renewable share is known.
         let t = target_gauges(None, at);
         assert_eq!((t.pue, t.erf), (None, None));

@@ -148,17 +148,26 @@ fn eed_export_of_a_small_site_field_by_field() {
     assert_eq!(d["period"]["to"], "2028-01-01T00:00:00Z");
     assert_eq!(d["regime"]["site_in_scope"], true);
     // (id, value or None, status, missing share)
-    let expect: [(&str, Option<f64>, &str); 21] = [
+    let expect: [(&str, Option<f64>, &str); 33] = [
+        ("name", None, "not-declared"),
+        ("owner", None, "not-declared"),
+        ("operators", None, "not-declared"),
+        ("date_of_start", None, "not-declared"),
+        ("municipality", None, "not-declared"),
+        ("nuts_code", None, "not-declared"),
         ("installed_it_power", Some(800.0), "declared"),
         ("total_floor_area", Some(1200.0), "declared"),
         ("computer_room_floor_area", Some(500.0), "declared"),
+        ("redundancy_level_power", None, "not-declared"),
+        ("redundancy_level_cooling", None, "not-declared"),
         ("total_energy_consumption", Some(3.0), "measured"),
         ("it_energy_consumption", Some(2.0), "measured"),
+        ("backup_generator_energy", None, "not-metered"),
         ("total_water_input", Some(0.3), "measured"),
         ("potable_water_input", None, "not-metered"),
         ("waste_heat_reused", Some(0.3), "measured"),
         ("waste_heat_average_temperature", None, "not-metered"),
-        ("temperature_set_points", None, "not-metered"),
+        ("temperature_set_points", None, "not-declared"),
         ("renewable_energy_total", Some(0.0), "contractual"),
         (
             "renewable_energy_guarantees_of_origin",
@@ -167,15 +176,24 @@ fn eed_export_of_a_small_site_field_by_field() {
         ),
         ("renewable_energy_ppa", Some(0.0), "contractual"),
         ("renewable_energy_onsite", Some(0.0), "contractual"),
-        ("backup_generator_energy", None, "not-metered"),
-        ("incoming_traffic_bandwidth", None, "not-metered"),
-        ("storage_capacity", None, "not-metered"),
+        ("incoming_traffic_bandwidth", None, "not-declared"),
+        ("outgoing_traffic_bandwidth", None, "not-declared"),
+        ("incoming_data_traffic", None, "not-declared"),
+        ("outgoing_data_traffic", None, "not-declared"),
+        ("storage_capacity", None, "not-declared"),
+        ("server_capacity", None, "not-declared"),
         ("pue", Some(1.5), "measured"),
         ("wue", Some(150.0), "measured"),
         ("erf", Some(0.1), "measured"),
         ("ref", Some(0.0), "measured"),
     ];
     assert_eq!(d["fields"].as_array().unwrap().len(), expect.len());
+    // Every field names the provision requiring it.
+    for f in d["fields"].as_array().unwrap() {
+        assert!(!f["legal_ref"].as_str().unwrap().is_empty(), "{f}");
+        assert!(f["legal_ref_status"].is_string(), "{f}");
+    }
+    assert!(!d["methodology"]["acts"].as_array().unwrap().is_empty());
     for (id, value, status) in expect {
         let f = field(d, id);
         match value {
@@ -268,9 +286,200 @@ fn enefg_takes_the_configured_commissioning_date_unless_the_request_gives_one() 
     let e = export(None);
     assert_eq!(e.doc["commissioned"], "2010-01-01");
     assert_eq!(e.doc["targets"][0]["limit"], 1.5);
+    // A site starting 2026-07-01 meets 1.2 from 2028-07-01 (EnEfG § 11(2)
+    // sentence 2): at the end of 2027 not yet.
     let e = export(Some("2026-07-01"));
     assert_eq!(e.doc["commissioned"], "2026-07-01");
-    assert_eq!(e.doc["targets"][0]["limit"], 1.2);
+    assert_eq!(e.doc["targets"][0]["limit"], Value::Null);
+    assert_eq!(e.doc["targets"][0]["result"], "not-in-force");
+    assert_eq!(e.doc["targets"][0]["applies_from"], "2028-07-01");
+    // A day earlier it is an existing site: 1.5 since 2027-07-01.
+    let e = export(Some("2026-06-30"));
+    assert_eq!(e.doc["targets"][0]["limit"], 1.5);
+    assert_eq!(e.doc["targets"][0]["result"], "met");
+}
+
+/// A site with register facts, a generator, on-site generation, a heat
+/// pump and grid feed-in: grid 1.5, generator 0.5, on-site 0.25, heat
+/// pump 0.2 kWh a minute; IT 1 kWh a minute.
+fn full_site(renewable: bool, exemption: bool) -> (tempfile::TempDir, CollectorConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        r#"[[site.meters]]
+name = "genset"
+role = "generator"
+sensors = [{{ host = "facility", sensor = "gen:out" }}]
+[[site.meters]]
+name = "pv"
+role = "onsite-generation"
+sensors = [{{ host = "facility", sensor = "pv:out" }}]
+[[site.meters]]
+name = "heat-pump"
+role = "heat-upgrade"
+sensors = [{{ host = "facility", sensor = "hp:in" }}]
+[[site.meters]]
+name = "feed-in"
+role = "grid-export"
+sensors = [{{ host = "facility", sensor = "meter:export" }}]
+[site.register]
+name = "DC Nord"
+owner = "Immo GmbH"
+operators = ["Ops AG", "Colo SE"]
+address = "Hafenstrasse 1, 20457 Hamburg"
+postcode = "20457"
+municipality = "Hamburg"
+nuts_code = "DE600"
+siret = "12345678900011"
+contact_name = "A. Martin"
+contact_email = "dc@example.org"
+non_redundant_power_kw = 1400.0
+redundancy_power = "2N"
+redundancy_cooling = "N+1"
+waste_heat_max_kw = 900.0
+waste_heat_control = "supply temperature set by the network operator"
+onsite_generation_renewable = {renewable}
+{exemption}
+[[site.yearly]]
+year = 2027
+traffic_in_bandwidth_gbps = 40.0
+traffic_out_bandwidth_gbps = 40.0
+traffic_in_volume_tb = 900.0
+traffic_out_volume_tb = 1200.0
+storage_capacity_pb = 3.5
+server_capacity = 1.0e6
+data_stored_tb = 2500.0
+data_processed_tb = 8000.0
+temperature_set_point_c = 24.0
+heat_released_mean_c = 32.0
+"#,
+        exemption = if exemption {
+            r#"[site.register.erf_exemption]
+ground = "agreement"
+evidence = "Abwaermevereinbarung mit Stadtwerke Hamburg"
+date = "2026-05-01""#
+        } else {
+            ""
+        }
+    );
+    let (_, cfg) = site_with(dir.path(), &extra);
+    let conn = store::open(&cfg.store.path).unwrap();
+    let (from, _) = period();
+    for m in [from, from + MIN] {
+        add(&conn, "gen:out", m, KWH / 2);
+        add(&conn, "pv:out", m, KWH / 4);
+        add(&conn, "hp:in", m, KWH / 5);
+        add(&conn, "meter:export", m, KWH / 10);
+    }
+    (dir, cfg)
+}
+
+fn export_of(cfg: &CollectorConfig, regime: Regime, commissioned: Option<&str>) -> Value {
+    let conn = store::open(&cfg.store.path).unwrap();
+    let (from_ms, to_ms) = period();
+    export::build(
+        &conn,
+        &cfg.site,
+        &cfg.carbon,
+        &ExportRequest {
+            regime,
+            from_ms,
+            to_ms,
+            commissioned: commissioned.map(|c| Date::parse(c).unwrap()),
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .doc
+}
+
+#[test]
+fn e_dc_counts_every_energy_input_and_onsite_generation_is_renewable_only_when_declared() {
+    let (_d, cfg) = full_site(false, false);
+    let d = export_of(&cfg, Regime::Eed, None);
+    let v = |id| field(&d, id)["value"].clone();
+    // Grid 3 + on-site 0.5 + generator 1 kWh over two minutes.
+    assert!(
+        close(&v("total_energy_consumption"), 4.5),
+        "{}",
+        v("total_energy_consumption")
+    );
+    assert!(close(&v("backup_generator_energy"), 1.0));
+    // PUE and ERF over the whole E_DC.
+    assert!(close(&v("pue"), 2.25), "{}", v("pue"));
+    assert!(close(&v("erf"), 0.3 / 4.5), "{}", v("erf"));
+    // Not declared renewable: on-site generation is no renewable energy.
+    assert!(
+        close(&v("renewable_energy_onsite"), 0.0),
+        "{}",
+        v("renewable_energy_onsite")
+    );
+    assert!(close(&v("ref"), 0.0), "{}", v("ref"));
+    let (_d, cfg) = full_site(true, false);
+    let d = export_of(&cfg, Regime::Eed, None);
+    let v = |id| field(&d, id)["value"].clone();
+    assert!(close(&v("renewable_energy_onsite"), 0.5));
+    assert!(close(&v("ref"), 0.5 / 4.5), "{}", v("ref"));
+    // Administrative facts and the four traffic items, declared.
+    assert_eq!(v("name"), "DC Nord");
+    assert_eq!(v("operators"), "Ops AG; Colo SE");
+    assert_eq!(v("nuts_code"), "DE600");
+    assert!(close(&v("incoming_traffic_bandwidth"), 40.0));
+    assert!(close(&v("outgoing_data_traffic"), 1200.0));
+    assert!(close(&v("server_capacity"), 1.0e6));
+    assert_eq!(field(&d, "server_capacity")["status"], "declared");
+}
+
+#[test]
+fn enefg_scope_powers_anlage_3_items_heat_pump_pue_and_exemption() {
+    let (_d, cfg) = full_site(true, true);
+    let d = export_of(&cfg, Regime::Enefg, Some("2026-07-01"));
+    let v = |id| field(&d, id)["value"].clone();
+    // Two quantities of Anlage 3 no. 1 f, and the scope on the second.
+    assert!(close(&v("it_rated_connection_power"), 800.0));
+    assert!(close(&v("non_redundant_rated_connection_power"), 1400.0));
+    assert_eq!(
+        d["regime"]["scope_source"],
+        "register.non_redundant_power_kw"
+    );
+    assert_eq!(d["regime"]["site_in_scope"], true);
+    assert_eq!(v("size_class"), "500 kW to < 1 MW");
+    assert_eq!(
+        v("owner_and_operator"),
+        "owner: Immo GmbH; operators: Ops AG; Colo SE"
+    );
+    assert_eq!(v("postcode"), "20457");
+    assert!(close(&v("grid_purchase"), 3.0));
+    assert!(close(&v("grid_feed_in"), 0.2));
+    assert!(close(&v("heat_released_average_temperature"), 32.0));
+    assert!(close(&v("data_processed"), 8000.0));
+    // § 11(2) sentence 3: (4.5 - 0.4) / 2, not 4.5 / 2.
+    assert!(close(&v("pue"), 2.05), "{}", v("pue"));
+    // § 11(3): exempt, with the evidence.
+    let t = &d["targets"][1];
+    assert_eq!(t["result"], "exempt");
+    assert!(
+        t["evidence"].as_str().unwrap().contains("Stadtwerke"),
+        "{t}"
+    );
+    // The § 17 platform data set.
+    let p = d["waste_heat_platform"]["fields"].as_array().unwrap();
+    let max = p
+        .iter()
+        .find(|f| f["id"] == "maximum_thermal_power")
+        .unwrap();
+    assert!(close(&max["value"], 900.0));
+    // Below 300 kW of non-redundant power the site is out of scope,
+    // whatever its IT power.
+    let (_d, mut cfg) = full_site(true, false);
+    cfg.site.register.non_redundant_power_kw = Some(250.0);
+    let d = export_of(&cfg, Regime::Enefg, None);
+    assert_eq!(d["regime"]["site_in_scope"], false);
+    let d = export_of(&cfg, Regime::Eed, None);
+    assert_eq!(d["regime"]["site_in_scope"], true);
+    // France: SIRET and the D.236-2 contact.
+    let d = export_of(&cfg, Regime::Fr, None);
+    assert_eq!(field(&d, "siret")["value"], "12345678900011");
+    assert_eq!(field(&d, "contact_email")["value"], "dc@example.org");
 }
 
 #[test]
@@ -391,6 +600,29 @@ fn exports_match_the_checked_in_golden_files() {
             String::from_utf8_lossy(&bytes)
         );
     }
+    // A site declaring every register fact, with a generator, on-site
+    // renewable generation, a heat pump, feed-in and a § 11(3) exemption.
+    let (_d, cfg) = full_site(true, true);
+    for (regime, name) in [
+        (Regime::Eed, "eed-full-site.json"),
+        (Regime::Enefg, "enefg-full-site.json"),
+        (Regime::Fr, "fr-full-site.json"),
+    ] {
+        let mut doc = export_of(&cfg, regime, Some("2026-07-01"));
+        doc["generator"] = Value::from("vigie-collector");
+        let bytes = export::Export { doc }.render(Format::Json);
+        let path = golden.join(name);
+        if std::env::var_os("VIGIE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let want = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            want == bytes,
+            "{} differs from this build's export; if the change is meant, rerun with VIGIE_UPDATE_GOLDEN=1 and commit the file:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
 }
 
 #[test]
@@ -401,11 +633,17 @@ fn csv_has_one_line_per_field_and_target() {
     assert!(lines[0].starts_with("# vigie export regime=enefg from=2027-12-31T23:58:00Z"));
     assert_eq!(
         lines[1],
-        "section,id,label,value,unit,status,missing_share,source"
+        "section,id,label,value,unit,status,missing_share,source,legal_ref"
     );
-    let fields = Regime::Enefg.table().unwrap().fields.len();
-    assert_eq!(lines.len(), 2 + fields + 3);
-    assert!(lines.contains(&"field,pue,PUE,1.5,1,measured,0,kpi.PUE.value"));
+    let t = Regime::Enefg.table().unwrap();
+    assert_eq!(lines.len(), 2 + t.fields.len() + t.platform.len() + 3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("field,pue,")
+                && l.contains(",1.5,1,measured,0,derived.pue_enefg,")),
+        "{lines:?}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("target,pue_max,")));
     // Every line has 8 cells (labels with commas are quoted).
     for l in &lines[1..] {
@@ -418,11 +656,14 @@ fn csv_has_one_line_per_field_and_target() {
                 _ => {}
             }
         }
-        assert_eq!(cells, 8, "{l}");
+        assert_eq!(cells, 9, "{l}");
     }
     let fr = build(Regime::Fr, None);
-    assert!(close(&field(&fr.doc, "energy_total")["value"], 3.0));
-    assert!(close(&field(&fr.doc, "water_total")["value"], 0.3));
+    assert!(close(
+        &field(&fr.doc, "total_energy_consumption")["value"],
+        3.0
+    ));
+    assert!(close(&field(&fr.doc, "total_water_input")["value"], 0.3));
 }
 
 fn bin() -> Command {
@@ -521,7 +762,7 @@ fn cli_exports_signs_and_verifies() {
     assert!(ok, "{err}");
     assert_eq!(
         csv.lines().nth(1),
-        Some("section,id,label,value,unit,status,missing_share,source")
+        Some("section,id,label,value,unit,status,missing_share,source,legal_ref")
     );
     let (ok, _, err) = run(bin()
         .args(["export", "--regime", "xx"])

@@ -151,6 +151,20 @@ cooling = "warm-water"
 heat_pump = {{ cop = 3.5 }}
 offtaker = {{ supply_c = 70.0 }}
 assumed_pue = 1.5
+[dossier.economics]
+offtaker = "Reseau de chaleur Lyon Sud"
+capex_eur = 60000.0
+distance_m = 150.0
+connection_eur_per_m = 400.0
+opex_eur_per_year = 2000.0
+heat_price_eur_per_mwh = 45.0
+electricity_price_eur_per_mwh = 100.0
+discount_rate = 0.05
+horizon_years = 20
+reference_heat_source = "gas boiler"
+reference_kg_per_mwh_heat = 227.0
+electricity_kg_per_mwh = 52.0
+basis = {{ heat_price_eur_per_mwh = "offer of the network operator" }}
 "#,
             broker.port(),
             d.join("ledger.sqlite").display()
@@ -228,10 +242,17 @@ assumed_pue = 1.5
         "EnEfG 1.5 from 2027-07-01 (reference)",
         "Meters used",
         "hand readings",
+        "Cost-benefit analysis",
+        "Net present value",
+        "offer of the network operator",
+        "Reseau de chaleur Lyon Sud",
+        "Water use over the period",
+        "Deliverable heat, hourly (study)",
     ] {
         assert!(html.contains(want), "HTML lacks {want:?}");
     }
-    assert_eq!(html.matches("<svg").count(), 3);
+    // Energy, PUE, heat by month, and the study's hourly profile.
+    assert_eq!(html.matches("<svg").count(), 4);
     assert!(!html.contains("<script") && !html.contains("src="));
     assert!(d.join("dossier.html.sha256").is_file());
 
@@ -370,6 +391,7 @@ assumed_pue = 1.5
         "Facility and IT energy by month",
         "PUE, monthly",
         "Heat by month",
+        "Deliverable heat, hourly (study)",
     ];
     let mut charts_seen = 0;
     for (i, img) in images.iter().enumerate() {

@@ -42,6 +42,51 @@ pub struct DossierConfig {
     /// is not configured.
     #[serde(default)]
     pub heat_study: Option<PotentialRequest>,
+    /// `[dossier.economics]`: the waste-heat cost-benefit analysis (French
+    /// ICPE file, permit applications), over the study's heat and heat-pump
+    /// electricity; absent: the dossier says it is not configured.
+    #[serde(default)]
+    pub economics: Option<Economics>,
+}
+
+/// `[dossier.economics]`: the assumptions of the cost-benefit analysis,
+/// each with its basis in `basis` (key: the field name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Economics {
+    /// Who takes the heat (network, building), named in the dossier.
+    pub offtaker: String,
+    /// The offtaker's heat demand by month (12 values, MWh): caps the heat
+    /// sold at the study's monthly profile; absent: all the study's heat is
+    /// sold.
+    #[serde(default)]
+    pub offtaker_demand_mwh_by_month: Option<Vec<f64>>,
+    /// Capital cost of the plant (heat pump, exchangers), €.
+    pub capex_eur: f64,
+    /// Distance to the heat network's connection point, m.
+    pub distance_m: f64,
+    /// Cost of the connection pipe per metre, €/m.
+    pub connection_eur_per_m: f64,
+    /// Operating cost per year without the electricity, €.
+    pub opex_eur_per_year: f64,
+    /// Price paid for the heat, €/MWh.
+    pub heat_price_eur_per_mwh: f64,
+    /// Price of the heat pump's electricity, €/MWh.
+    pub electricity_price_eur_per_mwh: f64,
+    /// Discount rate per year (0.05 for 5 %).
+    pub discount_rate: f64,
+    /// Horizon, years.
+    pub horizon_years: u32,
+    /// The heat source the delivered heat displaces (e.g. `gas boiler`).
+    pub reference_heat_source: String,
+    /// Its emission factor, kg CO2e per MWh of heat.
+    pub reference_kg_per_mwh_heat: f64,
+    /// Emission factor of the heat pump's electricity, kg CO2e per MWh.
+    pub electricity_kg_per_mwh: f64,
+    /// The basis of each assumption (an offer, a tariff, a study, a
+    /// published factor), by field name; missing ones read "not stated".
+    #[serde(default)]
+    pub basis: std::collections::BTreeMap<String, String>,
 }
 
 /// What the dossier reads besides the ledger: the parts of the collector
@@ -205,6 +250,8 @@ pub struct Facts {
     pub targets: Vec<TargetCheck>,
     /// The potential study.
     pub study: Study,
+    /// The cost-benefit analysis' assumptions.
+    pub economics: Option<Economics>,
     /// `strict` or `scale-to-period`.
     pub gap_rule: &'static str,
     /// ISO/IEC 30134-2 category of the IT meter.
@@ -292,12 +339,13 @@ pub fn gather(
         rejected = has(Role::HeatRejected).then_some(b);
     }
     let t = &summary.total;
-    let targets = targets::check(
+    let targets = targets::check_with(
         Date::from_ms(req.to_ms - 1),
         commissioned,
         t.pue.value,
         t.erf.value.map(|v| v * 100.0),
         t.ref_.value.map(|v| v * 100.0),
+        cfg.site.register.erf_exemption.as_ref(),
     );
     let study = match &d.heat_study {
         None => Study::NotConfigured,
@@ -327,6 +375,7 @@ pub fn gather(
         commissioned,
         targets,
         study,
+        economics: d.economics.clone(),
         gap_rule: match cfg.site.gap_rule {
             site::GapRuleConfig::Strict => "strict",
             site::GapRuleConfig::ScaleToPeriod => "scale-to-period",
@@ -458,6 +507,32 @@ fn month_labels(months: &[Span]) -> Vec<String> {
 
 /// Monthly sums of an hourly profile (hour 0 = 1 January 00:00) over a
 /// 365- or 366-day year.
+/// The hours of each calendar month of an hourly year (8760 or 8784).
+fn month_slices(hourly: &[f64]) -> Vec<&[f64]> {
+    let leap = hourly.len() > 8760;
+    let mut out = Vec::with_capacity(12);
+    let mut h = 0usize;
+    for d in [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ] {
+        let end = (h + d * 24).min(hourly.len());
+        out.push(&hourly[h.min(end)..end]);
+        h = end;
+    }
+    out
+}
+
 fn hourly_to_months(hourly: &[f64]) -> Vec<f64> {
     let leap = hourly.len() > 8760;
     let days = [
@@ -587,6 +662,37 @@ pub fn content(f: &Facts) -> Dossier {
     b.push(Block::Note(
         "Each energy row carries the status and coverage of its own meters; each indicator those of the least trustworthy of its inputs. Coverage is the share of the period covered by samples (of the least covered input).".into(),
     ));
+    // Water: input, potable share, WUE.
+    b.push(Block::Heading(3, "Water".into()));
+    let litres = |role: &str| {
+        f.meters
+            .iter()
+            .find(|m| m.role == role && m.unit == "L")
+            .and_then(|m| m.total)
+    };
+    let (total, potable) = (litres("water"), litres("water-potable"));
+    let m3 = |l: Option<f64>| l.map_or("not metered".into(), |l| num(Some(l / 1000.0), 1));
+    b.push(Block::Table(Table {
+        caption: "Water use over the period".into(),
+        header: vec!["Item".into(), "Value".into(), "Unit".into()],
+        rows: vec![
+            vec!["Water input".into(), m3(total), "m3".into()],
+            vec!["of which potable".into(), m3(potable), "m3".into()],
+            vec![
+                "Potable share".into(),
+                match (potable, total) {
+                    (Some(p), Some(t)) if t > 0.0 => num(Some(p / t * 100.0), 1),
+                    _ => "n/a".into(),
+                },
+                "%".into(),
+            ],
+            vec![
+                "WUE (water input / E_IT)".into(),
+                flagged(&t.wue, 3, 1.0),
+                "L/kWh".into(),
+            ],
+        ],
+    }));
     // 2. Targets.
     b.push(Block::Heading(2, "2 EnEfG targets".into()));
     b.push(Block::Table(Table {
@@ -597,7 +703,7 @@ pub fn content(f: &Facts) -> Dossier {
             "Applies from".into(),
             "Value".into(),
             "Result".into(),
-            "Basis".into(),
+            "Basis and evidence".into(),
         ],
         rows: f
             .targets
@@ -615,7 +721,12 @@ pub fn content(f: &Facts) -> Dossier {
                         format!("{} {unit}", num(Some(v), dec)).trim().to_owned()
                     }),
                     c.result.into(),
-                    c.basis.clone(),
+                    match &c.evidence {
+                        Some(e) => {
+                            format!("{} ({}). Exemption evidence: {e}", c.basis, c.legal_ref)
+                        }
+                        None => format!("{} ({})", c.basis, c.legal_ref),
+                    },
                 ]
             })
             .collect(),
@@ -825,6 +936,7 @@ pub fn content(f: &Facts) -> Dossier {
     // 6. Study.
     b.push(Block::Heading(2, "6 Heat-reuse potential study".into()));
     study_blocks(&f.study, t, &mut b);
+    economics_blocks(&f.study, f.economics.as_ref(), &mut b);
     // 7. Methodology.
     b.push(Block::Heading(2, "7 Methodology and data coverage".into()));
     for p in [
@@ -896,6 +1008,238 @@ pub fn content(f: &Facts) -> Dossier {
         "Figures are recomputed from the ledger at generation time; the same period gives the same figures as GET /api/v1/kpi and the regulatory exports. With --key, the CLI writes FILE.sha256 and an Ed25519 signature FILE.sig next to the dossier (vigie-collector verify checks them).".into(),
     ));
     Dossier { title, blocks: b }
+}
+
+/// The cost-benefit analysis of the connection, over the study's heat
+/// (capped month by month at the offtaker's demand when given) and its
+/// heat-pump electricity.
+fn economics_blocks(study: &Study, e: Option<&Economics>, b: &mut Vec<Block>) {
+    b.push(Block::Heading(
+        3,
+        "Cost-benefit analysis of the heat reuse".into(),
+    ));
+    let Some(e) = e else {
+        b.push(Block::Para(
+            "The cost-benefit analysis is not configured: add a [dossier.economics] section (costs, heat price, distance to the network, discount rate, horizon, reference heat source, each with its basis).".into(),
+        ));
+        return;
+    };
+    let Study::Done { result } = study else {
+        b.push(Block::Para(
+            "The cost-benefit analysis needs the heat-reuse study's heat and heat-pump electricity: configure [dossier.heat_study].".into(),
+        ));
+        return;
+    };
+    let hourly: Vec<f64> = result["hourly_kw_th"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Json::as_f64).collect())
+        .unwrap_or_default();
+    let study_mwh = result["deliverable_mwh_th"].as_f64().unwrap_or(0.0);
+    let monthly: Vec<f64> = hourly_to_months(&hourly)
+        .iter()
+        .map(|k| k / 1000.0)
+        .collect();
+    let sold_mwh = match &e.offtaker_demand_mwh_by_month {
+        Some(d) if d.len() == 12 && monthly.len() == 12 => {
+            monthly.iter().zip(d).map(|(s, d)| s.min(*d)).sum()
+        }
+        _ => study_mwh,
+    };
+    let share = if study_mwh > 0.0 {
+        sold_mwh / study_mwh
+    } else {
+        0.0
+    };
+    // The heat pump runs for the heat sold only.
+    let elec_mwh = result["heat_pump_electricity_mwh"].as_f64().unwrap_or(0.0) * share;
+    let connection = e.distance_m * e.connection_eur_per_m;
+    let input = vigie_energy::heat_cba::CbaInput {
+        capex_eur: e.capex_eur + connection,
+        opex_eur_per_year: e.opex_eur_per_year,
+        heat_sold_mwh_per_year: sold_mwh,
+        heat_price_eur_per_mwh: e.heat_price_eur_per_mwh,
+        electricity_mwh_per_year: elec_mwh,
+        electricity_price_eur_per_mwh: e.electricity_price_eur_per_mwh,
+        discount_rate: e.discount_rate,
+        horizon_years: e.horizon_years,
+        reference_kg_per_mwh_heat: e.reference_kg_per_mwh_heat,
+        electricity_kg_per_mwh: e.electricity_kg_per_mwh,
+    };
+    let r = match vigie_energy::heat_cba::cost_benefit(&input) {
+        Ok(r) => r,
+        Err(err) => {
+            b.push(Block::Para(format!(
+                "The cost-benefit analysis could not be computed with the configured assumptions: {err}."
+            )));
+            return;
+        }
+    };
+    b.push(Block::Para(format!(
+        "Connecting the site to {} over {} m: net present value {} € over {} years at {} % a year; the connection {}. It avoids {} t CO2e a year against {}.",
+        e.offtaker,
+        num(Some(e.distance_m), 0),
+        num(Some(r.npv_eur), 0),
+        e.horizon_years,
+        num(Some(e.discount_rate * 100.0), 1),
+        match r.discounted_payback_years {
+            Some(y) => format!("pays back in {} years (discounted)", num(Some(y), 1)),
+            None => "does not pay back within the horizon".into(),
+        },
+        num(Some(r.co2_avoided_t_per_year), 1),
+        e.reference_heat_source,
+    )));
+    b.push(Block::Table(Table {
+        caption: "Cost-benefit analysis (constant prices, end-of-year cash flows)".into(),
+        header: vec!["Result".into(), "Value".into(), "Unit".into()],
+        rows: vec![
+            vec![
+                "Heat sold per year".into(),
+                num(Some(sold_mwh), 1),
+                "MWh th".into(),
+            ],
+            vec![
+                "Heat-pump electricity per year".into(),
+                num(Some(elec_mwh), 1),
+                "MWh".into(),
+            ],
+            vec![
+                "Investment incl. connection".into(),
+                num(Some(input.capex_eur), 0),
+                "€".into(),
+            ],
+            vec![
+                "Net cash flow per year".into(),
+                num(Some(r.net_cash_flow_eur_per_year), 0),
+                "€".into(),
+            ],
+            vec![
+                "Net present value".into(),
+                num(Some(r.npv_eur), 0),
+                "€".into(),
+            ],
+            vec![
+                "Simple payback".into(),
+                num(r.simple_payback_years, 1),
+                "years".into(),
+            ],
+            vec![
+                "Discounted payback".into(),
+                num(r.discounted_payback_years, 1),
+                "years".into(),
+            ],
+            vec![
+                "CO2e avoided per year".into(),
+                num(Some(r.co2_avoided_t_per_year), 1),
+                "t".into(),
+            ],
+            vec![
+                format!("CO2e avoided over {} years", e.horizon_years),
+                num(Some(r.co2_avoided_t_horizon), 0),
+                "t".into(),
+            ],
+        ],
+    }));
+    let basis = |k: &str| {
+        e.basis
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| "not stated".into())
+    };
+    let row = |name: &str, v: String, unit: &str, k: &str| {
+        vec![name.to_owned(), v, unit.to_owned(), basis(k)]
+    };
+    b.push(Block::Table(Table {
+        caption: "Assumptions of the cost-benefit analysis".into(),
+        header: vec![
+            "Assumption".into(),
+            "Value".into(),
+            "Unit".into(),
+            "Basis".into(),
+        ],
+        rows: vec![
+            row("Offtaker", e.offtaker.clone(), "", "offtaker"),
+            row(
+                "Offtaker demand by month",
+                e.offtaker_demand_mwh_by_month.as_ref().map_or(
+                    "not given: all study heat sold".into(),
+                    |d| {
+                        d.iter()
+                            .map(|x| num(Some(*x), 0))
+                            .collect::<Vec<_>>()
+                            .join(" / ")
+                    },
+                ),
+                "MWh",
+                "offtaker_demand_mwh_by_month",
+            ),
+            row(
+                "Plant capital cost",
+                num(Some(e.capex_eur), 0),
+                "€",
+                "capex_eur",
+            ),
+            row(
+                "Distance to the network",
+                num(Some(e.distance_m), 0),
+                "m",
+                "distance_m",
+            ),
+            row(
+                "Connection cost",
+                num(Some(e.connection_eur_per_m), 0),
+                "€/m",
+                "connection_eur_per_m",
+            ),
+            row(
+                "Operating cost",
+                num(Some(e.opex_eur_per_year), 0),
+                "€/year",
+                "opex_eur_per_year",
+            ),
+            row(
+                "Heat price",
+                num(Some(e.heat_price_eur_per_mwh), 2),
+                "€/MWh",
+                "heat_price_eur_per_mwh",
+            ),
+            row(
+                "Electricity price",
+                num(Some(e.electricity_price_eur_per_mwh), 2),
+                "€/MWh",
+                "electricity_price_eur_per_mwh",
+            ),
+            row(
+                "Discount rate",
+                num(Some(e.discount_rate * 100.0), 1),
+                "%/year",
+                "discount_rate",
+            ),
+            row(
+                "Horizon",
+                e.horizon_years.to_string(),
+                "years",
+                "horizon_years",
+            ),
+            row(
+                "Reference heat source",
+                e.reference_heat_source.clone(),
+                "",
+                "reference_heat_source",
+            ),
+            row(
+                "Reference emission factor",
+                num(Some(e.reference_kg_per_mwh_heat), 1),
+                "kg CO2e/MWh th",
+                "reference_kg_per_mwh_heat",
+            ),
+            row(
+                "Electricity emission factor",
+                num(Some(e.electricity_kg_per_mwh), 1),
+                "kg CO2e/MWh",
+                "electricity_kg_per_mwh",
+            ),
+        ],
+    }));
 }
 
 fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
@@ -972,6 +1316,68 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
             ],
         ],
     }));
+    // The hourly profile itself, not only its monthly sums: what an
+    // offtaker sizes a connection by. Its numbers: each month's lowest,
+    // mean and highest hour.
+    let hourly: Vec<f64> = result["hourly_kw_th"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Json::as_f64).collect())
+        .unwrap_or_default();
+    if !hourly.is_empty() {
+        let chart = Chart {
+            title: "Deliverable heat, hourly (study)".into(),
+            unit: "kW th".into(),
+            labels: (0..hourly.len())
+                .map(|h| format!("day {}", h / 24 + 1))
+                .collect(),
+            series: vec![SeriesData {
+                name: "Deliverable heat (kW th)".into(),
+                values: hourly.iter().map(|v| Some(*v)).collect(),
+            }],
+            kind: Kind::Lines,
+            targets: vec![],
+            from_zero: true,
+        };
+        let names = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        b.push(Block::Chart {
+            drawing: chart.draw(),
+            data: Table {
+                caption: "Hourly deliverable heat by month, kW th".into(),
+                header: vec![
+                    "Month".into(),
+                    "Lowest hour (kW th)".into(),
+                    "Mean (kW th)".into(),
+                    "Highest hour (kW th)".into(),
+                ],
+                rows: month_slices(&hourly)
+                    .into_iter()
+                    .zip(names)
+                    .map(|(m, name)| {
+                        let n = m.len().max(1) as f64;
+                        vec![
+                            name.to_owned(),
+                            num(m.iter().copied().reduce(f64::min), 1),
+                            num(Some(m.iter().sum::<f64>() / n), 1),
+                            num(m.iter().copied().reduce(f64::max), 1),
+                        ]
+                    })
+                    .collect(),
+            },
+        });
+    }
     let rows: Vec<Vec<String>> = result["assumptions"]
         .as_array()
         .map(|a| {
@@ -1215,6 +1621,7 @@ mod tests {
                 None,
             ),
             study,
+            economics: None,
             gap_rule: "strict",
             it_category: 2,
             carbon: ("DE".into(), 380.0, "static".into(), "direct"),
@@ -1299,6 +1706,129 @@ mod tests {
         // The projection joins the heat chart for a calendar year.
         let html = d.to_html();
         assert!(html.contains("Deliverable (study, projected)"));
+    }
+
+    #[test]
+    fn the_cost_benefit_analysis_shows_npv_payback_co2_and_every_basis() {
+        let req: PotentialRequest = serde_json::from_value(serde_json::json!({
+            "it_load_kw_constant": 1000.0,
+            "cooling": "direct-liquid",
+            "offtaker": { "supply_c": 60.0 },
+        }))
+        .unwrap();
+        let result = crate::heat_api::study(&req).unwrap();
+        let heat = result["deliverable_mwh_th"].as_f64().unwrap();
+        let elec = result["heat_pump_electricity_mwh"].as_f64().unwrap();
+        let e: Economics = toml::from_str(
+            r#"
+offtaker = "Reseau de chaleur Sud"
+capex_eur = 900000.0
+distance_m = 600.0
+connection_eur_per_m = 500.0
+opex_eur_per_year = 30000.0
+heat_price_eur_per_mwh = 40.0
+electricity_price_eur_per_mwh = 90.0
+discount_rate = 0.05
+horizon_years = 20
+reference_heat_source = "gas boiler"
+reference_kg_per_mwh_heat = 227.0
+electricity_kg_per_mwh = 52.0
+basis = { heat_price_eur_per_mwh = "offer of the network operator, 2026-03" }
+"#,
+        )
+        .unwrap();
+        let mut f = facts(Study::Done { result });
+        f.economics = Some(e);
+        let d = content(&f);
+        let table = |caption: &str| {
+            d.blocks
+                .iter()
+                .find_map(|b| match b {
+                    Block::Table(t) if t.caption.starts_with(caption) => Some(t.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let r = table("Cost-benefit analysis");
+        let cell = |name: &str| r.rows.iter().find(|x| x[0] == name).unwrap()[1].clone();
+        // The same arithmetic by hand: investment 900 000 + 600 x 500.
+        let cf = heat * 40.0 - 30_000.0 - elec * 90.0;
+        let npv = -1_200_000.0 + cf * vigie_energy::heat_cba::annuity_factor(0.05, 20);
+        assert_eq!(cell("Investment incl. connection"), "1200000");
+        assert_eq!(cell("Net present value"), num(Some(npv), 0));
+        assert_eq!(
+            cell("CO2e avoided per year"),
+            num(Some((heat * 227.0 - elec * 52.0) / 1000.0), 1)
+        );
+        let a = table("Assumptions of the cost-benefit analysis");
+        let basis = |name: &str| a.rows.iter().find(|x| x[0] == name).unwrap()[3].clone();
+        assert_eq!(
+            basis("Heat price"),
+            "offer of the network operator, 2026-03"
+        );
+        assert_eq!(basis("Discount rate"), "not stated");
+        // Not configured: said so.
+        let d = content(&facts(Study::NotConfigured));
+        assert!(
+            d.to_html()
+                .contains("cost-benefit analysis is not configured")
+        );
+    }
+
+    #[test]
+    fn the_study_shows_its_hourly_profile_and_the_summary_its_water() {
+        let req: PotentialRequest = serde_json::from_value(serde_json::json!({
+            "it_load_kw_constant": 1000.0,
+            "cooling": "direct-liquid",
+            "offtaker": { "supply_c": 60.0 },
+        }))
+        .unwrap();
+        let result = crate::heat_api::study(&req).unwrap();
+        let hours = result["hourly_kw_th"].as_array().unwrap().len();
+        let mut f = facts(Study::Done { result });
+        f.meters = vec![
+            MeterFacts {
+                name: "w".into(),
+                role: "water".into(),
+                source: String::new(),
+                total: Some(4000.0),
+                unit: "L".into(),
+                estimated_share: None,
+                coverage: Some(1.0),
+            },
+            MeterFacts {
+                name: "wp".into(),
+                role: "water-potable".into(),
+                source: String::new(),
+                total: Some(1000.0),
+                unit: "L".into(),
+                estimated_share: None,
+                coverage: Some(1.0),
+            },
+        ];
+        let d = content(&f);
+        let hourly = d
+            .blocks
+            .iter()
+            .find_map(|b| match b {
+                Block::Chart { data, .. } if data.caption.starts_with("Hourly deliverable") => {
+                    Some(data)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(hourly.rows.len(), 12);
+        assert!(hours >= 8760);
+        let water = d
+            .blocks
+            .iter()
+            .find_map(|b| match b {
+                Block::Table(t) if t.caption == "Water use over the period" => Some(t),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(water.rows[0][1], "4.0");
+        assert_eq!(water.rows[2][1], "25.0");
     }
 
     #[test]

@@ -124,8 +124,24 @@ pub struct FieldTable {
     pub threshold_kw: f64,
     /// When and where.
     pub deadline: String,
+    /// The acts and the versions the table was checked against, listed in
+    /// the export's methodology.
+    #[serde(default)]
+    pub acts: Vec<String>,
+    /// The source expression of the power the threshold applies to
+    /// (default `site.installed_it_kw`; EnEfG: the whole site's
+    /// non-redundant rated connection power).
+    #[serde(default)]
+    pub scope: Option<String>,
     /// The fields, in order.
     pub fields: Vec<FieldSpec>,
+    /// Title of a second data set of the regime (EnEfG § 17 waste-heat
+    /// platform).
+    #[serde(default)]
+    pub platform_title: Option<String>,
+    /// Its fields.
+    #[serde(default)]
+    pub platform: Vec<FieldSpec>,
 }
 
 /// One field of a data set.
@@ -143,6 +159,25 @@ pub struct FieldSpec {
     /// Factor applied to the source value (e.g. 0.001 for L to m³).
     #[serde(default)]
     pub scale: Option<f64>,
+    /// The legal reference requiring the field (act, article or annex,
+    /// item). Every row has one; `legal_refs_missing` names those without.
+    #[serde(default)]
+    pub legal_ref: String,
+    /// Whether `legal_ref` was checked against the text of the act (an
+    /// official or verbatim copy); `false`: taken from a secondary source
+    /// or not read, and the export says "not verified".
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// The ids of the fields of `t` without a legal reference.
+pub fn legal_refs_missing(t: &FieldTable) -> Vec<String> {
+    t.fields
+        .iter()
+        .chain(&t.platform)
+        .filter(|f| f.legal_ref.trim().is_empty())
+        .map(|f| f.id.clone())
+        .collect()
 }
 
 /// Why an export could not be made.
@@ -179,6 +214,9 @@ pub struct ExportRequest {
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
     Site(&'static str),
+    Register(&'static str),
+    Yearly(&'static str),
+    PueEnefg,
     Meter(Role),
     EDc,
     Kpi(String),
@@ -197,6 +235,59 @@ fn role_from_str(s: &str) -> Option<Role> {
 
 const KPIS: [&str; 5] = ["PUE", "REF", "ERF", "CER", "WUE"];
 
+/// `register.<key>`: facts of `[site.register]` (and the commissioning
+/// date, the EnEfG size class derived from the installed IT power).
+const REGISTER_KEYS: [&str; 20] = [
+    "name",
+    "owner",
+    "operators",
+    "owner_and_operators",
+    "address",
+    "postcode",
+    "municipality",
+    "nuts_code",
+    "siret",
+    "contact_name",
+    "contact_email",
+    "non_redundant_power_kw",
+    "redundancy_power",
+    "redundancy_cooling",
+    "waste_heat_max_kw",
+    "waste_heat_control",
+    "commissioned",
+    "size_class",
+    "management_system",
+    "management_system_certified_until",
+];
+
+/// `yearly.<key>`: facts of the `[[site.yearly]]` entry of the period's year.
+const YEARLY_KEYS: [&str; 11] = [
+    "traffic_in_bandwidth_gbps",
+    "traffic_out_bandwidth_gbps",
+    "traffic_in_volume_tb",
+    "traffic_out_volume_tb",
+    "storage_capacity_pb",
+    "server_capacity",
+    "data_stored_tb",
+    "data_processed_tb",
+    "data_stored_and_processed_tb",
+    "temperature_set_point_c",
+    "heat_released_mean_c",
+];
+
+/// The EnEfG Anlage 3 size class by IT rated connection power.
+pub fn size_class(it_kw: f64) -> &'static str {
+    match it_kw {
+        x if x < 500.0 => "< 500 kW",
+        x if x < 1_000.0 => "500 kW to < 1 MW",
+        x if x < 5_000.0 => "1 MW to < 5 MW",
+        x if x < 10_000.0 => "5 MW to < 10 MW",
+        x if x < 50_000.0 => "10 MW to < 50 MW",
+        x if x < 100_000.0 => "50 MW to < 100 MW",
+        _ => ">= 100 MW",
+    }
+}
+
 fn parse_source(s: &str) -> Option<Source> {
     if s == "not-metered" {
         return Some(Source::NotMetered);
@@ -204,12 +295,23 @@ fn parse_source(s: &str) -> Option<Source> {
     if s == "derived.e_dc" {
         return Some(Source::EDc);
     }
+    if s == "derived.pue_enefg" {
+        return Some(Source::PueEnefg);
+    }
     let (ns, rest) = s.split_once('.')?;
     match ns {
         "site" => ["installed_it_kw", "floor_area_m2", "computer_room_area_m2"]
             .into_iter()
             .find(|k| *k == rest)
             .map(Source::Site),
+        "register" => REGISTER_KEYS
+            .into_iter()
+            .find(|k| *k == rest)
+            .map(Source::Register),
+        "yearly" => YEARLY_KEYS
+            .into_iter()
+            .find(|k| *k == rest)
+            .map(Source::Yearly),
         "meter" => {
             let role = rest.strip_suffix(".total")?;
             role_from_str(role).map(Source::Meter)
@@ -235,6 +337,7 @@ fn parse_source(s: &str) -> Option<Source> {
 pub fn check_table(t: &FieldTable) -> Vec<String> {
     t.fields
         .iter()
+        .chain(&t.platform)
         .filter(|f| parse_source(&f.source).is_none())
         .map(|f| format!("{} ({})", f.id, f.source))
         .collect()
@@ -246,6 +349,8 @@ struct Resolved {
     value: Option<f64>,
     status: &'static str,
     missing_share: Option<f64>,
+    /// A text value (names, codes, dates) in place of a number.
+    text: Option<String>,
 }
 
 impl Resolved {
@@ -254,6 +359,32 @@ impl Resolved {
             value: None,
             status,
             missing_share: None,
+            text: None,
+        }
+    }
+
+    fn declared(value: Option<f64>) -> Self {
+        Resolved {
+            value,
+            status: if value.is_some() {
+                "declared"
+            } else {
+                "not-declared"
+            },
+            missing_share: None,
+            text: None,
+        }
+    }
+
+    fn declared_text(text: Option<String>) -> Self {
+        Resolved {
+            status: if text.is_some() {
+                "declared"
+            } else {
+                "not-declared"
+            },
+            text,
+            ..Resolved::none("")
         }
     }
 }
@@ -270,6 +401,7 @@ fn input_status(i: &vigie_energy::InputUsed) -> Resolved {
         value: i.total,
         status,
         missing_share: missing,
+        text: None,
     }
 }
 
@@ -290,12 +422,16 @@ fn figure_status(f: &vigie_energy::Figure) -> Resolved {
         value: f.value,
         status,
         missing_share: missing,
+        text: None,
     }
 }
 
 /// Everything the fields are resolved against.
 struct Inputs<'a> {
     site: &'a SiteConfig,
+    /// The reporting year (the period's first day).
+    year: i64,
+    commissioned: Option<date::Date>,
     figures: site::SiteFigures,
     heat: Option<Value>,
     market: vigie_energy::MarketInputs,
@@ -343,40 +479,135 @@ impl Inputs<'_> {
         use vigie_energy::InstrumentKind;
         match src {
             Source::NotMetered => Resolved::none("not-metered"),
-            Source::Site(k) => {
-                let v = match *k {
-                    "installed_it_kw" => self.site.installed_it_kw,
-                    "floor_area_m2" => self.site.floor_area_m2,
-                    _ => self.site.computer_room_area_m2,
+            Source::Site(k) => Resolved::declared(match *k {
+                "installed_it_kw" => self.site.installed_it_kw,
+                "floor_area_m2" => self.site.floor_area_m2,
+                _ => self.site.computer_room_area_m2,
+            }),
+            Source::Register(k) => {
+                let r = &self.site.register;
+                let text = |v: &Option<String>| Resolved::declared_text(v.clone());
+                match *k {
+                    "name" => text(&r.name),
+                    "owner" => text(&r.owner),
+                    "operators" => Resolved::declared_text(
+                        (!r.operators.is_empty()).then(|| r.operators.join("; ")),
+                    ),
+                    "owner_and_operators" => Resolved::declared_text(r.owner.as_ref().map(|o| {
+                        if r.operators.is_empty() {
+                            format!("owner: {o}")
+                        } else {
+                            format!("owner: {o}; operators: {}", r.operators.join("; "))
+                        }
+                    })),
+                    "address" => text(&r.address),
+                    "postcode" => text(&r.postcode),
+                    "municipality" => text(&r.municipality),
+                    "nuts_code" => text(&r.nuts_code),
+                    "siret" => text(&r.siret),
+                    "contact_name" => text(&r.contact_name),
+                    "contact_email" => text(&r.contact_email),
+                    "non_redundant_power_kw" => Resolved::declared(r.non_redundant_power_kw),
+                    "redundancy_power" => text(&r.redundancy_power),
+                    "redundancy_cooling" => text(&r.redundancy_cooling),
+                    "waste_heat_max_kw" => Resolved::declared(r.waste_heat_max_kw),
+                    "waste_heat_control" => text(&r.waste_heat_control),
+                    "commissioned" => {
+                        Resolved::declared_text(self.commissioned.map(|d| d.to_string()))
+                    }
+                    "size_class" => Resolved::declared_text(
+                        self.site
+                            .installed_it_kw
+                            .map(|kw| size_class(kw).to_owned()),
+                    ),
+                    "management_system" => {
+                        Resolved::declared_text(r.management_system.as_ref().map(|m| {
+                            format!(
+                                "{} since {}{}",
+                                m.kind,
+                                m.since.map_or("unknown".into(), |d| d.to_string()),
+                                m.certificate
+                                    .as_ref()
+                                    .map_or(String::new(), |c| format!(", certificate {c}"))
+                            )
+                        }))
+                    }
+                    _ => Resolved::declared_text(
+                        r.management_system
+                            .as_ref()
+                            .and_then(|m| m.certified_until)
+                            .map(|d| d.to_string()),
+                    ),
+                }
+            }
+            Source::Yearly(k) => {
+                let Some(y) = self.site.yearly.iter().find(|y| y.year == self.year) else {
+                    return Resolved::none("not-declared");
+                };
+                Resolved::declared(match *k {
+                    "traffic_in_bandwidth_gbps" => y.traffic_in_bandwidth_gbps,
+                    "traffic_out_bandwidth_gbps" => y.traffic_out_bandwidth_gbps,
+                    "traffic_in_volume_tb" => y.traffic_in_volume_tb,
+                    "traffic_out_volume_tb" => y.traffic_out_volume_tb,
+                    "storage_capacity_pb" => y.storage_capacity_pb,
+                    "server_capacity" => y.server_capacity,
+                    "data_stored_tb" => y.data_stored_tb,
+                    "data_processed_tb" => y.data_processed_tb,
+                    "data_stored_and_processed_tb" => y
+                        .data_stored_tb
+                        .zip(y.data_processed_tb)
+                        .map(|(a, b)| a + b),
+                    "temperature_set_point_c" => y.temperature_set_point_c,
+                    _ => y.heat_released_mean_c,
+                })
+            }
+            Source::PueEnefg => {
+                // EnEfG § 11(2) sentence 3: the electricity of plant used
+                // only to upgrade waste heat is left out of the PUE.
+                let pue = self.resolve(&Source::Kpi("PUE".into()));
+                let Some(up) = self.meter(Role::HeatUpgrade).map(input_status) else {
+                    return pue;
+                };
+                let dc = self.resolve(&Source::EDc);
+                let it = self.meter(Role::It).map(input_status);
+                let value = match (dc.value, up.value, it.as_ref().and_then(|i| i.value)) {
+                    (Some(dc), Some(up), Some(it)) if it > 0.0 => Some((dc - up) / it),
+                    _ => None,
                 };
                 Resolved {
-                    value: v,
-                    status: if v.is_some() {
-                        "declared"
-                    } else {
-                        "not-declared"
-                    },
-                    missing_share: None,
+                    value,
+                    status: worst(
+                        worst(dc.status, up.status),
+                        it.map_or("not-metered", |i| i.status),
+                    ),
+                    missing_share: [dc.missing_share, up.missing_share]
+                        .into_iter()
+                        .flatten()
+                        .fold(None, |a: Option<f64>, m| Some(a.map_or(m, |a| a.max(m)))),
+                    text: None,
                 }
             }
             Source::Meter(role) => self
                 .meter(*role)
                 .map_or(Resolved::none("not-metered"), input_status),
             Source::EDc => {
+                // Every energy input: grid import, on-site generation used
+                // on site, back-up generator output.
                 let Some(g) = self.meter(Role::GridImport).map(input_status) else {
                     return Resolved::none("not-metered");
                 };
-                match self.meter(Role::OnsiteGeneration).map(input_status) {
-                    None => g,
-                    Some(o) => Resolved {
-                        value: g.value.zip(o.value).map(|(a, b)| a + b),
-                        status: worst(g.status, o.status),
-                        missing_share: match (g.missing_share, o.missing_share) {
+                [Role::OnsiteGeneration, Role::Generator]
+                    .into_iter()
+                    .filter_map(|r| self.meter(r).map(input_status))
+                    .fold(g, |a, o| Resolved {
+                        value: a.value.zip(o.value).map(|(a, b)| a + b),
+                        status: worst(a.status, o.status),
+                        missing_share: match (a.missing_share, o.missing_share) {
                             (Some(a), Some(b)) => Some(a.max(b)),
                             (a, b) => a.or(b),
                         },
-                    },
-                }
+                        text: None,
+                    })
             }
             Source::Kpi(sym) => self
                 .figures
@@ -393,15 +624,22 @@ impl Inputs<'_> {
                         value: Some(v),
                         status: "measured",
                         missing_share: h["delivered"]["missing_share"].as_f64(),
+                        text: None,
                     },
                 }
             }
             Source::Renewable(k) => {
-                let onsite = self.meter(Role::OnsiteGeneration).map(input_status);
+                // On-site generation is renewable only where declared so
+                // (`[site.register] onsite_generation_renewable`).
+                let onsite = self
+                    .meter(Role::OnsiteGeneration)
+                    .filter(|_| self.site.register.onsite_generation_renewable)
+                    .map(input_status);
                 let contractual = |kind| Resolved {
                     value: Some(instruments_kwh(&self.market, kind)),
                     status: "contractual",
                     missing_share: None,
+                    text: None,
                 };
                 match *k {
                     "certificates" => contractual(Some(InstrumentKind::Certificate)),
@@ -418,6 +656,7 @@ impl Inputs<'_> {
                                 value: o.value.map(|v| v + bought),
                                 status: o.status,
                                 missing_share: o.missing_share,
+                                text: None,
                             },
                             None => Resolved {
                                 value: Some(
@@ -429,6 +668,7 @@ impl Inputs<'_> {
                                 ),
                                 status: "contractual",
                                 missing_share: None,
+                                text: None,
                             },
                         }
                     }
@@ -473,36 +713,55 @@ pub fn build(
     let market = site::market_inputs(&carbon.market, figures.period);
     progress("reading emission factors");
     let factors = factor_provenance(conn, carbon, req.from_ms, req.to_ms)?;
+    let commissioned = req.commissioned.or(site_cfg.commissioned);
     let inputs = Inputs {
         site: site_cfg,
+        year: date::Date::from_ms(req.from_ms).y,
+        commissioned,
         figures,
         heat,
         market,
     };
     progress("resolving fields");
-    let mut fields = Vec::new();
     let mut resolved = std::collections::BTreeMap::new();
-    for f in &table.fields {
-        let src = parse_source(&f.source)
-            .ok_or_else(|| ExportError::Table(format!("{}: unknown source {}", f.id, f.source)))?;
-        let mut r = inputs.resolve(&src);
-        if let (Some(v), Some(s)) = (r.value, f.scale) {
-            r.value = Some(v * s);
+    let mut rows = |specs: &[FieldSpec]| -> Result<Vec<Value>, ExportError> {
+        let mut out = Vec::new();
+        for f in specs {
+            let src = parse_source(&f.source).ok_or_else(|| {
+                ExportError::Table(format!("{}: unknown source {}", f.id, f.source))
+            })?;
+            let mut r = inputs.resolve(&src);
+            if let (Some(v), Some(s)) = (r.value, f.scale) {
+                r.value = Some(v * s);
+            }
+            // No "-0" in a regulator's file.
+            r.value = r.value.map(|v| v + 0.0);
+            out.push(json!({
+                "id": f.id,
+                "label": f.label,
+                "unit": f.unit,
+                "value": match &r.text {
+                    Some(t) => json!(t),
+                    None => json!(r.value),
+                },
+                "status": r.status,
+                "missing_share": r.missing_share,
+                "source": f.source,
+                "legal_ref": f.legal_ref,
+                "legal_ref_status": if f.verified { "verified" } else { "not verified" },
+            }));
+            resolved.insert(f.id.clone(), r);
         }
-        // No "-0" in a regulator's file.
-        r.value = r.value.map(|v| v + 0.0);
-        resolved.insert(f.id.clone(), r.clone());
-        fields.push(json!({
-            "id": f.id,
-            "label": f.label,
-            "unit": f.unit,
-            "value": r.value,
-            "status": r.status,
-            "missing_share": r.missing_share,
-            "source": f.source,
-        }));
-    }
-    let it_kw = site_cfg.installed_it_kw;
+        Ok(out)
+    };
+    let fields = rows(&table.fields)?;
+    let platform = rows(&table.platform)?;
+    let scope_src = table.scope.as_deref().unwrap_or("site.installed_it_kw");
+    let scope = parse_source(scope_src)
+        .map(|s| inputs.resolve(&s).value)
+        .ok_or_else(|| ExportError::Table(format!("scope: unknown source {scope_src}")))?;
+    let mut method = methodology(site_cfg, carbon);
+    method["acts"] = json!(table.acts);
     let mut doc = json!({
         "format": "vigie-export/1",
         "generator": format!("vigie-collector {}", env!("CARGO_PKG_VERSION")),
@@ -512,7 +771,8 @@ pub fn build(
             "legal_basis": table.legal_basis,
             "deadline": table.deadline,
             "threshold_kw": table.threshold_kw,
-            "site_in_scope": it_kw.map(|kw| kw >= table.threshold_kw),
+            "scope_source": scope_src,
+            "site_in_scope": scope.map(|kw| kw >= table.threshold_kw),
         },
         "period": {
             "from": date::rfc3339(req.from_ms),
@@ -523,7 +783,7 @@ pub fn build(
         "fields": fields,
         "figures": inputs.figures.figures.iter().map(site::figure_json).collect::<Vec<_>>(),
         "missing_roles": inputs.figures.missing_roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
-        "methodology": methodology(site_cfg, carbon),
+        "methodology": method,
         "provenance": {
             "meters": site_cfg.meters.iter().map(|m| meter_provenance(m, &inputs)).collect::<Vec<_>>(),
             "emission_factors": factors,
@@ -541,13 +801,13 @@ pub fn build(
         progress("checking EnEfG targets");
         let value = |id: &str| resolved.get(id).and_then(|r| r.value);
         // The request's date wins over the configured one.
-        let commissioned = req.commissioned.or(site_cfg.commissioned);
-        let checks = targets::check(
+        let checks = targets::check_with(
             date::Date::from_ms(req.to_ms - 1),
             commissioned,
             value("pue"),
             value("erf"),
             value("renewable_share"),
+            site_cfg.register.erf_exemption.as_ref(),
         );
         doc["commissioned"] = match commissioned {
             Some(d) => json!(d.to_string()),
@@ -556,6 +816,12 @@ pub fn build(
             ),
         };
         doc["targets"] = serde_json::to_value(&checks).unwrap_or(Value::Null);
+    }
+    if !table.platform.is_empty() {
+        doc["waste_heat_platform"] = json!({
+            "title": table.platform_title,
+            "fields": platform,
+        });
     }
     no_negative_zero(&mut doc);
     Ok(Export { doc })
@@ -715,12 +981,22 @@ impl Export {
             d["period"]["from"].as_str().unwrap_or(""),
             d["period"]["to"].as_str().unwrap_or("")
         ));
-        out.push_str("section,id,label,value,unit,status,missing_share,source\n");
-        let num = |v: &Value| v.as_f64().map(|x| x.to_string()).unwrap_or_default();
+        out.push_str("section,id,label,value,unit,status,missing_share,source,legal_ref\n");
+        let num = |v: &Value| match v {
+            Value::String(t) => t.clone(),
+            _ => v.as_f64().map(|x| x.to_string()).unwrap_or_default(),
+        };
         let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-        for f in d["fields"].as_array().into_iter().flatten() {
+        let platform = d["waste_heat_platform"]["fields"].as_array();
+        let rows = d["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| ("field", f))
+            .chain(platform.into_iter().flatten().map(|f| ("platform", f)));
+        for (section, f) in rows {
             out.push_str(&csv_line(&[
-                "field".into(),
+                section.into(),
                 s(&f["id"]),
                 s(&f["label"]),
                 num(&f["value"]),
@@ -728,6 +1004,10 @@ impl Export {
                 s(&f["status"]),
                 num(&f["missing_share"]),
                 s(&f["source"]),
+                match f["legal_ref_status"].as_str() {
+                    Some("verified") => s(&f["legal_ref"]),
+                    _ => format!("{} (not verified)", s(&f["legal_ref"])),
+                },
             ]));
         }
         for t in d["targets"].as_array().into_iter().flatten() {
@@ -740,6 +1020,7 @@ impl Export {
                 s(&t["result"]),
                 String::new(),
                 s(&t["basis"]),
+                s(&t["legal_ref"]),
             ]));
         }
         out
@@ -780,6 +1061,20 @@ mod tests {
             ids.dedup();
             assert_eq!(ids.len(), t.fields.len(), "duplicate field ids in {}", t.id);
         }
+    }
+
+    #[test]
+    fn every_field_of_every_table_has_a_legal_reference() {
+        for r in Regime::ALL {
+            let t = r.table().unwrap();
+            assert_eq!(legal_refs_missing(&t), Vec::<String>::new(), "{}", t.id);
+            assert!(!t.acts.is_empty(), "{}: no acts listed", t.id);
+        }
+        let t: FieldTable = toml::from_str(
+            "id = \"x\"\ntitle = \"x\"\nlegal_basis = \"x\"\nthreshold_kw = 1.0\ndeadline = \"x\"\n[[fields]]\nid = \"a\"\nlabel = \"a\"\nunit = \"1\"\nsource = \"not-metered\"\n",
+        )
+        .unwrap();
+        assert_eq!(legal_refs_missing(&t), vec!["a".to_owned()]);
     }
 
     #[test]

@@ -1,10 +1,18 @@
-//! The EnEfG targets (sections 11 and 12), checked against a period's
-//! figures. A target is checked when it is in force on the last day of
-//! the period; the PUE and ERF targets depend on the commissioning date,
-//! and are reported `unknown-commissioning-date` when it is not given.
+//! The EnEfG targets (section 11), checked against a period's figures. A
+//! target is checked when it is in force on the last day of the period;
+//! the PUE and ERF targets depend on the commissioning date, and are
+//! reported `unknown-commissioning-date` when it is not given.
+//!
+//! Checked against the text of EnEfG § 11 (1) to (3) (gesetze.legal copy
+//! of the act as amended; see `collector/exports/enefg.toml`): sites
+//! starting operation from 2026-07-01 meet PUE ≤ 1.2 and the ERF shares
+//! "at the latest two years after commissioning" (§ 11(2) sentence 2),
+//! their PUE leaving out plant used only to upgrade waste heat (sentence
+//! 3); § 11(3) lifts the ERF requirement where the operator proves one of
+//! its grounds.
 
 use super::date::Date;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One target and whether the period meets it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -17,19 +25,85 @@ pub struct TargetCheck {
     pub unit: &'static str,
     /// The limit in force, if one is.
     pub limit: Option<f64>,
-    /// Since when that limit applies.
+    /// Since when that limit applies, or from when `upcoming` will (a new
+    /// site's targets apply two years after commissioning).
     pub applies_from: Option<String>,
+    /// The limit not yet in force that will apply from `applies_from`: the
+    /// value a site is built and run to meet (EnEfG § 11(1), (2) "so zu
+    /// errichten und zu betreiben"), shown on the dashboards; the result
+    /// stays `not-in-force` until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upcoming: Option<f64>,
     /// The period's value.
     pub value: Option<f64>,
-    /// `met`, `not-met`, `no-value`, `not-in-force`, `not-applicable` or
-    /// `unknown-commissioning-date`.
+    /// `met`, `not-met`, `no-value`, `not-in-force`, `not-applicable`,
+    /// `exempt` or `unknown-commissioning-date`.
     pub result: &'static str,
     /// The rule, in words.
     pub basis: String,
+    /// The provision, and whether its text was checked.
+    pub legal_ref: &'static str,
+    /// The evidence of an exemption, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+}
+
+/// A ground of EnEfG § 11(3) lifting the ERF requirement of § 11(2)
+/// sentence 1 no. 2, as configured evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErfExemptionGround {
+    /// § 11(3) no. 1: after commissioning, the share no longer meets the
+    /// requirement through later events the operator is not at fault for.
+    LaterEvents,
+    /// § 11(3) no. 2: a waste-heat agreement with a nearby municipality or
+    /// a heat-network operator.
+    Agreement,
+    /// § 11(3), a further ground (heat offered to a nearby network at cost
+    /// and not taken up): its number and wording were not read in the act,
+    /// only in secondary sources.
+    OfferDeclined,
+}
+
+impl ErfExemptionGround {
+    /// The provision.
+    pub fn legal_ref(self) -> &'static str {
+        match self {
+            ErfExemptionGround::LaterEvents => "EnEfG § 11 Abs. 3 Nr. 1",
+            ErfExemptionGround::Agreement => "EnEfG § 11 Abs. 3 Nr. 2",
+            ErfExemptionGround::OfferDeclined => {
+                "EnEfG § 11 Abs. 3 (offer not taken up; number not verified)"
+            }
+        }
+    }
+}
+
+/// A configured § 11(3) exemption: the ground and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErfExemption {
+    /// The ground.
+    pub ground: ErfExemptionGround,
+    /// The document proving it (agreement, offer and refusal, report).
+    pub evidence: String,
+    /// Its date, `YYYY-MM-DD`.
+    pub date: String,
 }
 
 fn date(y: i64, m: u32) -> Date {
     Date { y, m, d: 1 }
+}
+
+/// The day a requirement to be met "at the latest two years after
+/// commissioning" applies from: the same calendar day two years later
+/// (commissioned 2026-07-01: from 2028-07-01); a 29 February moves to
+/// 1 March.
+pub fn two_years_after(c: Date) -> Date {
+    Date::new(c.y + 2, c.m, c.d).unwrap_or(Date {
+        y: c.y + 2,
+        m: 3,
+        d: 1,
+    })
 }
 
 fn verdict(limit: f64, value: Option<f64>, max: bool) -> &'static str {
@@ -41,7 +115,7 @@ fn verdict(limit: f64, value: Option<f64>, max: bool) -> &'static str {
 }
 
 /// Checks PUE (ratio), ERF (%) and the renewable electricity share (%)
-/// for a period whose last day is `at`.
+/// for a period whose last day is `at`, without exemptions.
 pub fn check(
     at: Date,
     commissioned: Option<Date>,
@@ -49,56 +123,108 @@ pub fn check(
     erf_pct: Option<f64>,
     renewable_pct: Option<f64>,
 ) -> Vec<TargetCheck> {
+    check_with(at, commissioned, pue, erf_pct, renewable_pct, None)
+}
+
+/// [`check`] with a configured § 11(3) ERF exemption. `pue` is the
+/// § 11 PUE: for a site starting from 2026-07-01, without the electricity
+/// of plant used only to upgrade waste heat.
+pub fn check_with(
+    at: Date,
+    commissioned: Option<Date>,
+    pue: Option<f64>,
+    erf_pct: Option<f64>,
+    renewable_pct: Option<f64>,
+    exemption: Option<&ErfExemption>,
+) -> Vec<TargetCheck> {
     let new_sites = date(2026, 7);
-    // PUE: (limit, applies from) or why none.
-    let pue_rule: Result<Option<(f64, Date)>, &'static str> = match commissioned {
-        Some(c) if c >= new_sites => Ok((at >= c).then_some((1.2, c))),
-        Some(_) => Ok(if at >= date(2030, 7) {
-            Some((1.3, date(2030, 7)))
-        } else if at >= date(2027, 7) {
-            Some((1.5, date(2027, 7)))
+    // (limit, applies from) in force, or the one that will be.
+    type Rule = Result<(Option<(f64, Date)>, Option<(f64, Date)>), &'static str>;
+    let new_site = |limit: f64, c: Date| -> Rule {
+        let due = two_years_after(c);
+        Ok(if at >= due {
+            (Some((limit, due)), None)
         } else {
-            None
+            (None, Some((limit, due)))
+        })
+    };
+    let pue_rule: Rule = match commissioned {
+        Some(c) if c >= new_sites => new_site(1.2, c),
+        Some(_) => Ok(if at >= date(2030, 7) {
+            (Some((1.3, date(2030, 7))), None)
+        } else if at >= date(2027, 7) {
+            (Some((1.5, date(2027, 7))), Some((1.3, date(2030, 7))))
+        } else {
+            (None, Some((1.5, date(2027, 7))))
         }),
-        None if at < new_sites => Ok(None),
+        None if at < new_sites => Ok((None, None)),
         None => Err("unknown-commissioning-date"),
+    };
+    let result = |rule: &Rule, value: Option<f64>, max: bool| match rule {
+        Ok((Some((l, _)), _)) => verdict(*l, value, max),
+        Ok((None, _)) => "not-in-force",
+        Err(e) => e,
+    };
+    let limit = |rule: &Rule| rule.ok().and_then(|r| r.0).map(|x| x.0);
+    // The date of the limit in force, else of the one to come.
+    let from = |rule: &Rule| rule.ok().and_then(|r| r.0.or(r.1)).map(|x| x.1.to_string());
+    // The limit to come, while none is in force.
+    let upcoming = |rule: &Rule| {
+        rule.ok()
+            .filter(|r| r.0.is_none())
+            .and_then(|r| r.1)
+            .map(|x| x.0)
     };
     let pue_check = TargetCheck {
         id: "pue_max",
         label: "PUE, annual average, at most",
         unit: "1",
-        limit: pue_rule.ok().flatten().map(|x| x.0),
-        applies_from: pue_rule.ok().flatten().map(|x| x.1.to_string()),
+        limit: limit(&pue_rule),
+        applies_from: from(&pue_rule),
+        upcoming: upcoming(&pue_rule),
         value: pue,
-        result: match pue_rule {
-            Ok(Some((l, _))) => verdict(l, pue, true),
-            Ok(None) => "not-in-force",
-            Err(e) => e,
-        },
-        basis: "EnEfG s. 11(1),(2): sites operating before 2026-07-01: 1.5 from 2027-07-01, 1.3 from 2030-07-01; sites starting from 2026-07-01: 1.2".into(),
+        result: result(&pue_rule, pue, true),
+        basis: "EnEfG § 11(1): sites operating before 2026-07-01: 1.5 from 2027-07-01, 1.3 from 2030-07-01 (annual average); § 11(2): sites starting from 2026-07-01: 1.2, met at the latest two years after commissioning, without the electricity of plant used only to upgrade waste heat".into(),
+        legal_ref: "EnEfG § 11 Abs. 1 Nr. 1, 2; Abs. 2 Satz 1 Nr. 1, Satz 2, 3",
+        evidence: None,
     };
     // ERF: by commissioning date; none for older sites.
-    let erf_rule: Result<Option<(f64, Date)>, &'static str> = match commissioned {
-        Some(c) if c >= date(2028, 7) => Ok((at >= c).then_some((20.0, c))),
-        Some(c) if c >= date(2027, 7) => Ok((at >= c).then_some((15.0, c))),
-        Some(c) if c >= new_sites => Ok((at >= c).then_some((10.0, c))),
+    let erf_rule: Rule = match commissioned {
+        Some(c) if c >= date(2028, 7) => new_site(20.0, c),
+        Some(c) if c >= date(2027, 7) => new_site(15.0, c),
+        Some(c) if c >= new_sites => new_site(10.0, c),
         Some(_) => Err("not-applicable"),
-        None if at < new_sites => Ok(None),
+        None if at < new_sites => Ok((None, None)),
         None => Err("unknown-commissioning-date"),
     };
+    let exempt = exemption.filter(|_| commissioned.is_some_and(|c| c >= new_sites));
     let erf_check = TargetCheck {
         id: "erf_min",
         label: "Energy reuse factor, at least",
         unit: "%",
-        limit: erf_rule.ok().flatten().map(|x| x.0),
-        applies_from: erf_rule.ok().flatten().map(|x| x.1.to_string()),
+        limit: limit(&erf_rule),
+        applies_from: from(&erf_rule),
+        upcoming: upcoming(&erf_rule),
         value: erf_pct,
-        result: match erf_rule {
-            Ok(Some((l, _))) => verdict(l, erf_pct, false),
-            Ok(None) => "not-in-force",
-            Err(e) => e,
+        result: match exempt {
+            Some(_) => "exempt",
+            None => result(&erf_rule, erf_pct, false),
         },
-        basis: "EnEfG s. 11(2): sites starting operation from 2026-07-01: 10 %, from 2027-07-01: 15 %, from 2028-07-01: 20 %".into(),
+        basis: "EnEfG § 11(2): sites starting operation from 2026-07-01: 10 %, from 2027-07-01: 15 % (planned), from 2028-07-01: 20 % (planned), to DIN EN 50600-4-6, met at the latest two years after commissioning; § 11(3): not applicable where the operator proves a ground".into(),
+        legal_ref: "EnEfG § 11 Abs. 2 Satz 1 Nr. 2, Satz 2; Abs. 3",
+        evidence: exempt.map(|e| {
+            format!(
+                "{} ({}): {}, {}",
+                e.ground.legal_ref(),
+                match e.ground {
+                    ErfExemptionGround::LaterEvents => "later events, operator not at fault",
+                    ErfExemptionGround::Agreement => "waste-heat agreement",
+                    ErfExemptionGround::OfferDeclined => "offer not taken up",
+                },
+                e.evidence,
+                e.date
+            )
+        }),
     };
     let ren = if at >= date(2027, 1) {
         Some((100.0, date(2027, 1)))
@@ -113,12 +239,15 @@ pub fn check(
         unit: "%",
         limit: ren.map(|x| x.0),
         applies_from: ren.map(|x| x.1.to_string()),
+        upcoming: None,
         value: renewable_pct,
         result: match ren {
             Some((l, _)) => verdict(l, renewable_pct, false),
             None => "not-in-force",
         },
-        basis: "EnEfG s. 11(5): 50 % from 2024-01-01, 100 % from 2027-01-01 (balance over the year, GOs and PPAs count)".into(),
+        basis: "EnEfG § 11: 50 % from 2024-01-01, 100 % from 2027-01-01 (balance over the year, GOs and PPAs count)".into(),
+        legal_ref: "EnEfG § 11 Abs. 5 (not verified: the paragraph's text was not read)",
+        evidence: None,
     };
     vec![pue_check, erf_check, ren_check]
 }
@@ -178,22 +307,23 @@ mod tests {
                 (None, "not-applicable"),
                 (Some(100.0), "not-met"),
             ),
+            // Six months in: the new-site targets are not due yet.
             (
                 "2026-12-31",
                 Some("2026-07-01"),
-                (Some(1.2), "not-met"),
-                (Some(10.0), "met"),
+                (None, "not-in-force"),
+                (None, "not-in-force"),
                 (Some(50.0), "met"),
             ),
             (
-                "2027-12-31",
+                "2029-12-31",
                 Some("2027-07-01"),
                 (Some(1.2), "not-met"),
                 (Some(15.0), "met"),
                 (Some(100.0), "not-met"),
             ),
             (
-                "2029-12-31",
+                "2030-12-31",
                 Some("2028-07-01"),
                 (Some(1.2), "not-met"),
                 (Some(20.0), "not-met"),
@@ -224,5 +354,90 @@ mod tests {
         assert_eq!(c[0].result, "not-in-force");
         assert_eq!(c[1].result, "not-in-force");
         assert_eq!(c[2].result, "no-value");
+    }
+
+    #[test]
+    fn new_site_targets_apply_two_years_after_commissioning() {
+        let c = Some(d("2026-07-01"));
+        // The day before: not due, and the export says from when.
+        let before = check(d("2028-06-30"), c, Some(1.4), Some(5.0), None);
+        assert_eq!((before[0].limit, before[0].result), (None, "not-in-force"));
+        assert_eq!(before[0].applies_from.as_deref(), Some("2028-07-01"));
+        assert_eq!(
+            (before[0].upcoming, before[1].upcoming),
+            (Some(1.2), Some(10.0))
+        );
+        assert_eq!((before[1].limit, before[1].result), (None, "not-in-force"));
+        assert_eq!(before[1].applies_from.as_deref(), Some("2028-07-01"));
+        // On the second anniversary: in force.
+        let on = check(d("2028-07-01"), c, Some(1.4), Some(5.0), None);
+        assert_eq!((on[0].limit, on[0].result), (Some(1.2), "not-met"));
+        assert_eq!(on[0].upcoming, None);
+        assert_eq!((on[1].limit, on[1].result), (Some(10.0), "not-met"));
+        let on = check(d("2028-07-01"), c, Some(1.2), Some(10.0), None);
+        assert_eq!((on[0].result, on[1].result), ("met", "met"));
+        // A 29 February commissioning: due on 1 March.
+        assert_eq!(two_years_after(d("2028-02-29")), d("2030-03-01"));
+        // Older sites keep their fixed dates.
+        let old = check(
+            d("2027-06-30"),
+            Some(d("2026-06-30")),
+            Some(1.6),
+            None,
+            None,
+        );
+        assert_eq!(old[0].result, "not-in-force");
+        let old = check(
+            d("2027-07-01"),
+            Some(d("2026-06-30")),
+            Some(1.6),
+            None,
+            None,
+        );
+        assert_eq!((old[0].limit, old[0].result), (Some(1.5), "not-met"));
+    }
+
+    #[test]
+    fn a_configured_erf_exemption_reads_exempt_with_its_evidence() {
+        let e = ErfExemption {
+            ground: ErfExemptionGround::Agreement,
+            evidence: "agreement with Stadtwerke, ref. 42".into(),
+            date: "2026-05-01".into(),
+        };
+        let c = check_with(
+            d("2028-12-31"),
+            Some(d("2026-07-01")),
+            Some(1.1),
+            Some(2.0),
+            None,
+            Some(&e),
+        );
+        assert_eq!(c[1].result, "exempt");
+        let ev = c[1].evidence.as_deref().unwrap();
+        assert!(
+            ev.contains("§ 11 Abs. 3 Nr. 2") && ev.contains("ref. 42"),
+            "{ev}"
+        );
+        // The PUE target is not lifted.
+        assert_eq!(c[0].result, "met");
+        // Without it: not met.
+        let c = check(
+            d("2028-12-31"),
+            Some(d("2026-07-01")),
+            Some(1.1),
+            Some(2.0),
+            None,
+        );
+        assert_eq!(c[1].result, "not-met");
+        // An older site has no ERF target to be exempt from.
+        let c = check_with(
+            d("2028-12-31"),
+            Some(d("2020-01-01")),
+            None,
+            None,
+            None,
+            Some(&e),
+        );
+        assert_eq!(c[1].result, "not-applicable");
     }
 }

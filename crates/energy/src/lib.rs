@@ -20,6 +20,8 @@
 //!   market-based, and the hourly carbon-free-energy score;
 //! - [`heat`]: measured heat-reuse figures and the heat-reuse potential
 //!   study for permit files;
+//! - [`heat_cba`]: the waste-heat cost-benefit analysis (NPV, payback,
+//!   CO2 avoided against a reference heat source);
 //! - [`quantities`]: water, temperature and planning-scale energy.
 //!
 //! Invariant: the crate does no I/O and never reads a clock. Time is always
@@ -29,6 +31,7 @@
 pub mod counter;
 pub mod coverage;
 pub mod heat;
+pub mod heat_cba;
 pub mod kpi;
 pub mod ledger;
 pub mod quantities;
