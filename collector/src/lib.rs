@@ -12,6 +12,7 @@ pub mod carbon;
 pub mod charts;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dossier;
 pub mod export;
