@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 use vigie_energy::{HOUR_MS, MINUTE_MS};
 
 /// Static grid factor and its provenance.
@@ -490,11 +490,9 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     })
 }
 
-/// Unix ms as RFC 3339 with milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+/// Unix ms as RFC 3339 with milliseconds: the API's shape (one calendar,
+/// [`vigie_energy::calendar`]).
+pub use vigie_energy::calendar::rfc3339_millis as rfc3339;
 
 /// A time range: `from` and `to` floored to the bucket width, and the
 /// hour table used when both fall on hours.

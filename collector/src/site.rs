@@ -13,6 +13,7 @@ use rusqlite::{Connection, params};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use vigie_energy::calendar::year_start_ms;
 use vigie_energy::{
     Figure, GapRule, HOUR_MS, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample,
     Series, SeriesError,
@@ -1742,15 +1743,6 @@ pub fn load_hourly_profiles(
     Ok(())
 }
 
-/// Milliseconds at the start of UTC calendar year `y`.
-fn year_start_ms(y: i32) -> i64 {
-    // Days from 1970 to y-01-01, proleptic Gregorian.
-    let y = i64::from(y) - 1;
-    let days =
-        365 * (y - 1969) + (y / 4 - 1969 / 4) - (y / 100 - 1969 / 100) + (y / 400 - 1969 / 400);
-    days * 86_400_000
-}
-
 /// The market inputs for `period`: each instrument's annual volume enters
 /// pro rata to the part of its year the period covers (annual contracts
 /// carry no hourly shape; the allocation is documented in the report).
@@ -1768,7 +1760,10 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
                 )
             } else {
                 let (year, mwh) = (i.year?, i.volume_mwh?);
-                let (ys, ye) = (year_start_ms(year), year_start_ms(year + 1));
+                let (ys, ye) = (
+                    year_start_ms(i64::from(year)),
+                    year_start_ms(i64::from(year) + 1),
+                );
                 let overlap = period.to_ms().min(ye) - period.from_ms().max(ys);
                 if overlap <= 0 || !mwh.is_finite() || mwh < 0.0 {
                     return None;

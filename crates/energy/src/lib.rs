@@ -20,12 +20,15 @@
 //!   market-based, and the hourly carbon-free-energy score;
 //! - [`heat`]: measured heat-reuse figures and the heat-reuse potential
 //!   study for permit files;
-//! - [`quantities`]: water, temperature and planning-scale energy.
+//! - [`quantities`]: water, temperature and planning-scale energy;
+//! - [`calendar`]: the one civil calendar (UTC dates, day numbers) and the
+//!   RFC 3339 shapes, one function per precision.
 //!
 //! Invariant: the crate does no I/O and never reads a clock. Time is always
 //! an argument, as `i64` Unix milliseconds. Energy is integer microjoules so
 //! that sums are exact and independent of order.
 
+pub mod calendar;
 pub mod counter;
 pub mod coverage;
 pub mod heat;
