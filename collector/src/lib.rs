@@ -16,7 +16,9 @@ pub mod config;
 pub mod demo;
 pub mod dossier;
 pub mod export;
-pub mod grid;
+/// Grid carbon intensity (providers, files, the `grid_intensity` table):
+/// the `vigie-grid` crate.
+pub use vigie_grid as grid;
 pub mod grid_live;
 pub mod heat_api;
 pub mod https;
