@@ -51,6 +51,10 @@ pub enum CollectorError {
     /// A configured grid intensity series could not be loaded.
     #[error("grid intensity: {0}")]
     Grid(#[from] grid::GridError),
+    /// The `[site]` model breaks a rule its figures need (the message names
+    /// the field).
+    #[error("{0}")]
+    Site(String),
     /// The ledger writer thread ended while the collector was running.
     #[error("the ledger writer stopped; nothing more could be committed")]
     WriterDied,
@@ -93,6 +97,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
+    // A bad site model stops start-up, rather than every figure later.
+    cfg.site.validate().map_err(CollectorError::Site)?;
     // HTTP security first: a bad tokens or certificate file stops start-up
     // before anything else happens.
     let tokens = cfg

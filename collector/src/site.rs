@@ -671,16 +671,15 @@ pub struct SiteFigures {
     pub totals: Vec<(String, Role, vigie_energy::InputUsed)>,
 }
 
-/// Computes every indicator whose meters are configured.
-pub fn figures(
-    conn: &Connection,
-    site: &SiteConfig,
-    market: &MarketConfig,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<SiteFigures, SiteError> {
-    let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
-    let rule: GapRule = site.gap_rule.into();
+/// Meters by role (every role but the zone ones).
+type ByRole<'a> = BTreeMap<Role, &'a MeterConfig>;
+/// Zone meters: (zone-total, zone-it) by zone.
+type Zones<'a> = BTreeMap<&'a str, (Option<&'a MeterConfig>, Option<&'a MeterConfig>)>;
+
+/// Meters by role and the zone meters by zone, with the model's rules:
+/// a zone meter names its zone, a zone has at most one meter of each zone
+/// role, every other role has one meter.
+fn meters_by_role(site: &SiteConfig) -> Result<(ByRole<'_>, Zones<'_>), SiteError> {
     let mut by_role: BTreeMap<Role, &MeterConfig> = BTreeMap::new();
     let mut zones: BTreeMap<&str, (Option<&MeterConfig>, Option<&MeterConfig>)> = BTreeMap::new();
     for m in &site.meters {
@@ -712,6 +711,54 @@ pub fn figures(
             )));
         }
     }
+    Ok((by_role, zones))
+}
+
+/// A zone's two meters: pPUE needs both.
+fn zone_pair<'a>(
+    zone: &str,
+    pair: &(Option<&'a MeterConfig>, Option<&'a MeterConfig>),
+) -> Result<(&'a MeterConfig, &'a MeterConfig), SiteError> {
+    let (Some(total), Some(zit)) = *pair else {
+        return Err(SiteError::Config(format!(
+            "zone {zone}: pPUE needs both a zone-total and a zone-it meter"
+        )));
+    };
+    Ok((total, zit))
+}
+
+impl SiteConfig {
+    /// Checks the site model at start-up, with the rules the figures
+    /// apply (so a bad model stops the collector instead of failing every
+    /// figure later): `it_category` is 1, 2 or 3; a `zone-total` or
+    /// `zone-it` meter names its `zone`, which has one meter of each;
+    /// every other role has one meter. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3).contains(&self.it_category) {
+            return Err(format!(
+                "[site] it_category = {}: expected 1 (UPS output), 2 (PDU output) or 3 (IT equipment input)",
+                self.it_category
+            ));
+        }
+        let (_, zones) = meters_by_role(self).map_err(|e| format!("[[site.meters]]: {e}"))?;
+        for (zone, pair) in &zones {
+            zone_pair(zone, pair).map_err(|e| format!("[[site.meters]]: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Computes every indicator whose meters are configured.
+pub fn figures(
+    conn: &Connection,
+    site: &SiteConfig,
+    market: &MarketConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<SiteFigures, SiteError> {
+    let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
+    let rule: GapRule = site.gap_rule.into();
+    let (by_role, zones) = meters_by_role(site)?;
     // Each meter is read once: the figures and the totals below use the
     // same meters again, and a ledger meter of a large site (the IT
     // meter over every server) is most of the cost.
@@ -825,11 +872,7 @@ pub fn figures(
         figures.push(vigie_energy::cooling_efficiency_ratio(period, rule, h, c));
     }
     for (zone, pair) in &zones {
-        let (Some(total), Some(zit)) = pair else {
-            return Err(SiteError::Config(format!(
-                "zone {zone}: pPUE needs both a zone-total and a zone-it meter"
-            )));
-        };
+        let (total, zit) = zone_pair(zone, pair)?;
         let series = |m: &MeterConfig| to_series(&m.name, raw(m)?, Microjoules);
         figures.push(vigie_energy::partial_pue(
             period,
@@ -1460,6 +1503,32 @@ mod tests {
         )
         .unwrap();
         assert!(load_hourly_profiles(&mut bad.market, |t| t.parse().ok()).is_err());
+    }
+
+    #[test]
+    fn a_bad_site_model_is_refused_with_the_field_named() {
+        let site = |t: &str| -> SiteConfig { toml::from_str(t).unwrap() };
+        assert_eq!(SiteConfig::default().validate(), Ok(()));
+        let good = "[[meters]]\nname = \"g\"\nrole = \"grid-import\"\n[[meters]]\nname = \"za\"\nrole = \"zone-total\"\nzone = \"a\"\n[[meters]]\nname = \"zai\"\nrole = \"zone-it\"\nzone = \"a\"\n";
+        assert_eq!(site(good).validate(), Ok(()));
+        for (text, says) in [
+            ("it_category = 4\n", "[site] it_category = 4"),
+            (
+                "[[meters]]\nname = \"a\"\nrole = \"it\"\n[[meters]]\nname = \"b\"\nrole = \"it\"\n",
+                "[[site.meters]]: two meters have role It",
+            ),
+            (
+                "[[meters]]\nname = \"z\"\nrole = \"zone-it\"\n",
+                "[[site.meters]]: meter z: role ZoneIt needs a zone",
+            ),
+            (
+                "[[meters]]\nname = \"z\"\nrole = \"zone-it\"\nzone = \"b\"\n",
+                "[[site.meters]]: zone b: pPUE needs both",
+            ),
+        ] {
+            let e = site(text).validate().unwrap_err();
+            assert!(e.starts_with(says), "{text}: {e}");
+        }
     }
 
     #[test]
