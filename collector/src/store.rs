@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::path::Path;
 
+pub mod history;
 pub mod losses;
 
 /// Storage failures (retryable unless the database is corrupt or the disk full).
