@@ -143,7 +143,7 @@ pub async fn run(
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
     carbon::load_yearly_files(&mut conn, &cfg.carbon, now_ms())?;
     let mut cfg = cfg;
-    site::load_hourly_profiles(&mut cfg.carbon.market, api::parse_time_str)
+    site::load_hourly_profiles(&mut cfg.carbon.market, vigie_energy::calendar::parse_time)
         .map_err(grid::GridError::Config)?;
     let mut live_tasks = Vec::new();
     for l in &cfg.carbon.live {

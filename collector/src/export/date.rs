@@ -41,7 +41,7 @@ pub fn parse_bound(s: &str) -> Option<i64> {
     if let Some(d) = Date::parse(s) {
         return Some(d.start_ms());
     }
-    crate::api::parse_time_str(s)
+    vigie_energy::calendar::parse_time(s)
 }
 
 #[cfg(test)]

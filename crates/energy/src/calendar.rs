@@ -182,6 +182,24 @@ pub fn rfc3339_minutes(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}Z")
 }
 
+/// Latest instant [`parse_time`] accepts: 9999-12-31T23:59:59.999Z, far
+/// from `i64`'s ends, so no caller's arithmetic overflows.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// An instant as the API and the command line take it: Unix milliseconds
+/// or RFC 3339 (`2026-11-23T12:00:00Z`, humantime's weak form), from 1970
+/// to [`MAX_TIME_MS`]; `None` otherwise.
+pub fn parse_time(v: &str) -> Option<i64> {
+    let ms = match v.parse::<i64>() {
+        Ok(ms) => Some(ms),
+        Err(_) => humantime::parse_rfc3339_weak(v)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok()),
+    };
+    ms.filter(|ms| (0..=MAX_TIME_MS).contains(ms))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -205,6 +223,19 @@ mod tests {
         for bad in ["2023-02-29", "2024-13-01", "2024-00-10", "24-01-01", "x"] {
             assert_eq!(Date::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn times_as_the_api_takes_them() {
+        assert_eq!(parse_time("1704067200000"), Some(19_723 * DAY_MS));
+        assert_eq!(parse_time("2024-01-01T00:00:00Z"), Some(19_723 * DAY_MS));
+        assert_eq!(
+            parse_time("2024-01-01T00:00:01.5Z"),
+            Some(19_723 * DAY_MS + 1_500)
+        );
+        assert_eq!(parse_time("-1"), None);
+        assert_eq!(parse_time("253402300800000"), None);
+        assert_eq!(parse_time("yesterday"), None);
     }
 
     #[test]
