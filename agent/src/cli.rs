@@ -35,6 +35,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a signing key: writes FILE (private, PKCS#8 PEM, mode 0600)
+    /// and FILE.pub, and prints the public key for the collector's
+    /// `[ingest.keys]`. Never overwrites.
+    Keygen {
+        /// The private key file to create, e.g. /etc/vigie/agent.key.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Parses the command line, runs, and prints the error chain on failure.
@@ -57,6 +65,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(crate::run(cfg, vigie_service::shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let key = vigie_service::keys::generate_key_file(&out)?;
+            println!("{}", vigie_protocol::key_hex(&key.verifying_key()));
+            eprintln!(
+                "private key in {} (keep it there, mode 0600); public key above and in {}: add it to the collector's [ingest.keys] as <host> = \"<key>\"",
+                out.display(),
+                vigie_service::keys::pub_path(&out).display()
+            );
             Ok(())
         }
         Command::Probe {

@@ -43,6 +43,20 @@ pub struct AgentConfig {
     /// Remote devices this agent polls (PDUs, BMCs, meters).
     #[serde(default)]
     pub devices: Vec<crate::device::DeviceConfig>,
+    /// Signing of published messages.
+    #[serde(default)]
+    pub signing: SigningConfig,
+}
+
+/// Signing of published messages (`[signing]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Ed25519 private key, PKCS#8 PEM (`vigie-agent keygen --out FILE`):
+    /// every telemetry, status and inventory message is signed with it.
+    /// None: messages go unsigned (a collector with keys refuses them).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// GPU settings.
@@ -285,6 +299,7 @@ impl Default for AgentConfig {
             gpu: GpuConfig::default(),
             model: ModelConfig::default(),
             devices: Vec::new(),
+            signing: SigningConfig::default(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub enum AgentError {
     /// The MQTT link could not be set up (names, credentials).
     #[error(transparent)]
     Link(#[from] mqtt::LinkError),
+    /// The `[signing] key_file` could not be used.
+    #[error("signing key: {0}")]
+    Key(#[from] vigie_service::keys::KeyError),
     /// A remote device's configuration cannot work.
     #[error("device {name}: {source}")]
     Device {
@@ -94,6 +97,20 @@ pub async fn run_with(
     let host = cfg.host.clone().unwrap_or_else(host::host_name);
     vigie_protocol::is_valid_host_or_site(&host)?;
     vigie_protocol::is_valid_host_or_site(&cfg.site)?;
+    // First: a key that cannot be read stops the agent before it spools
+    // anything a collector with keys would refuse.
+    let signer = cfg
+        .signing
+        .key_file
+        .as_deref()
+        .map(vigie_service::keys::load_signing_key)
+        .transpose()?;
+    if let Some(k) = &signer {
+        tracing::info!(
+            public_key = %vigie_protocol::key_hex(&k.verifying_key()),
+            "messages are signed"
+        );
+    }
 
     let extra_devices = std::mem::take(&mut hw.devices);
     let Built {
@@ -217,6 +234,7 @@ pub async fn run_with(
         &cfg.site,
         &host,
         json(&offline(None)),
+        signer,
     )?;
     tracing::info!(%host, site = %cfg.site, epoch, sources = ?sources.kinds(), "agent started");
 

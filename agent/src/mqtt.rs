@@ -1,7 +1,14 @@
 //! The agent's only MQTT module: connection, last will, publishing and
 //! delivery tracking. Everything else hands it bytes and topics.
+//!
+//! With a key, every payload is signed here, as it is published
+//! (`vigie_protocol::sign_payload`), not when it is spooled: the spool
+//! keeps and merges plain JSON, a batch replayed after a key rotation
+//! goes out under the key in use, and Ed25519 being deterministic, a
+//! batch published twice under one key is the same bytes.
 
 use crate::config::MqttConfig;
+use ed25519_dalek::SigningKey;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, PublishOptions, QoS,
     TlsConfiguration, Transport,
@@ -47,18 +54,22 @@ pub struct Link {
     meta: String,
     events: mpsc::UnboundedSender<LinkEvent>,
     task: tokio::task::JoinHandle<()>,
+    signer: Option<SigningKey>,
 }
 
 impl Link {
     /// Starts connecting (in the background; [`LinkEvent::Connected`] tells
     /// when it is up). The last will marks the host offline, retained.
+    /// With `signer`, every payload (the last will too) is signed.
     pub fn start(
         cfg: &MqttConfig,
         client_id: &str,
         site: &str,
         host: &str,
         offline_payload: Vec<u8>,
+        signer: Option<SigningKey>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LinkEvent>), LinkError> {
+        let offline_payload = sign(signer.as_ref(), offline_payload);
         let topic = |kind| Topic::new(site, host, kind).map(|t| t.to_string());
         let (telemetry, status, meta) = (
             topic(TopicKind::Telemetry)?,
@@ -131,6 +142,7 @@ impl Link {
                 meta,
                 events,
                 task,
+                signer,
             },
             rx,
         ))
@@ -148,7 +160,7 @@ impl Link {
             .client
             .publish_tracked(
                 self.telemetry.clone(),
-                payload,
+                sign(self.signer.as_ref(), payload),
                 PublishOptions::at_least_once(),
             )
             .await?;
@@ -165,7 +177,7 @@ impl Link {
         self.client
             .publish(
                 self.status.clone(),
-                payload,
+                sign(self.signer.as_ref(), payload),
                 PublishOptions::at_least_once().retained(),
             )
             .await
@@ -176,7 +188,7 @@ impl Link {
         self.client
             .publish(
                 self.meta.clone(),
-                payload,
+                sign(self.signer.as_ref(), payload),
                 PublishOptions::at_least_once().retained(),
             )
             .await
@@ -188,5 +200,13 @@ impl Link {
         let _ = self.client.disconnect_with_timeout(timeout).await;
         drop(self.client);
         let _ = tokio::time::timeout(timeout, self.task).await;
+    }
+}
+
+/// `payload` as published: with its signature trailer when there is a key.
+fn sign(key: Option<&SigningKey>, payload: Vec<u8>) -> Vec<u8> {
+    match key {
+        Some(k) => vigie_protocol::sign_payload(k, &payload),
+        None => payload,
     }
 }

@@ -6,7 +6,13 @@
 //! - (c) fully ingest into an on-disk SQLite ledger (WAL, synchronous=FULL,
 //!   one fsync'd commit per group: what production does),
 //!
-//! and the same as (b) and (c) with 10 % of the messages being duplicates.
+//! and the same as (b) and (c) with 10 % of the messages being duplicates;
+//! and, A/B on the same data and machine, what signatures cost:
+//!
+//! - (d) `verify_signed` alone (Ed25519, strict) over each signed message,
+//! - (e) the SHA-256 digest alone (kept with every batch's dedupe key),
+//! - (f) full ingest of the same batches signed, with every host's key
+//!   registered (`Ingestor::with_keys`), in memory and on disk.
 //!
 //! Run with `cargo bench -p vigie-collector --bench ingest`.
 //! `VIGIE_BENCH_SLICES` (default 10) sets how many 10 s slices of the 1,000
@@ -14,12 +20,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use ed25519_dalek::SigningKey;
+use sha2::Digest;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use vigie_collector::ingest::{Ingestor, Message, Outcome};
+use vigie_collector::ingest::{Ingestor, KeyRing, Message, Outcome};
 use vigie_collector::store;
 use vigie_protocol::{
     Limits, Quality, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, decode_telemetry,
+    sign_payload, verify_signed,
 };
 
 /// Hosts publishing.
@@ -92,6 +101,38 @@ fn batch(host: usize, slice: usize) -> TelemetryBatch {
     }
 }
 
+/// Host `host`'s signing key (a fixed seed per host).
+fn host_key(host: usize) -> SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(host as u64 + 1).to_le_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+/// Every host's public key, as `[ingest.keys]` gives them.
+fn ring() -> KeyRing {
+    (0..HOSTS)
+        .map(|h| (format!("node-{h:04}"), vec![host_key(h).verifying_key()]))
+        .collect()
+}
+
+/// `data` with each payload signed by its host's key.
+fn signed(data: &[Msg]) -> Vec<Msg> {
+    let keys: Vec<SigningKey> = (0..HOSTS).map(host_key).collect();
+    data.iter()
+        .map(|m| {
+            let host: usize = m.msg.topic.split('/').nth(3).unwrap()[5..].parse().unwrap();
+            Msg {
+                msg: Message {
+                    topic: m.msg.topic.clone(),
+                    payload: sign_payload(&keys[host], &m.msg.payload),
+                },
+                ..*m
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone)]
 struct Msg {
     msg: Message,
     readings: usize,
@@ -196,13 +237,55 @@ fn bench_decode(data: &[Msg], reps: usize) -> Row {
     }
 }
 
-/// Full ingest, group after group, into a fresh ledger each repetition.
+/// `verify_signed` alone over every (signed) message, with its host's key.
+fn bench_verify(data: &[Msg], ring: &KeyRing, reps: usize) -> Row {
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut n = 0usize;
+        for m in data {
+            let host = m.msg.topic.split('/').nth(3).unwrap();
+            let json = verify_signed(&m.msg.payload, &ring[host]).unwrap();
+            n += black_box(json).len().min(1);
+        }
+        times.push(t.elapsed());
+        assert_eq!(n, data.len());
+    }
+    Row {
+        name: "verify signature only",
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
+/// The SHA-256 digest of every payload alone.
+fn bench_digest(data: &[Msg], reps: usize) -> Row {
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for m in data {
+            black_box(sha2::Sha256::digest(&m.msg.payload));
+        }
+        times.push(t.elapsed());
+    }
+    Row {
+        name: "SHA-256 digest only",
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
+/// Full ingest, group after group, into a fresh ledger each repetition;
+/// with `keys`, every message must be signed.
 fn bench_ingest(
     name: &'static str,
     data: &[Msg],
     reps: usize,
     on_disk: bool,
     expected_total_uj: u64,
+    keys: Option<&KeyRing>,
 ) -> Row {
     let gs = groups(data);
     let new = data.iter().filter(|m| !m.duplicate).count();
@@ -214,7 +297,8 @@ fn bench_ingest(
         } else {
             store::open_in_memory().unwrap()
         };
-        let mut ing = Ingestor::new(conn, Limits::default());
+        let mut ing =
+            Ingestor::new(conn, Limits::default()).with_keys(keys.cloned().unwrap_or_default());
         let (mut accepted, mut dups) = (0usize, 0usize);
         let t = Instant::now();
         for (msgs, now) in &gs {
@@ -282,16 +366,26 @@ fn main() {
     );
     println!("repetitions: {reps} (on-disk: {disk_reps}), one thread\n");
 
+    let signed_data = signed(&data);
+    let ring = ring();
     let rows = vec![
         bench_decode(&data, reps),
-        bench_ingest("ingest, in-memory", &data, reps, false, total_uj),
-        bench_ingest("ingest, on-disk WAL FULL", &data, disk_reps, true, total_uj),
+        bench_ingest("ingest, in-memory", &data, reps, false, total_uj, None),
+        bench_ingest(
+            "ingest, on-disk WAL FULL",
+            &data,
+            disk_reps,
+            true,
+            total_uj,
+            None,
+        ),
         bench_ingest(
             "ingest, in-memory, 10% dup",
             &with_dups,
             reps,
             false,
             total_uj,
+            None,
         ),
         bench_ingest(
             "ingest, on-disk, 10% dup",
@@ -299,6 +393,25 @@ fn main() {
             disk_reps,
             true,
             total_uj,
+            None,
+        ),
+        bench_digest(&data, reps),
+        bench_verify(&signed_data, &ring, reps),
+        bench_ingest(
+            "ingest, in-memory, signed",
+            &signed_data,
+            reps,
+            false,
+            total_uj,
+            Some(&ring),
+        ),
+        bench_ingest(
+            "ingest, on-disk, signed",
+            &signed_data,
+            disk_reps,
+            true,
+            total_uj,
+            Some(&ring),
         ),
     ];
 
@@ -330,4 +443,34 @@ fn main() {
         );
     }
     println!("\nreadings/s counts every reading offered (duplicates included), on one thread.");
+    // A/B: the same batches unsigned and signed, same machine, same run.
+    let per_msg = |r: &Row| r.median().as_secs_f64() * 1e6 / r.messages as f64;
+    let by_name = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
+    println!("\nper message (median, µs):");
+    for n in [
+        "SHA-256 digest only",
+        "verify signature only",
+        "ingest, in-memory",
+        "ingest, in-memory, signed",
+        "ingest, on-disk WAL FULL",
+        "ingest, on-disk, signed",
+    ] {
+        println!("  {n:<27} {:>8.2}", per_msg(by_name(n)));
+    }
+    for (plain, signed) in [
+        ("ingest, in-memory", "ingest, in-memory, signed"),
+        ("ingest, on-disk WAL FULL", "ingest, on-disk, signed"),
+    ] {
+        let (a, b) = (per_msg(by_name(plain)), per_msg(by_name(signed)));
+        println!(
+            "  signed - unsigned, {:<10} {:>+8.2} µs/message ({:+.0} %)",
+            if plain.contains("disk") {
+                "on disk"
+            } else {
+                "in memory"
+            },
+            b - a,
+            100.0 * (b - a) / a
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! README's configuration reference.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -243,6 +244,136 @@ pub struct IngestConfig {
     /// (it is neither refused nor acknowledged before its own commit).
     #[serde(default = "d_max_group_minute_buckets")]
     pub max_group_minute_buckets: u64,
+    /// Public keys per host (`node-01 = "<64 hex>"`, or a list of two
+    /// during a rotation). When any key is configured (here or in
+    /// `keys_dir`) every message must be signed by its host's key.
+    #[serde(default)]
+    pub keys: BTreeMap<String, HostKeys>,
+    /// A directory of `<host>.pub` files, each one or two hex public keys
+    /// (one a line; `#` comments), read at start-up.
+    #[serde(default)]
+    pub keys_dir: Option<PathBuf>,
+}
+
+/// One host's public keys in `[ingest.keys]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum HostKeys {
+    /// One key.
+    One(String),
+    /// One or two keys (two while the host rotates).
+    Several(Vec<String>),
+}
+
+/// A key configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// A host name that no topic can carry.
+    #[error("ingest keys: {host:?} is not a valid host name")]
+    Host {
+        /// The name.
+        host: String,
+    },
+    /// Not one or two keys.
+    #[error("ingest keys: host {host:?} has {count} keys; give one, or two during a rotation")]
+    Count {
+        /// Host.
+        host: String,
+        /// Keys given.
+        count: usize,
+    },
+    /// Not an Ed25519 public key in hex.
+    #[error(
+        "ingest keys: host {host:?}: {key:?} is not an Ed25519 public key (64 hex digits, from `vigie-agent keygen`)"
+    )]
+    Key {
+        /// Host.
+        host: String,
+        /// What was given (a public key: not a secret).
+        key: String,
+    },
+    /// A host given both in `[ingest.keys]` and in `keys_dir`.
+    #[error("ingest keys: host {host:?} is in both [ingest.keys] and keys_dir; keep one")]
+    Twice {
+        /// Host.
+        host: String,
+    },
+    /// The directory or a file in it could not be read.
+    #[error("ingest keys_dir {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl IngestConfig {
+    /// Every host's verified public keys, from `keys` and `keys_dir`.
+    /// Empty when none is configured (messages are then not checked).
+    pub fn key_ring(&self) -> Result<crate::ingest::KeyRing, KeysError> {
+        let mut listed: Vec<(String, Vec<String>)> = self
+            .keys
+            .iter()
+            .map(|(h, k)| {
+                let keys = match k {
+                    HostKeys::One(k) => vec![k.clone()],
+                    HostKeys::Several(v) => v.clone(),
+                };
+                (h.clone(), keys)
+            })
+            .collect();
+        if let Some(dir) = &self.keys_dir {
+            let io = |path: &std::path::Path| {
+                let path = path.display().to_string();
+                move |source| KeysError::Io { path, source }
+            };
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(io(dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                .collect();
+            files.sort();
+            for path in files {
+                let host = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let keys = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned)
+                    .collect();
+                if self.keys.contains_key(&host) {
+                    return Err(KeysError::Twice { host });
+                }
+                listed.push((host, keys));
+            }
+        }
+        let mut ring = crate::ingest::KeyRing::new();
+        for (host, keys) in listed {
+            if vigie_protocol::is_valid_host_or_site(&host).is_err() {
+                return Err(KeysError::Host { host });
+            }
+            if !(1..=2).contains(&keys.len()) {
+                return Err(KeysError::Count {
+                    host,
+                    count: keys.len(),
+                });
+            }
+            let mut parsed = Vec::with_capacity(keys.len());
+            for key in keys {
+                match vigie_protocol::parse_key_hex(&key) {
+                    Some(k) => parsed.push(k),
+                    None => return Err(KeysError::Key { host, key }),
+                }
+            }
+            ring.insert(host, parsed);
+        }
+        Ok(ring)
+    }
 }
 
 fn d_host() -> String {
@@ -349,6 +480,69 @@ impl CollectorConfig {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_keys_from_the_table_and_the_directory() {
+        let k = |seed: u8| {
+            vigie_protocol::key_hex(
+                &ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key(),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("node-03.pub"),
+            format!("# rotating\n{}\n{}\n", k(3), k(4)),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("README"), "not a key").unwrap();
+        let text = format!(
+            "[ingest]\nkeys_dir = \"{}\"\n[ingest.keys]\nnode-01 = \"{}\"\nnode-02 = [\"{}\", \"{}\"]\n",
+            dir.path().display(),
+            k(1),
+            k(1),
+            k(2)
+        );
+        let ring = CollectorConfig::from_toml(&text)
+            .unwrap()
+            .ingest
+            .key_ring()
+            .unwrap();
+        assert_eq!(ring.len(), 3);
+        assert_eq!(ring["node-02"].len(), 2);
+        assert_eq!(vigie_protocol::key_hex(&ring["node-03"][1]), k(4));
+        assert!(
+            CollectorConfig::default()
+                .ingest
+                .key_ring()
+                .unwrap()
+                .is_empty()
+        );
+
+        let bad = |keys: &str| {
+            CollectorConfig::from_toml(&format!("[ingest.keys]\n{keys}\n"))
+                .unwrap()
+                .ingest
+                .key_ring()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("node-01 = \"00\"").contains("not an Ed25519 public key"));
+        let three = format!("node-01 = [\"{}\", \"{}\", \"{}\"]", k(1), k(2), k(3));
+        assert!(bad(&three).contains("has 3 keys"));
+        assert!(bad("node-01 = []").contains("has 0 keys"));
+        assert!(bad(&format!("\"a/b\" = \"{}\"", k(1))).contains("not a valid host name"));
+        let twice = format!(
+            "[ingest]\nkeys_dir = \"{}\"\n[ingest.keys]\nnode-03 = \"{}\"\n",
+            dir.path().display(),
+            k(1)
+        );
+        let err = CollectorConfig::from_toml(&twice)
+            .unwrap()
+            .ingest
+            .key_ring()
+            .unwrap_err();
+        assert!(err.to_string().contains("in both"), "{err}");
+    }
 
     #[test]
     fn defaults_and_overrides() {

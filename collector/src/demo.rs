@@ -524,8 +524,21 @@ pub async fn run(
         })
     };
 
+    // Each agent signs with its own key, registered with the collector
+    // below: the demo runs as a site should (keys kept in --dir are reused).
+    let mut keys = std::collections::BTreeMap::new();
     let mut agents = Vec::new();
     for (n, (host, root)) in hosts.iter().enumerate() {
+        let key_file = dir.join(format!("agent-{host}.key"));
+        let key = if key_file.exists() {
+            vigie_service::keys::load_signing_key(&key_file)?
+        } else {
+            vigie_service::keys::generate_key_file(&key_file)?
+        };
+        keys.insert(
+            host.clone(),
+            crate::config::HostKeys::One(vigie_protocol::key_hex(&key.verifying_key())),
+        );
         let mut cfg = AgentConfig {
             site: "demo".into(),
             host: Some(host.clone()),
@@ -535,6 +548,7 @@ pub async fn run(
         cfg.mqtt.port = opts.mqtt_port;
         cfg.sampling.publish_interval = Duration::from_secs(5);
         cfg.rapl.root = root.clone();
+        cfg.signing.key_file = Some(key_file);
         let hw = Hardware {
             gpus: (n == 0).then(|| Box::new(gpus.clone()) as Box<dyn vigie_agent::gpu::GpuBackend>),
             cpu_load: None,
@@ -559,6 +573,7 @@ pub async fn run(
     cfg.mqtt.port = opts.mqtt_port;
     cfg.mqtt.client_id = "vigie-collector-demo".into();
     cfg.store.path = ledger;
+    cfg.ingest.keys = keys;
     if let Some((host, _)) = hosts.first() {
         // Commissioned today, history or not: the EnEfG targets of a new
         // site are in force at once, so the target gauges have values.

@@ -3,14 +3,20 @@
 //! and the caller acknowledges them once [`Ingestor::ingest_group`] returns.
 
 use crate::store::losses::{self, Cumulative};
-use crate::store::{self, Amount, Pending, StoreError};
+use crate::store::{self, Amount, KeyInsert, Pending, StoreError};
+use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
 use vigie_protocol::{
     HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
-    decode_telemetry, minute_buckets,
+    decode_telemetry, minute_buckets, split_signed, verify_signed,
 };
+
+/// The public keys each host signs with (`[ingest.keys]`): one, or two
+/// while it rotates. Empty: messages are not authenticated.
+pub type KeyRing = HashMap<String, Vec<VerifyingKey>>;
 
 /// One message as received from the broker.
 #[derive(Debug, Clone)]
@@ -88,6 +94,9 @@ pub struct Ingestor {
     cumulative: BTreeMap<(String, u64, String), Cumulative>,
     /// Hosts whose known losses changed in the last committed group.
     losses_changed: HashSet<String>,
+    /// Keys per host; when not empty every message must be signed by its
+    /// topic host's key.
+    keys: KeyRing,
 }
 
 impl Ingestor {
@@ -111,7 +120,18 @@ impl Ingestor {
             max_group_buckets: u64::MAX,
             cumulative: BTreeMap::new(),
             losses_changed: HashSet::new(),
+            keys: KeyRing::new(),
         }
+    }
+
+    /// Requires every telemetry, status and inventory message to be
+    /// signed by a key of its topic's host (`unsigned`, `bad_signature`,
+    /// `unknown_key` otherwise, a host without keys included). An empty
+    /// ring changes nothing: signed messages are then taken without
+    /// checking their trailer, as unsigned ones are.
+    pub fn with_keys(mut self, keys: KeyRing) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Writes at most `max` minute buckets per group: a batch that would
@@ -202,127 +222,150 @@ impl Ingestor {
                 Ok(topic) if m.payload.is_empty() && topic.kind != TopicKind::Telemetry => {
                     Outcome::Cleared
                 }
-                Ok(topic) => match topic.kind {
-                    TopicKind::Telemetry => {
-                        let decoded = decode_telemetry(&topic, &m.payload, now_ms, &self.limits)
-                            .and_then(|b| {
-                                let new = new_sensors(
-                                    &self.sensors,
-                                    &self.staged,
-                                    self.max_sensors_per_host,
-                                    &b,
-                                )?;
-                                self.hosts.admit(&b.host)?;
-                                Ok((b, new))
-                            });
-                        let buckets = decoded
-                            .as_ref()
-                            .map_or(0, |(b, _)| minute_buckets(&b.readings));
-                        match decoded {
-                            Err(r) => reject(r),
-                            Ok(_)
-                                if group_buckets > 0
-                                    && group_buckets.saturating_add(buckets)
-                                        > self.max_group_buckets =>
-                            {
-                                Outcome::Deferred
-                            }
-                            Ok((batch, new)) => {
-                                if store::insert_batch_key(
-                                    &tx,
-                                    &batch.host,
-                                    batch.epoch,
-                                    batch.seq,
-                                    &batch.boot_id,
-                                    now_ms,
-                                    batch.readings.len(),
-                                )? {
-                                    self.hosts.stage(&batch.host);
-                                    if !new.is_empty() {
-                                        self.staged
-                                            .entry(batch.host.clone())
-                                            .or_default()
-                                            .extend(new);
-                                    }
-                                    group_buckets = group_buckets.saturating_add(buckets);
-                                    accumulate(&mut self.pending, &batch);
-                                    let holes = losses::record_span(
+                Ok(topic) => match authenticate(&self.keys, &self.limits, &topic, &m.payload) {
+                    Err(r) => reject(r),
+                    Ok(body) => match topic.kind {
+                        TopicKind::Telemetry => {
+                            let decoded = decode_telemetry(&topic, body, now_ms, &self.limits)
+                                .and_then(|b| {
+                                    let new = new_sensors(
+                                        &self.sensors,
+                                        &self.staged,
+                                        self.max_sensors_per_host,
+                                        &b,
+                                    )?;
+                                    self.hosts.admit(&b.host)?;
+                                    Ok((b, new))
+                                });
+                            let buckets = decoded
+                                .as_ref()
+                                .map_or(0, |(b, _)| minute_buckets(&b.readings));
+                            match decoded {
+                                Err(r) => reject(r),
+                                Ok(_)
+                                    if group_buckets > 0
+                                        && group_buckets.saturating_add(buckets)
+                                            > self.max_group_buckets =>
+                                {
+                                    Outcome::Deferred
+                                }
+                                Ok((batch, new)) => {
+                                    let digest: [u8; 32] = Sha256::digest(body).into();
+                                    match store::insert_batch_key(
                                         &tx,
                                         &batch.host,
                                         batch.epoch,
                                         batch.seq,
-                                        span(&batch),
-                                    )?;
-                                    if !holes.is_zero() {
-                                        losses_changed.insert(batch.host.clone());
-                                    }
-                                    cumulate(&mut self.cumulative, &batch);
-                                    store::record_registers(&tx, &batch.host, &batch.gauges)?;
-                                    store::touch_host(
-                                        &tx,
-                                        &batch.site,
-                                        &batch.host,
                                         &batch.boot_id,
-                                        batch.epoch,
-                                        batch.seq,
                                         now_ms,
+                                        batch.readings.len(),
+                                        &digest,
+                                    )? {
+                                        KeyInsert::New => {
+                                            self.hosts.stage(&batch.host);
+                                            if !new.is_empty() {
+                                                self.staged
+                                                    .entry(batch.host.clone())
+                                                    .or_default()
+                                                    .extend(new);
+                                            }
+                                            group_buckets = group_buckets.saturating_add(buckets);
+                                            accumulate(&mut self.pending, &batch);
+                                            let holes = losses::record_span(
+                                                &tx,
+                                                &batch.host,
+                                                batch.epoch,
+                                                batch.seq,
+                                                span(&batch),
+                                            )?;
+                                            if !holes.is_zero() {
+                                                losses_changed.insert(batch.host.clone());
+                                            }
+                                            cumulate(&mut self.cumulative, &batch);
+                                            store::record_registers(
+                                                &tx,
+                                                &batch.host,
+                                                &batch.gauges,
+                                            )?;
+                                            store::touch_host(
+                                                &tx,
+                                                &batch.site,
+                                                &batch.host,
+                                                &batch.boot_id,
+                                                batch.epoch,
+                                                batch.seq,
+                                                now_ms,
+                                            )?;
+                                            Outcome::Accepted(batch)
+                                        }
+                                        KeyInsert::Same | KeyInsert::Unknown => Outcome::Duplicate,
+                                        KeyInsert::Conflict { stored } => {
+                                            reject(Rejection::ConflictingDuplicate {
+                                                host: batch.host,
+                                                epoch: batch.epoch,
+                                                seq: batch.seq,
+                                                stored: hex(&stored),
+                                                received: hex(&digest),
+                                            })
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        TopicKind::Status => {
+                            match decode_small::<StatusMessage>(body, &self.limits)
+                                .and_then(|s| self.hosts.admit(&topic.host).map(|()| s))
+                            {
+                                Err(r) => reject(r),
+                                Ok(s) => {
+                                    self.hosts.stage(&topic.host);
+                                    let online = s.state == Status::Online;
+                                    store::set_status(
+                                        &tx,
+                                        &topic.site,
+                                        &topic.host,
+                                        online,
+                                        s.since_ms.unwrap_or(now_ms),
                                     )?;
-                                    Outcome::Accepted(batch)
-                                } else {
-                                    Outcome::Duplicate
+                                    Outcome::Status {
+                                        host: topic.host,
+                                        online,
+                                        spool: s.spool,
+                                    }
                                 }
                             }
                         }
-                    }
-                    TopicKind::Status => {
-                        match decode_small::<StatusMessage>(&m.payload, &self.limits)
-                            .and_then(|s| self.hosts.admit(&topic.host).map(|()| s))
-                        {
+                        TopicKind::Meta => match decode_small::<HostMeta>(body, &self.limits) {
                             Err(r) => reject(r),
-                            Ok(s) => {
-                                self.hosts.stage(&topic.host);
-                                let online = s.state == Status::Online;
-                                store::set_status(
-                                    &tx,
-                                    &topic.site,
-                                    &topic.host,
-                                    online,
-                                    s.since_ms.unwrap_or(now_ms),
-                                )?;
-                                Outcome::Status {
-                                    host: topic.host,
-                                    online,
-                                    spool: s.spool,
-                                }
+                            Ok(meta) if meta.host != topic.host => {
+                                reject(Rejection::HostMismatch {
+                                    topic: topic.host,
+                                    payload: meta.host,
+                                })
                             }
-                        }
-                    }
-                    TopicKind::Meta => match decode_small::<HostMeta>(&m.payload, &self.limits) {
-                        Err(r) => reject(r),
-                        Ok(meta) if meta.host != topic.host => reject(Rejection::HostMismatch {
-                            topic: topic.host,
-                            payload: meta.host,
-                        }),
-                        Ok(meta) if meta.site != topic.site => reject(Rejection::SiteMismatch {
-                            topic: topic.site,
-                            payload: meta.site,
-                        }),
-                        Ok(meta) => match self.hosts.admit(&topic.host) {
-                            Err(r) => reject(r),
-                            Ok(()) => {
-                                self.hosts.stage(&topic.host);
-                                let text = String::from_utf8_lossy(&m.payload);
-                                store::set_meta(&tx, &topic.site, &topic.host, &text)?;
-                                Outcome::Meta {
-                                    host: topic.host,
-                                    uncounted: meta
-                                        .sensors
-                                        .into_iter()
-                                        .filter(|s| !s.in_totals())
-                                        .map(|s| s.name)
-                                        .collect(),
-                                }
+                            Ok(meta) if meta.site != topic.site => {
+                                reject(Rejection::SiteMismatch {
+                                    topic: topic.site,
+                                    payload: meta.site,
+                                })
                             }
+                            Ok(meta) => match self.hosts.admit(&topic.host) {
+                                Err(r) => reject(r),
+                                Ok(()) => {
+                                    self.hosts.stage(&topic.host);
+                                    let text = String::from_utf8_lossy(body);
+                                    store::set_meta(&tx, &topic.site, &topic.host, &text)?;
+                                    Outcome::Meta {
+                                        host: topic.host,
+                                        uncounted: meta
+                                            .sensors
+                                            .into_iter()
+                                            .filter(|s| !s.in_totals())
+                                            .map(|s| s.name)
+                                            .collect(),
+                                    }
+                                }
+                            },
                         },
                     },
                 },
@@ -475,6 +518,33 @@ fn new_sensors(
         });
     }
     Ok(new.into_iter().map(str::to_owned).collect())
+}
+
+/// The JSON of a message, once its size and, with keys configured, its
+/// signature are checked: the bytes the rest of ingest reads, digests and
+/// keeps. Without keys a trailer is removed unchecked (an unconfigured
+/// collector trusts the broker, as before signatures).
+fn authenticate<'a>(
+    keys: &KeyRing,
+    limits: &Limits,
+    topic: &Topic,
+    payload: &'a [u8],
+) -> Result<&'a [u8], Rejection> {
+    // Before any hashing: the size bound is what makes the work bounded.
+    if payload.len() > limits.max_payload_bytes {
+        return Err(Rejection::Oversized {
+            len: payload.len(),
+            max: limits.max_payload_bytes,
+        });
+    }
+    if keys.is_empty() {
+        return Ok(split_signed(payload)?.json());
+    }
+    verify_signed(payload, keys.get(&topic.host).map_or(&[], Vec::as_slice))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn reject(r: Rejection) -> Outcome {
@@ -1054,4 +1124,227 @@ mod tests {
         assert_eq!(hosts[0].online, Some(true));
         assert!(hosts[0].meta.as_deref().unwrap().contains("Xeon"));
     }
+
+    fn signed(key: &ed25519_dalek::SigningKey, batch: &TelemetryBatch) -> Message {
+        let mut m = msg(batch);
+        m.payload = vigie_protocol::sign_payload(key, &m.payload);
+        m
+    }
+
+    fn key(seed: u8) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn measured(ing: &Ingestor) -> u128 {
+        store::totals(ing.conn())
+            .unwrap()
+            .iter()
+            .map(|t| t.2.measured + t.2.estimated)
+            .sum()
+    }
+
+    #[test]
+    fn with_keys_only_messages_signed_by_the_topic_hosts_key_are_taken() {
+        // node-01 rotates: its old key (1) and its new one (2) both work.
+        let ring: KeyRing = [(
+            "node-01".to_owned(),
+            vec![key(1).verifying_key(), key(2).verifying_key()],
+        )]
+        .into();
+        let mut ing = ingestor().with_keys(ring);
+        let b = |seq: u64| {
+            let mut b = samples::telemetry();
+            b.seq = seq;
+            b
+        };
+        let mut tampered = signed(&key(1), &b(5));
+        let at = tampered
+            .payload
+            .windows(8)
+            .position(|w| w == b"85250113")
+            .unwrap();
+        tampered.payload[at] = b'9';
+        let mut node2 = b(1);
+        node2.host = "node-02".into();
+        let status = |k: Option<&ed25519_dalek::SigningKey>| {
+            let json = serde_json::to_vec(&samples::status_online()).unwrap();
+            Message {
+                topic: "vigie/v1/par1/node-01/status".into(),
+                payload: k.map_or(json.clone(), |k| vigie_protocol::sign_payload(k, &json)),
+            }
+        };
+        let meta = |k: &ed25519_dalek::SigningKey| Message {
+            topic: "vigie/v1/par1/node-01/meta".into(),
+            payload: vigie_protocol::sign_payload(
+                k,
+                &serde_json::to_vec(&samples::meta()).unwrap(),
+            ),
+        };
+        let out = ing
+            .ingest_group(
+                &[
+                    msg(&b(1)),
+                    signed(&key(3), &b(2)),
+                    signed(&key(1), &b(3)),
+                    signed(&key(2), &b(4)),
+                    tampered,
+                    signed(&key(3), &node2),
+                    status(None),
+                    status(Some(&key(3))),
+                    status(Some(&key(2))),
+                    meta(&key(3)),
+                    meta(&key(1)),
+                ],
+                NOW,
+            )
+            .unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(
+            got,
+            [
+                "unsigned",
+                "unknown_key",
+                "accepted",
+                "accepted",
+                "bad_signature",
+                "unknown_key",
+                "unsigned",
+                "unknown_key",
+                "other",
+                "unknown_key",
+                "other"
+            ]
+        );
+        assert!(matches!(out[8], Outcome::Status { online: true, .. }));
+        assert!(matches!(&out[10], Outcome::Meta { host, .. } if host == "node-01"));
+        // Two batches of the sample's energy, nothing else.
+        assert_eq!(measured(&ing), 2 * (85_250_113 + 9_870_004));
+        assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 7);
+        // The inventory is kept as JSON, without its trailer.
+        let hosts = store::hosts(ing.conn()).unwrap();
+        let kept = hosts[0].meta.as_deref().unwrap();
+        assert!(!kept.contains("vigie-ed25519"));
+        serde_json::from_str::<HostMeta>(kept).unwrap();
+    }
+
+    #[test]
+    fn the_erase_attack_of_issue_10_is_refused_with_keys() {
+        // Mallory publishes 1 µJ batches under node-01's epoch and next
+        // sequence numbers before node-01 does: without keys they took the
+        // keys and node-01's real batches became duplicates.
+        let attack = |ing: &mut Ingestor, sign: bool| {
+            let forged: Vec<Message> = (1..=3)
+                .map(|seq| {
+                    let mut b = samples::telemetry();
+                    b.seq = seq;
+                    b.gauges.clear();
+                    for r in &mut b.readings {
+                        (r.energy_uj, r.cumulative_uj, r.power_w) = (1, 1, None);
+                    }
+                    if sign { signed(&key(3), &b) } else { msg(&b) }
+                })
+                .collect();
+            ing.ingest_group(&forged, NOW).unwrap()
+        };
+        let real: Vec<Message> = (1..=3)
+            .map(|seq| {
+                let mut b = samples::telemetry();
+                b.seq = seq;
+                signed(&key(1), &b)
+            })
+            .collect();
+        let full = 3 * (85_250_113 + 9_870_004);
+
+        // Before: no keys, the attack erases.
+        let mut open = ingestor();
+        attack(&mut open, false);
+        let out = open.ingest_group(&real, NOW).unwrap();
+        assert!(
+            out.iter().all(|o| reason(o) == "conflicting_duplicate"),
+            "{out:?}"
+        );
+        assert!(measured(&open) < full / 1000);
+
+        // With node-01's key registered: refused, signed or not.
+        let ring: KeyRing = [("node-01".to_owned(), vec![key(1).verifying_key()])].into();
+        let mut ing = ingestor().with_keys(ring);
+        for sign in [false, true] {
+            let want = if sign { "unknown_key" } else { "unsigned" };
+            let out = attack(&mut ing, sign);
+            assert!(out.iter().all(|o| reason(o) == want), "{out:?}");
+        }
+        let out = ing.ingest_group(&real, NOW).unwrap();
+        assert!(out.iter().all(|o| reason(o) == "accepted"), "{out:?}");
+        assert_eq!(measured(&ing), full);
+    }
+
+    #[test]
+    fn a_key_seen_again_with_other_content_is_a_conflicting_duplicate() {
+        // No keys configured: the digest comparison holds all the same.
+        let mut ing = ingestor();
+        let b = samples::telemetry();
+        let mut other = b.clone();
+        other.readings[0].energy_uj -= 1;
+        let out = ing
+            .ingest_group(
+                &[
+                    msg(&b),
+                    // The same JSON signed (a trailer removed unchecked): same content.
+                    signed(&key(1), &b),
+                    msg(&other),
+                ],
+                NOW,
+            )
+            .unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(got, ["accepted", "duplicate", "conflicting_duplicate"]);
+        let Outcome::Rejected { detail, .. } = &out[2] else {
+            unreachable!()
+        };
+        assert!(
+            detail.starts_with(
+                "batch (node-01, epoch 1795000000000, seq 42) is already in the ledger with other content"
+            ),
+            "{detail}"
+        );
+        // In a later transaction too; the first content stays.
+        let out = ing.ingest_group(&[msg(&other), msg(&b)], NOW).unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(got, ["conflicting_duplicate", "duplicate"]);
+        assert_eq!(measured(&ing), 85_250_113 + 9_870_004);
+        assert_eq!(store::quarantine_count(ing.conn()).unwrap(), 2);
+    }
+
+    #[test]
+    fn keys_of_a_ledger_older_than_digests_compare_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            // The batches table as it was before digests, with one key.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE batches (
+                    host TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+                    boot_id TEXT NOT NULL, received_ms INTEGER NOT NULL, readings INTEGER NOT NULL,
+                    PRIMARY KEY (host, epoch, seq)
+                ) WITHOUT ROWID;
+                INSERT INTO batches VALUES ('node-01', 1795000000000, 42, 'b', 0, 2);",
+            )
+            .unwrap();
+        }
+        let mut ing = Ingestor::new(store::open(&path).unwrap(), Limits::default());
+        let mut b = samples::telemetry();
+        let out = ing.ingest_group(&[msg(&b)], NOW).unwrap();
+        assert_eq!(out[0], Outcome::Duplicate);
+        b.seq = 43;
+        let mut other = b.clone();
+        other.readings[0].energy_uj -= 1;
+        let out = ing.ingest_group(&[msg(&b), msg(&other)], NOW).unwrap();
+        let got: Vec<_> = out.iter().map(reason).collect();
+        assert_eq!(got, ["accepted", "conflicting_duplicate"]);
+        drop(ing);
+        // Opening again does not migrate twice.
+        store::open(&path).unwrap();
+    }
+
 }

@@ -58,6 +58,9 @@ pub enum CollectorError {
     /// The ledger writer thread ended while the collector was running.
     #[error("the ledger writer stopped; nothing more could be committed")]
     WriterDied,
+    /// `[ingest.keys]` or `ingest.keys_dir` cannot be used.
+    #[error(transparent)]
+    Keys(#[from] config::KeysError),
     /// The HTTP tokens file could not be used.
     #[error("HTTP tokens: {0}")]
     Tokens(#[from] auth::TokensError),
@@ -186,7 +189,19 @@ pub async fn run(
         let l = store::losses::host_losses(&conn, &host, Some(&u)).map_err(store_err)?;
         metrics.host_losses(&host, &l);
     }
+    let keys = cfg.ingest.key_ring()?;
+    if keys.is_empty() {
+        tracing::warn!(
+            "no [ingest.keys]: messages are not authenticated; any client the broker lets publish can write any host's figures"
+        );
+    } else {
+        tracing::info!(
+            hosts = keys.len(),
+            "signed messages required: unsigned, badly signed and unknown hosts' messages are refused"
+        );
+    }
     let ingestor = Ingestor::new(conn, cfg.limits())
+        .with_keys(keys)
         .with_max_sensors_per_host(cfg.ingest.max_sensors_per_host)
         .with_max_hosts(cfg.ingest.max_hosts)
         .with_known_hosts(hosts.iter().map(|h| h.host.as_str()))

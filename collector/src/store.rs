@@ -21,6 +21,7 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS batches (
     host TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
     boot_id TEXT NOT NULL, received_ms INTEGER NOT NULL, readings INTEGER NOT NULL,
+    digest BLOB,
     PRIMARY KEY (host, epoch, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS energy_minute (
@@ -82,6 +83,22 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(losses::SCHEMA)?;
     losses::migrate(conn)?;
+    migrate(conn)
+}
+
+/// Brings a ledger written by an older collector up to [`SCHEMA`]:
+/// `batches.digest` (SHA-256 of each batch's JSON) came with signed
+/// batches; the rows before it have none, and a batch arriving again
+/// under their keys compares as unknown (a plain duplicate).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_digest: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('batches') WHERE name = 'digest'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_digest {
+        conn.execute_batch("ALTER TABLE batches ADD COLUMN digest BLOB")?;
+    }
     Ok(())
 }
 
@@ -149,7 +166,27 @@ impl Pending {
     }
 }
 
-/// Records a batch key; returns false if it was already there (a duplicate).
+/// What [`insert_batch_key`] found under a batch's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyInsert {
+    /// A new key, now recorded with its digest: add the batch.
+    New,
+    /// The key with the same digest: a redelivery, nothing to add.
+    Same,
+    /// The key with another digest: not the same batch. Nothing added;
+    /// the stored content stays.
+    Conflict {
+        /// The stored digest.
+        stored: Vec<u8>,
+    },
+    /// The key from a ledger older than digests: cannot compare, taken
+    /// as a duplicate.
+    Unknown,
+}
+
+/// Records a batch key with the SHA-256 `digest` of its JSON, or says
+/// what the ledger already holds under it.
+#[allow(clippy::too_many_arguments)]
 pub fn insert_batch_key(
     tx: &Transaction<'_>,
     host: &str,
@@ -158,9 +195,10 @@ pub fn insert_batch_key(
     boot_id: &str,
     received_ms: i64,
     readings: usize,
-) -> Result<bool, StoreError> {
+    digest: &[u8; 32],
+) -> Result<KeyInsert, StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO batches (host, epoch, seq, boot_id, received_ms, readings) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR IGNORE INTO batches (host, epoch, seq, boot_id, received_ms, readings, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let n = stmt.execute(params![
         host,
@@ -168,9 +206,20 @@ pub fn insert_batch_key(
         seq as i64,
         boot_id,
         received_ms,
-        readings as i64
+        readings as i64,
+        &digest[..]
     ])?;
-    Ok(n == 1)
+    if n == 1 {
+        return Ok(KeyInsert::New);
+    }
+    let stored: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT digest FROM batches WHERE host = ?1 AND epoch = ?2 AND seq = ?3")?
+        .query_row(params![host, epoch as i64, seq as i64], |r| r.get(0))?;
+    Ok(match stored {
+        None => KeyInsert::Unknown,
+        Some(d) if d == digest[..] => KeyInsert::Same,
+        Some(stored) => KeyInsert::Conflict { stored },
+    })
 }
 
 /// The upsert of `col`: the sum, clamped at i64::MAX µJ (2.56 GWh in one

@@ -35,6 +35,16 @@ fn demo_serves_energy_and_stops_on_sigint() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", demo.log_tail()));
     assert!(joules > 0.0);
+    // Signed from agent to ledger: each agent has its key, the collector
+    // requires signatures, and no message of the demo was refused.
+    assert!(data.join("agent-demo-01.key").is_file());
+    let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
+    assert!(log.contains("signed messages required"), "{log}");
+    let metrics = http_get(http, "/metrics").unwrap().body;
+    for reason in ["unsigned", "bad_signature", "unknown_key"] {
+        let series = format!("vigie_ingest_rejected_total{{reason=\"{reason}\"}} 0");
+        assert!(metrics.contains(&series), "{series}");
+    }
     let printed = std::fs::read_to_string(dir.path().join("demo.out")).unwrap();
     assert!(
         printed.contains(&format!("http://{http}/metrics")),

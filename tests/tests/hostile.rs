@@ -6,7 +6,14 @@
 //! exact +1 on `vigie_ingest_rejected_total{reason}` in `/metrics` and
 //! one more `message rejected` log line with that reason. The good batches
 //! must all reach the ledger, to the µJ, and the collector must still
-//! answer at the end. Every one of the 17 reasons is exercised.
+//! answer at the end. Every reason is exercised.
+//!
+//! The collector has keys for good-01 and mallory (`[ingest.keys]`), so
+//! every message is signed by its topic host's key unless the case is
+//! about signatures: an unsigned batch, one signed by another host's key
+//! (a forged host, issue 10.5's erase attack), a host without a key, a
+//! changed byte, a malformed trailer, and a batch whose key the ledger
+//! holds with other content (`conflicting_duplicate`).
 //!
 //! Some inputs never reach the collector: the MQTT client library and the
 //! broker refuse wildcard and malformed topic names, and topics outside
@@ -15,6 +22,7 @@
 //! broker; the final exact counter totals show none of them leaked through.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -23,7 +31,10 @@ use std::path::Path;
 use std::time::Duration;
 use vigie_e2e::client::TestClient;
 use vigie_e2e::{Proc, binary};
-use vigie_protocol::{Quality, Reading, Rejection, SCHEMA_VERSION, TelemetryBatch, samples};
+use vigie_protocol::{
+    Quality, Reading, Rejection, SCHEMA_VERSION, SIGNATURE_TRAILER_LEN, TelemetryBatch, key_hex,
+    samples, sign_payload,
+};
 use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 
 /// The collector's limits in this test: small, so that the boundary
@@ -38,6 +49,24 @@ const MAX_HOSTS: usize = 1;
 /// 10 MW (the default `max_power_w`) over 1 s, in µJ: the most one
 /// reading of one second may carry.
 const MAX_UJ_PER_S: u64 = 10_000_000 * 1_000_000;
+
+/// good-01's signing key (test seeds: public, never use them).
+fn good_key() -> SigningKey {
+    SigningKey::from_bytes(&[1u8; 32])
+}
+
+/// mallory's: a registered host, so its messages reach validation.
+fn mallory_key() -> SigningKey {
+    SigningKey::from_bytes(&[2u8; 32])
+}
+
+/// The key of topic `topic`'s host (mallory's for any other).
+fn key_of_topic(topic: &str) -> SigningKey {
+    match topic.split('/').nth(3) {
+        Some("good-01") => good_key(),
+        _ => mallory_key(),
+    }
+}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -137,7 +166,9 @@ struct Hostile {
     payload: Vec<u8>,
     reason: &'static str,
     /// Part of the detail its log line must give: pins down why.
-    detail: &'static str,
+    detail: String,
+    /// Sent as given; otherwise signed by its topic host's key.
+    raw: bool,
 }
 
 /// The hostile kinds that reach the collector. `t0` is half an hour in
@@ -307,7 +338,8 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
         (
             "one byte over max_payload_bytes",
             TOPIC.into(),
-            pad(to_json(&base), MAX_PAYLOAD + 1),
+            // Signed, it is one byte over.
+            pad(to_json(&base), MAX_PAYLOAD + 1 - SIGNATURE_TRAILER_LEN),
             "oversized",
             "payload of 16385 bytes",
         ),
@@ -589,16 +621,121 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
             r#"host \"good-01\" has 10 sensors; this batch adds 1 more, limit 10"#,
         ),
     ];
-    kinds
+    let mut kinds: Vec<Hostile> = kinds
         .into_iter()
         .map(|(what, topic, payload, reason, detail)| Hostile {
             what,
             topic,
             payload,
             reason,
-            detail,
+            detail: detail.to_owned(),
+            raw: false,
         })
-        .collect()
+        .collect();
+    // Signatures, sent as they are. Before the cardinality case, which
+    // stays last; the erase attack aims at the sequence number of the good
+    // batch sent after that last case.
+    let erased_seq = (kinds.len() + 7) as u64;
+    let good_topic = "vigie/v1/e2e/good-01/telemetry";
+    let one_uj = |seq| {
+        to_json(&batch(
+            "good-01",
+            seq,
+            vec![reading("rapl:package-0", t0 + seq as i64 * 1_000, 1_000, 1)],
+        ))
+    };
+    let signed_base = sign_payload(&mallory_key(), &to_json(&base));
+    let mut changed = signed_base.clone();
+    let at = changed.windows(7).position(|w| w == b"1000000").unwrap();
+    changed[at] = b'9';
+    let mut eve = base.clone();
+    eve.host = "eve".into();
+    let eve_key = SigningKey::from_bytes(&[3u8; 32]);
+    let signatures: Vec<(&'static str, String, Vec<u8>, &'static str, String)> = vec![
+        (
+            "an unsigned batch (an old agent, or anyone on the broker)",
+            TOPIC.into(),
+            to_json(&base),
+            "unsigned",
+            "unsigned message: this collector requires signed messages".into(),
+        ),
+        (
+            "another host's name and topic, signed with mallory's key",
+            good_topic.into(),
+            sign_payload(&mallory_key(), &one_uj(900)),
+            "unknown_key",
+            "not registered for this topic's host (1 key(s) registered)".into(),
+        ),
+        (
+            "issue 10.5's erase attack: good-01's epoch and a coming sequence number, 1 µJ, unsigned",
+            good_topic.into(),
+            one_uj(erased_seq),
+            "unsigned",
+            "unsigned message".into(),
+        ),
+        (
+            "the same, signed with mallory's key",
+            good_topic.into(),
+            sign_payload(&mallory_key(), &one_uj(erased_seq)),
+            "unknown_key",
+            format!(
+                "signed with key {}",
+                key_hex(&mallory_key().verifying_key())
+            ),
+        ),
+        (
+            "a host with no key registered",
+            "vigie/v1/e2e/eve/telemetry".into(),
+            sign_payload(&eve_key, &to_json(&eve)),
+            "unknown_key",
+            "(0 key(s) registered)".into(),
+        ),
+        (
+            "one byte of a signed batch changed",
+            TOPIC.into(),
+            changed,
+            "bad_signature",
+            "signature does not verify".into(),
+        ),
+        (
+            "a malformed signature trailer",
+            TOPIC.into(),
+            [&to_json(&base)[..], b"\nvigie-ed25519 00 11\n"].concat(),
+            "bad_signature",
+            "malformed vigie-ed25519 trailer".into(),
+        ),
+        (
+            "good-01's first batch again with other content, signed with its key (a broken agent)",
+            good_topic.into(),
+            sign_payload(
+                &good_key(),
+                &to_json(&batch(
+                    "good-01",
+                    0,
+                    vec![reading("rapl:package-0", t0, 1_000, 1)],
+                )),
+            ),
+            "conflicting_duplicate",
+            "(good-01, epoch 1, seq 0) is already in the ledger with other content".into(),
+        ),
+    ];
+    assert_eq!(signatures.len(), 8);
+    let last = kinds.pop().unwrap();
+    kinds.extend(
+        signatures
+            .into_iter()
+            .map(|(what, topic, payload, reason, detail)| Hostile {
+                what,
+                topic,
+                payload,
+                reason,
+                detail,
+                raw: true,
+            }),
+    );
+    kinds.push(last);
+    assert_eq!(kinds.len() as u64 - 1, erased_seq);
+    kinds
 }
 
 /// `json` followed by spaces up to `len` bytes (still the same JSON).
@@ -635,12 +772,13 @@ fn good(seq: u64, t0: i64) -> (Vec<u8>, u64) {
         ),
     };
     let energy = b.readings.iter().map(|r| r.energy_uj).sum();
-    let payload = if seq == 2 {
-        pad(to_json(&b), MAX_PAYLOAD)
+    let json = if seq == 2 {
+        // Exactly max_payload_bytes once signed.
+        pad(to_json(&b), MAX_PAYLOAD - SIGNATURE_TRAILER_LEN)
     } else {
         to_json(&b)
     };
-    (payload, energy)
+    (sign_payload(&good_key(), &json), energy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,8 +793,14 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\nmax_hosts = {MAX_HOSTS}\n",
-            d.join("ledger.sqlite").display()
+            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\nmax_hosts = {MAX_HOSTS}\n[ingest.keys]\ngood-01 = \"{}\"\nmallory = \"{}\"\nintruder = \"{}\"\n",
+            d.join("ledger.sqlite").display(),
+            key_hex(&good_key().verifying_key()),
+            key_hex(&mallory_key().verifying_key()),
+            // The intruder signs (with mallory's key, as every host but
+            // good-01 here): its status is authentic, and refused only
+            // for the host limit.
+            key_hex(&mallory_key().verifying_key()),
         ),
     )
     .unwrap();
@@ -670,7 +814,10 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     let log = d.join("collector.log");
 
     // A retained online status: the collector has subscribed once it shows.
-    let status = serde_json::to_vec(&samples::status_online()).unwrap();
+    let status = sign_payload(
+        &good_key(),
+        &serde_json::to_vec(&samples::status_online()).unwrap(),
+    );
     let sent = tokio::task::spawn_blocking(move || {
         raw_publish(port, b"vigie/v1/e2e/good-01/status", &status, true)
     });
@@ -714,7 +861,12 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     for (seq, k) in kinds.iter().enumerate() {
         let before = rejected(http).unwrap();
         let logged_before = logged(&log, k.reason).len();
-        mallory.publish(&k.topic, k.payload.clone()).await.unwrap();
+        let payload = if k.raw {
+            k.payload.clone()
+        } else {
+            sign_payload(&key_of_topic(&k.topic), &k.payload)
+        };
+        mallory.publish(&k.topic, payload).await.unwrap();
         let after = wait_for(
             k.what,
             Duration::from_secs(15),
@@ -739,7 +891,7 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
             collector.log_tail()
         );
         let line = &lines[logged_before];
-        assert!(line.contains(k.detail), "{}: {line}", k.what);
+        assert!(line.contains(&k.detail), "{}: {line}", k.what);
 
         // A good batch after every hostile one.
         let (payload, energy) = good(seq as u64, t0);

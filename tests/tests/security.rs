@@ -343,3 +343,177 @@ async fn passwords_from_files_over_tls() {
             .success()
     );
 }
+
+/// A batch of `host` (epoch, seq) with one reading of `energy_uj` ending
+/// a second ago.
+fn batch_of(host: &str, epoch: u64, seq: u64, energy_uj: u64) -> Vec<u8> {
+    let now = vigie_service::now_ms();
+    serde_json::to_vec(&TelemetryBatch {
+        schema: SCHEMA_VERSION,
+        site: "sec".into(),
+        host: host.into(),
+        boot_id: "forged".into(),
+        epoch,
+        seq,
+        readings: vec![Reading {
+            sensor: "rapl:package-0".into(),
+            start_ms: now - 2_000,
+            end_ms: now - 1_000,
+            energy_uj,
+            cumulative_uj: energy_uj,
+            power_w: None,
+            quality: Quality::Measured,
+        }],
+        gauges: Vec::new(),
+    })
+    .unwrap()
+}
+
+/// Issue 10.5: a broker with no ACL at all (any client may publish under
+/// any topic). With the host's key registered at the collector, another
+/// client can neither add to h1's energy nor erase it by taking h1's next
+/// sequence numbers first (−67 % before), signed or not, nor change its
+/// inventory or status. The agent's key comes from `vigie-agent keygen`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_acl_signed_batches_stop_forged_and_erased_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Mosquitto::start().unwrap();
+    let port = broker.port();
+    let key_file = d.join("h1.key");
+    let out = std::process::Command::new(binary("vigie-agent").unwrap())
+        .args(["keygen", "--out", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(public.len(), 64, "{public}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("h1.key.pub"))
+            .unwrap()
+            .trim(),
+        public
+    );
+    let plain = format!("[mqtt]\nport = {port}\n");
+    let mut site = start_site(
+        d,
+        &format!("{plain}[ingest.keys]\nh1 = \"{public}\"\n"),
+        &format!("{plain}[signing]\nkey_file = \"{}\"\n", key_file.display()),
+    );
+    let http = site.http;
+    site.tree.advance("intel-rapl:0", 7_000_000).unwrap();
+    wait_for(
+        "h1's energy, signed",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || (energy_of(http, "h1")? == 7_000_000).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", site.collector.log_tail()));
+
+    let mallory = TestClient::connect(port, "mallory", None).await.unwrap();
+    let mallory_key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let signed = |json: Vec<u8>| vigie_protocol::sign_payload(&mallory_key, &json);
+    let topic = "vigie/v1/sec/h1/telemetry";
+    // Adding: h1's name on h1's topic, unsigned and signed with another key.
+    mallory
+        .publish(topic, batch_of("h1", 1, 0, 999_000_000))
+        .await
+        .unwrap();
+    mallory
+        .publish(topic, signed(batch_of("h1", 1, 1, 999_000_000)))
+        .await
+        .unwrap();
+    // Erasing: h1's epoch and its next sequence numbers, read from the API,
+    // taken first with 1 µJ batches.
+    let v = http_get(http, "/api/v1/hosts").unwrap().json().unwrap();
+    let (epoch, last) = (
+        v["hosts"][0]["epoch"].as_u64().unwrap(),
+        v["hosts"][0]["last_seq"].as_u64().unwrap(),
+    );
+    for seq in last + 1..=last + 20 {
+        let json = batch_of("h1", epoch, seq, 1);
+        let payload = if seq % 2 == 0 { signed(json) } else { json };
+        mallory.publish(topic, payload).await.unwrap();
+    }
+    // The inventory, which says which sensors count, and the status.
+    let mut meta = vigie_protocol::samples::meta();
+    (meta.site, meta.host) = ("sec".into(), "h1".into());
+    meta.cpu_model = "forged by mallory".into();
+    mallory
+        .publish(
+            "vigie/v1/sec/h1/meta",
+            signed(serde_json::to_vec(&meta).unwrap()),
+        )
+        .await
+        .unwrap();
+    mallory
+        .publish(
+            "vigie/v1/sec/h1/status",
+            serde_json::to_vec(&vigie_protocol::samples::status_offline()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let want = [("unsigned", 12.0), ("unknown_key", 12.0)];
+    wait_for(
+        "every forged message refused",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            want.iter()
+                .all(|(r, n)| rejected(http, r) == Some(*n))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n{}",
+            want.map(|(r, _)| rejected(http, r)),
+            site.collector.log_tail()
+        )
+    });
+    // h1's real batches, including those under the sequence numbers
+    // mallory tried to take, all count: exact, to the µJ.
+    site.tree.advance("intel-rapl:0", 1_000).unwrap();
+    wait_for(
+        "h1's energy after the attacks",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let v = http_get(http, "/api/v1/hosts").ok()?.json().ok()?;
+            let seq = v["hosts"][0]["last_seq"].as_u64()?;
+            (seq > last + 20 && energy_of(http, "h1")? == 7_001_000).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {:?}\n{}",
+            energy_of(http, "h1"),
+            site.collector.log_tail()
+        )
+    });
+    assert_eq!(energy_of(http, "h1"), Some(7_001_000));
+    for r in ["bad_signature", "conflicting_duplicate", "host_mismatch"] {
+        assert_eq!(rejected(http, r), Some(0.0), "{r}");
+    }
+    let v = http_get(http, "/api/v1/hosts").unwrap().json().unwrap();
+    assert_eq!(v["hosts"][0]["online"], true, "forged offline status taken");
+    assert!(
+        !v["hosts"][0]["meta"]
+            .to_string()
+            .contains("forged by mallory"),
+        "forged inventory taken"
+    );
+
+    assert!(
+        site.agent
+            .interrupt(Duration::from_secs(15))
+            .unwrap()
+            .success()
+    );
+    assert!(
+        site.collector
+            .interrupt(Duration::from_secs(15))
+            .unwrap()
+            .success()
+    );
+}

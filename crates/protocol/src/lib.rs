@@ -2,7 +2,8 @@
 //!
 //! The agent and the collector both depend on this crate and on nothing else
 //! of each other. It holds the MQTT topic layout, the JSON payload types and
-//! their validation. It does no I/O and reads no clock: validation takes the
+//! their validation, and the signature trailer of signed messages
+//! (`sign_payload`, `verify_signed`). It does no I/O and reads no clock: validation takes the
 //! current time as an argument.
 //!
 //! Energies travel as integer microjoules (`*_uj`) so that totals are exact;
@@ -10,6 +11,7 @@
 
 mod ids;
 mod payload;
+mod sign;
 mod topic;
 mod validate;
 
@@ -17,6 +19,10 @@ pub use ids::{IdError, is_valid_host_or_site, is_valid_sensor};
 pub use payload::{
     EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
     ScopeRole, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
+};
+pub use sign::{
+    SIGNATURE_SCHEME, SIGNATURE_TRAILER_LEN, Split, key_hex, parse_key_hex, sign_payload,
+    split_signed, verify_signed,
 };
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{

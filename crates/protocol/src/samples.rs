@@ -137,3 +137,16 @@ pub fn meta() -> HostMeta {
         }),
     }
 }
+
+/// The fixed key the signed golden file is signed with (a test key: its
+/// seed is public, never use it).
+pub fn signing_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
+
+/// The sample batch as an agent with [`signing_key`] publishes it: its
+/// compact JSON and the signature trailer (`golden/telemetry-v1.signed`).
+pub fn telemetry_signed() -> Vec<u8> {
+    let json = serde_json::to_vec(&telemetry()).unwrap_or_default();
+    crate::sign_payload(&signing_key(), &json)
+}

@@ -1,7 +1,7 @@
 //! Decoding and validating a telemetry payload against its topic.
 
 use crate::{
-    Gauge, IdError, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, TopicError,
+    Gauge, IdError, Reading, SCHEMA_VERSION, SIGNATURE_SCHEME, TelemetryBatch, Topic, TopicError,
     is_valid_host_or_site, is_valid_sensor,
 };
 use serde::Deserialize;
@@ -230,6 +230,45 @@ pub enum Rejection {
         /// Allowed skew.
         max_future_ms: i64,
     },
+    /// Keys are configured and the message carries no signature (an old
+    /// agent, or anyone writing to the broker).
+    #[error(
+        "unsigned message: this collector requires signed messages ({SIGNATURE_SCHEME} trailer)"
+    )]
+    Unsigned,
+    /// A malformed signature trailer, or a signature that does not verify
+    /// over the message's bytes.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// Signed with a key that is not registered for the topic's host (a
+    /// host publishing as another, or a host with no key).
+    #[error(
+        "signed with key {key}, which is not registered for this topic's host ({registered} key(s) registered)"
+    )]
+    UnknownKey {
+        /// The trailer's public key, hex.
+        key: String,
+        /// How many keys the host has.
+        registered: usize,
+    },
+    /// A batch whose key (host, epoch, seq) the ledger already holds with
+    /// other content: refused, the first content stays. Decided by the
+    /// collector, which holds the digests; never by [`decode_telemetry`].
+    #[error(
+        "batch ({host}, epoch {epoch}, seq {seq}) is already in the ledger with other content (SHA-256 {stored} there, {received} here); the first content stays"
+    )]
+    ConflictingDuplicate {
+        /// Host.
+        host: String,
+        /// Epoch.
+        epoch: u64,
+        /// Sequence number.
+        seq: u64,
+        /// Digest of the stored batch, hex.
+        stored: String,
+        /// Digest of this one, hex.
+        received: String,
+    },
     /// Interval starts before the earliest accepted time.
     #[error("reading {index}: starts at {start_ms}, before {min_ms}")]
     AncientTimestamp {
@@ -266,6 +305,10 @@ impl Rejection {
             Rejection::PowerOutOfRange { .. } => "power_out_of_range",
             Rejection::FutureTimestamp { .. } => "future_timestamp",
             Rejection::AncientTimestamp { .. } => "ancient_timestamp",
+            Rejection::Unsigned => "unsigned",
+            Rejection::BadSignature(_) => "bad_signature",
+            Rejection::UnknownKey { .. } => "unknown_key",
+            Rejection::ConflictingDuplicate { .. } => "conflicting_duplicate",
         }
     }
 
@@ -303,6 +346,10 @@ impl Rejection {
         "power_out_of_range",
         "future_timestamp",
         "ancient_timestamp",
+        "unsigned",
+        "bad_signature",
+        "unknown_key",
+        "conflicting_duplicate",
     ];
 }
 
@@ -834,6 +881,25 @@ mod tests {
             assert_eq!(Rejection::ALL_REASONS.iter().filter(|x| *x == r).count(), 1);
         }
         assert!(Rejection::ALL_REASONS.contains(&Rejection::Empty.reason()));
+        let conflict = Rejection::ConflictingDuplicate {
+            host: "h".into(),
+            epoch: 1,
+            seq: 2,
+            stored: "aa".into(),
+            received: "bb".into(),
+        };
+        let unknown = Rejection::UnknownKey {
+            key: "00".into(),
+            registered: 1,
+        };
+        for r in [
+            Rejection::Unsigned,
+            Rejection::BadSignature("x".into()),
+            unknown,
+            conflict,
+        ] {
+            assert!(Rejection::ALL_REASONS.contains(&r.reason()), "{r}");
+        }
     }
 
     trait ReplaceStr {

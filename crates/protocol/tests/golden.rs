@@ -104,3 +104,29 @@ fn broker_trouble_travels_in_the_status_and_is_left_out_when_none() {
     let back: vigie_protocol::StatusMessage = serde_json::from_str(&text).unwrap();
     assert_eq!(back, status);
 }
+
+#[test]
+fn signed_telemetry() {
+    // The bytes an agent with the sample key publishes: compact JSON, then
+    // the trailer. Ed25519 is deterministic, so the file is stable.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/telemetry-v1.signed");
+    let want = samples::telemetry_signed();
+    if std::env::var_os("VIGIE_BLESS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with VIGIE_BLESS=1 to create)", path.display()));
+    assert_eq!(
+        String::from_utf8_lossy(&have),
+        String::from_utf8_lossy(&want),
+        "telemetry-v1.signed and the types or the trailer format disagree"
+    );
+    let key = samples::signing_key().verifying_key();
+    let json = vigie_protocol::verify_signed(&have, &[key]).unwrap();
+    let batch: vigie_protocol::TelemetryBatch = serde_json::from_slice(json).unwrap();
+    assert_eq!(batch, samples::telemetry());
+    assert_eq!(
+        have.len(),
+        json.len() + vigie_protocol::SIGNATURE_TRAILER_LEN
+    );
+}

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub mod errors;
+pub mod keys;
 pub mod secrets;
 
 /// Installs the `tracing` subscriber on stderr. `RUST_LOG` overrides

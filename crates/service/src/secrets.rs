@@ -88,7 +88,8 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, SecretError> {
     Ok(bytes)
 }
 
-fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, SecretError> {
+/// Reads a secret file's bytes. Warns when others can read the file.
+pub fn read_secret_bytes(path: &Path) -> Result<Vec<u8>, SecretError> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o007 != 0
     {
