@@ -22,7 +22,8 @@ pub use vigie_grid as grid;
 pub mod grid_live;
 pub mod heat_api;
 pub mod https;
-pub mod ingest;
+/// Group ingest into the ledger: the `vigie-ledger` crate's.
+pub use vigie_ledger::ingest;
 pub mod losses_api;
 pub mod metrics;
 pub mod mqtt;
@@ -33,7 +34,9 @@ pub mod signals;
 pub mod signals_api;
 pub mod site;
 pub mod site_kpi;
-pub mod store;
+/// The ledger's schema and every read and write of it: the
+/// `vigie-ledger` crate's.
+pub use vigie_ledger::store;
 
 use config::CollectorConfig;
 use ingest::{Ingestor, Message, Outcome};

@@ -1346,5 +1346,4 @@ mod tests {
         // Opening again does not migrate twice.
         store::open(&path).unwrap();
     }
-
 }
