@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
 use vigie_energy::{HOUR_MS, MINUTE_MS};
 
 /// Static grid factor and its provenance.
@@ -467,34 +466,22 @@ async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds, if it is one.
-pub fn parse_time_str(v: &str) -> Option<i64> {
-    parse_time("time", v).ok()
-}
+/// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds, if it is one
+/// (the one calendar's rule, [`vigie_energy::calendar::parse_time`]).
+pub use vigie_energy::calendar::parse_time as parse_time_str;
 
 /// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds.
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    // 1970 to 9999: far from i64's ends, so no caller's arithmetic overflows.
-    const MAX_MS: i64 = 253_402_300_799_999;
-    let ms = match v.parse::<i64>() {
-        Ok(ms) => Some(ms),
-        Err(_) => humantime::parse_rfc3339_weak(v)
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64),
-    };
-    ms.filter(|ms| (0..=MAX_MS).contains(ms)).ok_or_else(|| {
+    parse_time_str(v).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "{name}: expected RFC 3339 (2026-11-23T12:00:00Z) or Unix milliseconds, got {v:?}"
         ))
     })
 }
 
-/// Unix ms as RFC 3339 with milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+/// Unix ms as RFC 3339 with milliseconds: the API's shape (one calendar,
+/// [`vigie_energy::calendar`]).
+pub use vigie_energy::calendar::rfc3339_millis as rfc3339;
 
 /// A time range: `from` and `to` floored to the bucket width, and the
 /// hour table used when both fall on hours.

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,7 @@ enum Command {
     /// Check an export against FILE.sha256 and FILE.sig; non-zero exit on mismatch.
     Verify(crate::export::cli::VerifyArgs),
     /// Run everything on this machine: embedded broker, simulated hosts, collector.
+    #[cfg(feature = "demo")]
     Demo {
         /// HTTP listen address for the API and /metrics.
         #[arg(long, default_value = "127.0.0.1:9464")]
@@ -172,6 +174,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => crate::export::cli::export(a),
         Command::Dossier(a) => crate::dossier::cli::dossier(a),
         Command::Verify(a) => crate::export::cli::verify(a),
+        #[cfg(feature = "demo")]
         Command::Demo {
             http,
             mqtt_port,

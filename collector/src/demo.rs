@@ -12,6 +12,7 @@ use vigie_agent::Hardware;
 use vigie_agent::config::AgentConfig;
 use vigie_agent::device::{Device, DeviceConfig, FakeFacility, FakePdu};
 use vigie_agent::gpu::FakeGpus;
+use vigie_energy::Microjoules;
 use vigie_testkit::FakePowercap;
 
 /// Demo settings (command-line flags).
@@ -277,48 +278,25 @@ pub fn store_simulated_history(
         std::fs::create_dir_all(dir)?;
     }
     let mut conn = crate::store::open(ledger)?;
-    let tx = conn.transaction()?;
-    let mut rows = 0;
     let mut heat_kwh = 0.0;
     let mut heat_kw = 0.0;
-    let written_to = {
-        let mut energy = tx.prepare(
-            "INSERT OR IGNORE INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, 0)",
-        )?;
-        let mut register = tx.prepare(
-            "INSERT OR IGNORE INTO registers (host, sensor, quantity, at_ms, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh.as_str();
+    let (rows, written_to) = crate::store::history::write(&mut conn, |w| {
+        let quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh;
         let heat = format!("{facility}:heat");
-        let uj = |w: f64| (w * 3.6e9).round() as i64;
+        let uj = |w: f64| Microjoules((w * 3.6e9).round() as u64);
         let mut h = from_ms;
-        register.execute(rusqlite::params![host, heat, quantity, h, 0.0])?;
+        w.register(host, &heat, quantity, h, 0.0)?;
         while h < to_ms {
             let (walls, cooling, grid, kw) = history_hour(h, from_ms, to_ms, outlets);
-            for (i, w) in walls.iter().enumerate() {
-                rows += energy.execute(rusqlite::params![
-                    host,
-                    format!("{pdu}:outlet-{}", i + 1),
-                    h,
-                    uj(*w)
-                ])?;
+            for (i, wall) in walls.iter().enumerate() {
+                w.hour(host, &format!("{pdu}:outlet-{}", i + 1), h, uj(*wall))?;
             }
-            rows += energy.execute(rusqlite::params![
-                host,
-                format!("{facility}:cooling"),
-                h,
-                uj(cooling)
-            ])?;
-            rows += energy.execute(rusqlite::params![
-                host,
-                format!("{facility}:grid"),
-                h,
-                uj(grid)
-            ])?;
+            w.hour(host, &format!("{facility}:cooling"), h, uj(cooling))?;
+            w.hour(host, &format!("{facility}:grid"), h, uj(grid))?;
             heat_kwh += kw;
             heat_kw = kw;
             h += H;
-            register.execute(rusqlite::params![host, heat, quantity, h, heat_kwh])?;
+            w.register(host, &heat, quantity, h, heat_kwh)?;
         }
         // The hour under way, minute by minute up to the current minute,
         // where the live agents take over: no gap at the seam. Its hour
@@ -326,9 +304,6 @@ pub fn store_simulated_history(
         let end = now_ms.div_euclid(MINUTE) * MINUTE;
         if end > to_ms {
             let (walls, cooling, grid, kw) = history_hour(to_ms, from_ms, to_ms, outlets);
-            let mut minute = tx.prepare(
-                "INSERT OR IGNORE INTO energy_minute (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES (?1, ?2, ?3, ?4, 0)",
-            )?;
             let sensors: Vec<(String, f64)> = walls
                 .iter()
                 .enumerate()
@@ -338,24 +313,23 @@ pub fn store_simulated_history(
                     (format!("{facility}:grid"), grid),
                 ])
                 .collect();
-            for (sensor, w) in &sensors {
-                let per_minute = (w * 60e6).round() as i64;
-                let mut sum = 0i64;
+            for (sensor, watts) in &sensors {
+                let per_minute = (watts * 60e6).round() as u64;
+                let mut sum = 0u64;
                 let mut m = to_ms;
                 while m < end {
-                    minute.execute(rusqlite::params![host, sensor, m, per_minute])?;
+                    w.minute(host, sensor, m, Microjoules(per_minute))?;
                     sum += per_minute;
                     m += MINUTE;
                 }
-                rows += energy.execute(rusqlite::params![host, sensor, to_ms, sum])?;
+                w.hour(host, sensor, to_ms, Microjoules(sum))?;
             }
             heat_kwh += kw * (end - to_ms) as f64 / H as f64;
             heat_kw = kw;
-            register.execute(rusqlite::params![host, heat, quantity, end, heat_kwh])?;
+            w.register(host, &heat, quantity, end, heat_kwh)?;
         }
-        end.max(to_ms)
-    };
-    tx.commit()?;
+        Ok((w.hour_rows(), end.max(to_ms)))
+    })?;
     Ok(History {
         from_ms,
         to_ms: written_to,

@@ -12,14 +12,18 @@ pub mod carbon;
 pub mod charts;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dossier;
 pub mod export;
-pub mod grid;
+/// Grid carbon intensity (providers, files, the `grid_intensity` table):
+/// the `vigie-grid` crate.
+pub use vigie_grid as grid;
 pub mod grid_live;
 pub mod heat_api;
 pub mod https;
-pub mod ingest;
+/// Group ingest into the ledger: the `vigie-ledger` crate's.
+pub use vigie_ledger::ingest;
 pub mod losses_api;
 pub mod metrics;
 pub mod mqtt;
@@ -30,7 +34,9 @@ pub mod signals;
 pub mod signals_api;
 pub mod site;
 pub mod site_kpi;
-pub mod store;
+/// The ledger's schema and every read and write of it: the
+/// `vigie-ledger` crate's.
+pub use vigie_ledger::store;
 
 use config::CollectorConfig;
 use ingest::{Ingestor, Message, Outcome};
@@ -48,6 +54,10 @@ pub enum CollectorError {
     /// A configured grid intensity series could not be loaded.
     #[error("grid intensity: {0}")]
     Grid(#[from] grid::GridError),
+    /// The `[site]` model breaks a rule its figures need (the message names
+    /// the field).
+    #[error("{0}")]
+    Site(String),
     /// The ledger writer thread ended while the collector was running.
     #[error("the ledger writer stopped; nothing more could be committed")]
     WriterDied,
@@ -93,6 +103,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
+    // A bad site model stops start-up, rather than every figure later.
+    cfg.site.validate().map_err(CollectorError::Site)?;
     // HTTP security first: a bad tokens or certificate file stops start-up
     // before anything else happens.
     let tokens = cfg
@@ -137,7 +149,7 @@ pub async fn run(
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
     carbon::load_yearly_files(&mut conn, &cfg.carbon, now_ms())?;
     let mut cfg = cfg;
-    site::load_hourly_profiles(&mut cfg.carbon.market, api::parse_time_str)
+    site::load_hourly_profiles(&mut cfg.carbon.market, vigie_energy::calendar::parse_time)
         .map_err(grid::GridError::Config)?;
     let mut live_tasks = Vec::new();
     for l in &cfg.carbon.live {

@@ -243,13 +243,7 @@ pub async fn forecast(
 /// `GET /locations`: the zones vigie knows.
 pub async fn locations_route(State(s): State<AppState>) -> Result<Response, ApiError> {
     let zone = s.carbon().zone.clone();
-    let mut zones = s
-        .read(|c| {
-            let mut st = c.prepare("SELECT DISTINCT zone FROM grid_intensity ORDER BY zone")?;
-            let z: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            Ok(z)
-        })
-        .await?;
+    let mut zones = s.read(crate::grid::store::zones).await?;
     if !zones.contains(&zone) {
         zones.push(zone);
     }

@@ -8,11 +8,14 @@
 //! `vigie_energy::kpi`; here the inputs are gathered.
 
 use crate::export::date::Date;
+pub use crate::store::manual::ManualReading;
+use crate::store::manual::samples as manual_samples;
 use crate::store::{self, Resolution};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use vigie_energy::calendar::year_start_ms;
 use vigie_energy::{
     Figure, GapRule, HOUR_MS, Litres, MINUTE_MS, Microjoules, Period, PueCategory, Quality, Sample,
     Series, SeriesError,
@@ -400,121 +403,24 @@ pub enum SiteError {
     Config(String),
 }
 
-/// Creates the manual-readings table.
+/// Creates the manual-readings table (see [`store::manual`]).
 pub fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS manual_readings (
-            meter TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-            -- µJ for energy meters, litres for water meters
-            amount INTEGER NOT NULL CHECK (amount >= 0),
-            estimated INTEGER NOT NULL, entered_ms INTEGER NOT NULL, note TEXT,
-            PRIMARY KEY (meter, start_ms), CHECK (end_ms > start_ms)
-        ) WITHOUT ROWID;",
-    )
-}
-
-/// One manual reading: an amount over an interval.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ManualReading {
-    /// Start, Unix ms.
-    pub start_ms: i64,
-    /// End, Unix ms.
-    pub end_ms: i64,
-    /// µJ (energy) or litres (water). Wide: a month of a large facility
-    /// is past u64 µJ (5.1 GWh); [`add_manual`] stores it in pieces.
-    pub amount: u128,
-    /// An estimate rather than a reading.
-    pub estimated: bool,
-    /// Free text (who read it, the index values).
-    pub note: Option<String>,
-}
-
-/// Largest amount one stored row holds (2^62 µJ, about 1.28 GWh): an
-/// `INTEGER` column is i64, and a meter's series adds rows as u64.
-const MAX_PIECE: u128 = 1 << 62;
-
-/// `[start_ms, end_ms)` holding `amount` cut into the fewest pieces of
-/// equal duration (to the ms) whose amounts each fit [`MAX_PIECE`], the
-/// amount spread in proportion to time exactly as reading it pro rata
-/// would (the pieces sum to `amount`); `None` if that cannot be done (a
-/// reading of absurd size, or too many pieces for its duration).
-fn pieces(start_ms: i64, end_ms: i64, amount: u128) -> Option<Vec<(i64, i64, i64)>> {
-    let span = u128::try_from(end_ms.checked_sub(start_ms)?).ok()?;
-    // Half the limit per piece leaves room for rounding.
-    let k = amount.div_ceil(MAX_PIECE / 2).max(1);
-    if k > span || k > 1_000_000 {
-        return None;
-    }
-    let at = |i: u128| -> Option<(i64, u128)> {
-        let off = span * i / k;
-        Some((
-            start_ms + i64::try_from(off).ok()?,
-            amount.checked_mul(off)? / span,
-        ))
-    };
-    let mut out = Vec::with_capacity(usize::try_from(k).ok()?);
-    let mut prev = at(0)?;
-    for i in 1..=k {
-        let next = at(i)?;
-        out.push((prev.0, next.0, i64::try_from(next.1 - prev.1).ok()?));
-        prev = next;
-    }
-    Some(out)
+    store::manual::init(conn)
 }
 
 /// Stores manual readings of `meter` in one transaction; refuses them all
-/// if any overlaps a stored one or another in the same call. A reading
-/// larger than one row holds is stored as consecutive rows (see
-/// [`pieces`]).
+/// if any overlaps a stored one or another in the same call (see
+/// [`store::manual::add`]).
 pub fn add_manual(
     conn: &mut Connection,
     meter: &str,
     readings: &[ManualReading],
     now_ms: i64,
 ) -> Result<(), SiteError> {
-    let tx = conn.transaction()?;
-    {
-        let mut overlap = tx.prepare_cached(
-            "SELECT start_ms, end_ms FROM manual_readings WHERE meter = ?1 AND start_ms < ?3 AND end_ms > ?2 LIMIT 1",
-        )?;
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO manual_readings (meter, start_ms, end_ms, amount, estimated, entered_ms, note)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for r in readings {
-            if r.end_ms <= r.start_ms {
-                return Err(SiteError::Config(format!(
-                    "reading {}..{}: the end must come after the start",
-                    r.start_ms, r.end_ms
-                )));
-            }
-            if overlap.exists(params![meter, r.start_ms, r.end_ms])? {
-                return Err(SiteError::Config(format!(
-                    "reading {}..{} overlaps one already stored for {meter}",
-                    r.start_ms, r.end_ms
-                )));
-            }
-            let Some(rows) = pieces(r.start_ms, r.end_ms, r.amount) else {
-                return Err(SiteError::Config(format!(
-                    "reading {}..{}: amount {} is too large for its duration",
-                    r.start_ms, r.end_ms, r.amount
-                )));
-            };
-            for (start, end, amount) in rows {
-                insert.execute(params![
-                    meter,
-                    start,
-                    end,
-                    amount,
-                    r.estimated,
-                    now_ms,
-                    r.note
-                ])?;
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(())
+    store::manual::add(conn, meter, readings, now_ms).map_err(|e| match e {
+        store::manual::ManualError::Store(e) => SiteError::Store(e),
+        store::manual::ManualError::Refused(why) => SiteError::Config(why),
+    })
 }
 
 /// Parses a CSV of manual readings: a header line, then
@@ -576,34 +482,9 @@ pub fn parse_readings_csv(
     }
 }
 
-/// When the ledger's data starts: the earliest energy bucket, hand
-/// reading or register value from 2000 on (a device whose clock was never
-/// set stamps 1970, and must not stretch "all time" over decades).
+/// When the ledger's data starts (see [`store::first_data_ms`]).
 pub fn first_data_ms(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    const FLOOR_MS: i64 = 946_684_800_000;
-    conn.query_row(
-        "SELECT MIN(t) FROM (SELECT MIN(bucket_ms) AS t FROM energy_hour WHERE bucket_ms >= ?1
-         UNION ALL SELECT MIN(start_ms) FROM manual_readings WHERE start_ms >= ?1
-         UNION ALL SELECT MIN(at_ms) FROM registers WHERE at_ms >= ?1)",
-        [FLOOR_MS],
-        |r| r.get(0),
-    )
-}
-
-fn manual_samples(
-    conn: &Connection,
-    meter: &str,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT start_ms, end_ms, amount, estimated FROM manual_readings
-         WHERE meter = ?1 AND start_ms < ?3 AND end_ms > ?2 ORDER BY start_ms",
-    )?;
-    let rows = stmt.query_map(params![meter, from_ms, to_ms], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?))
-    })?;
-    rows.collect()
+    store::first_data_ms(conn)
 }
 
 /// Energy of a time slot summed over a meter's sensors.
@@ -802,16 +683,15 @@ pub struct SiteFigures {
     pub totals: Vec<(String, Role, vigie_energy::InputUsed)>,
 }
 
-/// Computes every indicator whose meters are configured.
-pub fn figures(
-    conn: &Connection,
-    site: &SiteConfig,
-    market: &MarketConfig,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<SiteFigures, SiteError> {
-    let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
-    let rule: GapRule = site.gap_rule.into();
+/// Meters by role (every role but the zone ones).
+type ByRole<'a> = BTreeMap<Role, &'a MeterConfig>;
+/// Zone meters: (zone-total, zone-it) by zone.
+type Zones<'a> = BTreeMap<&'a str, (Option<&'a MeterConfig>, Option<&'a MeterConfig>)>;
+
+/// Meters by role and the zone meters by zone, with the model's rules:
+/// a zone meter names its zone, a zone has at most one meter of each zone
+/// role, every other role has one meter.
+fn meters_by_role(site: &SiteConfig) -> Result<(ByRole<'_>, Zones<'_>), SiteError> {
     let mut by_role: BTreeMap<Role, &MeterConfig> = BTreeMap::new();
     let mut zones: BTreeMap<&str, (Option<&MeterConfig>, Option<&MeterConfig>)> = BTreeMap::new();
     for m in &site.meters {
@@ -843,6 +723,54 @@ pub fn figures(
             )));
         }
     }
+    Ok((by_role, zones))
+}
+
+/// A zone's two meters: pPUE needs both.
+fn zone_pair<'a>(
+    zone: &str,
+    pair: &(Option<&'a MeterConfig>, Option<&'a MeterConfig>),
+) -> Result<(&'a MeterConfig, &'a MeterConfig), SiteError> {
+    let (Some(total), Some(zit)) = *pair else {
+        return Err(SiteError::Config(format!(
+            "zone {zone}: pPUE needs both a zone-total and a zone-it meter"
+        )));
+    };
+    Ok((total, zit))
+}
+
+impl SiteConfig {
+    /// Checks the site model at start-up, with the rules the figures
+    /// apply (so a bad model stops the collector instead of failing every
+    /// figure later): `it_category` is 1, 2 or 3; a `zone-total` or
+    /// `zone-it` meter names its `zone`, which has one meter of each;
+    /// every other role has one meter. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3).contains(&self.it_category) {
+            return Err(format!(
+                "[site] it_category = {}: expected 1 (UPS output), 2 (PDU output) or 3 (IT equipment input)",
+                self.it_category
+            ));
+        }
+        let (_, zones) = meters_by_role(self).map_err(|e| format!("[[site.meters]]: {e}"))?;
+        for (zone, pair) in &zones {
+            zone_pair(zone, pair).map_err(|e| format!("[[site.meters]]: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Computes every indicator whose meters are configured.
+pub fn figures(
+    conn: &Connection,
+    site: &SiteConfig,
+    market: &MarketConfig,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<SiteFigures, SiteError> {
+    let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
+    let rule: GapRule = site.gap_rule.into();
+    let (by_role, zones) = meters_by_role(site)?;
     // Each meter is read once: the figures and the totals below use the
     // same meters again, and a ledger meter of a large site (the IT
     // meter over every server) is most of the cost.
@@ -961,11 +889,7 @@ pub fn figures(
         figures.push(vigie_energy::cooling_efficiency_ratio(period, rule, h, c));
     }
     for (zone, pair) in &zones {
-        let (Some(total), Some(zit)) = pair else {
-            return Err(SiteError::Config(format!(
-                "zone {zone}: pPUE needs both a zone-total and a zone-it meter"
-            )));
-        };
+        let (total, zit) = zone_pair(zone, pair)?;
         let series = |m: &MeterConfig| to_series(&m.name, raw(m)?, Microjoules);
         figures.push(vigie_energy::partial_pue(
             period,
@@ -1145,6 +1069,8 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::manual::MAX_PIECE;
+    use rusqlite::params;
 
     fn site(extra: &str) -> SiteConfig {
         toml::from_str(&format!(
@@ -1599,6 +1525,32 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_site_model_is_refused_with_the_field_named() {
+        let site = |t: &str| -> SiteConfig { toml::from_str(t).unwrap() };
+        assert_eq!(SiteConfig::default().validate(), Ok(()));
+        let good = "[[meters]]\nname = \"g\"\nrole = \"grid-import\"\n[[meters]]\nname = \"za\"\nrole = \"zone-total\"\nzone = \"a\"\n[[meters]]\nname = \"zai\"\nrole = \"zone-it\"\nzone = \"a\"\n";
+        assert_eq!(site(good).validate(), Ok(()));
+        for (text, says) in [
+            ("it_category = 4\n", "[site] it_category = 4"),
+            (
+                "[[meters]]\nname = \"a\"\nrole = \"it\"\n[[meters]]\nname = \"b\"\nrole = \"it\"\n",
+                "[[site.meters]]: two meters have role It",
+            ),
+            (
+                "[[meters]]\nname = \"z\"\nrole = \"zone-it\"\n",
+                "[[site.meters]]: meter z: role ZoneIt needs a zone",
+            ),
+            (
+                "[[meters]]\nname = \"z\"\nrole = \"zone-it\"\nzone = \"b\"\n",
+                "[[site.meters]]: zone b: pPUE needs both",
+            ),
+        ] {
+            let e = site(text).validate().unwrap_err();
+            assert!(e.starts_with(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn years_start_where_the_calendar_says() {
         assert_eq!(year_start_ms(1970), 0);
         assert_eq!(year_start_ms(1971), 365 * 86_400_000);
@@ -1879,15 +1831,6 @@ pub fn load_hourly_profiles(
     Ok(())
 }
 
-/// Milliseconds at the start of UTC calendar year `y`.
-fn year_start_ms(y: i32) -> i64 {
-    // Days from 1970 to y-01-01, proleptic Gregorian.
-    let y = i64::from(y) - 1;
-    let days =
-        365 * (y - 1969) + (y / 4 - 1969 / 4) - (y / 100 - 1969 / 100) + (y / 400 - 1969 / 400);
-    days * 86_400_000
-}
-
 /// The market inputs for `period`: each instrument's annual volume enters
 /// pro rata to the part of its year the period covers (annual contracts
 /// carry no hourly shape; the allocation is documented in the report).
@@ -1905,7 +1848,10 @@ pub fn market_inputs(m: &MarketConfig, period: Period) -> vigie_energy::MarketIn
                 )
             } else {
                 let (year, mwh) = (i.year?, i.volume_mwh?);
-                let (ys, ye) = (year_start_ms(year), year_start_ms(year + 1));
+                let (ys, ye) = (
+                    year_start_ms(i64::from(year)),
+                    year_start_ms(i64::from(year) + 1),
+                );
                 let overlap = period.to_ms().min(ye) - period.from_ms().max(ys);
                 if overlap <= 0 || !mwh.is_finite() || mwh < 0.0 {
                     return None;

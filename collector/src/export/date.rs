@@ -1,81 +1,8 @@
 //! Civil dates (UTC) for periods and legal deadlines.
 
-use std::fmt;
-
-/// A calendar date, UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date {
-    /// Year.
-    pub y: i64,
-    /// Month, 1 to 12.
-    pub m: u32,
-    /// Day, 1 to 31.
-    pub d: u32,
-}
-
-const DAY_MS: i64 = 86_400_000;
-
-impl Date {
-    /// A date, if it exists.
-    pub fn new(y: i64, m: u32, d: u32) -> Option<Date> {
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let len = match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return None,
-        };
-        (1..=len).contains(&d).then_some(Date { y, m, d })
-    }
-
-    /// `YYYY-MM-DD`.
-    pub fn parse(s: &str) -> Option<Date> {
-        let mut it = s.trim().splitn(3, '-');
-        let y = it.next()?;
-        let (m, d) = (it.next()?, it.next()?);
-        if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-            return None;
-        }
-        Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
-    }
-
-    /// Days since 1970-01-01 (Howard Hinnant's algorithm).
-    pub fn days(self) -> i64 {
-        let (m, d) = (i64::from(self.m), i64::from(self.d));
-        let y = if m <= 2 { self.y - 1 } else { self.y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
-
-    /// Midnight UTC starting this date, Unix ms.
-    pub fn start_ms(self) -> i64 {
-        self.days() * DAY_MS
-    }
-
-    /// The date holding instant `ms`.
-    pub fn from_ms(ms: i64) -> Date {
-        let z = ms.div_euclid(DAY_MS) + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        Date { y, m, d }
-    }
-}
-
-impl fmt::Display for Date {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.y, self.m, self.d)
-    }
-}
+pub use vigie_energy::calendar::Date;
+/// RFC 3339, UTC, seconds: the documents' shape (one calendar, [`vigie_energy::calendar`]).
+pub use vigie_energy::calendar::rfc3339_seconds as rfc3339;
 
 /// The previous calendar year before instant `now_ms`: `[from, to)` in ms.
 pub fn previous_year(now_ms: i64) -> (i64, i64) {
@@ -114,20 +41,14 @@ pub fn parse_bound(s: &str) -> Option<i64> {
     if let Some(d) = Date::parse(s) {
         return Some(d.start_ms());
     }
-    crate::api::parse_time_str(s)
-}
-
-/// RFC 3339, UTC, seconds.
-pub fn rfc3339(ms: i64) -> String {
-    let d = Date::from_ms(ms);
-    let s = ms.rem_euclid(DAY_MS) / 1000;
-    format!("{d}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    vigie_energy::calendar::parse_time(s)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use vigie_energy::calendar::DAY_MS;
 
     #[test]
     fn dates_round_trip_and_parse() {

@@ -22,12 +22,15 @@
 //!   study for permit files;
 //! - [`heat_cba`]: the waste-heat cost-benefit analysis (NPV, payback,
 //!   CO2 avoided against a reference heat source);
-//! - [`quantities`]: water, temperature and planning-scale energy.
+//! - [`quantities`]: water, temperature and planning-scale energy;
+//! - [`calendar`]: the one civil calendar (UTC dates, day numbers) and the
+//!   RFC 3339 shapes, one function per precision.
 //!
 //! Invariant: the crate does no I/O and never reads a clock. Time is always
 //! an argument, as `i64` Unix milliseconds. Energy is integer microjoules so
 //! that sums are exact and independent of order.
 
+pub mod calendar;
 pub mod counter;
 pub mod coverage;
 pub mod heat;

@@ -10,7 +10,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::path::Path;
 
+pub mod history;
 pub mod losses;
+pub mod manual;
 
 /// Storage failures (retryable unless the database is corrupt or the disk full).
 pub type StoreError = rusqlite::Error;
@@ -746,6 +748,20 @@ fn uncounted_in(meta: &str) -> std::collections::HashSet<String> {
 /// Number of quarantined messages.
 pub fn quarantine_count(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
+}
+
+/// When the ledger's data starts: the earliest energy bucket, hand
+/// reading or register value from 2000 on (a device whose clock was never
+/// set stamps 1970, and must not stretch "all time" over decades).
+pub fn first_data_ms(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    const FLOOR_MS: i64 = 946_684_800_000;
+    conn.query_row(
+        "SELECT MIN(t) FROM (SELECT MIN(bucket_ms) AS t FROM energy_hour WHERE bucket_ms >= ?1
+         UNION ALL SELECT MIN(start_ms) FROM manual_readings WHERE start_ms >= ?1
+         UNION ALL SELECT MIN(at_ms) FROM registers WHERE at_ms >= ?1)",
+        [FLOOR_MS],
+        |r| r.get(0),
+    )
 }
 
 #[cfg(test)]

@@ -5,8 +5,21 @@
 use std::collections::BTreeMap;
 use vigie_energy::{HOUR_MS, MINUTE_MS};
 
-/// Milliseconds in a day.
-pub const DAY_MS: i64 = 24 * HOUR_MS;
+pub use vigie_energy::calendar::DAY_MS;
+
+/// Days in a month (1 to 12; 0 for any other) of the one calendar.
+fn days_in_month(year: i64, month: u32) -> u32 {
+    vigie_energy::calendar::days_in_month(year, month).unwrap_or(0)
+}
+/// The calendar functions, from the one calendar ([`vigie_energy::calendar`]).
+pub use vigie_energy::calendar::{
+    civil_from_days, days_from_civil, split_utc, utc_midnight_ms, utc_year,
+};
+/// Provider query shapes: `2021-12-01T00:00:00Z` (`.mmm` when not zero)
+/// and `2021-12-01T00:00Z` (the Carbon Intensity API's paths).
+pub use vigie_energy::calendar::{
+    rfc3339_minutes as format_utc_minutes, rfc3339_trimmed as format_utc,
+};
 
 /// A timestamp that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,59 +29,6 @@ pub struct BadTimestamp {
     pub text: String,
     /// What is wrong.
     pub why: &'static str,
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let (m, d) = (i64::from(month), i64::from(day));
-    let y = if m <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day number (inverse of [`days_from_civil`]).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Both are small and positive by construction.
-    (year, month as u32, day as u32)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        _ => 28,
-    }
-}
-
-/// Milliseconds of 00:00 UTC on the given date.
-pub fn utc_midnight_ms(year: i64, month: u32, day: u32) -> i64 {
-    days_from_civil(year, month, day) * DAY_MS
-}
-
-/// Splits `ms` into (year, month, day, milliseconds into the day), UTC.
-pub fn split_utc(ms: i64) -> (i64, u32, u32, i64) {
-    let days = ms.div_euclid(DAY_MS);
-    let (y, m, d) = civil_from_days(days);
-    (y, m, d, ms.rem_euclid(DAY_MS))
-}
-
-/// The year (UTC) of an instant.
-pub fn utc_year(ms: i64) -> i64 {
-    split_utc(ms).0
 }
 
 /// A timestamp as written: local wall-clock milliseconds and the offset
@@ -243,27 +203,6 @@ pub(crate) enum LocalOrInstant {
     Instant(i64),
     /// No offset: wall-clock milliseconds as if UTC.
     Local(i64),
-}
-
-/// `2021-12-01T00:00:00Z`, with `.mmm` when the milliseconds are not zero.
-pub fn format_utc(ms: i64) -> String {
-    let (y, m, d, in_day) = split_utc(ms);
-    let (h, rest) = (in_day / HOUR_MS, in_day % HOUR_MS);
-    let (min, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
-    let (s, milli) = (rest / 1000, rest % 1000);
-    if milli == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
-    }
-}
-
-/// `2021-12-01T00:00Z` (seconds dropped), the shape the Carbon Intensity
-/// API takes in its paths.
-pub fn format_utc_minutes(ms: i64) -> String {
-    let (y, m, d, in_day) = split_utc(ms);
-    let (h, min) = (in_day / HOUR_MS, (in_day % HOUR_MS) / MINUTE_MS);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}Z")
 }
 
 /// Start (01:00 UTC) of EU summer time in `year`: the last Sunday of March.

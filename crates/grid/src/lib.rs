@@ -18,7 +18,9 @@
 //!   Intensity API JSON read into a [`Series`];
 //! - [`electricity_maps`], [`watttime`], [`carbon_intensity_uk`], [`odre`]:
 //!   live APIs, each given its base URL and a credentials file;
-//! - [`store`]: the `grid_intensity` SQLite table.
+//! - [`store`]: the `grid_intensity` SQLite table;
+//! - [`live`]: the `[[carbon.live]]` configuration and one refresh (the
+//!   periodic task is the collector's).
 //!
 //! Invariant: providers know no clock; the caller passes `now_ms`, which
 //! becomes every point's `retrieved_ms`.
@@ -28,6 +30,7 @@ pub mod electricity_maps;
 pub mod files;
 pub mod fixed;
 mod http;
+pub mod live;
 pub mod odre;
 pub mod store;
 pub mod time;

@@ -144,6 +144,12 @@ fn from_row(row: &Row<'_>) -> Result<IntensityPoint, StoreError> {
     })
 }
 
+/// The zones the table holds a point of, in order.
+pub fn zones(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut st = conn.prepare("SELECT DISTINCT zone FROM grid_intensity ORDER BY zone")?;
+    st.query_map([], |r| r.get(0))?.collect()
+}
+
 /// Points of `zone` meeting `[from_ms, to_ms)` that pass `filter`, by
 /// start, then source, factor and basis.
 pub fn overlapping(
