@@ -332,4 +332,15 @@ mod tests {
         assert_eq!(c.sampling.interval, Duration::from_millis(250));
         assert!(AgentConfig::from_toml("[sampling]\nintervall = \"1s\"\n").is_err());
     }
+
+    /// The example the Debian package installs as /etc/vigie/agent.toml
+    /// parses, and its spool is the unit's StateDirectory=.
+    #[test]
+    fn packaged_example_parses() {
+        let c = AgentConfig::from_toml(include_str!("../../deploy/agent.toml")).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/vigie-agent"));
+        assert_eq!(c.mqtt.host, "127.0.0.1");
+        assert_eq!(c.sampling.interval, Duration::from_secs(1));
+        assert!(c.devices.is_empty());
+    }
 }

@@ -563,4 +563,18 @@ mod tests {
             Some(std::time::Duration::from_secs(400 * 86_400))
         );
     }
+
+    /// The example the Debian package installs as
+    /// /etc/vigie/collector.toml parses, and its ledger is in the unit's
+    /// StateDirectory=.
+    #[test]
+    fn packaged_example_parses() {
+        let c = CollectorConfig::from_toml(include_str!("../../deploy/collector.toml")).unwrap();
+        assert_eq!(
+            c.store.path,
+            PathBuf::from("/var/lib/vigie-collector/ledger.sqlite")
+        );
+        assert_eq!(c.http.listen.port(), 9464);
+        assert_eq!(c.limits(), vigie_protocol::Limits::default());
+    }
 }
