@@ -58,20 +58,54 @@ async fn sdk_points(
 ) -> Result<Vec<signals::EmissionsData>, ApiError> {
     let mut out = Vec::new();
     for z in zones {
-        out.extend(signals::as_sdk(
-            &s.points(z, from, to, want).await?,
-            rfc3339,
-        ));
+        let points = s.points(z.clone(), from, to, want).await?;
+        if points.is_empty() {
+            known_location(s, &z).await?;
+        }
+        out.extend(signals::as_sdk(&points, rfc3339));
     }
     Ok(out)
 }
 
+/// `Ok` for a location the collector has grid data for (or its
+/// configured zone); a 400 naming the known ones otherwise, as the Carbon
+/// Aware SDK answers an unknown location. Asked only when a location has
+/// no point in the window, so the hot path reads nothing more.
+async fn known_location(s: &AppState, zone: &str) -> Result<(), ApiError> {
+    let configured = s.carbon().zone.clone();
+    let mut zones = s.read(crate::grid::store::zones).await?;
+    if zone == configured || zones.iter().any(|z| z == zone) {
+        return Ok(());
+    }
+    if !zones.contains(&configured) {
+        zones.push(configured);
+    }
+    zones.sort();
+    Err(ApiError::BadRequest(format!(
+        "unknown location {zone:?}: no grid data is stored for it (known: {}; see GET /locations)",
+        zones.join(", ")
+    )))
+}
+
+/// The Carbon Aware SDK's answer to a query without data: 204 No Content
+/// rather than an empty array.
+fn sdk_answer<T: serde::Serialize>(items: Vec<T>) -> Response {
+    if items.is_empty() {
+        axum::http::StatusCode::NO_CONTENT.into_response()
+    } else {
+        axum::Json(items).into_response()
+    }
+}
+
+/// The observed-emissions window, with the Carbon Aware SDK's defaults:
+/// `toTime` now, `time` seven days before `toTime` (forecasts are
+/// `/emissions/forecasts/current`'s, never mixed into observations).
 fn window(raw: Option<&str>, now: i64) -> Result<(i64, i64, Want), ApiError> {
-    let from = time("time", param(raw, "time").map(decode).as_deref(), now - H)?;
-    let to = time(
-        "toTime",
-        param(raw, "toTime").map(decode).as_deref(),
-        now + 24 * H,
+    let to = time("toTime", param(raw, "toTime").map(decode).as_deref(), now)?;
+    let from = time(
+        "time",
+        param(raw, "time").map(decode).as_deref(),
+        to.saturating_sub(7 * 24 * H),
     )?;
     if to <= from {
         return Err(ApiError::BadRequest("toTime must come after time".into()));
@@ -91,7 +125,9 @@ pub async fn by_location(
         return Err(ApiError::BadRequest("location is required".into()));
     };
     let (from, to, want) = window(raw.as_deref(), crate::now_ms())?;
-    Ok(axum::Json(sdk_points(&s, vec![loc.clone()], from, to, want).await?).into_response())
+    Ok(sdk_answer(
+        sdk_points(&s, vec![loc.clone()], from, to, want).await?,
+    ))
 }
 
 /// `GET /emissions/bylocations?location=a&location=b&time=&toTime=`.
@@ -106,7 +142,7 @@ pub async fn by_locations(
         ));
     }
     let (from, to, want) = window(raw.as_deref(), crate::now_ms())?;
-    Ok(axum::Json(sdk_points(&s, locs, from, to, want).await?).into_response())
+    Ok(sdk_answer(sdk_points(&s, locs, from, to, want).await?))
 }
 
 /// `GET /emissions/bylocations/best`: the lowest-rated point(s).
@@ -124,7 +160,7 @@ pub async fn best(
     let all = sdk_points(&s, locs, from, to, want).await?;
     let min = all.iter().map(|p| p.rating).fold(f64::INFINITY, f64::min);
     let best: Vec<_> = all.into_iter().filter(|p| p.rating == min).collect();
-    Ok(axum::Json(best).into_response())
+    Ok(sdk_answer(best))
 }
 
 /// `GET /emissions/average-carbon-intensity?location=&startTime=&endTime=`.
@@ -209,6 +245,9 @@ pub async fn forecast(
     for loc in locs {
         let l = loc.clone();
         let pts = s.points(l.clone(), start, end, want).await?;
+        if pts.is_empty() {
+            known_location(&s, &loc).await?;
+        }
         let data: Vec<Value> = pts
             .iter()
             .filter(|p| p.start_ms >= start && p.start_ms < end)
@@ -455,6 +494,14 @@ pub async fn keda(
     let now = crate::now_ms();
     let z = zone.clone();
     let pts = s.points(z.clone(), now, now + 24 * H, Want::Prefer).await?;
+    // Never an empty forecast: applied with kubectl, it would blank the
+    // working one the KEDA operator reads.
+    if pts.is_empty() {
+        known_location(&s, &zone).await?;
+        return Err(ApiError::NotFound(format!(
+            "no forecast for {zone:?} in the next 24 hours: no ConfigMap is given, so the one in place stays"
+        )));
+    }
     let data: Vec<Value> = pts
         .iter()
         .map(|p| json!({"location": zone, "timestamp": rfc3339(p.start_ms), "duration": (p.end_ms - p.start_ms) / 60_000, "value": p.signal().0}))

@@ -210,6 +210,37 @@ fn carbon_aware_sdk_routes_and_native_signals() {
         );
     }
 
+    // The Carbon Aware SDK's defaults: without times, observations of the
+    // last seven days up to now, no forecast mixed in (the series starts
+    // at 10:00; now is 10:20: only the current half-hour).
+    let observed = get("/emissions/bylocation?location=GB").json().unwrap();
+    let observed = observed.as_array().unwrap();
+    assert_eq!(observed.len(), 1, "{observed:?}");
+    assert_eq!(observed[0]["rating"], 200.0);
+    // A known location without data in the window: 204, as the SDK.
+    assert_eq!(
+        get("/emissions/bylocation?location=GB&time=2020-01-01T00:00:00Z&toTime=2020-01-02T00:00:00Z")
+            .status,
+        204
+    );
+    // Unknown locations are an error naming the known ones, alone or
+    // beside a known one, and the KEDA route gives no empty forecast.
+    for path in [
+        "/emissions/bylocation?location=DE",
+        "/emissions/bylocations?location=GB&location=DE",
+        "/emissions/bylocations/best?location=DE",
+        "/emissions/forecasts/current?location=DE",
+        "/api/v1/signals/keda-configmap?location=DE",
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(
+            r.body.contains("unknown location") && r.body.contains("GB"),
+            "{path}: {}",
+            r.body
+        );
+    }
+
     let keda = get("/api/v1/signals/keda-configmap?location=GB");
     assert_eq!(keda.status, 200);
     assert!(
