@@ -471,7 +471,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 pub use vigie_energy::calendar::parse_time as parse_time_str;
 
 /// RFC 3339 (`2026-11-23T12:00:00Z`) or Unix milliseconds.
-fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     parse_time_str(v).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "{name}: expected RFC 3339 (2026-11-23T12:00:00Z) or Unix milliseconds, got {v:?}"

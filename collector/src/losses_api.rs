@@ -3,7 +3,7 @@
 //! that the agent could not bridge) and the energy its agents counted that
 //! the ledger does not hold (`store::losses`).
 
-use crate::api::{ApiError, AppState, parse_time_str, rfc3339};
+use crate::api::{ApiError, AppState, parse_time, rfc3339};
 use crate::store::{self, losses};
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
@@ -62,16 +62,7 @@ pub(crate) async fn gaps(
     Path(host): Path<String>,
     Query(q): Query<GapsQuery>,
 ) -> Result<axum::Json<GapsAnswer>, ApiError> {
-    let time = |name: &str, v: Option<&str>| -> Result<Option<i64>, ApiError> {
-        v.map(|v| {
-            parse_time_str(v).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "{name}: expected RFC 3339 (2026-11-23T12:00:00Z) or Unix milliseconds, got {v:?}"
-                ))
-            })
-        })
-        .transpose()
-    };
+    let time = |name: &str, v: Option<&str>| v.map(|v| parse_time(name, v)).transpose();
     let to = time("to", q.to.as_deref())?.unwrap_or_else(|| crate::now_ms() + 1);
     let from = time("from", q.from.as_deref())?.unwrap_or(to - DEFAULT_WINDOW_MS);
     if to < from {
