@@ -721,18 +721,46 @@ struct EmissionsQuery {
     group_by: Option<String>,
 }
 
+/// `/api/v1/emissions` without `from`: the days up to `to` it answers.
+pub const EMISSIONS_DEFAULT_DAYS: i64 = 7;
+/// The longest period `/api/v1/emissions` answers, in days.
+pub const EMISSIONS_MAX_DAYS: i64 = 366;
+/// The most host-hours (`series` rows) one `/api/v1/emissions` answer holds.
+pub const EMISSIONS_MAX_ROWS: usize = 50_000;
+
+/// `GET /api/v1/emissions?from=&to=&group_by=`: location- and
+/// market-based grams per host and hour. Bounded: without `from`, the
+/// [`EMISSIONS_DEFAULT_DAYS`] up to `to` (default now), as the scheduler
+/// routes; at most [`EMISSIONS_MAX_DAYS`] and [`EMISSIONS_MAX_ROWS`]
+/// host-hours, else 400 naming the limit.
 async fn emissions_route(
     State(s): State<AppState>,
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (from, to) = s.period(q.from.as_deref(), q.to.as_deref()).await?;
+    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let from = if q.from.is_none() {
+        to - EMISSIONS_DEFAULT_DAYS * 24 * HOUR_MS
+    } else {
+        from
+    };
     // Hourly figures: widen to whole hours.
     let from = from.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    if to - from > EMISSIONS_MAX_DAYS * 24 * HOUR_MS {
+        return Err(ApiError::BadRequest(format!(
+            "emissions are given per host and hour: ask for at most {EMISSIONS_MAX_DAYS} days at a time (from, to); without from, the last {EMISSIONS_DEFAULT_DAYS} days"
+        )));
+    }
     let carbon = s.carbon.clone();
     let (rows, factors) = s
         .read(move |c| crate::carbon::location_based(c, &carbon, from, to))
         .await?;
+    if rows.len() > EMISSIONS_MAX_ROWS {
+        return Err(ApiError::BadRequest(format!(
+            "{} host-hours in that period, more than the {EMISSIONS_MAX_ROWS} one answer holds: ask for a shorter period (from, to)",
+            rows.len()
+        )));
+    }
     let group_by = q.group_by.as_deref().unwrap_or("host");
     if !["host", "rack", "room", "site"].contains(&group_by) {
         return Err(ApiError::BadRequest(
@@ -1545,6 +1573,49 @@ mod tests {
         assert_eq!(v["totals"][0]["estimated"], true);
         assert_eq!(v["basis"], "lifecycle");
         assert_eq!(v["factor_rule"], crate::carbon::HOURLY_RULE);
+    }
+
+    #[tokio::test]
+    async fn emissions_without_a_period_are_the_last_week_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let now = crate::now_ms() / HOUR_MS * HOUR_MS;
+        // An hour of energy 30 days ago and one 2 hours ago.
+        for t in [now - 30 * 24 * HOUR_MS, now - 2 * HOUR_MS] {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 3600000000000, 0)",
+                rusqlite::params![t],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let state = test_state(db, crate::site::SiteConfig::default());
+        let q = |from: Option<&str>, to: Option<&str>| EmissionsQuery {
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+            group_by: None,
+        };
+        // No parameters: the last seven days only (it used to be all time).
+        let axum::Json(v) = emissions_route(State(state.clone()), Query(q(None, None)))
+            .await
+            .unwrap();
+        assert_eq!(v["series"].as_array().unwrap().len(), 1, "{v}");
+        // Asked for, the older hour is there.
+        let old = (now - 31 * 24 * HOUR_MS).to_string();
+        let axum::Json(v) = emissions_route(State(state.clone()), Query(q(Some(&old), None)))
+            .await
+            .unwrap();
+        assert_eq!(v["series"].as_array().unwrap().len(), 2, "{v}");
+        // Longer than the limit: 400 naming it.
+        let e = emissions_route(State(state), Query(q(Some("0"), None)))
+            .await
+            .unwrap_err();
+        match e {
+            ApiError::BadRequest(m) => assert!(m.contains("at most 366 days"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Counts how many times the state computed the PUE.

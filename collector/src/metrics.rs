@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
-use vigie_energy::{GramsPerKwh, Microjoules, emissions};
+use vigie_energy::{GramsPerKwh, Microjoules};
 use vigie_protocol::{Quality, Rejection, TelemetryBatch};
 
 type FloatCounter = Counter<f64, AtomicU64>;
@@ -230,6 +230,52 @@ const SITE_FIGURES: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// The span of readings a site meter's power is the mean over.
+pub const POWER_WINDOW_MS: i64 = 300_000;
+
+/// Readings of one sensor kept at most (a sender publishing tiny
+/// intervals cannot grow it without bound).
+const POWER_WINDOW_MAX: usize = 1024;
+
+/// One sensor's readings of the last [`POWER_WINDOW_MS`] up to its latest
+/// one, as (start, end, µJ).
+#[derive(Debug, Default)]
+struct PowerWindow {
+    readings: std::collections::VecDeque<(i64, i64, u64)>,
+    latest_end: i64,
+}
+
+impl PowerWindow {
+    fn add(&mut self, start_ms: i64, end_ms: i64, uj: u64) {
+        if end_ms <= start_ms {
+            return;
+        }
+        self.latest_end = self.latest_end.max(end_ms);
+        let horizon = self.latest_end - POWER_WINDOW_MS;
+        if end_ms <= horizon {
+            return;
+        }
+        // In end order (batches may arrive out of order).
+        let at = self.readings.partition_point(|r| r.1 <= end_ms);
+        self.readings.insert(at, (start_ms, end_ms, uj));
+        while self
+            .readings
+            .front()
+            .is_some_and(|r| r.1 <= horizon || self.readings.len() > POWER_WINDOW_MAX)
+        {
+            self.readings.pop_front();
+        }
+    }
+
+    /// Energy over covered time, W.
+    fn watts(&self) -> Option<f64> {
+        let (uj, ms) = self.readings.iter().fold((0u128, 0i64), |(u, t), r| {
+            (u + u128::from(r.2), t + (r.1 - r.0))
+        });
+        (ms > 0).then(|| uj as f64 / 1e3 / ms as f64)
+    }
+}
+
 /// Every metric the collector exports.
 pub struct Metrics {
     registry: Registry,
@@ -261,7 +307,6 @@ pub struct Metrics {
     duplicates: Counter,
     rejected: Family<ReasonLabels, Counter>,
     commit_seconds: Histogram,
-    intensity: GramsPerKwh,
     spool_batches: Family<HostLabels, Gauge>,
     spool_age: Family<HostLabels, FloatGauge>,
     spool_merges: Family<HostLabels, Gauge>,
@@ -283,6 +328,11 @@ pub struct Metrics {
     site_power: Family<SiteMeterPowerLabels, FloatGauge>,
     meter_energy: Family<MeterEnergyLabels, FloatCounter>,
     site_emissions: Family<MeterLabels, FloatCounter>,
+    /// Earliest reading start of a meter sensor accepted since the site
+    /// emission counter last looked (`i64::MAX`: none).
+    site_emissions_dirty_from: std::sync::atomic::AtomicI64,
+    /// The recent readings of every meter sensor, for the meters' power.
+    meter_readings: std::sync::Mutex<HashMap<(String, String), PowerWindow>>,
     meter_index: std::sync::RwLock<MeterIndex>,
     site_power_shown: std::sync::Mutex<Vec<SiteMeterPowerLabels>>,
     /// The series last set per period, so those no longer computed go.
@@ -511,7 +561,7 @@ impl Metrics {
         let site_power = Family::<SiteMeterPowerLabels, FloatGauge>::default();
         registry.register(
             "vigie_site_power_watts",
-            "Power of each site meter read by agents: the sum of its sensors' latest average power (watts)",
+            "Power of each site meter read by agents: the sum over its sensors of each sensor's mean power over its readings of the last 5 minutes up to its latest reading (their energy over the time they cover; not one reading, whose energy a Wh register rounds) (watts)",
             site_power.clone(),
         );
         let meter_energy = Family::<MeterEnergyLabels, FloatCounter>::default();
@@ -523,7 +573,7 @@ impl Metrics {
         let site_emissions = Family::<MeterLabels, FloatCounter>::default();
         registry.register(
             "vigie_site_emissions_location_grams",
-            "Location-based emissions of each site grid-import meter read by agents, at the static configured grid factor, not the hourly factors of /api/v1/scope2 (grams CO2e)",
+            "Location-based emissions of the site's grid-import meter read by agents over closed hours, as /api/v1/scope2's location_based_kg: each hour's import times that hour's average grid factor of the inventory's basis (stored series, else the static factor) (grams CO2e)",
             site_emissions.clone(),
         );
         let target_pue = Family::<TargetLabels, FloatGauge>::default();
@@ -553,6 +603,8 @@ impl Metrics {
             site_power,
             meter_energy,
             site_emissions,
+            site_emissions_dirty_from: std::sync::atomic::AtomicI64::new(i64::MAX),
+            meter_readings: std::sync::Mutex::new(HashMap::new()),
             meter_index: std::sync::RwLock::default(),
             site_power_shown: std::sync::Mutex::new(Vec::new()),
             site_shown: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -594,7 +646,6 @@ impl Metrics {
             duplicates,
             rejected,
             commit_seconds,
-            intensity,
         }
     }
 
@@ -687,22 +738,68 @@ impl Metrics {
         *self.meter_index.write().unwrap_or_else(|p| p.into_inner()) = index;
     }
 
-    fn add_meter_energy(&self, meters: &[(String, &'static str)], q: Quality, e: Microjoules) {
+    fn add_meter_energy(
+        &self,
+        meters: &[(String, &'static str)],
+        host: &str,
+        r: &vigie_protocol::Reading,
+    ) {
+        let e = Microjoules(r.energy_uj);
         for (meter, role) in meters {
             self.meter_energy
                 .get_or_create(&MeterEnergyLabels {
                     meter: meter.clone(),
                     role: (*role).to_owned(),
-                    quality: quality_label(q).to_owned(),
+                    quality: quality_label(r.quality).to_owned(),
                 })
                 .inc_by(e.as_joules());
             if *role == "grid-import" {
-                self.site_emissions
-                    .get_or_create(&MeterLabels {
-                        meter: meter.clone(),
-                    })
-                    .inc_by(emissions(e, self.intensity).0);
+                // The grams follow as the hours close
+                // (`site_kpi::SiteEmissionCounter`); the series shows
+                // from the meter's first energy.
+                drop(self.site_emissions.get_or_create(&MeterLabels {
+                    meter: meter.clone(),
+                }));
+                self.site_emissions_dirty_from
+                    .fetch_min(r.start_ms, std::sync::atomic::Ordering::AcqRel);
             }
+        }
+        self.meter_readings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((host.to_owned(), r.sensor.clone()))
+            .or_default()
+            .add(r.start_ms, r.end_ms, r.energy_uj);
+    }
+
+    /// A meter sensor's mean power over its readings of the last
+    /// [`POWER_WINDOW_MS`] up to its latest one (energy over the time they
+    /// cover), if it has any: what `vigie_site_power_watts` sums.
+    pub fn meter_sensor_power(&self, host: &str, sensor: &str) -> Option<f64> {
+        self.meter_readings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(host.to_owned(), sensor.to_owned()))
+            .and_then(PowerWindow::watts)
+    }
+
+    /// The earliest start of a meter sensor's reading accepted since the
+    /// last call (`i64::MAX` if none), and a fresh start; taken before the
+    /// ledger is read.
+    pub fn take_site_emissions_dirty(&self) -> i64 {
+        self.site_emissions_dirty_from
+            .swap(i64::MAX, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Brings the grid-import `meter`'s emission counter up to `total_g`,
+    /// the location-based grams of its closed hours; never down.
+    pub fn set_site_emissions(&self, meter: &str, total_g: f64) {
+        let c = self.site_emissions.get_or_create(&MeterLabels {
+            meter: meter.to_owned(),
+        });
+        let d = total_g - c.get();
+        if d > 0.0 {
+            c.inc_by(d);
         }
     }
 
@@ -1001,7 +1098,7 @@ impl Metrics {
         for r in &batch.readings {
             let e = Microjoules(r.energy_uj);
             if let Some(meters) = host_meters.and_then(|h| h.get(&r.sensor)) {
-                self.add_meter_energy(meters, r.quality, e);
+                self.add_meter_energy(meters, host, r);
             }
             self.energy
                 .get_or_create(&EnergyLabels {

@@ -912,10 +912,15 @@ pub fn figures(
     })
 }
 
-/// Measured heat over a period: delivered (from the `heat-delivered`
-/// meter, which must be a register so that its supply and return
-/// temperatures come with it) and rejected, energy-weighted mean
-/// temperatures, and ERF.
+/// Measured heat over a period, from the one computation of the site's
+/// figures ([`figures`], which `/api/v1/kpi`, the exports and the dossier
+/// read): the `heat-delivered` and `heat-rejected` meters' totals and
+/// coverage, the recovered share, and ERF, under the site's gap rule. The
+/// energy-weighted mean supply and return temperatures come with a
+/// register heat meter's temperature registers: they weight the heat of
+/// the intervals that have both (`temperatures_kwh` says how much of the
+/// delivered heat that is); a heat meter without them gives the heat and
+/// ERF all the same.
 pub fn measured_heat(
     conn: &Connection,
     site: &SiteConfig,
@@ -923,85 +928,103 @@ pub fn measured_heat(
     to_ms: i64,
 ) -> Result<serde_json::Value, SiteError> {
     let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
-    let rule: GapRule = site.gap_rule.into();
     let meter = |role: Role| site.meters.iter().find(|m| m.role == role);
-    let delivered = meter(Role::HeatDelivered)
-        .and_then(|m| m.register.as_ref())
-        .ok_or_else(|| {
-            SiteError::Config(
-                "measured heat needs a heat-delivered meter with a register (its temperatures come with it)".into(),
-            )
-        })?;
-    let temps = |q: vigie_protocol::GaugeQuantity| {
-        store::registers(
-            conn,
-            &delivered.host,
-            &delivered.sensor,
-            q.as_str(),
-            from_ms,
-            to_ms,
-        )
-    };
-    let supply = temps(vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius)?;
-    let ret = temps(vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius)?;
-    // The temperature of an interval: the mean of the values read in it,
-    // else the last one before its end.
-    let at = |v: &[(i64, f64)], s: i64, e: i64| -> Option<f64> {
-        let inside: Vec<f64> = v
+    let delivered_meter = meter(Role::HeatDelivered).ok_or_else(|| {
+        SiteError::Config("measured heat needs a [[site.meters]] with role heat-delivered".into())
+    })?;
+    // ERF and the meters' totals do not depend on the market instruments.
+    let f = figures(conn, site, &MarketConfig::default(), from_ms, to_ms)?;
+    let total = |role: Role| {
+        f.totals
             .iter()
-            .filter(|(t, _)| *t > s && *t <= e)
-            .map(|x| x.1)
-            .collect();
-        if inside.is_empty() {
-            v.iter().rev().find(|(t, _)| *t <= e).map(|x| x.1)
-        } else {
-            Some(inside.iter().sum::<f64>() / inside.len() as f64)
-        }
+            .find(|(_, r, _)| *r == role)
+            .map(|(_, _, i)| i)
     };
-    let samples: Vec<vigie_energy::HeatMeterSample> =
-        register_samples(conn, delivered, from_ms, to_ms)?
-            .into_iter()
-            .filter_map(|(s, e, uj, _)| {
-                Some(vigie_energy::HeatMeterSample {
-                    start_ms: s,
-                    end_ms: e,
-                    heat: Microjoules(uj),
-                    supply: vigie_energy::Celsius(at(&supply, s, e)?),
-                    return_temperature: vigie_energy::Celsius(at(&ret, s, e)?),
-                    quality: Quality::Measured,
-                })
-            })
-            .collect();
-    let series = |role: Role| -> Result<Series<Microjoules>, SiteError> {
-        let Some(m) = meter(role) else {
-            return Ok(Series::default());
+    let delivered = total(Role::HeatDelivered);
+    let rejected = total(Role::HeatRejected);
+    let recovered_share = match (
+        delivered.and_then(|d| d.total),
+        rejected.and_then(|r| r.total),
+    ) {
+        (Some(d), Some(r)) if d + r > 0.0 => Some(d / (d + r)),
+        _ => None,
+    };
+    let erf = f
+        .figures
+        .iter()
+        .find(|x| matches!(x.indicator, vigie_energy::Indicator::Erf));
+    // Temperatures: the intervals of a register heat meter that have both.
+    let (mut mean_supply, mut mean_return, mut with_temps) = (None, None, 0.0);
+    if let Some(r) = &delivered_meter.register {
+        let temps = |q: vigie_protocol::GaugeQuantity| {
+            store::registers(conn, &r.host, &r.sensor, q.as_str(), from_ms, to_ms)
         };
-        to_series(
-            &m.name,
-            meter_samples(conn, m, from_ms, to_ms)?,
-            Microjoules,
-        )
-    };
-    let rejected = series(Role::HeatRejected)?;
-    let e_dc = series(Role::GridImport)?;
-    let h = vigie_energy::measured_heat(period, rule, &samples, &rejected, None, &e_dc)
-        .map_err(|e| SiteError::Config(e.to_string()))?;
-    let input = |i: &vigie_energy::InputUsed| {
-        serde_json::json!({
-            "measured_kwh": i.measured,
-            "estimated_kwh": i.estimated,
-            "total_kwh": i.total,
-            "missing_share": i.coverage.map(|c| c.missing_share()),
+        let supply = temps(vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius)?;
+        let ret = temps(vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius)?;
+        // The temperature of an interval: the mean of the values read in
+        // it, else the last one before its end.
+        let at = |v: &[(i64, f64)], s: i64, e: i64| -> Option<f64> {
+            let inside: Vec<f64> = v
+                .iter()
+                .filter(|(t, _)| *t > s && *t <= e)
+                .map(|x| x.1)
+                .collect();
+            if inside.is_empty() {
+                v.iter().rev().find(|(t, _)| *t <= e).map(|x| x.1)
+            } else {
+                Some(inside.iter().sum::<f64>() / inside.len() as f64)
+            }
+        };
+        let samples: Vec<vigie_energy::HeatMeterSample> =
+            register_samples(conn, r, from_ms, to_ms)?
+                .into_iter()
+                .filter_map(|(s, e, uj, _)| {
+                    Some(vigie_energy::HeatMeterSample {
+                        start_ms: s,
+                        end_ms: e,
+                        heat: Microjoules(uj),
+                        supply: vigie_energy::Celsius(at(&supply, s, e)?),
+                        return_temperature: vigie_energy::Celsius(at(&ret, s, e)?),
+                        quality: Quality::Measured,
+                    })
+                })
+                .collect();
+        if !samples.is_empty() {
+            let h = vigie_energy::measured_heat(
+                period,
+                site.gap_rule.into(),
+                &samples,
+                &Series::default(),
+                None,
+                &Series::default(),
+            )
+            .map_err(|e| SiteError::Config(e.to_string()))?;
+            mean_supply = h.mean_supply.map(|c| c.0);
+            mean_return = h.mean_return.map(|c| c.0);
+            with_temps = h.delivered.measured + h.delivered.estimated;
+        }
+    }
+    let input = |i: Option<&vigie_energy::InputUsed>| {
+        i.map(|i| {
+            serde_json::json!({
+                "measured_kwh": i.measured,
+                "estimated_kwh": i.estimated,
+                "filled_kwh": i.filled,
+                "total_kwh": i.total,
+                "missing_share": i.coverage.map(|c| c.missing_share()),
+            })
         })
     };
     Ok(serde_json::json!({
-        "delivered": input(&h.delivered),
-        "rejected": input(&h.rejected),
-        "recovered_share": h.recovered_share,
-        "mean_supply_c": h.mean_supply.map(|c| c.0),
-        "mean_return_c": h.mean_return.map(|c| c.0),
-        "erf": figure_json(&h.erf),
-        "temperature_weighting": "energy-weighted over the delivered heat",
+        "delivered": input(delivered),
+        "rejected": input(rejected),
+        "recovered_share": recovered_share,
+        "mean_supply_c": mean_supply,
+        "mean_return_c": mean_return,
+        "temperatures_kwh": with_temps,
+        "erf": erf.map(figure_json),
+        "temperature_weighting": "energy-weighted over the delivered heat of the intervals with supply and return temperatures (temperatures_kwh)",
+        "computation": "the site figures of /api/v1/kpi, the exports and the dossier, over the same period and gap rule",
     }))
 }
 
@@ -1423,6 +1446,76 @@ mod tests {
             .find(|x| x.indicator.symbol() == "WUE")
             .unwrap();
         assert_eq!(wue.inputs[0].total, Some(4.0));
+    }
+
+    #[test]
+    fn measured_heat_is_the_kpi_figures_heat_with_or_without_temperatures() {
+        // Two hours of grid import (10 kWh each, hour buckets, as a ledger
+        // keeps after pruning) and a heat register read each hour without
+        // temperatures, then a third hour with them: /api/v1/heat used to
+        // drop the intervals without temperatures (no heat, ERF
+        // incomplete) while /api/v1/kpi counted them.
+        let conn = store::open_in_memory().unwrap();
+        init(&conn).unwrap();
+        use vigie_protocol::GaugeQuantity::{
+            HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
+        };
+        const H: i64 = 3_600_000;
+        for h in 0..3 {
+            put(
+                &conn,
+                Resolution::Hour,
+                "facility",
+                "meter:mains",
+                h * H,
+                36_000_000_000_000,
+                0,
+            );
+        }
+        let g = |q, t, v| vigie_protocol::Gauge {
+            sensor: "hm:1".into(),
+            quantity: q,
+            value: v,
+            at_ms: t,
+        };
+        let tx = conn.unchecked_transaction().unwrap();
+        store::record_registers(
+            &tx,
+            "facility",
+            &[
+                g(HeatEnergyKwh, 0, 100.0),
+                g(HeatEnergyKwh, H, 102.0),
+                g(HeatEnergyKwh, 2 * H, 103.0),
+                g(SupplyTemperatureCelsius, 2 * H + 1, 50.0),
+                g(ReturnTemperatureCelsius, 2 * H + 1, 30.0),
+                g(HeatEnergyKwh, 3 * H, 104.0),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let s: SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"facility\", sensor = \"meter:mains\" }]\n[[meters]]\nname = \"heat\"\nrole = \"heat-delivered\"\nregister = { host = \"facility\", sensor = \"hm:1\", quantity = \"heat-energy-kwh\" }\n",
+        )
+        .unwrap();
+        let kpi = figures(&conn, &s, &MarketConfig::default(), 0, 3 * H).unwrap();
+        let kpi_erf = kpi
+            .figures
+            .iter()
+            .find(|f| f.indicator.symbol() == "ERF")
+            .unwrap();
+        assert_eq!(kpi_erf.value, Some(4.0 / 30.0));
+        let v = measured_heat(&conn, &s, 0, 3 * H).unwrap();
+        assert_eq!(v["erf"], figure_json(kpi_erf), "{v}");
+        assert_eq!(v["delivered"]["total_kwh"], 4.0, "{v}");
+        // The temperatures weight the one hour that has them.
+        assert_eq!(v["temperatures_kwh"], 1.0, "{v}");
+        assert_eq!(v["mean_supply_c"], 50.0, "{v}");
+        // Over the first two hours: no temperature, the heat all the same.
+        let v = measured_heat(&conn, &s, 0, 2 * H).unwrap();
+        assert_eq!(v["delivered"]["total_kwh"], 3.0, "{v}");
+        assert_eq!(v["erf"]["value"], 3.0 / 20.0, "{v}");
+        assert_eq!(v["erf"]["status"], "measured", "{v}");
+        assert!(v["mean_supply_c"].is_null(), "{v}");
     }
 
     #[test]
