@@ -187,7 +187,12 @@ fn amount(f: &site::SiteFigures, pick: &dyn Fn(&str) -> bool, roles: &[site::Rol
         .max_by_key(|s| rank(s))
         .unwrap_or("undefined");
     Value {
-        value: parts.iter().map(|i| i.total).sum::<Option<f64>>(),
+        // `+ 0.0`: a sum of nothing is -0.0, read as 0.
+        value: parts
+            .iter()
+            .map(|i| i.total)
+            .sum::<Option<f64>>()
+            .map(|v| v + 0.0),
         status,
         coverage: parts
             .iter()

@@ -1007,10 +1007,10 @@ pub fn measured_heat(
     let input = |i: Option<&vigie_energy::InputUsed>| {
         i.map(|i| {
             serde_json::json!({
-                "measured_kwh": i.measured,
-                "estimated_kwh": i.estimated,
-                "filled_kwh": i.filled,
-                "total_kwh": i.total,
+                "measured_kwh": i.measured + 0.0,
+                "estimated_kwh": i.estimated + 0.0,
+                "filled_kwh": i.filled + 0.0,
+                "total_kwh": i.total.map(|t| t + 0.0),
                 "missing_share": i.coverage.map(|c| c.missing_share()),
             })
         })
@@ -1021,6 +1021,8 @@ pub fn measured_heat(
         "recovered_share": recovered_share,
         "mean_supply_c": mean_supply,
         "mean_return_c": mean_return,
+        // Temperatures come with a register heat meter only.
+        "temperatures_metered": delivered_meter.register.is_some(),
         "temperatures_kwh": with_temps,
         "erf": erf.map(figure_json),
         "temperature_weighting": "energy-weighted over the delivered heat of the intervals with supply and return temperatures (temperatures_kwh)",
@@ -1055,10 +1057,11 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
             serde_json::json!({
                 "name": i.name,
                 "unit": i.unit,
-                "measured": i.measured,
-                "estimated": i.estimated,
-                "filled": i.filled,
-                "total": i.total,
+                // `+ 0.0`: a -0.0 (a sum of nothing, negated) reads 0.
+                "measured": i.measured + 0.0,
+                "estimated": i.estimated + 0.0,
+                "filled": i.filled + 0.0,
+                "total": i.total.map(|t| t + 0.0),
                 "coverage": i.coverage.map(|c| serde_json::json!({
                     "measured_share": c.measured_share(),
                     "estimated_share": c.estimated_share(),
@@ -1076,7 +1079,7 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
         "zone": zone,
         "unit": f.indicator.unit(),
         "measurement_category": category,
-        "value": f.value,
+        "value": f.value.map(|v| v + 0.0),
         "status": status,
         "complete": f.is_complete(),
         "gap_rule": match f.rule {

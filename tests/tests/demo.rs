@@ -115,6 +115,26 @@ fn demo_serves_energy_and_stops_on_sigint() {
         assert!(kpi_heat.as_f64().unwrap() > 1000.0, "{kpi}");
     }
 
+    // The dossier it serves (last year's) reads without the contradictions
+    // of issue 13 (the unit test demo::history_tests checks each in
+    // detail on the same configuration).
+    {
+        let r = http_get(http, "/api/v1/dossier?format=html").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let d = &r.body;
+        assert!(d.contains("vigie demo site"), "{d}");
+        for bad in [
+            "site name not configured",
+            "about 1 homes",
+            "default: 1.3",
+            "-0.0",
+            "(reference)",
+        ] {
+            assert!(!d.contains(bad), "{bad:?} in the demo dossier:\n{d}");
+        }
+        assert!(d.contains("measured: the period"), "{d}");
+    }
+
     // The grid meter's emission counter is /api/v1/scope2's location-based
     // figure for the closed hours (from the history's first hour to 5
     // minutes past the last hour), at the same hourly factors (issue 16).

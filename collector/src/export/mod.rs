@@ -398,7 +398,8 @@ fn input_status(i: &vigie_energy::InputUsed) -> Resolved {
         (Some(_), _) => "measured",
     };
     Resolved {
-        value: i.total,
+        // `+ 0.0`: a sum of nothing is -0.0, read as 0.
+        value: i.total.map(|t| t + 0.0),
         status,
         missing_share: missing,
         text: None,
@@ -619,6 +620,9 @@ impl Inputs<'_> {
                 let v = self.heat.as_ref().and_then(|h| h[*k].as_f64());
                 match (&self.heat, v) {
                     (None, _) => Resolved::none("not-metered"),
+                    (Some(h), None) if h["temperatures_metered"] == false => {
+                        Resolved::none("not-metered")
+                    }
                     (Some(_), None) => Resolved::none("incomplete"),
                     (Some(h), Some(v)) => Resolved {
                         value: Some(v),
