@@ -791,6 +791,12 @@ impl Metrics {
             .swap(i64::MAX, std::sync::atomic::Ordering::AcqRel)
     }
 
+    /// Marks `from_ms` again (a refresh that took the mark failed).
+    pub fn remark_site_emissions_dirty(&self, from_ms: i64) {
+        self.site_emissions_dirty_from
+            .fetch_min(from_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Brings the grid-import `meter`'s emission counter up to `total_g`,
     /// the location-based grams of its closed hours; never down.
     pub fn set_site_emissions(&self, meter: &str, total_g: f64) {

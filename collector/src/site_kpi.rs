@@ -202,7 +202,6 @@ impl SiteEmissionCounter {
         metrics: &Metrics,
         now_ms: i64,
     ) -> Result<bool, SiteError> {
-        use vigie_energy::HOUR_MS;
         let Some(grid) = site
             .meters
             .iter()
@@ -216,31 +215,55 @@ impl SiteEmissionCounter {
         if !first && closed <= self.counted_until && dirty >= self.counted_until {
             return Ok(false);
         }
-        if first || dirty < self.base_until {
+        // Worked on copies: a failed read leaves the state as it was (and
+        // the late-energy mark back), and the next refresh tries again.
+        self.count(
+            conn, site, carbon, metrics, closed, dirty, first, &grid.name,
+        )
+        .inspect_err(|_| metrics.remark_site_emissions_dirty(dirty))?;
+        Ok(true)
+    }
+
+    /// The work of [`SiteEmissionCounter::refresh`], on copies of the state.
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &mut self,
+        conn: &Connection,
+        site: &SiteConfig,
+        carbon: &CarbonConfig,
+        metrics: &Metrics,
+        closed: i64,
+        dirty: i64,
+        first: bool,
+        meter: &str,
+    ) -> Result<(), SiteError> {
+        use vigie_energy::HOUR_MS;
+        let (mut base_until, mut base_g) = (self.base_until, self.base_g);
+        if first || dirty < base_until {
             let start = site::first_data_ms(conn)?.unwrap_or(closed);
-            self.base_until = start.div_euclid(HOUR_MS) * HOUR_MS;
-            self.base_g = 0.0;
+            base_until = start.div_euclid(HOUR_MS) * HOUR_MS;
+            base_g = 0.0;
         }
-        let fold_until = (closed - RECOUNT_MS).max(self.base_until);
-        let mut total = self.base_g;
+        let fold_until = (closed - RECOUNT_MS).max(base_until);
+        let mut total = base_g;
         // At most a year per call (scope2 bounds its periods).
         let year = 365 * 24 * HOUR_MS;
-        let mut from = self.base_until;
+        let mut from = base_until;
         while from < closed {
             let to = (from + year).min(closed);
             let (r, _) = site::scope2(conn, site, carbon, from, to)?;
             for h in &r.hours {
                 total += h.location.0;
                 if h.start_ms < fold_until {
-                    self.base_g += h.location.0;
+                    base_g += h.location.0;
                 }
             }
             from = to;
         }
-        self.base_until = fold_until;
-        metrics.set_site_emissions(&grid.name, total);
+        (self.base_until, self.base_g) = (fold_until, base_g);
+        metrics.set_site_emissions(meter, total);
         self.counted_until = closed.max(1);
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -297,15 +320,16 @@ pub fn spawn(
                 metrics.set_targets(target_gauges(site.commissioned, now));
                 metrics.set_site_power(&meter_power(&metrics, site));
                 let conn = crate::store::open(&db)?;
-                counter
+                // The counter's trouble does not hold the figures back.
+                let counted = counter
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .refresh(&conn, site, carbon, &metrics, now)?;
+                    .refresh(&conn, site, carbon, &metrics, now);
                 refresh(&metrics, &conn, site, market, KpiPeriod::Day, now)?;
                 if ytd {
                     refresh(&metrics, &conn, site, market, KpiPeriod::YearToDate, now)?;
                 }
-                Ok::<(), SiteError>(())
+                counted.map(|_| ())
             })
             .await;
             let error = match result {
