@@ -17,7 +17,7 @@ use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{REQUIRE_VICTORIA, VictoriaMetrics, skip, wait_for};
 
 const MIN: i64 = 60_000;
-const EPOCH: i64 = 1_700_000_000_000;
+const EPOCH: u64 = 1_700_000_000_000;
 
 /// A telemetry message of `host` with `readings` as
 /// `(sensor, start, end, energy µJ, cumulative µJ, quality)`.
@@ -134,16 +134,13 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
     assert_eq!((f.written, f.dropped, f.pending), (3, 0, 0));
 
     // Every field of every minute, exactly.
-    let series = |vm: &VictoriaMetrics, want: usize| {
+    type Series = Vec<(serde_json::Map<String, serde_json::Value>, Vec<(i64, f64)>)>;
+    let series = |vm: &VictoriaMetrics, done: &dyn Fn(&Series) -> bool| {
         wait_for(
             "the points in VictoriaMetrics",
             Duration::from_secs(20),
             Duration::from_millis(200),
-            || {
-                let s = vm.export("vigie_energy_.*").ok()?;
-                let n: usize = s.iter().map(|(_, v)| v.len()).sum();
-                (n >= want).then_some(s)
-            },
+            || vm.export("vigie_energy_.*").ok().filter(|s| done(s)),
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", vm.log()))
     };
@@ -161,7 +158,9 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
         v
     };
     // 3 points of 5 fields each.
-    let s = series(&vm, 15);
+    let s = series(&vm, &|s| {
+        s.iter().map(|(_, v)| v.len()).sum::<usize>() >= 15
+    });
     assert_eq!(
         samples(&s, "vigie_energy_energy_uj", a, t0),
         vec![3_000_000.0]
@@ -213,7 +212,9 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
     );
     assert_eq!(sink.collect(&conn, now + 25_000).unwrap(), 1);
     assert_eq!(sink.flush().await.written, 1);
-    let s = series(&vm, 20);
+    let s = series(&vm, &|s| {
+        samples(s, "vigie_energy_energy_uj", a, t0).len() >= 2
+    });
     // VictoriaMetrics keeps both samples of the rewritten minute (InfluxDB
     // replaces the point); the larger is the minute's energy.
     assert_eq!(
@@ -413,4 +414,98 @@ async fn server_errors_are_retried_and_refusals_dropped_and_counted() {
     assert_eq!(metrics.dropped("refused"), 1);
     assert_eq!(metrics.written(), 2);
     assert_eq!(metrics.write_errors(), 5);
+}
+
+/// The daemon itself: `[influxdb]` in its configuration, batches through
+/// Mosquitto, and the minute energy in VictoriaMetrics, with the sink's
+/// counters on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_writes_its_minutes_when_configured() {
+    let Some(bin) = VictoriaMetrics::binary() else {
+        skip(
+            REQUIRE_VICTORIA,
+            "all",
+            "victoria-metrics not found",
+            "apt-get install -y victoria-metrics",
+        );
+        return;
+    };
+    let vm = VictoriaMetrics::start(&bin).unwrap();
+    let broker = vigie_testkit::Mosquitto::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let http = vigie_testkit::free_addr().unwrap();
+    std::fs::write(d.join("influx.token"), "s3cret\n").unwrap();
+    std::fs::write(
+        d.join("collector.toml"),
+        format!(
+            "[mqtt]\nport = {}\nclient_id = \"influx-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[influxdb]\nurl = \"{}\"\norg = \"dc\"\nbucket = \"vigie\"\ntoken_file = \"{}\"\ninterval = \"1s\"\n",
+            broker.port(),
+            d.join("ledger.sqlite").display(),
+            vm.url(),
+            d.join("influx.token").display()
+        ),
+    )
+    .unwrap();
+    let collector = vigie_e2e::start_collector(d, http).unwrap();
+    let client = vigie_e2e::client::TestClient::connect(broker.port(), "influx-agent", None)
+        .await
+        .unwrap();
+    let t0 = recent_minute() - 5 * MIN;
+    let m = batch(
+        1,
+        &[
+            (
+                "rapl:package-0",
+                t0,
+                t0 + MIN,
+                4_200_042,
+                4_200_042,
+                Quality::Measured,
+            ),
+            (
+                "rapl:package-0",
+                t0 + MIN,
+                t0 + 2 * MIN,
+                5,
+                4_200_047,
+                Quality::Measured,
+            ),
+        ],
+    );
+    client.publish(&m.topic, m.payload).await.unwrap();
+    let (s, vm) = tokio::task::spawn_blocking(move || {
+        let s = wait_for(
+            "the collector's minutes in VictoriaMetrics",
+            Duration::from_secs(30),
+            Duration::from_millis(250),
+            || {
+                let s = vm.export("vigie_energy_energy_uj").ok()?;
+                let n: usize = s.iter().map(|(_, v)| v.len()).sum();
+                (n >= 2).then_some(s)
+            },
+        );
+        (s, vm)
+    })
+    .await
+    .unwrap();
+    let s = s.unwrap_or_else(|e| panic!("{e}\n{}\n{}", collector.log_tail(), vm.log()));
+    let mut got: Vec<(i64, f64)> = s.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    got.sort_by_key(|p| p.0);
+    got.dedup();
+    assert_eq!(
+        got,
+        vec![(t0, 4_200_042.0), (t0 + MIN, 5.0)],
+        "{}",
+        vm.log()
+    );
+    let metrics = vigie_testkit::http_get(http, "/metrics").unwrap().body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vigie_influxdb_points_written_total ")
+                && l != "vigie_influxdb_points_written_total 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vigie_influxdb_points_dropped_total{reason=\"refused\"} 0"));
 }
