@@ -14,7 +14,7 @@ use vigie_collector::influx::{InfluxConfig, Sink, SinkMetrics};
 use vigie_collector::ingest::{Ingestor, Message, Outcome};
 use vigie_collector::store;
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
-use vigie_testkit::{REQUIRE_VICTORIA, VictoriaMetrics, skip, wait_for};
+use vigie_testkit::{Exported, REQUIRE_VICTORIA, VictoriaMetrics, skip, wait_for};
 
 const MIN: i64 = 60_000;
 const EPOCH: u64 = 1_700_000_000_000;
@@ -134,8 +134,7 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
     assert_eq!((f.written, f.dropped, f.pending), (3, 0, 0));
 
     // Every field of every minute, exactly.
-    type Series = Vec<(serde_json::Map<String, serde_json::Value>, Vec<(i64, f64)>)>;
-    let series = |vm: &VictoriaMetrics, done: &dyn Fn(&Series) -> bool| {
+    let series = |vm: &VictoriaMetrics, done: &dyn Fn(&Exported) -> bool| {
         wait_for(
             "the points in VictoriaMetrics",
             Duration::from_secs(20),
@@ -144,10 +143,7 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", vm.log()))
     };
-    let samples = |s: &[(serde_json::Map<String, serde_json::Value>, Vec<(i64, f64)>)],
-                   name: &str,
-                   sensor: &str,
-                   at: i64| {
+    let samples = |s: &Exported, name: &str, sensor: &str, at: i64| {
         let mut v: Vec<f64> = s
             .iter()
             .filter(|(l, _)| l["__name__"] == name && l["sensor"] == sensor)

@@ -14,7 +14,7 @@ pub use http::{HttpResponse, http_get, http_get_with, http_post_json, https_get}
 pub use mosquitto::Mosquitto;
 pub use powercap::{FakePowercap, ZoneSpec};
 pub use tools::{find_tool, home_dir, required, skip};
-pub use victoria::{REQUIRE_VICTORIA, VictoriaMetrics};
+pub use victoria::{Exported, REQUIRE_VICTORIA, VictoriaMetrics};
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};

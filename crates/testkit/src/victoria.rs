@@ -12,6 +12,10 @@ use std::time::Duration;
 /// failure rather than a skip (`.ci/run` sets it).
 pub const REQUIRE_VICTORIA: &str = "VIGIE_REQUIRE_VICTORIA";
 
+/// Series as [`VictoriaMetrics::export`] gives them: labels (`__name__`
+/// among them) and `(timestamp ms, value)` samples.
+pub type Exported = Vec<(serde_json::Map<String, serde_json::Value>, Vec<(i64, f64)>)>;
+
 /// A running `victoria-metrics` process on a free loopback port.
 #[derive(Debug)]
 pub struct VictoriaMetrics {
@@ -86,11 +90,7 @@ impl VictoriaMetrics {
     /// Every sample of the series whose metric name matches the regular
     /// expression `name_re`, as `(labels, [(timestamp ms, value)])`, after
     /// making the server flush what it buffers so recent writes show.
-    #[allow(clippy::type_complexity)]
-    pub fn export(
-        &self,
-        name_re: &str,
-    ) -> anyhow::Result<Vec<(serde_json::Map<String, serde_json::Value>, Vec<(i64, f64)>)>> {
+    pub fn export(&self, name_re: &str) -> anyhow::Result<Exported> {
         crate::http_get(self.addr(), "/internal/force_flush")?;
         let query = format!("{{__name__=~\"{name_re}\"}}");
         let path = format!("/api/v1/export?match[]={}", percent(&query));
