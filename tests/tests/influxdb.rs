@@ -1,7 +1,8 @@
 //! The InfluxDB sink against real servers on 127.0.0.1: minute energy
 //! from a real ledger (batches through the real ingest path) written to
 //! VictoriaMetrics over `/api/v2/write` and read back exactly, a late
-//! batch rewriting its minute; and, against a scripted server, a 500
+//! batch rewriting its minute, and the site figures; the daemon itself
+//! with `[influxdb]`; and, against a scripted server, a 500
 //! retried until written and a 400 dropped and counted.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -12,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigie_collector::config::CollectorConfig;
 use vigie_collector::influx::{InfluxConfig, Sink, SinkMetrics};
 use vigie_collector::ingest::{Ingestor, Message, Outcome};
+use vigie_collector::metrics::SiteGauges;
 use vigie_collector::store;
 use vigie_protocol::{Quality, Reading, SCHEMA_VERSION, TelemetryBatch};
 use vigie_testkit::{Exported, REQUIRE_VICTORIA, VictoriaMetrics, skip, wait_for};
@@ -187,6 +189,43 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
     );
     assert_eq!(samples(&s, "vigie_energy_estimated", b, t0), vec![1.0]);
 
+    // The site figures the metrics show, once a minute, at its start.
+    let g = SiteGauges {
+        figures: vec![("PUE", 1.25, false)],
+        energy: vec![("main grid".into(), "grid-import", 3.6e6, true)],
+        coverage: vec![],
+        ppue: vec![],
+    };
+    assert_eq!(sink.collect_site(&[("day", g.clone())], now + 5_000), 2);
+    assert_eq!(sink.collect_site(&[("day", g)], now + 9_000), 0);
+    assert_eq!(sink.flush().await.written, 2);
+    let site = wait_for(
+        "the site figures in VictoriaMetrics",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || vm.export("vigie_site.*").ok().filter(|s| s.len() >= 4),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", vm.log()));
+    let value = |name: &str, label: (&str, &str)| {
+        site.iter()
+            .find(|(l, _)| l["__name__"] == name && l[label.0] == label.1 && l["period"] == "day")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        value("vigie_site_value", ("indicator", "PUE")),
+        Some(vec![(now, 1.25)])
+    );
+    assert_eq!(
+        value("vigie_site_estimated", ("indicator", "PUE")),
+        Some(vec![(now, 0.0)])
+    );
+    let meter = value("vigie_site_meter_energy_j", ("meter", "main grid"));
+    assert_eq!(meter, Some(vec![(now, 3.6e6)]));
+    assert_eq!(
+        value("vigie_site_meter_estimated", ("role", "grid-import")),
+        Some(vec![(now, 1.0)])
+    );
+
     // Nothing changed: nothing written again.
     assert_eq!(sink.collect(&conn, now + 15_000).unwrap(), 0);
     // The late half of minute t0 arrives: only that minute is written
@@ -221,7 +260,7 @@ async fn minute_energy_reaches_victoria_metrics_exactly_and_late_energy_rewrites
         samples(&s, "vigie_energy_energy_uj", a, t0 + MIN),
         vec![7_500_000.0]
     );
-    assert_eq!(metrics.written(), 4);
+    assert_eq!(metrics.written(), 6);
     assert_eq!(metrics.write_errors(), 0);
     // The ledger agrees: the sum of the minutes written is its total.
     let total: u128 = store::totals(&conn)
