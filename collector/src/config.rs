@@ -38,6 +38,9 @@ pub struct CollectorConfig {
     /// Compliance exports served over HTTP.
     #[serde(default)]
     pub export: ExportConfig,
+    /// The optional InfluxDB 2 sink (checked as it is parsed).
+    #[serde(default, deserialize_with = "crate::influx::checked")]
+    pub influxdb: Option<crate::influx::InfluxConfig>,
 }
 
 /// `[export]`.

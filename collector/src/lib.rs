@@ -22,6 +22,7 @@ pub use vigie_grid as grid;
 pub mod grid_live;
 pub mod heat_api;
 pub mod https;
+pub mod influx;
 /// Group ingest into the ledger: the `vigie-ledger` crate's.
 pub use vigie_ledger::ingest;
 pub mod losses_api;
@@ -76,6 +77,9 @@ pub enum CollectorError {
     /// The export signing key could not be used.
     #[error("export signing key: {0}")]
     SigningKey(#[from] export::sign::SignError),
+    /// The `[influxdb]` sink could not be set up.
+    #[error("InfluxDB sink: {0}")]
+    Influx(#[from] influx::InfluxError),
     /// The ledger could not be opened.
     #[error("ledger {path}: {source}")]
     Store {
@@ -169,6 +173,12 @@ pub async fn run(
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
     ));
     metrics.set_meter_sensors(site_kpi::meter_sensors(&cfg.site));
+    // Its token and CA files are read now, so a bad one stops start-up.
+    let influx_sink = cfg
+        .influxdb
+        .as_ref()
+        .map(|c| influx::Sink::new(c, metrics.influx().clone()))
+        .transpose()?;
     for (host, uncounted) in store::uncounted_sensors(&conn).map_err(store_err)? {
         metrics.set_uncounted(&host, uncounted);
     }
@@ -357,6 +367,12 @@ pub async fn run(
     // Per-host emission counters, as the API computes them, as hours close.
     let emissions_task =
         carbon::spawn_emission_counters(metrics.clone(), path.clone(), cfg.carbon.clone(), now_ms);
+    // Minute energy and site figures to InfluxDB, when configured.
+    let influx_task = cfg
+        .influxdb
+        .as_ref()
+        .zip(influx_sink)
+        .map(|(c, sink)| influx::spawn(c, sink, path.clone(), metrics.clone(), now_ms));
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
         let busy_since = busy_since.clone();
@@ -399,6 +415,9 @@ pub async fn run(
     }
     site_task.abort();
     emissions_task.abort();
+    if let Some(t) = influx_task {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

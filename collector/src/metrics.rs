@@ -341,6 +341,7 @@ pub struct Metrics {
     target_erf: Family<TargetLabels, FloatGauge>,
     target_renewable: Family<TargetLabels, FloatGauge>,
     targets_shown: std::sync::Mutex<TargetGauges>,
+    influx: crate::influx::SinkMetrics,
 }
 
 fn quality_label(q: Quality) -> &'static str {
@@ -594,7 +595,9 @@ impl Metrics {
             "EnEfG: lowest renewable share of the electricity consumed required now (0 to 1)",
             target_renewable.clone(),
         );
+        let influx = crate::influx::SinkMetrics::register(&mut registry);
         Metrics {
+            influx,
             registry,
             site_figures,
             site_energy,
@@ -1023,6 +1026,17 @@ impl Metrics {
             self.site_ppue.get_or_create(&zone(z)).set(z.1);
         }
         shown.insert(period.to_owned(), g);
+    }
+
+    /// The site's figures over `period` as last shown, if any.
+    pub fn site_gauges(&self, period: &str) -> Option<SiteGauges> {
+        let shown = self.site_shown.lock().unwrap_or_else(|p| p.into_inner());
+        shown.get(period).cloned()
+    }
+
+    /// The InfluxDB sink's metrics (registered, at 0, without `[influxdb]`).
+    pub fn influx(&self) -> &crate::influx::SinkMetrics {
+        &self.influx
     }
 
     /// The latest average power of a sensor, if it has reported one.
