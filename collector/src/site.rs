@@ -105,6 +105,10 @@ pub struct SiteRegister {
     /// (IT and building services), kW: the EnEfG scope (300 kW).
     #[serde(default)]
     pub non_redundant_power_kw: Option<f64>,
+    /// Type of data centre (EED Delegated Regulation 2024/1364 Annex I:
+    /// `enterprise`, `colocation` or `co-hosting`, as its Art. 2 defines them).
+    #[serde(default)]
+    pub data_centre_type: Option<String>,
     /// Redundancy level of the power supply (`N`, `N+1`, `2N`...).
     #[serde(default)]
     pub redundancy_power: Option<String>,
@@ -127,6 +131,10 @@ pub struct SiteRegister {
     /// EnEfG § 12 energy or environmental management system.
     #[serde(default)]
     pub management_system: Option<ManagementSystem>,
+    /// Owned by or operated for a public body (EnEfG § 12(3): certified
+    /// from 300 kW instead of 1 MW); not declared: taken as not public.
+    #[serde(default)]
+    pub public_owner: Option<bool>,
 }
 
 /// An energy or environmental management system as attested.
@@ -254,6 +262,14 @@ pub enum Role {
     WaterNonPotable,
     /// Back-up generator output, kWh (part of E_DC; reported, EED).
     Generator,
+    /// Energy content of the fuels used on site (generators, CHP,
+    /// boilers), kWh: part of E_DC (EED Delegated Regulation 2024/1364);
+    /// with it, electricity made from fuel on site (generator output,
+    /// on-site generation not declared renewable) is not added again.
+    Fuel,
+    /// Of the water input, freshwater, litres (the WUE input of the 2026
+    /// amendment of Delegated Regulation 2024/1364).
+    Freshwater,
     /// Electricity fed into the grid, kWh (reported, EnEfG Anlage 3).
     GridExport,
     /// Electricity of plant used only to upgrade waste heat (heat pumps),
@@ -280,6 +296,8 @@ impl Role {
             Role::WaterPotable => "water-potable",
             Role::WaterNonPotable => "water-non-potable",
             Role::Generator => "generator",
+            Role::Fuel => "fuel",
+            Role::Freshwater => "freshwater",
             Role::GridExport => "grid-export",
             Role::HeatUpgrade => "heat-upgrade",
             Role::ZoneTotal => "zone-total",
@@ -291,7 +309,7 @@ impl Role {
     pub fn is_water(self) -> bool {
         matches!(
             self,
-            Role::Water | Role::WaterPotable | Role::WaterNonPotable
+            Role::Water | Role::WaterPotable | Role::WaterNonPotable | Role::Freshwater
         )
     }
 }
@@ -670,6 +688,39 @@ fn to_series<A: vigie_energy::Amount>(
     })
 }
 
+/// Spreads `samples` (a meter read over intervals of any length, such as
+/// fuel read by hand) over the `buckets` (sorted, not overlapping) pro
+/// rata to their overlap, exactly: the amount given up to a bucket is the
+/// sample's amount times the share of the sample covered so far, rounded
+/// down, so a sample wholly covered by buckets is given out to the
+/// microjoule. Returns, per bucket it reaches: (amount, estimated, ms of
+/// the bucket covered by samples).
+fn spread(buckets: &[(i64, i64)], samples: &[RawSample]) -> BTreeMap<(i64, i64), (u64, bool, i64)> {
+    let mut out: BTreeMap<(i64, i64), (u64, bool, i64)> = BTreeMap::new();
+    for &(fs, fe, a, est) in samples {
+        let len = fe - fs;
+        if len <= 0 {
+            continue;
+        }
+        let first = buckets.partition_point(|b| b.1 <= fs);
+        let (mut covered, mut given) = (0i64, 0u64);
+        for &(s, e) in buckets[first..].iter().take_while(|b| b.0 < fe) {
+            let ov = e.min(fe) - s.max(fs);
+            if ov <= 0 {
+                continue;
+            }
+            covered += ov;
+            let upto = (u128::from(a) * covered as u128 / len as u128) as u64;
+            let x = out.entry((s, e)).or_default();
+            x.0 = x.0.saturating_add(upto - given);
+            x.1 |= est;
+            x.2 += ov;
+            given = upto;
+        }
+    }
+    out
+}
+
 /// The figures of the site over a period.
 #[derive(Debug)]
 pub struct SiteFigures {
@@ -805,15 +856,31 @@ pub fn figures(
         None => None,
     };
     // E_DC: every energy input the boundary counts: grid import, on-site
-    // generation used on site and back-up generator output, minute by
-    // minute where several are metered (a minute counts when all have it).
-    let generator = energy(Role::Generator)?;
-    let e_dc = match (&grid, &onsite, &generator) {
-        (Some(g), None, None) => Some(g.clone()),
-        (Some(_), _, _) => {
-            let parts = [Role::GridImport, Role::OnsiteGeneration, Role::Generator]
-                .into_iter()
-                .filter_map(|r| by_role.get(&r))
+    // generation used on site, back-up generator output and, where
+    // metered, the fuels used on site (EED Delegated Regulation
+    // 2024/1364: the data centre's total energy, not only electricity).
+    // With a fuel meter, electricity made from that fuel on site
+    // (generator output, on-site generation not declared renewable) is
+    // an internal conversion and is not added again. Minute by minute
+    // where several are metered (a minute counts when all have it); fuel
+    // read over longer intervals (by hand) is spread over those minutes
+    // pro rata, exactly (see `spread`).
+    let fuel = by_role.get(&Role::Fuel);
+    let electric: Vec<Role> = [Role::GridImport, Role::OnsiteGeneration, Role::Generator]
+        .into_iter()
+        .filter(|r| match r {
+            Role::Generator => fuel.is_none(),
+            Role::OnsiteGeneration => fuel.is_none() || site.register.onsite_generation_renewable,
+            _ => true,
+        })
+        .filter(|r| by_role.contains_key(r))
+        .collect();
+    let e_dc = match &grid {
+        Some(g) if electric.len() == 1 && fuel.is_none() => Some(g.clone()),
+        Some(_) => {
+            let parts = electric
+                .iter()
+                .filter_map(|r| by_role.get(r))
                 .map(|m| raw(m))
                 .collect::<Result<Vec<_>, _>>()?;
             let n = parts.len();
@@ -824,14 +891,25 @@ pub fn figures(
                 x.1 |= est;
                 x.2 += 1;
             }
-            let all = sum
+            let mut all: Vec<RawSample> = sum
                 .into_iter()
                 .filter(|(_, x)| x.2 == n)
                 .map(|((s, e), (a, est, _))| (s, e, a, est))
                 .collect();
+            if let Some(f) = fuel {
+                let keys: Vec<(i64, i64)> = all.iter().map(|x| (x.0, x.1)).collect();
+                let shares = spread(&keys, &raw(f)?);
+                all = all
+                    .into_iter()
+                    .filter_map(|(s, e, a, est)| {
+                        let (fa, fest, covered) = shares.get(&(s, e))?;
+                        (*covered == e - s).then(|| (s, e, a.saturating_add(*fa), est || *fest))
+                    })
+                    .collect();
+            }
             Some(to_series("E_DC", all, Microjoules)?)
         }
-        _ => None,
+        None => None,
     };
     // On-site generation is renewable energy only where declared so.
     let onsite_renewable = onsite
@@ -845,10 +923,7 @@ pub fn figures(
     let mut totals = Vec::new();
     for m in &site.meters {
         let samples = raw(m)?;
-        let input = if matches!(
-            m.role,
-            Role::Water | Role::WaterPotable | Role::WaterNonPotable
-        ) {
+        let input = if m.role.is_water() {
             to_series(&m.name, samples, Litres)?.input("total", period, rule)
         } else {
             to_series(&m.name, samples, Microjoules)?.input("total", period, rule)
@@ -1097,6 +1172,27 @@ mod tests {
     use super::*;
     use crate::store::manual::MAX_PIECE;
     use rusqlite::params;
+
+    #[test]
+    fn fuel_read_by_hand_is_spread_over_the_minutes_exactly() {
+        let m = MINUTE_MS;
+        let buckets = [(0, m), (m, 2 * m), (2 * m, 3 * m)];
+        // 1000 uJ over three minutes: 333, 333, 334 (every microjoule).
+        let s = spread(&buckets, &[(0, 3 * m, 1000, false)]);
+        let got: Vec<u64> = s.values().map(|x| x.0).collect();
+        assert_eq!(got, vec![333, 333, 334]);
+        assert!(s.values().all(|x| x.2 == m));
+        // Two readings meeting mid-minute cover that minute together.
+        let s = spread(
+            &buckets,
+            &[(0, m + m / 2, 30, false), (m + m / 2, 3 * m, 30, true)],
+        );
+        assert_eq!(s.values().map(|x| x.0).sum::<u64>(), 60);
+        assert_eq!(s[&(m, 2 * m)], (10 + 10, true, m));
+        // A reading beyond the buckets gives only the covered share.
+        let s = spread(&buckets[..1], &[(0, 2 * m, 100, false)]);
+        assert_eq!(s[&(0, m)], (50, false, m));
+    }
 
     fn site(extra: &str) -> SiteConfig {
         toml::from_str(&format!(
