@@ -114,6 +114,7 @@ impl Batcher {
             seq,
             readings: std::mem::take(&mut self.pending),
             gauges: std::mem::take(&mut self.gauges),
+            workloads: Vec::new(),
         })
     }
 }
