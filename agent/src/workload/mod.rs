@@ -55,6 +55,12 @@ pub struct WorkloadsConfig {
     /// The kernel's USER_HZ, ticks per second of `/proc/<pid>/stat`.
     #[serde(default = "default_clock_ticks")]
     pub clock_ticks: u64,
+    /// A Kubernetes pod list in the kubelet's `/pods` JSON shape (kept
+    /// current by another process): pods and containers get `namespace`
+    /// and `pod` labels from it. Re-read when it changes. None: the pod
+    /// uid alone.
+    #[serde(default)]
+    pub pod_list: Option<PathBuf>,
 }
 
 fn default_cgroup_root() -> PathBuf {
@@ -84,6 +90,7 @@ impl Default for WorkloadsConfig {
             idle_watts: BTreeMap::new(),
             sensors: Vec::new(),
             clock_ticks: default_clock_ticks(),
+            pod_list: None,
         }
     }
 }
@@ -106,6 +113,69 @@ pub struct Stats {
     pub truncated: u64,
 }
 
+/// Pod names by uid, from a pod list file.
+#[derive(Debug, Default)]
+struct PodNames {
+    modified: Option<std::time::SystemTime>,
+    names: BTreeMap<String, (String, String)>,
+}
+
+/// `(uid, namespace, name)` of each pod in a kubelet `/pods` document.
+fn parse_pod_list(text: &str) -> Option<BTreeMap<String, (String, String)>> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let items = v.get("items")?.as_array()?;
+    Some(
+        items
+            .iter()
+            .filter_map(|p| {
+                let m = p.get("metadata")?;
+                let s = |k: &str| m.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+                Some((s("uid")?, (s("namespace")?, s("name")?)))
+            })
+            .collect(),
+    )
+}
+
+impl PodNames {
+    /// Re-reads `path` when its modification time changed; keeps the last
+    /// good list when it cannot be read.
+    fn refresh(&mut self, path: &std::path::Path) {
+        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+            return;
+        };
+        if self.modified == Some(modified) {
+            return;
+        }
+        self.modified = Some(modified);
+        match std::fs::read_to_string(path)
+            .ok()
+            .as_deref()
+            .and_then(parse_pod_list)
+        {
+            Some(names) => self.names = names,
+            None => {
+                tracing::warn!(path = %path.display(), "pod list unreadable; keeping the last one")
+            }
+        }
+    }
+
+    /// Adds `namespace` and `pod` to a pod's or container's labels.
+    fn label(&self, kind: WorkloadKind, id: &str, labels: &mut BTreeMap<String, String>) {
+        let uid = match kind {
+            WorkloadKind::Pod => id.to_owned(),
+            WorkloadKind::Container => match labels.get("pod_uid") {
+                Some(u) => u.clone(),
+                None => return,
+            },
+            _ => return,
+        };
+        if let Some((ns, name)) = self.names.get(&uid) {
+            labels.insert("namespace".into(), ns.clone());
+            labels.insert("pod".into(), name.clone());
+        }
+    }
+}
+
 /// Splits each sample's readings among workloads.
 pub struct Attributor {
     cfg: WorkloadsConfig,
@@ -113,6 +183,7 @@ pub struct Attributor {
     deltas: Deltas,
     learned: BTreeMap<String, LearnedIdle>,
     stats: Stats,
+    pods: PodNames,
 }
 
 type Key = (WorkloadKind, String);
@@ -140,6 +211,7 @@ impl Attributor {
             deltas: Deltas::default(),
             learned: BTreeMap::new(),
             stats: Stats::default(),
+            pods: PodNames::default(),
         }
     }
 
@@ -174,7 +246,13 @@ impl Attributor {
             self.stats.vanished += i.vanished;
             self.stats.resets += i.resets;
         }
-        let (cpu, cpu_labels, unassigned) = by_key(interval.as_ref());
+        let (cpu, mut cpu_labels, unassigned) = by_key(interval.as_ref());
+        if let Some(path) = &self.cfg.pod_list {
+            self.pods.refresh(path);
+            for ((kind, id), l) in cpu_labels.iter_mut() {
+                self.pods.label(*kind, id, l);
+            }
+        }
         let mut out = Vec::new();
         for r in readings {
             if self.splits_by_cpu(&r.sensor) {
@@ -187,7 +265,8 @@ impl Attributor {
                 let mut act: BTreeMap<Key, u64> = BTreeMap::new();
                 let mut labels: BTreeMap<Key, BTreeMap<String, String>> = BTreeMap::new();
                 for &(pid, weight) in procs {
-                    let w = self.reader.workload_of_pid(pid);
+                    let mut w = self.reader.workload_of_pid(pid);
+                    self.pods.label(w.kind, &w.id, &mut w.labels);
                     let key = (w.kind, w.id);
                     *act.entry(key.clone()).or_insert(0) += weight;
                     labels.entry(key).or_insert(w.labels);
@@ -305,10 +384,17 @@ mod tests {
         cfg.rapl.root = rapl.root().to_owned();
         cfg.gpu.enabled = false;
         cfg.model.mode = crate::config::ModelMode::Off;
+        let pod_list = dir.path().join("pods.json");
+        std::fs::write(
+            &pod_list,
+            r#"{"kind":"PodList","apiVersion":"v1","items":[{"metadata":{"name":"cart-5d9f7","namespace":"shop","uid":"0b5d3e9c-6f2a-4d8e-9b1c-2a7f4e6d8c10"},"spec":{}}]}"#,
+        )
+        .unwrap();
         cfg.workloads = WorkloadsConfig {
             enabled: true,
             cgroup_root: cg.cgroup_root(),
             proc_root: cg.proc_root(),
+            pod_list: Some(pod_list),
             max_workloads: 3,
             idle_watts: BTreeMap::from([("rapl:package-0".to_owned(), 20.0)]),
             ..WorkloadsConfig::default()
@@ -394,6 +480,12 @@ mod tests {
             ]
         );
         assert!(got[0].2.abs_diff(4 * part) <= 4);
+        let labels: Vec<(&str, &str)> = split.workloads[1]
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("namespace", "shop"), ("pod", "cart-5d9f7")]);
         // postgresql past the bound of 3: other.
         assert_eq!((split.other_count, split.other_uj), (1, 7_272_727));
         assert_eq!(
