@@ -20,6 +20,7 @@ pub mod rapl;
 pub mod sampler;
 pub mod source;
 pub mod spool;
+pub mod workload;
 
 use batcher::{Batcher, Identity};
 use config::AgentConfig;
@@ -172,8 +173,12 @@ pub async fn run_with(
         boot_id,
         epoch,
     });
+    let mut attributor = cfg
+        .workloads
+        .enabled
+        .then(|| workload::Attributor::new(&cfg.workloads));
     // Baseline before announcing ourselves online.
-    for e in sources.poll(started_ms, &mut batcher.sink()) {
+    for e in sample(&mut sources, &mut batcher, attributor.as_mut(), started_ms) {
         tracing::warn!(error = %e, "sample failed");
     }
     let mut inventory = host::inventory(&cfg.site, &host, sockets, gpus, sensors, cfg.rack.clone());
@@ -285,7 +290,7 @@ pub async fn run_with(
     loop {
         tokio::select! {
             _ = sample_tick.tick() => {
-                for e in sources.poll(now_ms(), &mut batcher.sink()) {
+                for e in sample(&mut sources, &mut batcher, attributor.as_mut(), now_ms()) {
                     keeper.health.counter_resets_total += u64::from(e.reset);
                     tracing::warn!(error = %e, "sample failed");
                 }
@@ -355,8 +360,18 @@ pub async fn run_with(
     }
     tracing::info!("stopping: last sample and publish");
     vigie_service::notify_stopping();
-    for e in sources.poll(now_ms(), &mut batcher.sink()) {
+    for e in sample(&mut sources, &mut batcher, attributor.as_mut(), now_ms()) {
         tracing::warn!(error = %e, "sample failed");
+    }
+    if let Some(a) = &attributor {
+        let s = a.stats();
+        tracing::info!(
+            vanished = s.vanished,
+            resets = s.resets,
+            unreadable = s.unreadable,
+            truncated = s.truncated,
+            "energy per workload: cgroups or processes gone between reads (their last interval unattributed), counters reset, unreadable, reads cut at the bound"
+        );
     }
     let batches = batcher.cut_all();
     send(
@@ -397,6 +412,25 @@ pub async fn run_with(
     let _ = link.publish_status(json(&offline(Some(now_ms())))).await;
     link.close(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// Polls every local source at `now_ms` into the batcher and, when energy
+/// per workload is on, splits what they read among the workloads (the
+/// splits join the same batch as their readings).
+pub(crate) fn sample(
+    sources: &mut source::Sources,
+    batcher: &mut Batcher,
+    attributor: Option<&mut workload::Attributor>,
+    now_ms: i64,
+) -> Vec<source::PollError> {
+    let from = batcher.pending_len();
+    let errors = sources.poll(now_ms, &mut batcher.sink());
+    if let Some(a) = attributor {
+        let gpu = sources.process_activity();
+        let splits = a.attribute(batcher.pending_since(from), &gpu);
+        batcher.push_workloads(splits);
+    }
+    errors
 }
 
 /// The hardware the agent reads, passed in: the binary uses the host's,

@@ -10,6 +10,9 @@
 //!   NVML, SNMP Counter32), as a pure function and a stateful wrapper;
 //! - [`split`]: exact, energy-conserving apportioning of an interval's energy
 //!   over aligned time buckets;
+//! - [`attribution`]: one interval's energy split into idle, workloads
+//!   (by CPU or GPU activity), `other` past a cardinality bound and
+//!   unattributed, exactly;
 //! - [`ledger`]: the reference in-memory model of the collector's ledger,
 //!   deduplicating batches and summing energy per key and bucket;
 //! - [`coverage`]: series over time and how much of a period they cover
@@ -30,6 +33,7 @@
 //! an argument, as `i64` Unix milliseconds. Energy is integer microjoules so
 //! that sums are exact and independent of order.
 
+pub mod attribution;
 pub mod calendar;
 pub mod counter;
 pub mod coverage;
@@ -42,6 +46,7 @@ pub mod scope2;
 pub mod split;
 pub mod units;
 
+pub use attribution::{Attribution, IdleBaseline, LearnedIdle, attribute};
 pub use counter::{CounterError, CounterStep, Judged, WrappingCounter, counter_delta, judge_step};
 pub use coverage::{
     Amount, Coverage, GapRule, InputUsed, Period, Quality, Sample, Series, SeriesError, Status,
@@ -62,7 +67,7 @@ pub use scope2::{
     InstrumentUse, MAX_HOURS, MarginalFactor, MarketInputs, MarketSource, Origin, Scope2Basis,
     Scope2Error, Scope2Hour, Scope2Report, SupplierFactor, Tranche, Volume, scope2,
 };
-pub use split::{HOUR_MS, MAX_BUCKETS, MINUTE_MS, SplitError, split_interval};
+pub use split::{HOUR_MS, MAX_BUCKETS, MINUTE_MS, SplitError, apportion, split_interval};
 pub use units::{
     GramsCo2e, GramsPerKwh, Microjoules, MicrojoulesSum, Watts, average_power, emissions,
 };
