@@ -201,9 +201,8 @@ fn store_simulated_grid(
     if let Some(dir) = ledger.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut conn = crate::store::open(ledger)?;
-    crate::grid::store::init(&conn)?;
-    Ok(crate::grid::store::upsert_all(&mut conn, &points)?)
+    let mut conn = crate::backend::open(ledger)?;
+    Ok(conn.upsert_grid_points(&points)?)
 }
 
 /// What [`store_simulated_history`] wrote.
@@ -277,10 +276,10 @@ pub fn store_simulated_history(
     if let Some(dir) = ledger.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut conn = crate::store::open(ledger)?;
+    let mut conn = crate::backend::open(ledger)?;
     let mut heat_kwh = 0.0;
     let mut heat_kw = 0.0;
-    let (rows, written_to) = crate::store::history::write(&mut conn, |w| {
+    let (rows, written_to) = vigie_ledger::write_history(&mut *conn, |w| {
         let quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh;
         let heat = format!("{facility}:heat");
         let uj = |w: f64| Microjoules((w * 3.6e9).round() as u64);

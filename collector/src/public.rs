@@ -955,8 +955,11 @@ impl PublicState {
 
 /// Years from the ledger's first data (site readings or energy) to `now`,
 /// newest first.
-fn years_with_data(conn: &rusqlite::Connection, now_ms: i64) -> Result<Vec<i64>, rusqlite::Error> {
-    let first = crate::site::first_data_ms(conn)?;
+fn years_with_data(
+    conn: &dyn crate::backend::LedgerRead,
+    now_ms: i64,
+) -> Result<Vec<i64>, crate::backend::LedgerError> {
+    let first = conn.first_data_ms()?;
     let current = Date::from_ms(now_ms).y;
     let first = first.map_or(current, |t| Date::from_ms(t).y.clamp(1970, current));
     Ok((first..=current).rev().collect())
@@ -1137,7 +1140,6 @@ mod tests {
     /// estimate. The ledger also holds a host that must not show.
     fn report() -> Report {
         let mut conn = crate::store::open_in_memory().unwrap();
-        site::init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         let cfg: SiteConfig = toml::from_str(
             "it_category = 3\n[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\n[[meters]]\nname = \"it\"\nrole = \"it\"\n[[meters]]\nname = \"heat\"\nrole = \"heat-delivered\"\n",
@@ -1255,7 +1257,6 @@ mod tests {
     #[test]
     fn years_start_at_the_first_plausible_data() {
         let conn = crate::store::open_in_memory().unwrap();
-        crate::site::init(&conn).unwrap();
         let now = Date::new(2026, 11, 23).unwrap().start_ms();
         assert_eq!(years_with_data(&conn, now).unwrap(), [2026]);
         // A meter with an unset clock, and real data from 2025.

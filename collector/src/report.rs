@@ -6,10 +6,10 @@
 //! reports show exactly what the API and the exports show, with the same
 //! coverage and status.
 
+use crate::backend::Db;
 use crate::config::CarbonConfig;
 use crate::export::date::Date;
 use crate::site::{self, SiteConfig, SiteError};
-use rusqlite::Connection;
 use serde::Serialize;
 use vigie_energy::{Figure, Indicator, InputUsed, Scope2Basis, Status};
 
@@ -213,7 +213,7 @@ pub fn scope2_status(r: &vigie_energy::Scope2Report, basis: Scope2Basis) -> &'st
 
 /// The site over `[from_ms, to_ms)` labelled `label`.
 pub fn span(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     label: String,
@@ -277,7 +277,7 @@ pub fn span(
 
 /// The site over a period and each of its months.
 pub fn summary(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     label: &str,

@@ -9,12 +9,12 @@
 //! coverage gauges say why; with `scale-to-period`, gaps are filled and the
 //! figure is marked `estimated`.
 
+use crate::backend::{self, LedgerRead};
 use crate::config::CarbonConfig;
 use crate::export::date::Date;
 use crate::export::targets;
 use crate::metrics::{Metrics, SiteGauges, TargetGauges};
 use crate::site::{self, MarketConfig, SiteConfig, SiteError};
-use rusqlite::Connection;
 use std::sync::Arc;
 use vigie_energy::{MINUTE_MS, Status};
 
@@ -59,7 +59,7 @@ impl KpiPeriod {
 /// left out; zone meters are given in `energy` and `coverage` like the
 /// others.
 pub fn gauges(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     market: &MarketConfig,
     from_ms: i64,
@@ -166,7 +166,7 @@ pub fn meter_sensors(site: &SiteConfig) -> Vec<(String, String, String, &'static
 /// period nothing is computed and the period's series are removed.
 pub fn refresh(
     metrics: &Metrics,
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     market: &MarketConfig,
     period: KpiPeriod,
@@ -211,10 +211,10 @@ pub fn spawn(
                 let now = clock();
                 metrics.set_targets(target_gauges(site.commissioned, now));
                 metrics.set_site_power(&meter_power(&metrics, site));
-                let conn = crate::store::open(&db)?;
-                refresh(&metrics, &conn, site, market, KpiPeriod::Day, now)?;
+                let conn = backend::open(&db)?;
+                refresh(&metrics, &*conn, site, market, KpiPeriod::Day, now)?;
                 if ytd {
-                    refresh(&metrics, &conn, site, market, KpiPeriod::YearToDate, now)?;
+                    refresh(&metrics, &*conn, site, market, KpiPeriod::YearToDate, now)?;
                 }
                 Ok::<(), SiteError>(())
             })
@@ -242,6 +242,7 @@ pub fn spawn(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
     use vigie_energy::GramsPerKwh;
     use vigie_protocol::Quality;
 
@@ -345,7 +346,6 @@ register = { host = "facility", sensor = "hm:1", quantity = "heat-energy-kwh" }
     /// and 1 kWh of IT each minute, 0.9 kWh of heat delivered in all.
     fn ledger() -> Connection {
         let conn = crate::store::open_in_memory().unwrap();
-        site::init(&conn).unwrap();
         let day = NOON - 12 * HOUR;
         let mut p = crate::store::Pending::default();
         for m in 0..3 {

@@ -26,9 +26,9 @@ pub mod targets;
 
 pub use http::http_handler;
 
+use crate::backend::{Db, LedgerError};
 use crate::config::CarbonConfig;
 use crate::site::{self, Role, SiteConfig};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -191,7 +191,7 @@ pub enum ExportError {
     Site(#[from] site::SiteError),
     /// The ledger.
     #[error("ledger: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// A bad request (period, regime, date).
     #[error("{0}")]
     Request(String),
@@ -687,7 +687,7 @@ pub struct Export {
 
 /// Builds the export of `req`, calling `progress` at each step.
 pub fn build(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     req: &ExportRequest,
@@ -707,7 +707,6 @@ pub fn build(
         )));
     }
     progress("reading meters and computing figures");
-    site::init(conn)?;
     let figures = site::figures(conn, site_cfg, &carbon.market, req.from_ms, req.to_ms)?;
     let heat = site::measured_heat(conn, site_cfg, req.from_ms, req.to_ms).ok();
     let market = site::market_inputs(&carbon.market, figures.period);
@@ -865,13 +864,12 @@ fn meter_provenance(m: &site::MeterConfig, inputs: &Inputs<'_>) -> Value {
 }
 
 fn factor_provenance(
-    conn: &Connection,
+    conn: &dyn Db,
     carbon: &CarbonConfig,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Value, ExportError> {
     use vigie_energy::HOUR_MS;
-    crate::grid::store::init(conn)?;
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let hours = crate::carbon::hourly_factors(
