@@ -701,31 +701,29 @@ mod history_tests {
         );
         // The hour under way: its minutes add up to its hour row, exactly.
         {
-            let conn = crate::store::open(&ledger).unwrap();
+            let conn = crate::backend::open(&ledger).unwrap();
             let hour = now / 3_600_000 * 3_600_000;
-            let (n, minutes): (i64, i64) = conn
-                .query_row(
-                    "SELECT COUNT(*), SUM(measured_uj) FROM energy_minute WHERE sensor = 'facility:grid' AND bucket_ms >= ?1",
-                    [hour],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap();
-            let hour_row: i64 = conn
-                .query_row(
-                    "SELECT measured_uj FROM energy_hour WHERE sensor = 'facility:grid' AND bucket_ms = ?1",
-                    [hour],
-                    |r| r.get(0),
-                )
-                .unwrap();
+            let grid = |res| {
+                conn.sensor_buckets(res, "demo-01", "facility:grid", hour, i64::MAX)
+                    .unwrap()
+            };
+            let minute_rows = grid(crate::store::Resolution::Minute);
+            let (n, minutes) = (
+                minute_rows.len(),
+                minute_rows.iter().map(|(_, a)| a.measured).sum::<u64>(),
+            );
+            let hour_rows = grid(crate::store::Resolution::Hour);
+            assert_eq!(hour_rows.len(), 1);
+            let hour_row = hour_rows[0].1.measured;
             assert_eq!(n, 34, "12:00 to 12:34");
             assert_eq!(minutes, hour_row);
         }
         let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
-        let conn = crate::store::open(&ledger).unwrap();
-        crate::grid::store::init(&conn).unwrap();
+        let conn = crate::backend::open(&ledger).unwrap();
         let carbon = crate::config::CarbonConfig::default();
-        let s = crate::report::summary(&conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
-            .unwrap();
+        let s =
+            crate::report::summary(&*conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
+                .unwrap();
         assert_eq!(s.months.len(), 12);
         let pue = |m: &crate::report::Span| m.pue.value.unwrap();
         assert_eq!(s.total.pue.status, "measured", "{:?}", s.total.pue);

@@ -13,7 +13,7 @@
 
 use crate::store::losses::{Gap, Losses};
 use crate::store::manual::ManualReading;
-use crate::store::{Amount, EnergyRow, HostRow, Resolution, Total};
+use crate::store::{Amount, EnergyRow, HostRow, Pending, Resolution, Total};
 use std::collections::{HashMap, HashSet};
 use vigie_energy::Microjoules;
 use vigie_protocol::GaugeQuantity;
@@ -208,6 +208,13 @@ pub trait LedgerWrite {
         &mut self,
         f: &mut dyn FnMut(&mut dyn HistorySink) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError>;
+
+    /// Adds `pending`'s energy to its minute and hour buckets in one
+    /// transaction, as a committed group of messages does (summed into
+    /// what the buckets hold, clamped at `i64::MAX` µJ a bucket): imports
+    /// with estimated parts, and tests' ledgers. The caller keeps minutes
+    /// and hours consistent (every minute's energy in its hour too).
+    fn add_energy(&mut self, pending: &Pending) -> Result<(), LedgerError>;
 
     /// Deletes the minute buckets of the whole hours before `before_ms`
     /// (hours keep their buckets); returns the buckets deleted.

@@ -7,7 +7,7 @@ use crate::api::{HistorySink, LedgerError, LedgerRead, LedgerWrite};
 use crate::store::history::{self, HistoryWriter};
 use crate::store::losses::{self, Gap, Losses};
 use crate::store::manual::{self, ManualError, ManualReading};
-use crate::store::{self, Amount, EnergyRow, HostRow, Resolution, Total};
+use crate::store::{self, Amount, EnergyRow, HostRow, Pending, Resolution, Total};
 use rusqlite::Connection;
 use std::collections::{HashMap, HashSet};
 use vigie_energy::Microjoules;
@@ -203,6 +203,13 @@ impl LedgerWrite for Connection {
         history::write(self, |w| f(w))
     }
 
+    fn add_energy(&mut self, pending: &Pending) -> Result<(), LedgerError> {
+        let tx = self.transaction()?;
+        store::add_energy(&tx, pending)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn prune_minutes(&mut self, before_ms: i64) -> Result<u64, LedgerError> {
         Ok(store::prune_minutes(self, before_ms)?)
     }
@@ -213,7 +220,7 @@ impl LedgerWrite for Connection {
 mod tests {
     use super::*;
     use crate::api::write_history;
-    use crate::store::{Pending, record_registers};
+    use crate::store::record_registers;
     use vigie_energy::{HOUR_MS, MINUTE_MS};
 
     /// A ledger with host `h`: sensor `cpu` 1 J measured per minute over
@@ -472,6 +479,44 @@ mod tests {
             .energy(Resolution::Minute, 0, 6 * HOUR_MS, false, false)
             .unwrap();
         assert_eq!(left[0].amount.measured, 30_000_000 + 3);
+    }
+
+    #[test]
+    fn add_energy_sums_into_the_buckets() {
+        let mut conn = ledger();
+        let mut p = Pending::default();
+        let a = Amount {
+            measured: 5,
+            estimated: 7,
+        };
+        p.minute.insert(("h".into(), "cpu".into(), 0), a);
+        p.hour.insert(("h".into(), "cpu".into(), 0), a);
+        p.hour.insert(("h".into(), "fan".into(), 0), a);
+        let w: &mut dyn LedgerWrite = &mut conn;
+        w.add_energy(&p).unwrap();
+        let l = dyn_read(&conn);
+        let minute = l
+            .sensor_buckets(Resolution::Minute, "h", "cpu", 0, MINUTE_MS)
+            .unwrap();
+        assert_eq!(
+            minute,
+            vec![(
+                0,
+                Amount {
+                    measured: 1_000_005,
+                    estimated: 7
+                }
+            )]
+        );
+        let t = l.totals().unwrap();
+        let got: Vec<(&str, u128, u128)> = t
+            .iter()
+            .map(|(_, s, a)| (s.as_str(), a.measured, a.estimated))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("cpu", 90_000_005, 7), ("fan", 5, 7), ("gpu", 0, 2_000_000)]
+        );
     }
 
     #[test]
