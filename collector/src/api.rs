@@ -2,14 +2,14 @@
 //! their own connection (WAL: they never block ingest) on the blocking pool.
 
 use crate::auth::{self, Guard, Role, Tokens};
+use crate::backend::{self, Backend, Db, LedgerError};
 use crate::metrics::Metrics;
-use crate::store::{self, Resolution};
+use crate::store::Resolution;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ pub struct Factor {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    db: Arc<Mutex<Option<Connection>>>,
+    db: Arc<Mutex<Option<Backend>>>,
     db_path: Arc<PathBuf>,
     metrics: Arc<Metrics>,
     factor: Arc<Factor>,
@@ -250,7 +250,7 @@ impl AppState {
         if q_from.is_some() {
             return Ok((from, to));
         }
-        let first = self.read(crate::site::first_data_ms).await?;
+        let first = self.read(|c| c.first_data_ms()).await?;
         let from = first.map_or(from, |t| t.div_euclid(HOUR_MS) * HOUR_MS);
         Ok((from.min(to), to))
     }
@@ -303,7 +303,7 @@ impl AppState {
     /// Runs `f` on the ledger in the blocking pool.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        f: impl FnOnce(&dyn Db) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let db = self.db.clone();
         let path = self.db_path.clone();
@@ -312,10 +312,10 @@ impl AppState {
                 .lock()
                 .map_err(|_| ApiError::Internal("lock poisoned".into()))?;
             if guard.is_none() {
-                *guard = Some(store::open(&path)?);
+                *guard = Some(backend::open(&path)?);
             }
             let conn = guard
-                .as_ref()
+                .as_deref()
                 .ok_or_else(|| ApiError::Internal("no connection".into()))?;
             Ok(f(conn)?)
         })
@@ -335,7 +335,7 @@ pub enum ApiError {
     NotFound(String),
     /// Storage trouble.
     #[error("storage: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// Anything else on our side.
     #[error("internal: {0}")]
     Internal(String),
@@ -577,12 +577,7 @@ async fn energy(
     // Read per sensor: a component or an alternative of a device's
     // boundary sensor is shown but never added into a host or the total.
     let (rows, uncounted) = s
-        .read(move |c| {
-            Ok((
-                store::energy_span(c, from, to, true)?,
-                store::uncounted_sensors(c)?,
-            ))
-        })
+        .read(move |c| Ok((c.energy_span(from, to, true)?, c.uncounted_sensors()?)))
         .await?;
     let (mut tm, mut te) = (0u128, 0u128);
     let mut groups: Vec<EnergyGroup> = Vec::new();
@@ -655,13 +650,7 @@ struct HostsAnswer {
 
 async fn hosts(State(s): State<AppState>) -> Result<axum::Json<HostsAnswer>, ApiError> {
     let (hosts, totals, uncounted) = s
-        .read(|c| {
-            Ok((
-                store::hosts(c)?,
-                store::totals(c)?,
-                store::uncounted_sensors(c)?,
-            ))
-        })
+        .read(|c| Ok((c.hosts()?, c.totals()?, c.uncounted_sensors()?)))
         .await?;
     let mut per_host: BTreeMap<String, (u128, u128, Vec<String>)> = BTreeMap::new();
     for (host, sensor, a) in totals {
@@ -1099,10 +1088,9 @@ async fn post_readings(
     let n = readings.len();
     let path = s.db_path.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let mut conn = store::open(&path)?;
-        crate::site::init(&conn)?;
-        Ok::<_, rusqlite::Error>(crate::site::add_manual(
-            &mut conn,
+        let mut conn = backend::open(&path)?;
+        Ok::<_, LedgerError>(crate::site::add_manual(
+            &mut *conn,
             &name,
             &readings,
             crate::now_ms(),
@@ -1118,6 +1106,7 @@ async fn post_readings(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::store;
 
     /// The API's state over the ledger at `db` with `site`, a static FR
     /// factor of 50 g/kWh and no token.
@@ -1479,7 +1468,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.sqlite");
         let conn = store::open(&db).unwrap();
-        crate::site::init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         let t0 = 1_790_000_000_000 / HOUR_MS * HOUR_MS;
         // A meter whose clock was never set once wrote in 1970: ignored.

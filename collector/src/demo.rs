@@ -210,9 +210,8 @@ fn store_simulated_grid(
     if let Some(dir) = ledger.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut conn = crate::store::open(ledger)?;
-    crate::grid::store::init(&conn)?;
-    Ok(crate::grid::store::upsert_all(&mut conn, &points)?)
+    let mut conn = crate::backend::open(ledger)?;
+    Ok(conn.upsert_grid_points(&points)?)
 }
 
 /// What [`store_simulated_history`] wrote.
@@ -286,10 +285,10 @@ pub fn store_simulated_history(
     if let Some(dir) = ledger.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut conn = crate::store::open(ledger)?;
+    let mut conn = crate::backend::open(ledger)?;
     let mut heat_kwh = 0.0;
     let mut heat_kw = 0.0;
-    let (rows, written_to) = crate::store::history::write(&mut conn, |w| {
+    let (rows, written_to) = vigie_ledger::write_history(&mut *conn, |w| {
         let quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh;
         let heat = format!("{facility}:heat");
         let uj = |w: f64| Microjoules((w * 3.6e9).round() as u64);
@@ -904,31 +903,29 @@ mod history_tests {
         );
         // The hour under way: its minutes add up to its hour row, exactly.
         {
-            let conn = crate::store::open(&ledger).unwrap();
+            let conn = crate::backend::open(&ledger).unwrap();
             let hour = now / 3_600_000 * 3_600_000;
-            let (n, minutes): (i64, i64) = conn
-                .query_row(
-                    "SELECT COUNT(*), SUM(measured_uj) FROM energy_minute WHERE sensor = 'facility:grid' AND bucket_ms >= ?1",
-                    [hour],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap();
-            let hour_row: i64 = conn
-                .query_row(
-                    "SELECT measured_uj FROM energy_hour WHERE sensor = 'facility:grid' AND bucket_ms = ?1",
-                    [hour],
-                    |r| r.get(0),
-                )
-                .unwrap();
+            let grid = |res| {
+                conn.sensor_buckets(res, "demo-01", "facility:grid", hour, i64::MAX)
+                    .unwrap()
+            };
+            let minute_rows = grid(crate::store::Resolution::Minute);
+            let (n, minutes) = (
+                minute_rows.len(),
+                minute_rows.iter().map(|(_, a)| a.measured).sum::<u64>(),
+            );
+            let hour_rows = grid(crate::store::Resolution::Hour);
+            assert_eq!(hour_rows.len(), 1);
+            let hour_row = hour_rows[0].1.measured;
             assert_eq!(n, 34, "12:00 to 12:34");
             assert_eq!(minutes, hour_row);
         }
         let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
-        let conn = crate::store::open(&ledger).unwrap();
-        crate::grid::store::init(&conn).unwrap();
+        let conn = crate::backend::open(&ledger).unwrap();
         let carbon = crate::config::CarbonConfig::default();
-        let s = crate::report::summary(&conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
-            .unwrap();
+        let s =
+            crate::report::summary(&*conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
+                .unwrap();
         assert_eq!(s.months.len(), 12);
         let pue = |m: &crate::report::Span| m.pue.value.unwrap();
         assert_eq!(s.total.pue.status, "measured", "{:?}", s.total.pue);

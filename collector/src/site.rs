@@ -7,11 +7,10 @@
 //! heat meters read by hand). The maths, coverage and gap rules are
 //! `vigie_energy::kpi`; here the inputs are gathered.
 
+use crate::backend::{Db, LedgerError, LedgerRead, LedgerWrite};
 use crate::export::date::Date;
 pub use crate::store::manual::ManualReading;
-use crate::store::manual::samples as manual_samples;
 use crate::store::{self, Resolution};
-use rusqlite::Connection;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -378,16 +377,16 @@ impl MeterConfig {
 /// estimated)` in µJ (heat) or litres (volume). A step backwards (meter
 /// reset or replaced) leaves that interval out.
 fn register_samples(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     r: &RegisterRef,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
+) -> Result<Vec<(i64, i64, u64, bool)>, LedgerError> {
     let (quantity, scale) = match r.quantity {
         RegisterQuantity::HeatEnergyKwh => (vigie_protocol::GaugeQuantity::HeatEnergyKwh, 3.6e12),
         RegisterQuantity::VolumeM3 => (vigie_protocol::GaugeQuantity::VolumeCubicMetres, 1000.0),
     };
-    let values = store::registers(conn, &r.host, &r.sensor, quantity.as_str(), from_ms, to_ms)?;
+    let values = conn.registers(&r.host, &r.sensor, quantity.as_str(), from_ms, to_ms)?;
     Ok(values
         .windows(2)
         .filter_map(|w| {
@@ -404,7 +403,7 @@ fn register_samples(
 pub enum SiteError {
     /// The store.
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// Samples that do not form a series (overlapping manual readings).
     #[error("meter {meter}: {source}")]
     Series {
@@ -421,24 +420,20 @@ pub enum SiteError {
     Config(String),
 }
 
-/// Creates the manual-readings table (see [`store::manual`]).
-pub fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
-    store::manual::init(conn)
-}
-
 /// Stores manual readings of `meter` in one transaction; refuses them all
 /// if any overlaps a stored one or another in the same call (see
 /// [`store::manual::add`]).
 pub fn add_manual(
-    conn: &mut Connection,
+    conn: &mut dyn LedgerWrite,
     meter: &str,
     readings: &[ManualReading],
     now_ms: i64,
 ) -> Result<(), SiteError> {
-    store::manual::add(conn, meter, readings, now_ms).map_err(|e| match e {
-        store::manual::ManualError::Store(e) => SiteError::Store(e),
-        store::manual::ManualError::Refused(why) => SiteError::Config(why),
-    })
+    conn.add_manual(meter, readings, now_ms)
+        .map_err(|e| match e {
+            LedgerError::Refused(why) => SiteError::Config(why),
+            e => SiteError::Store(e),
+        })
 }
 
 /// Parses a CSV of manual readings: a header line, then
@@ -500,9 +495,9 @@ pub fn parse_readings_csv(
     }
 }
 
-/// When the ledger's data starts (see [`store::first_data_ms`]).
-pub fn first_data_ms(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    store::first_data_ms(conn)
+/// When the ledger's data starts (see [`LedgerRead::first_data_ms`]).
+pub fn first_data_ms(conn: &dyn LedgerRead) -> Result<Option<i64>, LedgerError> {
+    conn.first_data_ms()
 }
 
 /// Energy of a time slot summed over a meter's sensors.
@@ -531,11 +526,11 @@ struct Acc {
 /// covered. Hours cut by the period's edges use minute buckets only, so
 /// that no hour amount is pro-rated. Sums are exact integer µJ.
 fn ledger_samples(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     sensors: &[SensorRef],
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<RawSample>, rusqlite::Error> {
+) -> Result<Vec<RawSample>, LedgerError> {
     if sensors.is_empty() || to_ms <= from_ms {
         return Ok(Vec::new());
     }
@@ -554,8 +549,7 @@ fn ledger_samples(
     // Minutes every sensor read so far has: a sorted intersection.
     let mut minutes: Vec<(i64, Acc)> = Vec::new();
     for (i, s) in sensors.iter().enumerate() {
-        let rows =
-            store::sensor_buckets(conn, Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
+        let rows = conn.sensor_buckets(Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
         for (t, a) in &rows {
             if let Some(h) = hour_of(*t) {
                 let acc = &mut hour_acc[h];
@@ -586,7 +580,7 @@ fn ledger_samples(
         if hours == 0 {
             continue;
         }
-        for (t, a) in store::sensor_buckets(conn, Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
+        for (t, a) in conn.sensor_buckets(Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
             let Some(h) = hour_of(t) else { continue };
             if minutes_of[h] == i {
                 // Its minutes are already summed into this hour.
@@ -652,15 +646,15 @@ type RawSample = (i64, i64, u64, bool);
 /// A meter's samples, from its register, its hand readings or its ledger
 /// sensors.
 fn meter_samples(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     m: &MeterConfig,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<RawSample>, rusqlite::Error> {
+) -> Result<Vec<RawSample>, LedgerError> {
     if let Some(r) = &m.register {
         register_samples(conn, r, from_ms, to_ms)
     } else if m.sensors.is_empty() {
-        manual_samples(conn, &m.name, from_ms, to_ms)
+        conn.manual_samples(&m.name, from_ms, to_ms)
     } else {
         ledger_samples(conn, &m.sensors, from_ms, to_ms)
     }
@@ -813,7 +807,7 @@ impl SiteConfig {
 
 /// Computes every indicator whose meters are configured.
 pub fn figures(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     market: &MarketConfig,
     from_ms: i64,
@@ -830,7 +824,7 @@ pub fn figures(
         .iter()
         .map(|m| meter_samples(conn, m, from_ms, to_ms))
         .collect::<Result<_, _>>()?;
-    let raw = |m: &MeterConfig| -> Result<Vec<RawSample>, rusqlite::Error> {
+    let raw = |m: &MeterConfig| -> Result<Vec<RawSample>, LedgerError> {
         Ok(site
             .meters
             .iter()
@@ -997,7 +991,7 @@ pub fn figures(
 /// delivered heat that is); a heat meter without them gives the heat and
 /// ERF all the same.
 pub fn measured_heat(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     from_ms: i64,
     to_ms: i64,
@@ -1032,7 +1026,7 @@ pub fn measured_heat(
     let (mut mean_supply, mut mean_return, mut with_temps) = (None, None, 0.0);
     if let Some(r) = &delivered_meter.register {
         let temps = |q: vigie_protocol::GaugeQuantity| {
-            store::registers(conn, &r.host, &r.sensor, q.as_str(), from_ms, to_ms)
+            conn.registers(&r.host, &r.sensor, q.as_str(), from_ms, to_ms)
         };
         let supply = temps(vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius)?;
         let ret = temps(vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius)?;
@@ -1171,7 +1165,7 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::store::manual::MAX_PIECE;
-    use rusqlite::params;
+    use rusqlite::{Connection, params};
 
     #[test]
     fn fuel_read_by_hand_is_spread_over_the_minutes_exactly() {
@@ -1488,7 +1482,6 @@ mod tests {
     #[test]
     fn scope2_refuses_periods_longer_than_its_limit() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         let year = 366 * 24 * 3_600_000;
         let carbon = crate::config::CarbonConfig::default();
@@ -1500,7 +1493,6 @@ mod tests {
     #[test]
     fn heat_and_water_from_registers() {
         let mut conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         add(&conn, "meter:mains", 0, 3_600_000_000_000); // 1 kWh of E_DC in minute 0
         add(&conn, "pdu-a:total", 0, 1);
         add(&conn, "pdu-b:total", 0, 1);
@@ -1555,7 +1547,6 @@ mod tests {
         // drop the intervals without temperatures (no heat, ERF
         // incomplete) while /api/v1/kpi counted them.
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         use vigie_protocol::GaugeQuantity::{
             HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
         };
@@ -1620,7 +1611,6 @@ mod tests {
     #[test]
     fn measured_heat_weights_temperatures_by_energy() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         use vigie_protocol::GaugeQuantity::{
             HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
         };
@@ -1663,7 +1653,6 @@ mod tests {
     #[test]
     fn partial_pue_per_zone() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         add(&conn, "hall-a:total", 0, 1_200);
         add(&conn, "hall-a:it", 0, 1_000);
         let s = site(
@@ -1686,7 +1675,6 @@ mod tests {
     #[test]
     fn an_hourly_ppa_counts_for_cfe() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         for m in 0..120 {
             add(&conn, "meter:mains", m, 1_000_000_000);
@@ -1753,7 +1741,6 @@ mod tests {
     #[test]
     fn scope2_location_and_market_with_a_certificate_and_the_residual_mix() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         // Two hours of grid import, 1e9 µJ (1 kJ) per minute.
         for m in 0..120 {
@@ -1791,7 +1778,6 @@ mod tests {
     #[test]
     fn a_large_facilitys_monthly_reading_is_stored_whole_and_exact() {
         let mut conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         // 30 days of a 4 MW facility: 2,880 MWh = 1.0368e19 µJ, past
         // SQLite's i64, plus 7 µJ; and a 100 GWh year, past u64 too.
         let month = 30 * 86_400_000i64;
@@ -1812,7 +1798,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let rows = manual_samples(&conn, "grid", 0, month + year).unwrap();
+        let rows = conn.manual_samples("grid", 0, month + year).unwrap();
         assert!(rows.len() > 2, "stored in pieces: {rows:?}");
         // Contiguous pieces, each within a row's limit.
         for w in rows.windows(2) {
@@ -1836,7 +1822,6 @@ mod tests {
     #[test]
     fn pue_from_ledger_meters_with_coverage_and_water_from_manual_readings() {
         let mut conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         // Two minutes. Minute 0: grid 1500 µJ, IT from both PDUs (600 +
         // 400). Minute 1: grid 1500, only PDU a: the IT meter misses it.
         for m in 0..2 {
@@ -2089,7 +2074,7 @@ pub const SCOPE2_MAX_YEARS: i64 = 10;
 /// Site Scope 2 over whole hours: E_DC's grid import, location- and
 /// market-based, with CUE against E_IT.
 pub fn scope2(
-    conn: &Connection,
+    conn: &dyn Db,
     site: &SiteConfig,
     carbon: &crate::config::CarbonConfig,
     from_ms: i64,

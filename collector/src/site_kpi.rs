@@ -9,12 +9,12 @@
 //! coverage gauges say why; with `scale-to-period`, gaps are filled and the
 //! figure is marked `estimated`.
 
+use crate::backend::{self, LedgerRead};
 use crate::config::CarbonConfig;
 use crate::export::date::Date;
 use crate::export::targets;
 use crate::metrics::{Metrics, SiteGauges, TargetGauges};
 use crate::site::{self, MarketConfig, SiteConfig, SiteError};
-use rusqlite::Connection;
 use std::sync::Arc;
 use vigie_energy::{MINUTE_MS, Status};
 
@@ -59,7 +59,7 @@ impl KpiPeriod {
 /// left out; zone meters are given in `energy` and `coverage` like the
 /// others.
 pub fn gauges(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     market: &MarketConfig,
     from_ms: i64,
@@ -196,7 +196,7 @@ impl SiteEmissionCounter {
     /// ledger was read.
     pub fn refresh(
         &mut self,
-        conn: &Connection,
+        conn: &dyn backend::Db,
         site: &SiteConfig,
         carbon: &CarbonConfig,
         metrics: &Metrics,
@@ -228,7 +228,7 @@ impl SiteEmissionCounter {
     #[allow(clippy::too_many_arguments)]
     fn count(
         &mut self,
-        conn: &Connection,
+        conn: &dyn backend::Db,
         site: &SiteConfig,
         carbon: &CarbonConfig,
         metrics: &Metrics,
@@ -271,7 +271,7 @@ impl SiteEmissionCounter {
 /// period nothing is computed and the period's series are removed.
 pub fn refresh(
     metrics: &Metrics,
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     market: &MarketConfig,
     period: KpiPeriod,
@@ -319,15 +319,15 @@ pub fn spawn(
                 let now = clock();
                 metrics.set_targets(target_gauges(site.commissioned, now));
                 metrics.set_site_power(&meter_power(&metrics, site));
-                let conn = crate::store::open(&db)?;
+                let conn = backend::open(&db)?;
                 // The counter's trouble does not hold the figures back.
                 let counted = counter
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .refresh(&conn, site, carbon, &metrics, now);
-                refresh(&metrics, &conn, site, market, KpiPeriod::Day, now)?;
+                    .refresh(&*conn, site, carbon, &metrics, now);
+                refresh(&metrics, &*conn, site, market, KpiPeriod::Day, now)?;
                 if ytd {
-                    refresh(&metrics, &conn, site, market, KpiPeriod::YearToDate, now)?;
+                    refresh(&metrics, &*conn, site, market, KpiPeriod::YearToDate, now)?;
                 }
                 counted.map(|_| ())
             })
@@ -355,6 +355,7 @@ pub fn spawn(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
     use vigie_energy::{GramsPerKwh, Microjoules};
     use vigie_protocol::Quality;
 
@@ -458,7 +459,6 @@ register = { host = "facility", sensor = "hm:1", quantity = "heat-energy-kwh" }
     /// and 1 kWh of IT each minute, 0.9 kWh of heat delivered in all.
     fn ledger() -> Connection {
         let conn = crate::store::open_in_memory().unwrap();
-        site::init(&conn).unwrap();
         let day = NOON - 12 * HOUR;
         let mut p = crate::store::Pending::default();
         for m in 0..3 {
@@ -782,7 +782,6 @@ sensors = [{ host = "fac", sensor = "facility:cooling" }]
     /// from `from`, and a stored grid series of one factor per hour.
     fn grid_ledger(from: i64, kwh: &[f64], factors: &[f64]) -> Connection {
         let mut conn = crate::store::open_in_memory().unwrap();
-        site::init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         add_hours(&conn, from, kwh);
         let points: Vec<crate::grid::IntensityPoint> = factors

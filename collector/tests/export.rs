@@ -75,7 +75,7 @@ role = "heat-delivered"
     std::fs::write(&cfg_path, &text).unwrap();
     let cfg = CollectorConfig::from_toml(&text).unwrap();
     let mut conn = store::open(&db).unwrap();
-    site::init(&conn).unwrap();
+    vigie_collector::grid::store::init(&conn).unwrap();
     let (from, to) = period();
     for m in [from, from + MIN] {
         add(&conn, "meter:mains", m, 3 * KWH / 2);

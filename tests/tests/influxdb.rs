@@ -44,6 +44,7 @@ fn batch(seq: u64, readings: &[(&str, i64, i64, u64, u64, Quality)]) -> Message 
             })
             .collect(),
         gauges: vec![],
+        workloads: vec![],
     };
     Message {
         topic: "vigie/v1/par1/node-01/telemetry".into(),

@@ -8,6 +8,7 @@
 //! [`Dossier::to_pdf`] render the blocks. Nothing here reads the clock:
 //! the generation time is an argument.
 
+use crate::backend::Db;
 use crate::charts::{Chart, Drawing, Kind, SeriesData, escape};
 use crate::config::CollectorConfig;
 use crate::export::date::{self, Date};
@@ -15,7 +16,6 @@ use crate::export::targets::{self, TargetCheck};
 use crate::heat_api::PotentialRequest;
 use crate::report::{self, Span, Summary};
 use crate::site::{self, MeterConfig, Role, SiteError};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::fmt::Write as _;
@@ -283,7 +283,7 @@ fn meter_source(m: &MeterConfig) -> String {
 /// Reads the ledger and configuration for the period. `progress` hears
 /// each step (the CLI prints them).
 pub fn gather(
-    conn: &Connection,
+    conn: &dyn Db,
     cfg: &Settings,
     req: DossierRequest,
     now_ms: i64,
@@ -1596,7 +1596,7 @@ impl Dossier {
 
 /// Reads, lays out and renders in one call (CLI and HTTP).
 pub fn build(
-    conn: &Connection,
+    conn: &dyn Db,
     cfg: &Settings,
     req: DossierRequest,
     format: Format,

@@ -30,9 +30,9 @@ pub mod targets;
 
 pub use http::http_handler;
 
+use crate::backend::{Db, LedgerError};
 use crate::config::CarbonConfig;
 use crate::site::{self, Role, SiteConfig};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -200,7 +200,7 @@ pub enum ExportError {
     Site(#[from] site::SiteError),
     /// The ledger.
     #[error("ledger: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// A bad request (period, regime, date).
     #[error("{0}")]
     Request(String),
@@ -842,7 +842,7 @@ pub struct Export {
 
 /// Builds the export of `req`, calling `progress` at each step.
 pub fn build(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     req: &ExportRequest,
@@ -862,7 +862,6 @@ pub fn build(
         )));
     }
     progress("reading meters and computing figures");
-    site::init(conn)?;
     let figures = site::figures(conn, site_cfg, &carbon.market, req.from_ms, req.to_ms)?;
     let heat = site::measured_heat(conn, site_cfg, req.from_ms, req.to_ms).ok();
     let market = site::market_inputs(&carbon.market, figures.period);
@@ -1031,7 +1030,7 @@ type MonthTotal = (String, f64, Resolved);
 /// `[from_ms, to_ms)`, cut at the period's bounds: (`YYYY-MM`, hours,
 /// total). `None` without such a meter. Reads that meter alone.
 fn monthly_totals(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     role: Role,
@@ -1115,13 +1114,12 @@ fn meter_provenance(m: &site::MeterConfig, inputs: &Inputs<'_>) -> Value {
 }
 
 fn factor_provenance(
-    conn: &Connection,
+    conn: &dyn Db,
     carbon: &CarbonConfig,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Value, ExportError> {
     use vigie_energy::HOUR_MS;
-    crate::grid::store::init(conn)?;
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let hours = crate::carbon::hourly_factors(

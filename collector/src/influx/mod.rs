@@ -22,13 +22,13 @@ mod write;
 
 pub use line::{ENERGY, SITE, SITE_METER};
 
+use crate::backend::{LedgerError, LedgerRead};
 use crate::metrics::{Metrics, ReasonLabels, SiteGauges};
 use crate::store;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use rusqlite::Connection;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -318,11 +318,11 @@ struct Window {
 /// The ledger's minute buckets starting in [`from_ms`, `to_ms`), per
 /// (host, sensor, minute): the sink's one read of the ledger.
 fn read_minutes(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<store::EnergyRow>, store::StoreError> {
-    store::energy(conn, store::Resolution::Minute, from_ms, to_ms, true, true)
+) -> Result<Vec<store::EnergyRow>, LedgerError> {
+    conn.energy(store::Resolution::Minute, from_ms, to_ms, true, true)
 }
 
 impl Window {
@@ -354,9 +354,9 @@ impl Window {
     /// were last queued (and how many could not be made into a line).
     fn collect(
         &mut self,
-        conn: &Connection,
+        conn: &dyn LedgerRead,
         now_ms: i64,
-    ) -> Result<(Vec<Point>, u64), store::StoreError> {
+    ) -> Result<(Vec<Point>, u64), LedgerError> {
         let (from, to) = self.range(now_ms);
         let rows = read_minutes(conn, from, to)?;
         self.queued.retain(|k, _| k.2 >= from);
@@ -440,7 +440,7 @@ impl Sink {
 
     /// Queues the minutes of the ledger `conn` that are new or changed at
     /// `now_ms`; returns how many.
-    pub fn collect(&mut self, conn: &Connection, now_ms: i64) -> Result<usize, store::StoreError> {
+    pub fn collect(&mut self, conn: &dyn LedgerRead, now_ms: i64) -> Result<usize, LedgerError> {
         let (points, invalid) = self.window.collect(conn, now_ms)?;
         self.metrics.drop_n("invalid", invalid);
         Ok(self.queue(points))
@@ -588,7 +588,7 @@ pub fn spawn(
             let mut window = std::mem::take(&mut sink.window);
             let db = db.clone();
             let read = tokio::task::spawn_blocking(move || {
-                let r = store::open(&db).and_then(|c| window.collect(&c, now));
+                let r = crate::backend::open(&db).and_then(|c| window.collect(&*c, now));
                 (window, r)
             })
             .await;

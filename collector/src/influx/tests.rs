@@ -97,6 +97,7 @@ fn batch(seq: u64, sensor: &str, start: i64, energy: u64, cum: u64) -> Message {
             quality: Quality::Measured,
         }],
         gauges: vec![],
+        workloads: vec![],
     };
     Message {
         topic: "vigie/v1/par1/node-01/telemetry".into(),
