@@ -8,7 +8,7 @@
 //! inventory (NVML samples power only part of the time: it can miss
 //! energy). Power, limit, temperature, utilisation and MIG mode are gauges.
 
-use crate::sampler::{Checkpoint, Unresumed};
+use crate::checkpoint::{Checkpoint, Unresumed};
 use crate::source::{PollError, Sink, Source};
 
 /// Longest agent downtime bridged from a GPU checkpoint.
