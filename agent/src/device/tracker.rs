@@ -6,7 +6,7 @@
 
 use super::{PointValue, Value};
 use crate::checkpoint::Checkpoint;
-use vigie_energy::{Judged, Microjoules, Watts, average_power, judge_step};
+use vigie_energy::{Judged, Microjoules, Watts, average_power, integrate_power, judge_step};
 use vigie_protocol::{Gauge, GaugeQuantity, Quality, Reading};
 
 /// How an energy point is tracked.
@@ -236,13 +236,7 @@ impl Tracker {
             );
             return;
         }
-        // Trapezoid: W x ms = mJ; x 1000 = µJ.
-        let uj = ((prev_w + w) / 2.0 * dt as f64 * 1000.0).round();
-        let energy = Microjoules(if uj.is_finite() && uj > 0.0 {
-            uj as u64
-        } else {
-            0
-        });
+        let energy = integrate_power(Watts(prev_w), Watts(w), dt);
         let total = total.saturating_add(energy);
         readings.push(Reading {
             sensor,
