@@ -15,6 +15,13 @@ pub struct DeviceConfig {
     /// by more than this could explain is a reset, not a wrap.
     #[serde(default = "default_max_power_w")]
     pub max_power_w: f64,
+    /// Whose energy the device measures: `host` (the agent's own host:
+    /// its BMC, the outlet feeding it) or `site` (equipment the agent only
+    /// reads: facility meters, a rack PDU feeding other hosts, cooling).
+    /// A `site` device's sensors go to the ledger and the site figures,
+    /// never into the polling host's totals ([`scope::off_host`](super::scope::off_host)).
+    #[serde(default)]
+    pub counts_in: CountsIn,
     /// Where each point sits in the site.
     #[serde(default)]
     pub points: Vec<PointTopology>,
@@ -30,6 +37,19 @@ pub struct DeviceConfig {
     /// A Modbus TCP meter.
     #[serde(default)]
     pub modbus: Option<modbus::ModbusConfig>,
+}
+
+/// Whose totals a device's energy belongs to (`counts_in`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountsIn {
+    /// The polling host's own energy: its boundary sensors add to the
+    /// host's totals (what configurations without the setting meant).
+    #[default]
+    Host,
+    /// Site equipment the agent merely reads: none of its sensors is in
+    /// the host's totals.
+    Site,
 }
 
 /// A point's place in the site topology.

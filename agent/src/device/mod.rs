@@ -21,7 +21,7 @@ pub mod snmp;
 mod testing;
 mod tracker;
 
-pub use config::{DeviceConfig, PointTopology};
+pub use config::{CountsIn, DeviceConfig, PointTopology};
 pub use driver::{Device, DeviceError, PointValue, PollFuture, Value};
 pub use fake::{FakeFacility, FakePdu};
 pub use runner::{DeviceOutput, spawn};

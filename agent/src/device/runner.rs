@@ -2,7 +2,7 @@
 //! feeds the [`Tracker`], announces new sensors with their scope, and
 //! hands what each poll yields to the agent's main loop.
 
-use super::{Device, DeviceConfig, PointValue, Tracker, TrackerEvent, Value, scope};
+use super::{CountsIn, Device, DeviceConfig, PointValue, Tracker, TrackerEvent, Value, scope};
 use crate::checkpoint::Checkpoint;
 use vigie_protocol::{Gauge, Reading};
 
@@ -68,6 +68,7 @@ pub fn spawn(
     }
     let name = cfg.name.clone();
     let points = cfg.points.clone();
+    let counts_in = cfg.counts_in;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,7 +112,11 @@ pub fn spawn(
             let scopes = if values.iter().any(|v| !announced.contains(&v.point)) {
                 let energy = energy_points(&values);
                 let names: Vec<&str> = energy.iter().map(|(p, _)| *p).collect();
-                scope::assign(&name, &device.places(&names), &energy)
+                let scopes = scope::assign(&name, &device.places(&names), &energy);
+                match counts_in {
+                    CountsIn::Host => scopes,
+                    CountsIn::Site => scope::off_host(&name, &energy, scopes),
+                }
             } else {
                 Vec::new()
             };
@@ -244,5 +249,46 @@ mod tests {
         assert_eq!(unread_news(&mut logged, more.clone()), Some(more));
         assert_eq!(unread_news(&mut logged, Vec::new()), None, "nothing to say");
         assert_eq!(unread_news(&mut logged, floor.clone()), Some(floor));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_site_devices_sensors_are_not_in_the_polling_hosts_totals() {
+        // The demo's facility meters, polled by the first host's agent.
+        let facility = crate::device::FakeFacility::new();
+        facility.electricity("grid", 1000.0, 2);
+        facility.electricity("cooling", 300.0, 1);
+        facility.heat("heat", 0.5, 45.0, 30.0);
+        let inventory = |toml_cfg: &str| {
+            let cfg: DeviceConfig = toml::from_str(toml_cfg).unwrap();
+            let facility = facility.clone();
+            async move {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+                let task = spawn(&cfg, Box::new(facility), tx, test_clock, &[]);
+                let first = rx.recv().await.unwrap();
+                task.abort();
+                first.new_sensors
+            }
+        };
+        let counted = |sensors: &[vigie_protocol::SensorMeta]| -> Vec<String> {
+            sensors
+                .iter()
+                .filter(|m| m.method.is_some() && m.in_totals())
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        let site = inventory("name = \"facility\"\nperiod = \"5s\"\ncounts_in = \"site\"\n").await;
+        let energy: Vec<&str> = site
+            .iter()
+            .filter(|m| m.method.is_some())
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(energy, ["facility:grid", "facility:cooling"]);
+        assert!(counted(&site).is_empty(), "{site:?}");
+        assert!(site.iter().filter(|m| m.method.is_some()).all(|m| {
+            m.scope.as_ref().map(|s| s.role) == Some(vigie_protocol::ScopeRole::Component)
+        }));
+        // The host's own device (the default) still counts.
+        let own = inventory("name = \"facility\"\nperiod = \"5s\"\n").await;
+        assert_eq!(counted(&own), ["facility:grid", "facility:cooling"]);
     }
 }
