@@ -7,6 +7,13 @@
 //! pure [`Tracker`] turns them into interval energy (counter differences
 //! with wrap and reset handling, or integrated power when a point has no
 //! energy register) and gauges; the runner stamps the time.
+//!
+//! One file per concern: `config` (`[[devices]]`), `driver` (the
+//! [`Device`] trait and what it returns), `tracker` (the pure
+//! [`Tracker`]), `runner` (the task, [`spawn`]), `fake` ([`FakePdu`],
+//! [`FakeFacility`]), `scope` (one boundary per device scope, and none
+//! for the host from a `counts_in = "site"` device); one module per
+//! driver.
 
 mod config;
 mod driver;
