@@ -14,7 +14,7 @@
 //! each running compute process weighing the same. MIG instances are not
 //! told apart yet: a MIG GPU's energy is split over its processes as one.
 
-use crate::sampler::{Checkpoint, Unresumed};
+use crate::checkpoint::{Checkpoint, Unresumed};
 use crate::source::{PollError, Sink, Source};
 
 /// Longest agent downtime bridged from a GPU checkpoint.
@@ -322,8 +322,7 @@ impl Source for GpuSource {
                     if let (Some(prev_w), Some(start)) = (*last_w, g.last_ms) {
                         let dt = now_ms - start;
                         if dt > 0 && dt <= self.max_gap_ms {
-                            let uj = ((prev_w + w) / 2.0 * dt as f64 * 1000.0).round();
-                            let e = Microjoules(if uj > 0.0 { uj as u64 } else { 0 });
+                            let e = vigie_energy::integrate_power(Watts(prev_w), Watts(w), dt);
                             g.total = g.total.saturating_add(e);
                             sink.readings
                                 .push(reading(&g.sensor, start, now_ms, e, g.total));

@@ -8,6 +8,7 @@
 //! [`run`] wires them together and takes its shutdown signal as an argument.
 
 pub mod batcher;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod device;

@@ -4,7 +4,7 @@
 //! Remote devices (PDUs, BMCs, meters) are slower and run in their own
 //! tasks instead (see [`crate::device`]).
 
-use crate::sampler::{Checkpoint, Unresumed};
+use crate::checkpoint::{Checkpoint, Unresumed};
 use vigie_protocol::{Gauge, Reading, SensorMeta};
 
 /// Where a poll appends: the batcher's pending readings and gauges.

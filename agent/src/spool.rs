@@ -3,7 +3,7 @@
 //! reconnect or a restart the spool is replayed oldest first; the collector
 //! dedupes on (host, epoch, seq), so a replay never double counts.
 
-use crate::sampler::Checkpoint;
+use crate::checkpoint::Checkpoint;
 use rusqlite::{Connection, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

@@ -549,9 +549,10 @@ pub async fn run(
         }
         _ => None,
     };
-    let facility_cfg: DeviceConfig = toml::from_str("name = \"facility\"\nperiod = \"5s\"\n")?;
+    let facility_cfg: DeviceConfig =
+        toml::from_str("name = \"facility\"\nperiod = \"5s\"\ncounts_in = \"site\"\n")?;
     let pdu_cfg: DeviceConfig = toml::from_str(&format!(
-        "name = \"pdu-a1\"\nperiod = \"5s\"\n{}",
+        "name = \"pdu-a1\"\nperiod = \"5s\"\ncounts_in = \"site\"\n{}",
         sims.iter()
             .enumerate()
             .map(|(i, h)| format!(

@@ -8,6 +8,8 @@
 //!   [`GramsPerKwh`]) and the conversions between them;
 //! - [`counter`]: differences of hardware energy counters that wrap (RAPL,
 //!   NVML, SNMP Counter32), as a pure function and a stateful wrapper;
+//! - [`integrate`]: energy from power samples (the trapezoid rule), for
+//!   sources without an energy register;
 //! - [`split`]: exact, energy-conserving apportioning of an interval's energy
 //!   over aligned time buckets;
 //! - [`attribution`]: one interval's energy split into idle, workloads
@@ -39,6 +41,7 @@ pub mod counter;
 pub mod coverage;
 pub mod heat;
 pub mod heat_cba;
+pub mod integrate;
 pub mod kpi;
 pub mod ledger;
 pub mod quantities;
@@ -56,6 +59,7 @@ pub use heat::{
     HeatMeterSample, HeatPump, HeatStudy, HeatStudyInput, MeasuredHeat, Offtaker, heat_potential,
     measured_heat,
 };
+pub use integrate::integrate_power;
 pub use kpi::{
     Figure, Indicator, PueCategory, carbon_usage_effectiveness, cooling_efficiency_ratio,
     energy_reuse_factor, partial_pue, pue, renewable_energy_factor, water_usage_effectiveness,
