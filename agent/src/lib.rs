@@ -280,7 +280,7 @@ pub async fn run_with(
         ));
     }
     // Latest register checkpoints of the devices, spooled with each batch.
-    let mut device_checkpoints: std::collections::BTreeMap<String, sampler::Checkpoint> =
+    let mut device_checkpoints: std::collections::BTreeMap<String, checkpoint::Checkpoint> =
         std::collections::BTreeMap::new();
     let watchdog = vigie_service::watchdog_period();
     let mut watchdog_tick =
@@ -659,8 +659,8 @@ impl SpoolKeeper<'_> {
     fn spool_or_hold(
         &mut self,
         batches: Vec<TelemetryBatch>,
-        checkpoints: &[sampler::Checkpoint],
-        devices: &[sampler::Checkpoint],
+        checkpoints: &[checkpoint::Checkpoint],
+        devices: &[checkpoint::Checkpoint],
     ) -> Vec<(TelemetryBatch, Vec<u8>)> {
         self.held.extend(batches);
         if self.held.is_empty() {
@@ -754,15 +754,15 @@ impl SpoolKeeper<'_> {
 /// How many local counters were not resumed from their checkpoints, and
 /// the longest downtime among them, ms.
 fn unbridged_downtime(
-    refused: &[sampler::Unresumed],
-    checkpoints: &[sampler::Checkpoint],
+    refused: &[checkpoint::Unresumed],
+    checkpoints: &[checkpoint::Checkpoint],
     started_ms: i64,
 ) -> (u64, u64) {
     let mut longest = 0i64;
     for r in refused {
         let down = match r {
-            sampler::Unresumed::TooLong { down_ms, .. } => *down_ms,
-            sampler::Unresumed::Invalid { sensor } => checkpoints
+            checkpoint::Unresumed::TooLong { down_ms, .. } => *down_ms,
+            checkpoint::Unresumed::Invalid { sensor } => checkpoints
                 .iter()
                 .find(|c| &c.sensor == sensor)
                 .map_or(0, |c| started_ms - c.at_ms),
@@ -803,10 +803,10 @@ async fn send(
     keeper: &mut SpoolKeeper<'_>,
     connected: bool,
     batches: Vec<TelemetryBatch>,
-    checkpoints: &[sampler::Checkpoint],
-    device_checkpoints: &std::collections::BTreeMap<String, sampler::Checkpoint>,
+    checkpoints: &[checkpoint::Checkpoint],
+    device_checkpoints: &std::collections::BTreeMap<String, checkpoint::Checkpoint>,
 ) {
-    let devices: Vec<sampler::Checkpoint> = device_checkpoints.values().cloned().collect();
+    let devices: Vec<checkpoint::Checkpoint> = device_checkpoints.values().cloned().collect();
     let spooled = keeper.spool_or_hold(batches, checkpoints, &devices);
     if spooled.is_empty() {
         return;
@@ -966,18 +966,18 @@ mod tests {
 
     #[test]
     fn counters_not_resumed_count_with_their_downtime() {
-        let cps = [sampler::Checkpoint {
+        let cps = [checkpoint::Checkpoint {
             sensor: "rapl:package-0".into(),
             raw_uj: 1,
             at_ms: 1_000,
         }];
         let refused = [
-            sampler::Unresumed::TooLong {
+            checkpoint::Unresumed::TooLong {
                 sensor: "rapl:dram-0".into(),
                 down_ms: 7_200_000,
                 safe_ms: 60_000,
             },
-            sampler::Unresumed::Invalid {
+            checkpoint::Unresumed::Invalid {
                 sensor: "rapl:package-0".into(),
             },
         ];

@@ -1,9 +1,7 @@
 //! Turns counter reads into interval readings. The caller says what time it
 //! is, so the logic is tested with made-up clocks and fake trees.
 
-// Re-exported so `sampler::Checkpoint` paths in the agent start-up keep
-// working; the types live in `crate::checkpoint`.
-pub use crate::checkpoint::{Checkpoint, Unresumed};
+use crate::checkpoint::{Checkpoint, Unresumed};
 use crate::rapl::{RaplError, Zone};
 use vigie_energy::{
     CounterError, CounterStep, Judged, Microjoules, Watts, WrappingCounter, average_power,
