@@ -500,6 +500,16 @@ pub fn first_data_ms(conn: &dyn LedgerRead) -> Result<Option<i64>, LedgerError> 
     conn.first_data_ms()
 }
 
+/// One hour of a meter's sensors with data in it.
+#[derive(Clone, Copy, Default)]
+struct HourSlot {
+    acc: Acc,
+    /// Evaluated as one sample: some sensor has only its hour bucket.
+    level: bool,
+    /// The last sensor seen with minute buckets in the hour.
+    minutes_of: Option<usize>,
+}
+
 /// Energy of a time slot summed over a meter's sensors.
 #[derive(Clone, Copy, Default)]
 struct Acc {
@@ -541,26 +551,28 @@ fn ledger_samples(
     let hours = usize::try_from((h1 - h0).max(0) / HOUR_MS).unwrap_or(0);
     let hour_of =
         |t: i64| -> Option<usize> { (t >= h0 && t < h1).then(|| ((t - h0) / HOUR_MS) as usize) };
-    let mut hour_acc = vec![Acc::default(); hours];
-    // Hours evaluated as one sample: some sensor has only its hour bucket.
-    let mut hour_level = vec![false; hours];
-    // The last sensor seen with minute buckets in each hour.
-    let mut minutes_of = vec![usize::MAX; hours];
+    // Per hour with data only (a period may span centuries; only hours
+    // with buckets cost memory): the hour's sum, whether it is evaluated
+    // as one sample (some sensor has only its hour bucket), and the last
+    // sensor seen with minute buckets in it.
+    let mut per_hour: std::collections::BTreeMap<usize, HourSlot> =
+        std::collections::BTreeMap::new();
     // Minutes every sensor read so far has: a sorted intersection.
     let mut minutes: Vec<(i64, Acc)> = Vec::new();
     for (i, s) in sensors.iter().enumerate() {
         let rows = conn.sensor_buckets(Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
         for (t, a) in &rows {
             if let Some(h) = hour_of(*t) {
-                let acc = &mut hour_acc[h];
-                if minutes_of[h] != i {
-                    minutes_of[h] = i;
-                    acc.sensors += 1;
+                let slot = per_hour.entry(h).or_default();
+                if slot.minutes_of != Some(i) {
+                    slot.minutes_of = Some(i);
+                    slot.acc.sensors += 1;
                 }
-                acc.amount = acc
+                slot.acc.amount = slot
+                    .acc
                     .amount
                     .saturating_add(a.measured.saturating_add(a.estimated));
-                acc.estimated |= a.estimated > 0;
+                slot.acc.estimated |= a.estimated > 0;
             }
         }
         minutes = if i == 0 {
@@ -582,32 +594,32 @@ fn ledger_samples(
         }
         for (t, a) in conn.sensor_buckets(Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
             let Some(h) = hour_of(t) else { continue };
-            if minutes_of[h] == i {
+            let slot = per_hour.entry(h).or_default();
+            if slot.minutes_of == Some(i) {
                 // Its minutes are already summed into this hour.
                 continue;
             }
-            hour_level[h] = true;
-            let acc = &mut hour_acc[h];
-            acc.sensors += 1;
-            acc.amount = acc
+            slot.level = true;
+            slot.acc.sensors += 1;
+            slot.acc.amount = slot
+                .acc
                 .amount
                 .saturating_add(a.measured.saturating_add(a.estimated));
-            acc.estimated |= a.estimated > 0;
+            slot.acc.estimated |= a.estimated > 0;
         }
     }
     let mut out: Vec<RawSample> = minutes
         .into_iter()
-        .filter(|(t, _)| hour_of(*t).is_none_or(|h| !hour_level[h]))
+        .filter(|(t, _)| hour_of(*t).is_none_or(|h| !per_hour.get(&h).is_some_and(|x| x.level)))
         .map(|(t, a)| (t, t + MINUTE_MS, a.amount, a.estimated))
         .collect();
     out.extend(
-        hour_acc
+        per_hour
             .iter()
-            .enumerate()
-            .filter(|(h, a)| hour_level[*h] && a.sensors == sensors.len())
-            .map(|(h, a)| {
-                let t = h0 + h as i64 * HOUR_MS;
-                (t, t + HOUR_MS, a.amount, a.estimated)
+            .filter(|(_, x)| x.level && x.acc.sensors == sensors.len())
+            .map(|(h, x)| {
+                let t = h0 + *h as i64 * HOUR_MS;
+                (t, t + HOUR_MS, x.acc.amount, x.acc.estimated)
             }),
     );
     out.sort_unstable_by_key(|x| x.0);
