@@ -18,7 +18,8 @@
 //! 100000), `VIGIE_BENCH_HOSTS` (default 1000), `VIGIE_BENCH_MODES`
 //! (`unsigned,signed`), `VIGIE_BENCH_COLLECTOR` (another collector binary,
 //! e.g. an older build for an A/B), `VIGIE_BENCH_PREPARE_THREADS`
-//! (`ingest.prepare_threads`, default 0: cores - 1).
+//! (`ingest.prepare_threads`, default 0: cores - 1), `VIGIE_BENCH_INFLIGHT`
+//! (the broker's `max_inflight_messages`, default 100 as shipped).
 
 #![allow(
     clippy::unwrap_used,
@@ -28,7 +29,10 @@
 )]
 
 use ed25519_dalek::SigningKey;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, PublishOptions, QoS, SessionMode};
+use rumqttc::{
+    AsyncClient, BrokerSessionResumePolicy, Event, MqttOptions, Packet, PublishOptions, QoS,
+    SessionMode,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -148,6 +152,8 @@ fn options(id: &str, port: u16) -> MqttOptions {
     o.set_keep_alive(30);
     o.set_session_mode(SessionMode::Persistent);
     o.set_session_expiry_interval(Some(3_600));
+    // Resume the session the broker kept (as the collector does).
+    o.set_broker_session_resume_policy(BrokerSessionResumePolicy::AllowBrokerOnly);
     o.set_incoming_packet_size_limit(rumqttc::IncomingPacketSizeLimit::Bytes(16 * 1024 * 1024));
     o
 }
@@ -318,7 +324,14 @@ fn collector_drain(
 }
 
 fn run(signed: bool, n: usize, hosts: usize, bin: &Path) {
-    let mut broker = Mosquitto::start().expect("mosquitto");
+    // The shipped broker's window (deploy/mosquitto/vigie.conf): how many
+    // unacknowledged QoS 1 messages it sends a client, so the most that
+    // can wait in one commit group (the collector acknowledges after it).
+    let inflight = env_usize("VIGIE_BENCH_INFLIGHT", 100);
+    let mut broker = Mosquitto::start_with(&format!(
+        "allow_anonymous true\nmax_inflight_messages {inflight}\n"
+    ))
+    .expect("mosquitto");
     let port = broker.port();
     let bpid = broker.pid().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -414,7 +427,7 @@ fn run(signed: bool, n: usize, hosts: usize, bin: &Path) {
     let rate = |d: &Drain| d.messages as f64 / d.seconds;
     let readings = (SENSORS.len() * SAMPLES) as f64;
     println!(
-        "\n## {} — {n} messages of {hosts} hosts, {:.1} KiB each, queued in {queued:.1?}",
+        "\n## {} — {n} messages of {hosts} hosts, {:.1} KiB each, queued in {queued:.1?}, broker in-flight window {inflight}",
         if signed { "signed" } else { "unsigned" },
         bytes as f64 / n as f64 / 1024.0
     );
