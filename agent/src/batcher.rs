@@ -1,7 +1,7 @@
 //! Groups readings into batches with a sequence number.
 
 use crate::source::Sink;
-use vigie_protocol::{Gauge, Reading, SCHEMA_VERSION, TelemetryBatch};
+use vigie_protocol::{Gauge, Reading, SCHEMA_VERSION, TelemetryBatch, WorkloadSplit};
 
 /// Identity stamped on every batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct Batcher {
     next_seq: u64,
     pending: Vec<Reading>,
     gauges: Vec<Gauge>,
+    /// Energy per workload of the pending readings.
+    workloads: Vec<WorkloadSplit>,
     /// The collector's per-message bounds: a cut never makes a batch it
     /// would refuse for its size or its work.
     max_items: usize,
@@ -38,6 +40,7 @@ impl Batcher {
             next_seq: 0,
             pending: Vec::new(),
             gauges: Vec::new(),
+            workloads: Vec::new(),
             max_items: vigie_protocol::Limits::default().max_readings,
             max_buckets: vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS,
         }
@@ -59,6 +62,7 @@ impl Batcher {
         let mut out = Vec::new();
         let mut rest = std::mem::take(&mut self.pending).into_iter().peekable();
         let mut gauges = std::mem::take(&mut self.gauges);
+        let mut splits = std::mem::take(&mut self.workloads);
         loop {
             // Gauges first (they cost no bucket), then readings while they fit.
             let take = gauges.len().min(self.max_items);
@@ -78,6 +82,18 @@ impl Batcher {
             if chunk.is_empty() && chunk_gauges.is_empty() {
                 return out;
             }
+            // Each split goes with the reading it splits.
+            let (mine, rest): (Vec<WorkloadSplit>, Vec<WorkloadSplit>) =
+                splits.into_iter().partition(|s| {
+                    chunk.iter().any(|r| {
+                        r.sensor == s.sensor
+                            && r.quality == s.quality
+                            && r.start_ms <= s.start_ms
+                            && s.end_ms <= r.end_ms
+                    })
+                });
+            splits = rest;
+            self.workloads = mine;
             self.pending = chunk;
             std::mem::swap(&mut self.gauges, &mut chunk_gauges);
             out.extend(self.cut());
@@ -87,6 +103,21 @@ impl Batcher {
     /// Buffer where the sampler appends readings.
     pub fn pending_mut(&mut self) -> &mut Vec<Reading> {
         &mut self.pending
+    }
+
+    /// How many readings are pending.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The pending readings from index `from` on.
+    pub fn pending_since(&self, from: usize) -> &[Reading] {
+        self.pending.get(from..).unwrap_or(&[])
+    }
+
+    /// Adds splits of pending readings among workloads.
+    pub fn push_workloads(&mut self, splits: Vec<WorkloadSplit>) {
+        self.workloads.extend(splits);
     }
 
     /// Where sources append readings and gauges.
@@ -105,6 +136,24 @@ impl Batcher {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        // The collector refuses a batch past its workload lines: the
+        // oldest splits go first, logged (their readings stay whole).
+        let mut lines = 0usize;
+        let keep_from = self
+            .workloads
+            .iter()
+            .rposition(|s| {
+                lines += 1 + s.workloads.len();
+                lines > vigie_protocol::DEFAULT_MAX_WORKLOADS
+            })
+            .map_or(0, |i| i + 1);
+        if keep_from > 0 {
+            tracing::warn!(
+                splits = keep_from,
+                "more workload lines than a batch may carry: the oldest splits dropped (their energy stays in the readings)"
+            );
+            self.workloads.drain(..keep_from);
+        }
         Some(TelemetryBatch {
             schema: SCHEMA_VERSION,
             site: self.id.site.clone(),
@@ -114,6 +163,7 @@ impl Batcher {
             seq,
             readings: std::mem::take(&mut self.pending),
             gauges: std::mem::take(&mut self.gauges),
+            workloads: std::mem::take(&mut self.workloads),
         })
     }
 }
@@ -170,6 +220,44 @@ mod tests {
             "nothing lost"
         );
         assert!(b.cut_all().is_empty());
+    }
+
+    #[test]
+    fn each_split_goes_in_the_batch_of_its_reading() {
+        let mut b = Batcher::new(Identity {
+            site: "s".into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            epoch: 7,
+        })
+        .with_bounds(2, 1_000);
+        let sample = samples::telemetry_with_workloads();
+        let template = sample.readings[0].clone();
+        let split = sample.workloads[0].clone();
+        for i in 0..3i64 {
+            let (start_ms, end_ms) = (template.start_ms + i * 1_000, template.end_ms + i * 1_000);
+            b.pending_mut().push(Reading {
+                start_ms,
+                end_ms,
+                ..template.clone()
+            });
+            b.push_workloads(vec![WorkloadSplit {
+                start_ms,
+                end_ms,
+                ..split.clone()
+            }]);
+        }
+        let batches = b.cut_all();
+        let shape: Vec<(usize, usize)> = batches
+            .iter()
+            .map(|x| (x.readings.len(), x.workloads.len()))
+            .collect();
+        assert_eq!(shape, [(2, 2), (1, 1)]);
+        for x in &batches {
+            for (r, s) in x.readings.iter().zip(&x.workloads) {
+                assert_eq!((r.start_ms, r.end_ms), (s.start_ms, s.end_ms));
+            }
+        }
     }
 
     #[test]

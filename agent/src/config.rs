@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// Signing of published messages.
     #[serde(default)]
     pub signing: SigningConfig,
+    /// Energy per workload (`[workloads]`).
+    #[serde(default)]
+    pub workloads: crate::workload::WorkloadsConfig,
 }
 
 /// Signing of published messages (`[signing]`).
@@ -300,6 +303,7 @@ impl Default for AgentConfig {
             model: ModelConfig::default(),
             devices: Vec::new(),
             signing: SigningConfig::default(),
+            workloads: crate::workload::WorkloadsConfig::default(),
         }
     }
 }
@@ -323,6 +327,22 @@ mod tests {
         assert_eq!(c.sampling.publish_interval, Duration::from_secs(10));
         assert_eq!(c.rapl.root, PathBuf::from("/sys/class/powercap"));
         assert_eq!(c.mqtt.port, 1883);
+    }
+
+    #[test]
+    fn workloads_section() {
+        let c = AgentConfig::from_toml("").unwrap();
+        assert!(!c.workloads.enabled);
+        let c = AgentConfig::from_toml(
+            "[workloads]\nenabled = true\nlevel = \"container\"\nmax_workloads = 5\n[workloads.idle_watts]\n\"rapl:package-0\" = 35.5\n",
+        )
+        .unwrap();
+        assert!(c.workloads.enabled);
+        assert_eq!(c.workloads.level, crate::workload::Level::Container);
+        assert_eq!(c.workloads.max_workloads, 5);
+        assert_eq!(c.workloads.idle_watts["rapl:package-0"], 35.5);
+        assert_eq!(c.workloads.cgroup_root, PathBuf::from("/sys/fs/cgroup"));
+        assert!(AgentConfig::from_toml("[workloads]\nlevel = \"pods\"\n").is_err());
     }
 
     #[test]

@@ -7,8 +7,14 @@
 //! Older GPUs get integrated power, marked `integrated_power` in the
 //! inventory (NVML samples power only part of the time: it can miss
 //! energy). Power, limit, temperature, utilisation and MIG mode are gauges.
+//!
+//! For energy per workload, each GPU also reports its use per process
+//! ([`GpuBackend::process_use`]): NVML's process utilisation samples (SM
+//! use summed per pid since the last read), or, where the GPU has none,
+//! each running compute process weighing the same. MIG instances are not
+//! told apart yet: a MIG GPU's energy is split over its processes as one.
 
-use crate::sampler::{Checkpoint, Unresumed};
+use crate::checkpoint::{Checkpoint, Unresumed};
 use crate::source::{PollError, Sink, Source};
 
 /// Longest agent downtime bridged from a GPU checkpoint.
@@ -56,6 +62,12 @@ pub trait GpuBackend: Send {
     fn devices(&self) -> Result<Vec<GpuMeta>, GpuError>;
     /// Reads GPU `index`.
     fn read(&self, index: u32) -> GpuSample;
+    /// Use of GPU `index` per process since NVML timestamp `since_us`:
+    /// (pid, weight) and the newest timestamp seen, to pass next time.
+    /// Default: none known.
+    fn process_use(&self, _index: u32, since_us: Option<u64>) -> (Vec<(u32, u64)>, Option<u64>) {
+        (Vec::new(), since_us)
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +83,8 @@ struct Tracked {
     energy: Energy,
     last_ms: Option<i64>,
     total: Microjoules,
+    /// Newest process utilisation sample read, NVML µs.
+    last_process_us: Option<u64>,
 }
 
 /// The GPU source.
@@ -99,6 +113,7 @@ impl GpuSource {
                     },
                     last_ms: None,
                     total: Microjoules::ZERO,
+                    last_process_us: None,
                 }
             })
             .collect();
@@ -139,6 +154,17 @@ fn reading(
 }
 
 impl Source for GpuSource {
+    fn process_activity(&mut self) -> Vec<crate::workload::GpuActivity> {
+        self.gpus
+            .iter_mut()
+            .map(|g| {
+                let (procs, last) = self.backend.process_use(g.meta.index, g.last_process_us);
+                g.last_process_us = last;
+                (g.sensor.clone(), procs)
+            })
+            .collect()
+    }
+
     fn kind(&self) -> &'static str {
         "nvml"
     }
@@ -296,8 +322,7 @@ impl Source for GpuSource {
                     if let (Some(prev_w), Some(start)) = (*last_w, g.last_ms) {
                         let dt = now_ms - start;
                         if dt > 0 && dt <= self.max_gap_ms {
-                            let uj = ((prev_w + w) / 2.0 * dt as f64 * 1000.0).round();
-                            let e = Microjoules(if uj > 0.0 { uj as u64 } else { 0 });
+                            let e = vigie_energy::integrate_power(Watts(prev_w), Watts(w), dt);
                             g.total = g.total.saturating_add(e);
                             sink.readings
                                 .push(reading(&g.sensor, start, now_ms, e, g.total));
@@ -367,6 +392,29 @@ impl GpuBackend for NvmlBackend {
             mig_enabled: d.mig_mode().ok().map(|m| m.current == 1),
         }
     }
+
+    fn process_use(&self, index: u32, since_us: Option<u64>) -> (Vec<(u32, u64)>, Option<u64>) {
+        let Ok(d) = self.nvml.device_by_index(index) else {
+            return (Vec::new(), since_us);
+        };
+        let mut per_pid: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        let mut last = since_us;
+        if let Ok(samples) = d.process_utilization_stats(since_us) {
+            for s in samples {
+                *per_pid.entry(s.pid).or_insert(0) += u64::from(s.sm_util);
+                last = Some(last.map_or(s.timestamp, |l| l.max(s.timestamp)));
+            }
+        }
+        if per_pid.values().all(|&w| w == 0) {
+            // No utilisation samples (unsupported, or none since the last
+            // read): the running compute processes share alike.
+            per_pid = d
+                .running_compute_processes()
+                .map(|ps| ps.into_iter().map(|p| (p.pid, 1)).collect())
+                .unwrap_or_default();
+        }
+        (per_pid.into_iter().collect(), last)
+    }
 }
 
 /// One simulated GPU.
@@ -376,6 +424,8 @@ pub struct FakeGpu {
     pub name: String,
     /// What NVML would return.
     pub sample: GpuSample,
+    /// Use per process, (pid, weight), returned at every read.
+    pub processes: Vec<(u32, u64)>,
 }
 
 /// Simulated GPUs for tests, the demo and the overhead benchmark: shared
@@ -399,6 +449,7 @@ impl FakeGpus {
                 utilization_pct: Some(0),
                 mig_enabled: Some(false),
             },
+            processes: Vec::new(),
         };
         FakeGpus {
             gpus: Arc::new(Mutex::new(vec![gpu; n as usize])),
@@ -413,6 +464,13 @@ impl FakeGpus {
     pub fn update(&self, i: usize, f: impl FnOnce(&mut GpuSample)) {
         if let Some(g) = self.lock().get_mut(i) {
             f(&mut g.sample);
+        }
+    }
+
+    /// Sets GPU `i`'s use per process, (pid, weight).
+    pub fn set_processes(&self, i: usize, processes: Vec<(u32, u64)>) {
+        if let Some(g) = self.lock().get_mut(i) {
+            g.processes = processes;
         }
     }
 
@@ -447,6 +505,15 @@ impl GpuBackend for FakeGpus {
             .map(|g| g.sample)
             .unwrap_or_default()
     }
+
+    fn process_use(&self, index: u32, since_us: Option<u64>) -> (Vec<(u32, u64)>, Option<u64>) {
+        let procs = self
+            .lock()
+            .get(index as usize)
+            .map(|g| g.processes.clone())
+            .unwrap_or_default();
+        (procs, since_us)
+    }
 }
 
 #[cfg(test)]
@@ -464,6 +531,20 @@ mod tests {
             },
         );
         (r, g, e)
+    }
+
+    #[test]
+    fn process_use_is_reported_per_gpu_sensor() {
+        let gpus = FakeGpus::new(2, "H100", true);
+        gpus.set_processes(1, vec![(4242, 80), (4343, 20)]);
+        let mut s = GpuSource::new(Box::new(gpus.clone()), 5_000).unwrap();
+        assert_eq!(
+            s.process_activity(),
+            vec![
+                ("nvml:gpu-0".to_owned(), vec![]),
+                ("nvml:gpu-1".to_owned(), vec![(4242, 80), (4343, 20)]),
+            ]
+        );
     }
 
     #[test]

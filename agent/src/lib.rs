@@ -8,6 +8,7 @@
 //! [`run`] wires them together and takes its shutdown signal as an argument.
 
 pub mod batcher;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod device;
@@ -20,6 +21,7 @@ pub mod rapl;
 pub mod sampler;
 pub mod source;
 pub mod spool;
+pub mod workload;
 
 use batcher::{Batcher, Identity};
 use config::AgentConfig;
@@ -172,8 +174,12 @@ pub async fn run_with(
         boot_id,
         epoch,
     });
+    let mut attributor = cfg
+        .workloads
+        .enabled
+        .then(|| workload::Attributor::new(&cfg.workloads));
     // Baseline before announcing ourselves online.
-    for e in sources.poll(started_ms, &mut batcher.sink()) {
+    for e in sample(&mut sources, &mut batcher, attributor.as_mut(), started_ms) {
         tracing::warn!(error = %e, "sample failed");
     }
     let mut inventory = host::inventory(&cfg.site, &host, sockets, gpus, sensors, cfg.rack.clone());
@@ -274,7 +280,7 @@ pub async fn run_with(
         ));
     }
     // Latest register checkpoints of the devices, spooled with each batch.
-    let mut device_checkpoints: std::collections::BTreeMap<String, sampler::Checkpoint> =
+    let mut device_checkpoints: std::collections::BTreeMap<String, checkpoint::Checkpoint> =
         std::collections::BTreeMap::new();
     let watchdog = vigie_service::watchdog_period();
     let mut watchdog_tick =
@@ -285,7 +291,7 @@ pub async fn run_with(
     loop {
         tokio::select! {
             _ = sample_tick.tick() => {
-                for e in sources.poll(now_ms(), &mut batcher.sink()) {
+                for e in sample(&mut sources, &mut batcher, attributor.as_mut(), now_ms()) {
                     keeper.health.counter_resets_total += u64::from(e.reset);
                     tracing::warn!(error = %e, "sample failed");
                 }
@@ -355,8 +361,18 @@ pub async fn run_with(
     }
     tracing::info!("stopping: last sample and publish");
     vigie_service::notify_stopping();
-    for e in sources.poll(now_ms(), &mut batcher.sink()) {
+    for e in sample(&mut sources, &mut batcher, attributor.as_mut(), now_ms()) {
         tracing::warn!(error = %e, "sample failed");
+    }
+    if let Some(a) = &attributor {
+        let s = a.stats();
+        tracing::info!(
+            vanished = s.vanished,
+            resets = s.resets,
+            unreadable = s.unreadable,
+            truncated = s.truncated,
+            "energy per workload: cgroups or processes gone between reads (their last interval unattributed), counters reset, unreadable, reads cut at the bound"
+        );
     }
     let batches = batcher.cut_all();
     send(
@@ -397,6 +413,25 @@ pub async fn run_with(
     let _ = link.publish_status(json(&offline(Some(now_ms())))).await;
     link.close(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// Polls every local source at `now_ms` into the batcher and, when energy
+/// per workload is on, splits what they read among the workloads (the
+/// splits join the same batch as their readings).
+pub(crate) fn sample(
+    sources: &mut source::Sources,
+    batcher: &mut Batcher,
+    attributor: Option<&mut workload::Attributor>,
+    now_ms: i64,
+) -> Vec<source::PollError> {
+    let from = batcher.pending_len();
+    let errors = sources.poll(now_ms, &mut batcher.sink());
+    if let Some(a) = attributor {
+        let gpu = sources.process_activity();
+        let splits = a.attribute(batcher.pending_since(from), &gpu);
+        batcher.push_workloads(splits);
+    }
+    errors
 }
 
 /// The hardware the agent reads, passed in: the binary uses the host's,
@@ -624,8 +659,8 @@ impl SpoolKeeper<'_> {
     fn spool_or_hold(
         &mut self,
         batches: Vec<TelemetryBatch>,
-        checkpoints: &[sampler::Checkpoint],
-        devices: &[sampler::Checkpoint],
+        checkpoints: &[checkpoint::Checkpoint],
+        devices: &[checkpoint::Checkpoint],
     ) -> Vec<(TelemetryBatch, Vec<u8>)> {
         self.held.extend(batches);
         if self.held.is_empty() {
@@ -719,15 +754,15 @@ impl SpoolKeeper<'_> {
 /// How many local counters were not resumed from their checkpoints, and
 /// the longest downtime among them, ms.
 fn unbridged_downtime(
-    refused: &[sampler::Unresumed],
-    checkpoints: &[sampler::Checkpoint],
+    refused: &[checkpoint::Unresumed],
+    checkpoints: &[checkpoint::Checkpoint],
     started_ms: i64,
 ) -> (u64, u64) {
     let mut longest = 0i64;
     for r in refused {
         let down = match r {
-            sampler::Unresumed::TooLong { down_ms, .. } => *down_ms,
-            sampler::Unresumed::Invalid { sensor } => checkpoints
+            checkpoint::Unresumed::TooLong { down_ms, .. } => *down_ms,
+            checkpoint::Unresumed::Invalid { sensor } => checkpoints
                 .iter()
                 .find(|c| &c.sensor == sensor)
                 .map_or(0, |c| started_ms - c.at_ms),
@@ -768,10 +803,10 @@ async fn send(
     keeper: &mut SpoolKeeper<'_>,
     connected: bool,
     batches: Vec<TelemetryBatch>,
-    checkpoints: &[sampler::Checkpoint],
-    device_checkpoints: &std::collections::BTreeMap<String, sampler::Checkpoint>,
+    checkpoints: &[checkpoint::Checkpoint],
+    device_checkpoints: &std::collections::BTreeMap<String, checkpoint::Checkpoint>,
 ) {
-    let devices: Vec<sampler::Checkpoint> = device_checkpoints.values().cloned().collect();
+    let devices: Vec<checkpoint::Checkpoint> = device_checkpoints.values().cloned().collect();
     let spooled = keeper.spool_or_hold(batches, checkpoints, &devices);
     if spooled.is_empty() {
         return;
@@ -931,18 +966,18 @@ mod tests {
 
     #[test]
     fn counters_not_resumed_count_with_their_downtime() {
-        let cps = [sampler::Checkpoint {
+        let cps = [checkpoint::Checkpoint {
             sensor: "rapl:package-0".into(),
             raw_uj: 1,
             at_ms: 1_000,
         }];
         let refused = [
-            sampler::Unresumed::TooLong {
+            checkpoint::Unresumed::TooLong {
                 sensor: "rapl:dram-0".into(),
                 down_ms: 7_200_000,
                 safe_ms: 60_000,
             },
-            sampler::Unresumed::Invalid {
+            checkpoint::Unresumed::Invalid {
                 sensor: "rapl:package-0".into(),
             },
         ];

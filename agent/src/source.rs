@@ -4,7 +4,7 @@
 //! Remote devices (PDUs, BMCs, meters) are slower and run in their own
 //! tasks instead (see [`crate::device`]).
 
-use crate::sampler::{Checkpoint, Unresumed};
+use crate::checkpoint::{Checkpoint, Unresumed};
 use vigie_protocol::{Gauge, Reading, SensorMeta};
 
 /// Where a poll appends: the batcher's pending readings and gauges.
@@ -55,6 +55,11 @@ pub trait Source: Send {
     fn too_slow_for(&self, _period_ms: u64) -> Vec<(String, u64)> {
         Vec::new()
     }
+    /// Use per process behind each sensor since the last call (GPU use,
+    /// for energy per workload): (sensor, [(pid, weight)]).
+    fn process_activity(&mut self) -> Vec<crate::workload::GpuActivity> {
+        Vec::new()
+    }
 }
 
 /// Every local source of the agent, polled together.
@@ -102,6 +107,14 @@ impl Sources {
         self.sources
             .iter_mut()
             .flat_map(|s| s.resume(checkpoints, now_ms))
+            .collect()
+    }
+
+    /// Every source's [`Source::process_activity`].
+    pub fn process_activity(&mut self) -> Vec<crate::workload::GpuActivity> {
+        self.sources
+            .iter_mut()
+            .flat_map(|s| s.process_activity())
             .collect()
     }
 

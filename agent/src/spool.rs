@@ -3,7 +3,7 @@
 //! reconnect or a restart the spool is replayed oldest first; the collector
 //! dedupes on (host, epoch, seq), so a replay never double counts.
 
-use crate::sampler::Checkpoint;
+use crate::checkpoint::Checkpoint;
 use rusqlite::{Connection, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -430,8 +430,21 @@ pub fn merge(
         )
         .map(|w| (w.0 * 1000.0).round() / 1000.0);
     }
+    // The splits among workloads stay as they were, each inside its merged
+    // reading; past the collector's bound on lines the pair is not merged.
+    let workloads: Vec<vigie_protocol::WorkloadSplit> = first
+        .workloads
+        .iter()
+        .chain(&second.workloads)
+        .cloned()
+        .collect();
+    let lines: usize = workloads.iter().map(|s| 1 + s.workloads.len()).sum();
+    if lines > vigie_protocol::DEFAULT_MAX_WORKLOADS {
+        return None;
+    }
     Some(TelemetryBatch {
         readings: out,
+        workloads,
         ..first.clone()
     })
 }
@@ -441,6 +454,33 @@ pub fn merge(
 mod tests {
     use super::*;
     use vigie_protocol::samples;
+
+    #[test]
+    fn a_merge_keeps_the_splits_among_workloads() {
+        let mut a = samples::telemetry_with_workloads();
+        a.gauges.clear();
+        let mut b = a.clone();
+        b.seq += 1;
+        for r in &mut b.readings {
+            (r.start_ms, r.end_ms) = (r.end_ms, r.end_ms + 1_000);
+        }
+        (b.workloads[0].start_ms, b.workloads[0].end_ms) =
+            (b.readings[0].start_ms, b.readings[0].end_ms);
+        let m = merge(&a, &b, 3_600_000, 100, 1_000).unwrap();
+        assert_eq!(m.workloads.len(), 2);
+        // Still what a collector accepts: each split inside its merged reading.
+        let topic =
+            vigie_protocol::Topic::new("par1", "node-01", vigie_protocol::TopicKind::Telemetry)
+                .unwrap();
+        let payload = serde_json::to_vec(&m).unwrap();
+        vigie_protocol::decode_telemetry(
+            &topic,
+            &payload,
+            1_795_000_020_000,
+            &vigie_protocol::Limits::default(),
+        )
+        .unwrap();
+    }
 
     #[test]
     fn survives_reopen_and_replays_oldest_first() {

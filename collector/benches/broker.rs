@@ -105,6 +105,7 @@ fn batch(h: usize, slice: usize, t0: i64) -> TelemetryBatch {
         seq: slice as u64 + 1,
         readings,
         gauges: Vec::new(),
+        workloads: Vec::new(),
     }
 }
 

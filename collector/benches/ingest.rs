@@ -108,6 +108,7 @@ fn batch(host: usize, slice: usize) -> TelemetryBatch {
         seq: slice as u64 + 1,
         readings,
         gauges: Vec::new(),
+        workloads: Vec::new(),
     }
 }
 

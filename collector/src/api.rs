@@ -2,14 +2,14 @@
 //! their own connection (WAL: they never block ingest) on the blocking pool.
 
 use crate::auth::{self, Guard, Role, Tokens};
+use crate::backend::{self, Backend, Db, LedgerError};
 use crate::metrics::Metrics;
-use crate::store::{self, Resolution};
+use crate::store::Resolution;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ pub struct Factor {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    db: Arc<Mutex<Option<Connection>>>,
+    db: Arc<Mutex<Option<Backend>>>,
     db_path: Arc<PathBuf>,
     metrics: Arc<Metrics>,
     factor: Arc<Factor>,
@@ -250,7 +250,7 @@ impl AppState {
         if q_from.is_some() {
             return Ok((from, to));
         }
-        let first = self.read(crate::site::first_data_ms).await?;
+        let first = self.read(|c| c.first_data_ms()).await?;
         let from = first.map_or(from, |t| t.div_euclid(HOUR_MS) * HOUR_MS);
         Ok((from.min(to), to))
     }
@@ -303,7 +303,7 @@ impl AppState {
     /// Runs `f` on the ledger in the blocking pool.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        f: impl FnOnce(&dyn Db) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let db = self.db.clone();
         let path = self.db_path.clone();
@@ -312,10 +312,10 @@ impl AppState {
                 .lock()
                 .map_err(|_| ApiError::Internal("lock poisoned".into()))?;
             if guard.is_none() {
-                *guard = Some(store::open(&path)?);
+                *guard = Some(backend::open(&path)?);
             }
             let conn = guard
-                .as_ref()
+                .as_deref()
                 .ok_or_else(|| ApiError::Internal("no connection".into()))?;
             Ok(f(conn)?)
         })
@@ -335,7 +335,7 @@ pub enum ApiError {
     NotFound(String),
     /// Storage trouble.
     #[error("storage: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// Anything else on our side.
     #[error("internal: {0}")]
     Internal(String),
@@ -577,12 +577,7 @@ async fn energy(
     // Read per sensor: a component or an alternative of a device's
     // boundary sensor is shown but never added into a host or the total.
     let (rows, uncounted) = s
-        .read(move |c| {
-            Ok((
-                store::energy_span(c, from, to, true)?,
-                store::uncounted_sensors(c)?,
-            ))
-        })
+        .read(move |c| Ok((c.energy_span(from, to, true)?, c.uncounted_sensors()?)))
         .await?;
     let (mut tm, mut te) = (0u128, 0u128);
     let mut groups: Vec<EnergyGroup> = Vec::new();
@@ -655,13 +650,7 @@ struct HostsAnswer {
 
 async fn hosts(State(s): State<AppState>) -> Result<axum::Json<HostsAnswer>, ApiError> {
     let (hosts, totals, uncounted) = s
-        .read(|c| {
-            Ok((
-                store::hosts(c)?,
-                store::totals(c)?,
-                store::uncounted_sensors(c)?,
-            ))
-        })
+        .read(|c| Ok((c.hosts()?, c.totals()?, c.uncounted_sensors()?)))
         .await?;
     let mut per_host: BTreeMap<String, (u128, u128, Vec<String>)> = BTreeMap::new();
     for (host, sensor, a) in totals {
@@ -721,18 +710,46 @@ struct EmissionsQuery {
     group_by: Option<String>,
 }
 
+/// `/api/v1/emissions` without `from`: the days up to `to` it answers.
+pub const EMISSIONS_DEFAULT_DAYS: i64 = 7;
+/// The longest period `/api/v1/emissions` answers, in days.
+pub const EMISSIONS_MAX_DAYS: i64 = 366;
+/// The most host-hours (`series` rows) one `/api/v1/emissions` answer holds.
+pub const EMISSIONS_MAX_ROWS: usize = 50_000;
+
+/// `GET /api/v1/emissions?from=&to=&group_by=`: location- and
+/// market-based grams per host and hour. Bounded: without `from`, the
+/// [`EMISSIONS_DEFAULT_DAYS`] up to `to` (default now), as the scheduler
+/// routes; at most [`EMISSIONS_MAX_DAYS`] and [`EMISSIONS_MAX_ROWS`]
+/// host-hours, else 400 naming the limit.
 async fn emissions_route(
     State(s): State<AppState>,
     Query(q): Query<EmissionsQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (from, to) = s.period(q.from.as_deref(), q.to.as_deref()).await?;
+    let (from, to, _) = range(q.from.as_deref(), q.to.as_deref())?;
+    let from = if q.from.is_none() {
+        to - EMISSIONS_DEFAULT_DAYS * 24 * HOUR_MS
+    } else {
+        from
+    };
     // Hourly figures: widen to whole hours.
     let from = from.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    if to - from > EMISSIONS_MAX_DAYS * 24 * HOUR_MS {
+        return Err(ApiError::BadRequest(format!(
+            "emissions are given per host and hour: ask for at most {EMISSIONS_MAX_DAYS} days at a time (from, to); without from, the last {EMISSIONS_DEFAULT_DAYS} days"
+        )));
+    }
     let carbon = s.carbon.clone();
     let (rows, factors) = s
         .read(move |c| crate::carbon::location_based(c, &carbon, from, to))
         .await?;
+    if rows.len() > EMISSIONS_MAX_ROWS {
+        return Err(ApiError::BadRequest(format!(
+            "{} host-hours in that period, more than the {EMISSIONS_MAX_ROWS} one answer holds: ask for a shorter period (from, to)",
+            rows.len()
+        )));
+    }
     let group_by = q.group_by.as_deref().unwrap_or("host");
     if !["host", "rack", "room", "site"].contains(&group_by) {
         return Err(ApiError::BadRequest(
@@ -1071,10 +1088,9 @@ async fn post_readings(
     let n = readings.len();
     let path = s.db_path.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let mut conn = store::open(&path)?;
-        crate::site::init(&conn)?;
-        Ok::<_, rusqlite::Error>(crate::site::add_manual(
-            &mut conn,
+        let mut conn = backend::open(&path)?;
+        Ok::<_, LedgerError>(crate::site::add_manual(
+            &mut *conn,
             &name,
             &readings,
             crate::now_ms(),
@@ -1090,6 +1106,7 @@ async fn post_readings(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::store;
 
     /// The API's state over the ledger at `db` with `site`, a static FR
     /// factor of 50 g/kWh and no token.
@@ -1451,7 +1468,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("ledger.sqlite");
         let conn = store::open(&db).unwrap();
-        crate::site::init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         let t0 = 1_790_000_000_000 / HOUR_MS * HOUR_MS;
         // A meter whose clock was never set once wrote in 1970: ignored.
@@ -1545,6 +1561,49 @@ mod tests {
         assert_eq!(v["totals"][0]["estimated"], true);
         assert_eq!(v["basis"], "lifecycle");
         assert_eq!(v["factor_rule"], crate::carbon::HOURLY_RULE);
+    }
+
+    #[tokio::test]
+    async fn emissions_without_a_period_are_the_last_week_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("ledger.sqlite");
+        let conn = store::open(&db).unwrap();
+        crate::grid::store::init(&conn).unwrap();
+        let now = crate::now_ms() / HOUR_MS * HOUR_MS;
+        // An hour of energy 30 days ago and one 2 hours ago.
+        for t in [now - 30 * 24 * HOUR_MS, now - 2 * HOUR_MS] {
+            conn.execute(
+                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 3600000000000, 0)",
+                rusqlite::params![t],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let state = test_state(db, crate::site::SiteConfig::default());
+        let q = |from: Option<&str>, to: Option<&str>| EmissionsQuery {
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+            group_by: None,
+        };
+        // No parameters: the last seven days only (it used to be all time).
+        let axum::Json(v) = emissions_route(State(state.clone()), Query(q(None, None)))
+            .await
+            .unwrap();
+        assert_eq!(v["series"].as_array().unwrap().len(), 1, "{v}");
+        // Asked for, the older hour is there.
+        let old = (now - 31 * 24 * HOUR_MS).to_string();
+        let axum::Json(v) = emissions_route(State(state.clone()), Query(q(Some(&old), None)))
+            .await
+            .unwrap();
+        assert_eq!(v["series"].as_array().unwrap().len(), 2, "{v}");
+        // Longer than the limit: 400 naming it.
+        let e = emissions_route(State(state), Query(q(Some("0"), None)))
+            .await
+            .unwrap_err();
+        match e {
+            ApiError::BadRequest(m) => assert!(m.contains("at most 366 days"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Counts how many times the state computed the PUE.

@@ -10,10 +10,11 @@
 //! average factors are of another basis than `[carbon] basis`, so every
 //! gram of an inventory comes from factors of the one basis it states.
 
+use crate::backend::{self, LedgerError, LedgerRead, grid_err};
 use crate::config::CarbonConfig;
+use crate::grid::store::{GridRead, GridWrite};
 use crate::grid::{self, Basis, GridError, IntensityPoint};
-use crate::store::{self, Resolution};
-use rusqlite::Connection;
+use crate::store::Resolution;
 use std::collections::BTreeMap;
 use vigie_energy::{GramsCo2e, GramsPerKwh, HOUR_MS, Microjoules, emissions};
 
@@ -93,20 +94,16 @@ pub struct HourFactor {
 /// for `zone` and `basis`, from the stored series; hours without any
 /// point get the static `fallback`.
 pub fn hourly_factors(
-    conn: &Connection,
+    conn: &dyn GridRead,
     zone: &str,
     basis: Basis,
     fallback: GramsPerKwh,
     from_ms: i64,
     to_ms: i64,
-) -> Result<BTreeMap<i64, HourFactor>, rusqlite::Error> {
-    let points = grid::store::overlapping(
-        conn,
-        zone,
-        from_ms,
-        to_ms,
-        &grid::store::Filter::inventory(basis),
-    )?;
+) -> Result<BTreeMap<i64, HourFactor>, LedgerError> {
+    let points = conn
+        .grid_points(zone, from_ms, to_ms, &grid::store::Filter::inventory(basis))
+        .map_err(grid_err)?;
     Ok(factors_from_points(&points, fallback, from_ms, to_ms))
 }
 
@@ -218,17 +215,17 @@ impl HostHour {
 /// host's inventory marks as a component or an alternative is left out,
 /// as in every host total.
 pub fn location_based(
-    conn: &Connection,
+    conn: &dyn backend::Db,
     carbon: &CarbonConfig,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(Vec<HostHour>, BTreeMap<i64, HourFactor>), rusqlite::Error> {
+) -> Result<(Vec<HostHour>, BTreeMap<i64, HourFactor>), LedgerError> {
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
-    let uncounted = store::uncounted_sensors(conn)?;
+    let uncounted = conn.uncounted_sensors()?;
     // (host, hour) -> (measured, estimated) µJ of the counted sensors.
     let mut sums: BTreeMap<(String, i64), (u128, u128)> = BTreeMap::new();
-    for r in store::energy(conn, Resolution::Hour, from, to, true, true)? {
+    for r in conn.energy(Resolution::Hour, from, to, true, true)? {
         let Some(hour) = r.bucket_ms else { continue };
         let part = r
             .sensor
@@ -324,11 +321,11 @@ impl EmissionCounters {
     /// ledger was read (an hour closed, late energy, or the first call).
     pub fn refresh(
         &mut self,
-        conn: &Connection,
+        conn: &dyn backend::Db,
         carbon: &CarbonConfig,
         metrics: &crate::metrics::Metrics,
         now_ms: i64,
-    ) -> Result<bool, rusqlite::Error> {
+    ) -> Result<bool, LedgerError> {
         let closed = Self::closed_until(now_ms);
         // Taken before the ledger is read: a batch committed after the
         // read marks the next refresh.
@@ -387,9 +384,9 @@ pub fn spawn_emission_counters(
             let (metrics, db, carbon, state) =
                 (metrics.clone(), db.clone(), carbon.clone(), state.clone());
             let done = tokio::task::spawn_blocking(move || {
-                let conn = store::open(&db)?;
+                let conn = backend::open(&db)?;
                 let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                s.refresh(&conn, &carbon, &metrics, clock())
+                s.refresh(&*conn, &carbon, &metrics, clock())
             })
             .await;
             match done {
@@ -406,7 +403,7 @@ pub fn spawn_emission_counters(
 /// Loads the configured series files into the grid table; returns the
 /// points written.
 pub fn load_series_files(
-    conn: &mut Connection,
+    conn: &mut dyn GridWrite,
     carbon: &CarbonConfig,
     now_ms: i64,
 ) -> Result<usize, grid::GridError> {
@@ -434,8 +431,9 @@ pub fn load_series_files(
                 other_basis(carbon.basis).as_str(),
             )));
         }
-        let written =
-            grid::store::upsert_all(conn, s.points()).map_err(|e| grid::GridError::Io {
+        let written = conn
+            .upsert_grid_points(s.points())
+            .map_err(|e| grid::GridError::Io {
                 path: f.path.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
             })?;
@@ -461,7 +459,7 @@ fn other_basis(b: Basis) -> Basis {
 /// table: one point per table, its zone over its calendar year. Returns
 /// the points written. A zone the table lacks is a configuration error.
 pub fn load_yearly_files(
-    conn: &mut Connection,
+    conn: &mut dyn GridWrite,
     carbon: &CarbonConfig,
     now_ms: i64,
 ) -> Result<usize, GridError> {
@@ -484,7 +482,7 @@ pub fn load_yearly_files(
         tracing::info!(file = %y.path.display(), zone, year = y.year, g_per_kwh = p.signal().0, basis = y.basis.as_str(), "yearly grid factor loaded");
         points.push(p);
     }
-    grid::store::upsert_all(conn, &points).map_err(|e| GridError::Io {
+    conn.upsert_grid_points(&points).map_err(|e| GridError::Io {
         path: "grid table".into(),
         source: std::io::Error::other(e.to_string()),
     })
@@ -492,10 +490,10 @@ pub fn load_yearly_files(
 
 /// Where a host sits, from its retained inventory: (room, rack).
 pub fn host_places(
-    conn: &Connection,
-) -> Result<BTreeMap<String, (String, String)>, rusqlite::Error> {
+    conn: &dyn LedgerRead,
+) -> Result<BTreeMap<String, (String, String)>, LedgerError> {
     let mut out = BTreeMap::new();
-    for h in store::hosts(conn)? {
+    for h in conn.hosts()? {
         let rack = h
             .meta
             .as_deref()
@@ -534,6 +532,8 @@ pub fn market_factors(report: &vigie_energy::Scope2Report) -> BTreeMap<i64, f64>
 mod tests {
     use super::*;
     use crate::grid::Intensity;
+    use crate::store;
+    use rusqlite::Connection;
 
     fn point(start: i64, end: i64, g: f64, estimated: bool) -> IntensityPoint {
         IntensityPoint {

@@ -164,10 +164,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     crate::api::parse_time_str(t)
                 })
                 .map_err(anyhow::Error::msg)?;
-            let mut conn = crate::store::open(&cfg.store.path)
+            let mut conn = crate::backend::open(&cfg.store.path)
                 .with_context(|| format!("opening {}", cfg.store.path.display()))?;
-            crate::site::init(&conn)?;
-            crate::site::add_manual(&mut conn, &meter, &readings, crate::now_ms())?;
+            crate::site::add_manual(&mut *conn, &meter, &readings, crate::now_ms())?;
             eprintln!("{} readings stored for {meter}", readings.len());
             Ok(())
         }

@@ -38,6 +38,9 @@ pub struct CollectorConfig {
     /// Compliance exports served over HTTP.
     #[serde(default)]
     pub export: ExportConfig,
+    /// The optional InfluxDB 2 sink (checked as it is parsed).
+    #[serde(default, deserialize_with = "crate::influx::checked")]
+    pub influxdb: Option<crate::influx::InfluxConfig>,
 }
 
 /// `[export]`.
@@ -244,6 +247,11 @@ pub struct IngestConfig {
     /// is refused (`too_much_work`), acknowledged and quarantined.
     #[serde(default = "d_max_minute_buckets")]
     pub max_minute_buckets: u64,
+    /// Most workload lines one message may carry (each split of a
+    /// sensor's energy among workloads, and each workload in it): past it
+    /// the message is refused (`too_many_workloads`).
+    #[serde(default = "d_max_workloads")]
+    pub max_workloads: usize,
     /// Most minute buckets one transaction writes: a message that would
     /// take the group under way past it waits for the next transaction
     /// (it is neither refused nor acknowledged before its own commit).
@@ -432,6 +440,9 @@ fn d_max_readings() -> usize {
 fn d_max_minute_buckets() -> u64 {
     vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS
 }
+fn d_max_workloads() -> usize {
+    vigie_protocol::DEFAULT_MAX_WORKLOADS
+}
 fn d_max_group_minute_buckets() -> u64 {
     2 * vigie_protocol::DEFAULT_MAX_MINUTE_BUCKETS
 }
@@ -487,6 +498,7 @@ impl CollectorConfig {
             max_power_w: self.ingest.max_power_w,
             max_future_ms: self.ingest.max_future.as_millis() as i64,
             max_minute_buckets: self.ingest.max_minute_buckets,
+            max_workloads: self.ingest.max_workloads,
             ..vigie_protocol::Limits::default()
         }
     }

@@ -146,6 +146,15 @@ fn simulated_watts(i: usize, t_s: f64) -> f64 {
     base + 40.0 * (t_s / 30.0 + i as f64).sin()
 }
 
+/// The simulated GPUs' power limit, W (what `FakeGpus` reports).
+const GPU_POWER_LIMIT_W: f64 = 400.0;
+
+/// Power of simulated GPU `g` at `t_s`: a training-like load of 200 to
+/// 380 W, the two GPUs in phase opposition, under their 400 W limit.
+fn simulated_gpu_watts(g: usize, t_s: f64) -> f64 {
+    290.0 + 90.0 * (t_s / 20.0 + g as f64 * std::f64::consts::PI).sin()
+}
+
 /// The demo site's facility meters at IT power `it_w`: grid import (IT
 /// plus cooling, UPS losses, lighting: a PUE near 1.4), cooling
 /// electricity, and heat delivered to a district network (a third of the
@@ -201,9 +210,8 @@ fn store_simulated_grid(
     if let Some(dir) = ledger.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut conn = crate::store::open(ledger)?;
-    crate::grid::store::init(&conn)?;
-    Ok(crate::grid::store::upsert_all(&mut conn, &points)?)
+    let mut conn = crate::backend::open(ledger)?;
+    Ok(conn.upsert_grid_points(&points)?)
 }
 
 /// What [`store_simulated_history`] wrote.
@@ -277,10 +285,10 @@ pub fn store_simulated_history(
     if let Some(dir) = ledger.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut conn = crate::store::open(ledger)?;
+    let mut conn = crate::backend::open(ledger)?;
     let mut heat_kwh = 0.0;
     let mut heat_kw = 0.0;
-    let (rows, written_to) = crate::store::history::write(&mut conn, |w| {
+    let (rows, written_to) = vigie_ledger::write_history(&mut *conn, |w| {
         let quantity = vigie_protocol::GaugeQuantity::HeatEnergyKwh;
         let heat = format!("{facility}:heat");
         let uj = |w: f64| Microjoules((w * 3.6e9).round() as u64);
@@ -339,6 +347,17 @@ pub fn store_simulated_history(
     })
 }
 
+/// The demo site's commissioning date: 1 January of the year before
+/// `now_ms`, when its simulated history starts (a site is commissioned
+/// before the periods its documents report on).
+fn commissioned(now_ms: i64) -> crate::export::date::Date {
+    crate::export::date::Date {
+        y: crate::export::date::Date::from_ms(now_ms).y - 1,
+        m: 1,
+        d: 1,
+    }
+}
+
 /// The demo collector's `[site]`: the grid-import, cooling and heat meters
 /// of `facility` and the PDU outlets as the IT meter (category 2), all
 /// polled by `host`'s agent. Gaps are scaled to the period (the demo is
@@ -359,8 +378,8 @@ fn demo_site(
 installed_it_kw = 5.0
 it_category = 2
 gap_rule = "scale-to-period"
-# The demo site starts operating today: the EnEfG targets of new sites.
-commissioned = "{today}"
+# Commissioned when its history starts, before the periods it reports.
+commissioned = "{commissioned}"
 kpi_every = "5s"
 kpi_ytd_every = "5s"
 # Plausible register facts, so the demo's exports have no gaps a real
@@ -381,7 +400,7 @@ redundancy_power = "N+1"
 redundancy_cooling = "N+1"
 waste_heat_max_kw = 4.0
 waste_heat_control = "supply temperature and flow set by the heat-network operator"
-management_system = {{ kind = "iso-50001", since = "{today}" }}
+management_system = {{ kind = "iso-50001", since = "{commissioned}" }}
 [[yearly]]
 year = {year}
 traffic_in_bandwidth_gbps = 1.0
@@ -411,9 +430,56 @@ name = "district-heat"
 role = "heat-delivered"
 register = {{ host = "{host}", sensor = "{facility}:heat", quantity = "heat-energy-kwh" }}
 "#,
-        today = crate::export::date::Date::from_ms(now_ms),
+        commissioned = commissioned(now_ms),
         year = crate::export::date::Date::from_ms(now_ms).y,
     ))?)
+}
+
+/// The demo site's name, on its documents and public page.
+const DEMO_SITE_NAME: &str = "vigie demo site";
+
+/// What a real site configures besides its meters, so that every document
+/// the demo produces reads without a contradiction: `[site]` (commissioned
+/// when its history starts), guarantees of origin for part of each year's
+/// grid import, `[dossier]` (name, operator, a heat-reuse study of the
+/// demo's IT load, its PUE left to the measured one) and an export signing
+/// key (made in `dir`, reused with --dir), all for `host`'s agent polling
+/// the facility and `hosts` PDU outlets.
+fn configure_site(
+    cfg: &mut CollectorConfig,
+    host: &str,
+    hosts: usize,
+    dir: &std::path::Path,
+    now: i64,
+) -> anyhow::Result<()> {
+    cfg.site = demo_site(host, "facility", "pdu-a1", hosts, now)?;
+    // Guarantees of origin for about half of each year's grid import
+    // (~18 MWh a year), so REF has a value to compare with the renewable
+    // target; the current year's enters pro rata to the part elapsed.
+    let year = crate::export::date::Date::from_ms(now).y;
+    for (y, mwh) in [(year - 1, 10.0), (year, 10.0)] {
+        cfg.carbon.market.instruments.push(toml::from_str(&format!(
+            "name = \"GO hydro {y} (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {y}\nvolume_mwh = {mwh:.1}\n"
+        ))?);
+    }
+    cfg.dossier = toml::from_str(&format!(
+        r#"
+site_name = "{DEMO_SITE_NAME}"
+operator = "Demo Compute SAS"
+[heat_study]
+it_load_kw_constant = 1.5
+cooling = "air"
+heat_pump = {{ carnot_fraction = 0.5 }}
+offtaker = {{ supply_c = 65.0 }}
+"#
+    ))?;
+    // Exports and dossiers served signed, as a site's should be.
+    let key = dir.join("export-signing.key");
+    if !key.exists() {
+        crate::export::sign::keygen(dir)?;
+    }
+    cfg.export.signing_key = Some(key);
+    Ok(())
 }
 
 /// Runs the demo until `shutdown` completes.
@@ -483,9 +549,10 @@ pub async fn run(
         }
         _ => None,
     };
-    let facility_cfg: DeviceConfig = toml::from_str("name = \"facility\"\nperiod = \"5s\"\n")?;
+    let facility_cfg: DeviceConfig =
+        toml::from_str("name = \"facility\"\nperiod = \"5s\"\ncounts_in = \"site\"\n")?;
     let pdu_cfg: DeviceConfig = toml::from_str(&format!(
-        "name = \"pdu-a1\"\nperiod = \"5s\"\n{}",
+        "name = \"pdu-a1\"\nperiod = \"5s\"\ncounts_in = \"site\"\n{}",
         sims.iter()
             .enumerate()
             .map(|(i, h)| format!(
@@ -543,8 +610,7 @@ pub async fn run(
                 }
                 facility.heat("heat", heat_w * 0.1 / 3.6e6, 45.0 + t.sin(), 30.0);
                 for g in 0..2 {
-                    // A training-like load: 250 to 650 W, in phase opposition.
-                    let w = 450.0 + 200.0 * (t / 20.0 + g as f64 * std::f64::consts::PI).sin();
+                    let w = simulated_gpu_watts(g, t).min(GPU_POWER_LIMIT_W);
                     gpus.spend(g, (w * 100.0) as u64); // mJ in 100 ms
                     gpus.update(g, |s| {
                         s.power_mw = Some((w * 1000.0) as u32);
@@ -607,17 +673,7 @@ pub async fn run(
     cfg.store.path = ledger;
     cfg.ingest.keys = keys;
     if let Some((host, _)) = hosts.first() {
-        // Commissioned today, history or not: the EnEfG targets of a new
-        // site are in force at once, so the target gauges have values.
-        cfg.site = demo_site(host, "facility", "pdu-a1", hosts.len(), now)?;
-        // Guarantees of origin for part of each year's grid import, so REF
-        // has a value to compare with the renewable target.
-        let year = crate::export::date::Date::from_ms(now).y;
-        for (y, mwh) in [(year - 1, 40.0), (year, 12.0)] {
-            cfg.carbon.market.instruments.push(toml::from_str(&format!(
-                "name = \"GO hydro {y} (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {y}\nvolume_mwh = {mwh:.1}\n"
-            ))?);
-        }
+        configure_site(&mut cfg, host, hosts.len(), &dir, now)?;
     }
     store_simulated_grid(
         &cfg.store.path,
@@ -628,7 +684,7 @@ pub async fn run(
     )?;
     // The demo shows the public disclosure page (off by default elsewhere).
     cfg.public.enabled = true;
-    cfg.public.site_name = Some("vigie demo site".into());
+    cfg.public.site_name = Some(DEMO_SITE_NAME.into());
     cfg.public.description = Some("Simulated hosts of the vigie demo.".into());
     let listener = tokio::net::TcpListener::bind(opts.http)
         .await
@@ -686,6 +742,152 @@ mod history_tests {
     use super::*;
 
     #[test]
+    fn the_simulated_gpus_stay_under_their_power_limit() {
+        let gpus = FakeGpus::new(2, "test", true);
+        let mut limit = None;
+        gpus.update(0, |s| limit = s.power_limit_mw);
+        assert_eq!(
+            limit.map(|mw| f64::from(mw) / 1000.0),
+            Some(GPU_POWER_LIMIT_W)
+        );
+        let mut max: f64 = 0.0;
+        for step in 0..100_000 {
+            for g in 0..2 {
+                max = max.max(simulated_gpu_watts(g, f64::from(step) * 0.1));
+            }
+        }
+        assert!(max <= GPU_POWER_LIMIT_W, "{max}");
+        assert!(max > 300.0, "a load worth showing: {max}");
+    }
+
+    /// The dossier's text: tags out, entities decoded, spaces collapsed.
+    fn text_of(html: &str) -> String {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in html.chars() {
+            match c {
+                '<' => {
+                    in_tag = true;
+                    out.push(' ');
+                }
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        let out = out
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'");
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_demo_dossier_reads_without_a_contradiction() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.sqlite");
+        // 2026-03-10T12:34Z: the dossier is last year's, 2025.
+        let now = 1_773_146_040_000;
+        let h = store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 3, now).unwrap();
+        let mut cfg = CollectorConfig::default();
+        cfg.store.path = ledger.clone();
+        configure_site(&mut cfg, "demo-01", 3, dir.path(), now).unwrap();
+        store_simulated_grid(
+            &ledger,
+            &cfg.carbon.zone,
+            cfg.carbon.basis,
+            Some(h.from_ms),
+            now,
+        )
+        .unwrap();
+        // The demo signs its exports and dossiers.
+        let key = cfg.export.signing_key.clone().unwrap();
+        crate::export::sign::load_signing_key(&key).unwrap();
+        let conn = crate::store::open(&ledger).unwrap();
+        let settings = crate::dossier::Settings::from_config(&cfg);
+        let req = crate::dossier::request(None, None, now).unwrap();
+        let render = |settings: &crate::dossier::Settings| {
+            let html = crate::dossier::build(
+                &conn,
+                settings,
+                req,
+                crate::dossier::Format::Html,
+                now,
+                &mut |_| {},
+            )
+            .unwrap();
+            let html = String::from_utf8(html).unwrap();
+            (text_of(&html), html)
+        };
+        let (text, html) = render(&settings);
+        // The site has a name.
+        assert!(
+            !text.contains("not configured ([dossier] site_name)"),
+            "{text}"
+        );
+        assert!(text.contains("Site vigie demo site"), "{text}");
+        // Commissioned before the year reported, not on the day it is made.
+        assert!(text.contains("Commissioning date 2025-01-01"), "{text}");
+        assert!(!text.contains("Commissioning date 2026-03-10"), "{text}");
+        // No PUE limit in force in 2025 for a site commissioned then: the
+        // table says so, and the chart draws no limit.
+        assert!(text.contains("not-in-force"), "{text}");
+        assert!(!html.contains("EnEfG limit"), "{text}");
+        assert!(!html.contains("(reference)"), "{text}");
+        assert!(
+            text.contains("no EnEfG PUE limit is in force for this period"),
+            "{text}"
+        );
+        // The renewable energy bought is below E_DC: REF under 100 %.
+        assert!(!text.contains("REF (E_renewable / E_DC) 100.0"), "{text}");
+        assert!(!text.contains("capped"), "{text}");
+        // The heat study: its sentence reads as its table, and its PUE is
+        // the measured one, not the study's default.
+        assert!(!text.contains("about 1 homes"), "{text}");
+        let peak = text
+            .split("Peak thermal capacity ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        assert!(
+            text.contains(&format!("(peak {peak} kW)")),
+            "{peak}: {text}"
+        );
+        let homes = text
+            .split("Homes heated (equivalent) ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        assert!(
+            text.contains(&format!("enough for about {homes} home")),
+            "{homes}: {text}"
+        );
+        assert!(!text.contains("default: 1.3"), "{text}");
+        let pue = text
+            .split("PUE (E_DC / E_IT) ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        assert!(
+            text.contains(&format!("PUE {pue} 1 derived")),
+            "the study's PUE is the measured {pue}: {text}"
+        );
+        assert!(text.contains("measured: the period's PUE"), "{text}");
+        // No negative zero anywhere.
+        assert!(!text.contains("-0.0") && !text.contains("-0 "), "{text}");
+
+        // Renewable energy bought beyond E_DC: REF is capped, and says so.
+        let mut more = cfg.clone();
+        for i in &mut more.carbon.market.instruments {
+            i.volume_mwh = Some(40.0);
+        }
+        let (text, _) = render(&crate::dossier::Settings::from_config(&more));
+        assert!(text.contains("REF capped at 100 %"), "{text}");
+    }
+
+    #[test]
     fn the_history_gives_a_year_of_site_figures_with_seasons() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = dir.path().join("ledger.sqlite");
@@ -702,31 +904,29 @@ mod history_tests {
         );
         // The hour under way: its minutes add up to its hour row, exactly.
         {
-            let conn = crate::store::open(&ledger).unwrap();
+            let conn = crate::backend::open(&ledger).unwrap();
             let hour = now / 3_600_000 * 3_600_000;
-            let (n, minutes): (i64, i64) = conn
-                .query_row(
-                    "SELECT COUNT(*), SUM(measured_uj) FROM energy_minute WHERE sensor = 'facility:grid' AND bucket_ms >= ?1",
-                    [hour],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap();
-            let hour_row: i64 = conn
-                .query_row(
-                    "SELECT measured_uj FROM energy_hour WHERE sensor = 'facility:grid' AND bucket_ms = ?1",
-                    [hour],
-                    |r| r.get(0),
-                )
-                .unwrap();
+            let grid = |res| {
+                conn.sensor_buckets(res, "demo-01", "facility:grid", hour, i64::MAX)
+                    .unwrap()
+            };
+            let minute_rows = grid(crate::store::Resolution::Minute);
+            let (n, minutes) = (
+                minute_rows.len(),
+                minute_rows.iter().map(|(_, a)| a.measured).sum::<u64>(),
+            );
+            let hour_rows = grid(crate::store::Resolution::Hour);
+            assert_eq!(hour_rows.len(), 1);
+            let hour_row = hour_rows[0].1.measured;
             assert_eq!(n, 34, "12:00 to 12:34");
             assert_eq!(minutes, hour_row);
         }
         let site = demo_site("demo-01", "facility", "pdu-a1", 3, h.from_ms).unwrap();
-        let conn = crate::store::open(&ledger).unwrap();
-        crate::grid::store::init(&conn).unwrap();
+        let conn = crate::backend::open(&ledger).unwrap();
         let carbon = crate::config::CarbonConfig::default();
-        let s = crate::report::summary(&conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
-            .unwrap();
+        let s =
+            crate::report::summary(&*conn, &site, &carbon, "2025", h.from_ms, 1_767_225_600_000)
+                .unwrap();
         assert_eq!(s.months.len(), 12);
         let pue = |m: &crate::report::Span| m.pue.value.unwrap();
         assert_eq!(s.total.pue.status, "measured", "{:?}", s.total.pue);

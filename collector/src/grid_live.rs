@@ -17,7 +17,7 @@ pub fn spawn(
     clock: fn() -> i64,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let conn = match crate::store::open(&db) {
+        let conn = match crate::backend::open(&db) {
             Ok(c) => std::sync::Mutex::new(c),
             Err(e) => {
                 tracing::error!(error = %e, "grid refresh: cannot open the store; live provider off");

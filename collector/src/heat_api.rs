@@ -88,6 +88,48 @@ pub struct OfftakerRequest {
 /// PUE assumed when neither `assumed_pue` nor `annual_e_dc_kwh` is given.
 pub const DEFAULT_PUE: f64 = 1.3;
 
+/// Decimals a homes-heated figure is shown with: one below ten homes (a
+/// small site heats "0.6 homes", not "about 1 homes"), none above.
+pub fn homes_decimals(homes: f64) -> usize {
+    if homes.abs() < 10.0 { 1 } else { 0 }
+}
+
+/// The study in one sentence, its figures at the precision the study's
+/// table shows them (MWh, °C and kW to one decimal), so that the two never
+/// read differently.
+fn summary(s: &vigie_energy::HeatStudy) -> String {
+    let Some(t) = s.supply_temperature else {
+        return "No heat is deliverable with these assumptions.".to_owned();
+    };
+    let home_mwh = s
+        .assumptions
+        .iter()
+        .find(|a| a.name == "home heat demand")
+        .and_then(|a| match a.value {
+            vigie_energy::AssumptionValue::Number(kwh) => Some(kwh / 1000.0),
+            vigie_energy::AssumptionValue::Text(_) => None,
+        });
+    let homes = format!(
+        "{:.*}",
+        homes_decimals(s.homes_heated),
+        s.homes_heated + 0.0
+    );
+    let homes = if homes == "1" || homes == "1.0" {
+        format!("{homes} home")
+    } else {
+        format!("{homes} homes")
+    };
+    format!(
+        "About {:.1} MWh of heat a year at {:.1} °C (peak {:.1} kW), enough for about {homes}{}.",
+        s.deliverable.0 / 1000.0,
+        t.0,
+        s.peak.0 / 1000.0,
+        home_mwh.map_or(String::new(), |m| format!(
+            " using {m:.1} MWh of heat a year each"
+        )),
+    )
+}
+
 /// Runs the study; errors are the request's fault (400).
 pub fn study(req: &PotentialRequest) -> Result<Value, String> {
     let it_load: Vec<Watts> = match (&req.it_load_kw, req.it_load_kw_constant) {
@@ -148,7 +190,7 @@ pub fn study(req: &PotentialRequest) -> Result<Value, String> {
         "e_dc_mwh": s.e_dc.0 / 1000.0,
         "projected_erf": s.projected_erf,
         "homes_heated": s.homes_heated,
-        "summary": s.summary,
+        "summary": summary(&s),
         "assumptions": s.assumptions.iter().map(|a| json!({
             "name": a.name,
             "value": a.value.to_string(),
@@ -210,6 +252,36 @@ mod tests {
         .unwrap();
         assert!(pue(&study(&req).unwrap()).starts_with("default: 1.3"));
         assert_eq!(s["hourly_kw_th"].as_array().unwrap().len(), 8760);
+    }
+
+    #[test]
+    fn the_summary_reads_as_the_table_for_a_small_site() {
+        // The demo's 1.6 kW of IT: under two homes, a peak under 2 kW.
+        let req: PotentialRequest = serde_json::from_value(json!({
+            "it_load_kw_constant": 1.6,
+            "cooling": "air",
+            "heat_pump": { "carnot_fraction": 0.5 },
+            "offtaker": { "supply_c": 65.0 },
+            "assumed_pue": 1.4,
+        }))
+        .unwrap();
+        let s = study(&req).unwrap();
+        let text = s["summary"].as_str().unwrap();
+        let peak = format!("peak {:.1} kW", s["peak_kw_th"].as_f64().unwrap());
+        assert!(text.contains(&peak), "{text}");
+        let homes = s["homes_heated"].as_f64().unwrap();
+        assert!(homes < 10.0, "{homes}");
+        assert!(text.contains(&format!("about {homes:.1} home")), "{text}");
+        assert!(!text.contains("about 1 homes"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "About {:.1} MWh",
+                s["deliverable_mwh_th"].as_f64().unwrap()
+            )),
+            "{text}"
+        );
+        assert_eq!(homes_decimals(0.6), 1);
+        assert_eq!(homes_decimals(250.0), 0);
     }
 
     #[test]

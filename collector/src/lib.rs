@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod carbon;
 pub mod charts;
 pub mod cli;
@@ -22,6 +23,7 @@ pub use vigie_grid as grid;
 pub mod grid_live;
 pub mod heat_api;
 pub mod https;
+pub mod influx;
 /// Group ingest into the ledger: the `vigie-ledger` crate's.
 pub use vigie_ledger::ingest;
 pub mod losses_api;
@@ -47,6 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vigie_energy::GramsPerKwh;
+use vigie_ledger::LedgerRead;
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +79,16 @@ pub enum CollectorError {
     /// The export signing key could not be used.
     #[error("export signing key: {0}")]
     SigningKey(#[from] export::sign::SignError),
+    /// The `[influxdb]` sink could not be set up.
+    #[error("InfluxDB sink: {0}")]
+    Influx(#[from] influx::InfluxError),
     /// The ledger could not be opened.
     #[error("ledger {path}: {source}")]
     Store {
         /// File.
         path: String,
         /// Cause.
-        source: rusqlite::Error,
+        source: backend::LedgerError,
     },
     /// I/O (ledger directory, HTTP server).
     #[error("{context}: {source}")]
@@ -138,13 +144,12 @@ pub async fn run(
             source,
         })?;
     }
-    let store_err = |source| CollectorError::Store {
+    let store_err = |source: backend::LedgerError| CollectorError::Store {
         path: path.display().to_string(),
         source,
     };
-    let mut conn = store::open(&path).map_err(store_err)?;
-    grid::store::init(&conn).map_err(store_err)?;
-    site::init(&conn).map_err(store_err)?;
+    let mut conn = store::open(&path).map_err(|e| store_err(e.into()))?;
+    grid::store::init(&conn).map_err(|e| store_err(e.into()))?;
     carbon::check_basis(&cfg.carbon)?;
     carbon::load_series_files(&mut conn, &cfg.carbon, now_ms())?;
     carbon::load_yearly_files(&mut conn, &cfg.carbon, now_ms())?;
@@ -169,15 +174,21 @@ pub async fn run(
         GramsPerKwh(cfg.carbon.intensity_g_per_kwh),
     ));
     metrics.set_meter_sensors(site_kpi::meter_sensors(&cfg.site));
-    for (host, uncounted) in store::uncounted_sensors(&conn).map_err(store_err)? {
+    // Its token and CA files are read now, so a bad one stops start-up.
+    let influx_sink = cfg
+        .influxdb
+        .as_ref()
+        .map(|c| influx::Sink::new(c, metrics.influx().clone()))
+        .transpose()?;
+    for (host, uncounted) in conn.uncounted_sensors().map_err(store_err)? {
         metrics.set_uncounted(&host, uncounted);
     }
-    let totals = store::totals(&conn).map_err(store_err)?;
-    let registers = store::register_sensors(&conn).map_err(store_err)?;
+    let totals = conn.totals().map_err(store_err)?;
+    let registers = conn.register_sensors().map_err(store_err)?;
     for (host, sensor, a) in &totals {
         metrics.seed(host, sensor, a.measured, a.estimated);
     }
-    let hosts = store::hosts(&conn).map_err(store_err)?;
+    let hosts = conn.hosts().map_err(store_err)?;
     for h in &hosts {
         if let Some(online) = h.online {
             metrics.online(&h.host, online);
@@ -187,9 +198,9 @@ pub async fn run(
             metrics.last_batch(&h.host, at);
         }
     }
-    for host in store::losses::hosts_with_losses(&conn).map_err(store_err)? {
-        let u = store::uncounted_sensors_of(&conn, &host).map_err(store_err)?;
-        let l = store::losses::host_losses(&conn, &host, Some(&u)).map_err(store_err)?;
+    for host in conn.hosts_with_losses().map_err(store_err)? {
+        let u = conn.uncounted_sensors_of(&host).map_err(store_err)?;
+        let l = conn.host_losses(&host, Some(&u)).map_err(store_err)?;
         metrics.host_losses(&host, &l);
     }
     let keys = cfg.ingest.key_ring()?;
@@ -346,7 +357,7 @@ pub async fn run(
                 tick.tick().await;
                 let db = db.clone();
                 let pruned = tokio::task::spawn_blocking(move || {
-                    store::prune_minutes(&store::open(&db)?, now_ms().saturating_sub(keep_ms))
+                    backend::open(&db)?.prune_minutes(now_ms().saturating_sub(keep_ms))
                 })
                 .await;
                 match pruned {
@@ -373,6 +384,12 @@ pub async fn run(
     // Per-host emission counters, as the API computes them, as hours close.
     let emissions_task =
         carbon::spawn_emission_counters(metrics.clone(), path.clone(), cfg.carbon.clone(), now_ms);
+    // Minute energy and site figures to InfluxDB, when configured.
+    let influx_task = cfg
+        .influxdb
+        .as_ref()
+        .zip(influx_sink)
+        .map(|(c, sink)| influx::spawn(c, sink, path.clone(), metrics.clone(), now_ms));
     vigie_service::notify_ready();
     let watchdog = vigie_service::watchdog_period().map(|period| {
         let busy_since = busy_since.clone();
@@ -415,6 +432,9 @@ pub async fn run(
     }
     site_task.abort();
     emissions_task.abort();
+    if let Some(t) = influx_task {
+        t.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -447,17 +467,18 @@ fn refresh_signal_gauges(
     basis: grid::Basis,
     now: i64,
 ) {
-    let Ok(conn) = store::open(db) else {
+    let Ok(conn) = backend::open(db) else {
         return;
     };
-    let average_now = grid::store::latest(&conn, zone, now, &grid::store::Filter::inventory(basis))
+    let average_now = conn
+        .grid_latest(zone, now, &grid::store::Filter::inventory(basis))
         .ok()
         .flatten()
         .filter(|p| p.end_ms > now)
         .and_then(|p| p.inventory_factor().ok())
         .map(|g| g.0);
     let upcoming = signals::points(
-        &conn,
+        &*conn,
         zone,
         now,
         now + 24 * 3_600_000,

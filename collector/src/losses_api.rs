@@ -4,7 +4,7 @@
 //! the ledger does not hold (`store::losses`).
 
 use crate::api::{ApiError, AppState, parse_time, rfc3339};
-use crate::store::{self, losses};
+use crate::store::losses;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use vigie_energy::Microjoules;
@@ -71,14 +71,14 @@ pub(crate) async fn gaps(
     let h = host.clone();
     let read = s
         .read(move |c| {
-            let known = store::hosts(c)?.iter().any(|r| r.host == h);
+            let known = c.hosts()?.iter().any(|r| r.host == h);
             if !known {
                 return Ok(None);
             }
-            let uncounted = store::uncounted_sensors_of(c, &h)?;
-            let (gaps, truncated) = losses::gap_report(c, &h, from, to, MAX_GAPS)?;
-            let totals = losses::host_losses(c, &h, Some(&uncounted))?;
-            let missing = losses::missing_by_sensor(c, &h)?;
+            let uncounted = c.uncounted_sensors_of(&h)?;
+            let (gaps, truncated) = c.gap_report(&h, from, to, MAX_GAPS)?;
+            let totals = c.host_losses(&h, Some(&uncounted))?;
+            let missing = c.missing_by_sensor(&h)?;
             Ok(Some((gaps, truncated, totals, missing, uncounted)))
         })
         .await?;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
-use vigie_energy::{GramsPerKwh, Microjoules, emissions};
+use vigie_energy::{GramsPerKwh, Microjoules};
 use vigie_protocol::{Quality, Rejection, TelemetryBatch};
 
 type FloatCounter = Counter<f64, AtomicU64>;
@@ -230,6 +230,52 @@ const SITE_FIGURES: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// The span of readings a site meter's power is the mean over.
+pub const POWER_WINDOW_MS: i64 = 300_000;
+
+/// Readings of one sensor kept at most (a sender publishing tiny
+/// intervals cannot grow it without bound).
+const POWER_WINDOW_MAX: usize = 1024;
+
+/// One sensor's readings of the last [`POWER_WINDOW_MS`] up to its latest
+/// one, as (start, end, µJ).
+#[derive(Debug, Default)]
+struct PowerWindow {
+    readings: std::collections::VecDeque<(i64, i64, u64)>,
+    latest_end: i64,
+}
+
+impl PowerWindow {
+    fn add(&mut self, start_ms: i64, end_ms: i64, uj: u64) {
+        if end_ms <= start_ms {
+            return;
+        }
+        self.latest_end = self.latest_end.max(end_ms);
+        let horizon = self.latest_end - POWER_WINDOW_MS;
+        if end_ms <= horizon {
+            return;
+        }
+        // In end order (batches may arrive out of order).
+        let at = self.readings.partition_point(|r| r.1 <= end_ms);
+        self.readings.insert(at, (start_ms, end_ms, uj));
+        while self
+            .readings
+            .front()
+            .is_some_and(|r| r.1 <= horizon || self.readings.len() > POWER_WINDOW_MAX)
+        {
+            self.readings.pop_front();
+        }
+    }
+
+    /// Energy over covered time, W.
+    fn watts(&self) -> Option<f64> {
+        let (uj, ms) = self.readings.iter().fold((0u128, 0i64), |(u, t), r| {
+            (u + u128::from(r.2), t + (r.1 - r.0))
+        });
+        (ms > 0).then(|| uj as f64 / 1e3 / ms as f64)
+    }
+}
+
 /// Every metric the collector exports.
 pub struct Metrics {
     registry: Registry,
@@ -263,7 +309,6 @@ pub struct Metrics {
     duplicates: Counter,
     rejected: Family<ReasonLabels, Counter>,
     commit_seconds: Histogram,
-    intensity: GramsPerKwh,
     spool_batches: Family<HostLabels, Gauge>,
     spool_age: Family<HostLabels, FloatGauge>,
     spool_merges: Family<HostLabels, Gauge>,
@@ -285,6 +330,11 @@ pub struct Metrics {
     site_power: Family<SiteMeterPowerLabels, FloatGauge>,
     meter_energy: Family<MeterEnergyLabels, FloatCounter>,
     site_emissions: Family<MeterLabels, FloatCounter>,
+    /// Earliest reading start of a meter sensor accepted since the site
+    /// emission counter last looked (`i64::MAX`: none).
+    site_emissions_dirty_from: std::sync::atomic::AtomicI64,
+    /// The recent readings of every meter sensor, for the meters' power.
+    meter_readings: std::sync::Mutex<HashMap<(String, String), PowerWindow>>,
     meter_index: std::sync::RwLock<MeterIndex>,
     site_power_shown: std::sync::Mutex<Vec<SiteMeterPowerLabels>>,
     /// The series last set per period, so those no longer computed go.
@@ -293,6 +343,7 @@ pub struct Metrics {
     target_erf: Family<TargetLabels, FloatGauge>,
     target_renewable: Family<TargetLabels, FloatGauge>,
     targets_shown: std::sync::Mutex<TargetGauges>,
+    influx: crate::influx::SinkMetrics,
 }
 
 fn quality_label(q: Quality) -> &'static str {
@@ -513,7 +564,7 @@ impl Metrics {
         let site_power = Family::<SiteMeterPowerLabels, FloatGauge>::default();
         registry.register(
             "vigie_site_power_watts",
-            "Power of each site meter read by agents: the sum of its sensors' latest average power (watts)",
+            "Power of each site meter read by agents: the sum over its sensors of each sensor's mean power over its readings of the last 5 minutes up to its latest reading (their energy over the time they cover; not one reading, whose energy a Wh register rounds) (watts)",
             site_power.clone(),
         );
         let meter_energy = Family::<MeterEnergyLabels, FloatCounter>::default();
@@ -525,7 +576,7 @@ impl Metrics {
         let site_emissions = Family::<MeterLabels, FloatCounter>::default();
         registry.register(
             "vigie_site_emissions_location_grams",
-            "Location-based emissions of each site grid-import meter read by agents, at the static configured grid factor, not the hourly factors of /api/v1/scope2 (grams CO2e)",
+            "Location-based emissions of the site's grid-import meter read by agents over closed hours, as /api/v1/scope2's location_based_kg: each hour's import times that hour's average grid factor of the inventory's basis (stored series, else the static factor) (grams CO2e)",
             site_emissions.clone(),
         );
         let target_pue = Family::<TargetLabels, FloatGauge>::default();
@@ -546,7 +597,9 @@ impl Metrics {
             "EnEfG: lowest renewable share of the electricity consumed required now (0 to 1)",
             target_renewable.clone(),
         );
+        let influx = crate::influx::SinkMetrics::register(&mut registry);
         Metrics {
+            influx,
             registry,
             site_figures,
             site_energy,
@@ -555,6 +608,8 @@ impl Metrics {
             site_power,
             meter_energy,
             site_emissions,
+            site_emissions_dirty_from: std::sync::atomic::AtomicI64::new(i64::MAX),
+            meter_readings: std::sync::Mutex::new(HashMap::new()),
             meter_index: std::sync::RwLock::default(),
             site_power_shown: std::sync::Mutex::new(Vec::new()),
             site_shown: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -597,7 +652,6 @@ impl Metrics {
             duplicates,
             rejected,
             commit_seconds,
-            intensity,
         }
     }
 
@@ -690,6 +744,8 @@ impl Metrics {
         *self.meter_index.write().unwrap_or_else(|p| p.into_inner()) = index;
     }
 
+    /// Adds a group's energy of one meter sensor and quality to its
+    /// meters' counters (the grid import's grams follow as hours close).
     fn add_meter_energy(&self, meters: &[(String, &'static str)], q: Quality, e: Microjoules) {
         for (meter, role) in meters {
             self.meter_energy
@@ -700,12 +756,71 @@ impl Metrics {
                 })
                 .inc_by(e.as_joules());
             if *role == "grid-import" {
-                self.site_emissions
-                    .get_or_create(&MeterLabels {
-                        meter: meter.clone(),
-                    })
-                    .inc_by(emissions(e, self.intensity).0);
+                // The grams follow as the hours close
+                // (`site_kpi::SiteEmissionCounter`); the series shows
+                // from the meter's first energy.
+                drop(self.site_emissions.get_or_create(&MeterLabels {
+                    meter: meter.clone(),
+                }));
             }
+        }
+    }
+
+    /// Notes one reading of a meter sensor: the hour from which the site
+    /// emission counter must recount (grid import), and the reading in the
+    /// sensor's power window.
+    fn note_meter_reading(
+        &self,
+        meters: &[(String, &'static str)],
+        host: &str,
+        r: &vigie_protocol::Reading,
+    ) {
+        if meters.iter().any(|(_, role)| *role == "grid-import") {
+            self.site_emissions_dirty_from
+                .fetch_min(r.start_ms, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.meter_readings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((host.to_owned(), r.sensor.clone()))
+            .or_default()
+            .add(r.start_ms, r.end_ms, r.energy_uj);
+    }
+
+    /// A meter sensor's mean power over its readings of the last
+    /// [`POWER_WINDOW_MS`] up to its latest one (energy over the time they
+    /// cover), if it has any: what `vigie_site_power_watts` sums.
+    pub fn meter_sensor_power(&self, host: &str, sensor: &str) -> Option<f64> {
+        self.meter_readings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(host.to_owned(), sensor.to_owned()))
+            .and_then(PowerWindow::watts)
+    }
+
+    /// The earliest start of a meter sensor's reading accepted since the
+    /// last call (`i64::MAX` if none), and a fresh start; taken before the
+    /// ledger is read.
+    pub fn take_site_emissions_dirty(&self) -> i64 {
+        self.site_emissions_dirty_from
+            .swap(i64::MAX, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Marks `from_ms` again (a refresh that took the mark failed).
+    pub fn remark_site_emissions_dirty(&self, from_ms: i64) {
+        self.site_emissions_dirty_from
+            .fetch_min(from_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Brings the grid-import `meter`'s emission counter up to `total_g`,
+    /// the location-based grams of its closed hours; never down.
+    pub fn set_site_emissions(&self, meter: &str, total_g: f64) {
+        let c = self.site_emissions.get_or_create(&MeterLabels {
+            meter: meter.to_owned(),
+        });
+        let d = total_g - c.get();
+        if d > 0.0 {
+            c.inc_by(d);
         }
     }
 
@@ -925,6 +1040,17 @@ impl Metrics {
         shown.insert(period.to_owned(), g);
     }
 
+    /// The site's figures over `period` as last shown, if any.
+    pub fn site_gauges(&self, period: &str) -> Option<SiteGauges> {
+        let shown = self.site_shown.lock().unwrap_or_else(|p| p.into_inner());
+        shown.get(period).cloned()
+    }
+
+    /// The InfluxDB sink's metrics (registered, at 0, without `[influxdb]`).
+    pub fn influx(&self) -> &crate::influx::SinkMetrics {
+        &self.influx
+    }
+
     /// The latest average power of a sensor, if it has reported one.
     pub fn sensor_power(&self, host: &str, sensor: &str) -> Option<f64> {
         self.power
@@ -1015,6 +1141,7 @@ impl Metrics {
         let mut host_at: HashMap<&'a str, usize> = HashMap::new();
         let mut readings = 0u64;
         let mut first_start = i64::MAX;
+        let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
         for batch in batches {
             let i = *host_at.entry(batch.host.as_str()).or_insert_with(|| {
                 hosts.push(HostSums::new(&batch.host));
@@ -1037,6 +1164,12 @@ impl Metrics {
                 }
                 latest_end = latest_end.max(r.end_ms);
                 first_start = first_start.min(r.start_ms);
+                if let Some(meters) = index
+                    .get(batch.host.as_str())
+                    .and_then(|m| m.get(&r.sensor))
+                {
+                    self.note_meter_reading(meters, &batch.host, r);
+                }
             }
             h.gauges.extend(&batch.gauges);
             // The lag is that of the host's last batch with readings.
@@ -1047,7 +1180,6 @@ impl Metrics {
         if hosts.is_empty() {
             return;
         }
-        let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
         let uncounted = self.uncounted.read().unwrap_or_else(|p| p.into_inner());
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         for h in &hosts {

@@ -955,8 +955,11 @@ impl PublicState {
 
 /// Years from the ledger's first data (site readings or energy) to `now`,
 /// newest first.
-fn years_with_data(conn: &rusqlite::Connection, now_ms: i64) -> Result<Vec<i64>, rusqlite::Error> {
-    let first = crate::site::first_data_ms(conn)?;
+fn years_with_data(
+    conn: &dyn crate::backend::LedgerRead,
+    now_ms: i64,
+) -> Result<Vec<i64>, crate::backend::LedgerError> {
+    let first = conn.first_data_ms()?;
     let current = Date::from_ms(now_ms).y;
     let first = first.map_or(current, |t| Date::from_ms(t).y.clamp(1970, current));
     Ok((first..=current).rev().collect())
@@ -1136,14 +1139,12 @@ mod tests {
     /// Three hand-read months of 2025; the IT reading of February is an
     /// estimate. The ledger also holds a host that must not show.
     fn report() -> Report {
-        let mut conn = crate::store::open_in_memory().unwrap();
-        site::init(&conn).unwrap();
-        crate::grid::store::init(&conn).unwrap();
+        let mut conn = crate::backend::open_in_memory().unwrap();
         let cfg: SiteConfig = toml::from_str(
             "it_category = 3\n[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\n[[meters]]\nname = \"it\"\nrole = \"it\"\n[[meters]]\nname = \"heat\"\nrole = \"heat-delivered\"\n",
         )
         .unwrap();
-        let read = |conn: &mut rusqlite::Connection, meter: &str, kwh: [u64; 3], est: bool| {
+        let read = |conn: &mut dyn crate::backend::Db, meter: &str, kwh: [u64; 3], est: bool| {
             let r: Vec<ManualReading> = (0..3)
                 .map(|i| ManualReading {
                     start_ms: ms(2025, i + 1),
@@ -1155,18 +1156,18 @@ mod tests {
                 .collect();
             site::add_manual(conn, meter, &r, 0).unwrap();
         };
-        read(&mut conn, "grid", [150_000, 130_000, 120_000], false);
-        read(&mut conn, "it", [100_000, 100_000, 100_000], true);
-        read(&mut conn, "heat", [15_000, 0, 12_000], false);
+        read(&mut *conn, "grid", [150_000, 130_000, 120_000], false);
+        read(&mut *conn, "it", [100_000, 100_000, 100_000], true);
+        read(&mut *conn, "heat", [15_000, 0, 12_000], false);
         let carbon = crate::config::CarbonConfig::default();
         let y = year(Some("2025"), ms(2026, 6)).unwrap();
-        let s = crate::report::summary(&conn, &cfg, &carbon, "2025", y.from_ms, y.to_ms).unwrap();
+        let s = crate::report::summary(&*conn, &cfg, &carbon, "2025", y.from_ms, y.to_ms).unwrap();
         let public = PublicConfig {
             enabled: true,
             site_name: Some("Site <Nord> & co".into()),
             ..PublicConfig::default()
         };
-        let years = years_with_data(&conn, ms(2026, 6)).unwrap();
+        let years = years_with_data(&*conn, ms(2026, 6)).unwrap();
         assert_eq!(years, [2026, 2025]);
         Report::new(&public, &cfg, &carbon, y, years, &s, ms(2026, 6))
     }
@@ -1254,21 +1255,17 @@ mod tests {
     }
     #[test]
     fn years_start_at_the_first_plausible_data() {
-        let conn = crate::store::open_in_memory().unwrap();
-        crate::site::init(&conn).unwrap();
+        let mut db = crate::backend::open_in_memory().unwrap();
         let now = Date::new(2026, 11, 23).unwrap().start_ms();
-        assert_eq!(years_with_data(&conn, now).unwrap(), [2026]);
+        assert_eq!(years_with_data(&*db, now).unwrap(), [2026]);
         // A meter with an unset clock, and real data from 2025.
-        conn.execute(
-            "INSERT INTO registers (host, sensor, quantity, at_ms, value) VALUES ('h', 'm', 'q', 1000, 1.0)",
-            [],
-        )
+        vigie_ledger::write_history(&mut *db, |w| {
+            let q = vigie_protocol::GaugeQuantity::HeatEnergyKwh;
+            w.register("h", "m", q, 1000, 1.0)?;
+            let march = Date::new(2025, 3, 1).unwrap().start_ms();
+            w.hour("h", "s", march, vigie_energy::Microjoules(1))
+        })
         .unwrap();
-        conn.execute(
-            "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('h', 's', ?1, 1, 0)",
-            [Date::new(2025, 3, 1).unwrap().start_ms()],
-        )
-        .unwrap();
-        assert_eq!(years_with_data(&conn, now).unwrap(), [2026, 2025]);
+        assert_eq!(years_with_data(&*db, now).unwrap(), [2026, 2025]);
     }
 }

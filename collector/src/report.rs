@@ -6,10 +6,10 @@
 //! reports show exactly what the API and the exports show, with the same
 //! coverage and status.
 
+use crate::backend::Db;
 use crate::config::CarbonConfig;
 use crate::export::date::Date;
 use crate::site::{self, SiteConfig, SiteError};
-use rusqlite::Connection;
 use serde::Serialize;
 use vigie_energy::{Figure, Indicator, InputUsed, Scope2Basis, Status};
 
@@ -187,7 +187,12 @@ fn amount(f: &site::SiteFigures, pick: &dyn Fn(&str) -> bool, roles: &[site::Rol
         .max_by_key(|s| rank(s))
         .unwrap_or("undefined");
     Value {
-        value: parts.iter().map(|i| i.total).sum::<Option<f64>>(),
+        // `+ 0.0`: a sum of nothing is -0.0, read as 0.
+        value: parts
+            .iter()
+            .map(|i| i.total)
+            .sum::<Option<f64>>()
+            .map(|v| v + 0.0),
         status,
         coverage: parts
             .iter()
@@ -213,7 +218,7 @@ pub fn scope2_status(r: &vigie_energy::Scope2Report, basis: Scope2Basis) -> &'st
 
 /// The site over `[from_ms, to_ms)` labelled `label`.
 pub fn span(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     label: String,
@@ -277,7 +282,7 @@ pub fn span(
 
 /// The site over a period and each of its months.
 pub fn summary(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     label: &str,
@@ -319,16 +324,22 @@ mod tests {
     }
     #[test]
     fn emissions_are_given_only_for_a_period_the_grid_meter_covers() {
-        let conn = crate::store::open_in_memory().unwrap();
-        crate::grid::store::init(&conn).unwrap();
+        let mut db = crate::backend::open_in_memory().unwrap();
         const H: i64 = 3_600_000;
-        for h in 0..24 {
-            conn.execute(
-                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', 'grid', ?1, ?2, 0)",
-                rusqlite::params![h * H, 3_600_000_000_000i64],
-            )
-            .unwrap();
-        }
+        // Hour buckets only, as a ledger holds once minutes are pruned.
+        let hours = |sensor: &str, measured: u64, estimated: u64| {
+            let mut p = crate::store::Pending::default();
+            for h in 0..24 {
+                let a = crate::store::Amount {
+                    measured,
+                    estimated,
+                };
+                p.hour.insert(("f".into(), sensor.into(), h * H), a);
+            }
+            p
+        };
+        db.add_energy(&hours("grid", 3_600_000_000_000, 0)).unwrap();
+        let conn = &*db;
         let site: SiteConfig = toml::from_str(
             "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"f\", sensor = \"grid\" }]\n",
         )
@@ -336,7 +347,7 @@ mod tests {
         let carbon: CarbonConfig =
             toml::from_str("zone = \"FR\"\nintensity_g_per_kwh = 50.0").unwrap();
         // The first day: 24 kWh at 50 g = 1.2 kg.
-        let (full, _) = span(&conn, &site, &carbon, "d1".into(), 0, 24 * H).unwrap();
+        let (full, _) = span(conn, &site, &carbon, "d1".into(), 0, 24 * H).unwrap();
         assert!(
             (full.emissions_location_t.value.unwrap() - 0.0012).abs() < 1e-12,
             "{full:?}"
@@ -348,7 +359,7 @@ mod tests {
         assert_eq!(full.facility_kwh.status, "measured");
         // Two days, the second without data: no figure rather than half,
         // and the amounts say why, with their own coverage.
-        let (half, _) = span(&conn, &site, &carbon, "d1-2".into(), 0, 48 * H).unwrap();
+        let (half, _) = span(conn, &site, &carbon, "d1-2".into(), 0, 48 * H).unwrap();
         assert_eq!(half.emissions_location_t.value, None);
         assert_eq!(half.emissions_market_t.value, None);
         assert_eq!(half.emissions_location_t.status, "incomplete");
@@ -361,18 +372,13 @@ mod tests {
 
         // An IT meter and no grid meter: no indicator uses it, but its
         // amount is still the meter's own.
-        for h in 0..24 {
-            conn.execute(
-                "INSERT INTO energy_hour (host, sensor, bucket_ms, measured_uj, estimated_uj) VALUES ('f', 'it', ?1, 0, ?2)",
-                rusqlite::params![h * H, 1_800_000_000_000i64],
-            )
-            .unwrap();
-        }
+        db.add_energy(&hours("it", 0, 1_800_000_000_000)).unwrap();
+        let conn = &*db;
         let it_only: SiteConfig = toml::from_str(
             "[[meters]]\nname = \"it\"\nrole = \"it\"\nsensors = [{ host = \"f\", sensor = \"it\" }]\n",
         )
         .unwrap();
-        let (day, _) = span(&conn, &it_only, &carbon, "d1".into(), 0, 24 * H).unwrap();
+        let (day, _) = span(conn, &it_only, &carbon, "d1".into(), 0, 24 * H).unwrap();
         assert_eq!(day.it_kwh.value, Some(12.0));
         assert_eq!(day.it_kwh.status, "estimated");
         assert_eq!(day.it_kwh.coverage, Some(1.0));

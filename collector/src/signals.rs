@@ -7,8 +7,9 @@
 //! Signals may use marginal factors (that is what they are for); with
 //! both kinds stored, `factor` picks (marginal by default when present).
 
+use crate::backend::{LedgerError, grid_err};
+use crate::grid::store::GridRead;
 use crate::grid::{self, Factor, IntensityPoint};
-use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,14 +59,15 @@ impl Want {
 /// The stored points of `zone` meeting [`from`, `to`), of the wanted
 /// kind, one per start time (the latest retrieval wins, sources merged).
 pub fn points(
-    conn: &Connection,
+    conn: &dyn GridRead,
     zone: &str,
     from_ms: i64,
     to_ms: i64,
     want: Want,
-) -> Result<Vec<IntensityPoint>, rusqlite::Error> {
-    let all =
-        grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
+) -> Result<Vec<IntensityPoint>, LedgerError> {
+    let all = conn
+        .grid_points(zone, from_ms, to_ms, &grid::store::Filter::default())
+        .map_err(grid_err)?;
     Ok(select(all, want))
 }
 
@@ -180,11 +182,12 @@ impl PointsCache {
 
     /// Loads `zone`'s span around `now_ms` from the store (the generation
     /// is read first, so a write during the load makes the copy stale).
-    pub fn load(&self, conn: &Connection, zone: &str, now_ms: i64) -> Result<(), rusqlite::Error> {
+    pub fn load(&self, conn: &dyn GridRead, zone: &str, now_ms: i64) -> Result<(), LedgerError> {
         let generation = (self.generation)();
         let (from_ms, to_ms) = (now_ms - Self::BEFORE_MS, now_ms + Self::AFTER_MS);
-        let all =
-            grid::store::overlapping(conn, zone, from_ms, to_ms, &grid::store::Filter::default())?;
+        let all = conn
+            .grid_points(zone, from_ms, to_ms, &grid::store::Filter::default())
+            .map_err(grid_err)?;
         if let Ok(mut zones) = self.zones.lock() {
             // A bounded map: zones come from queries.
             if zones.len() >= 64 && !zones.contains_key(zone) {

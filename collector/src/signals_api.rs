@@ -73,7 +73,9 @@ async fn sdk_points(
 /// no point in the window, so the hot path reads nothing more.
 async fn known_location(s: &AppState, zone: &str) -> Result<(), ApiError> {
     let configured = s.carbon().zone.clone();
-    let mut zones = s.read(crate::grid::store::zones).await?;
+    let mut zones = s
+        .read(|c| c.grid_zones().map_err(crate::backend::grid_err))
+        .await?;
     if zone == configured || zones.iter().any(|z| z == zone) {
         return Ok(());
     }
@@ -282,7 +284,9 @@ pub async fn forecast(
 /// `GET /locations`: the zones vigie knows.
 pub async fn locations_route(State(s): State<AppState>) -> Result<Response, ApiError> {
     let zone = s.carbon().zone.clone();
-    let mut zones = s.read(crate::grid::store::zones).await?;
+    let mut zones = s
+        .read(|c| c.grid_zones().map_err(crate::backend::grid_err))
+        .await?;
     if !zones.contains(&zone) {
         zones.push(zone);
     }

@@ -7,11 +7,10 @@
 //! heat meters read by hand). The maths, coverage and gap rules are
 //! `vigie_energy::kpi`; here the inputs are gathered.
 
+use crate::backend::{Db, LedgerError, LedgerRead, LedgerWrite};
 use crate::export::date::Date;
 pub use crate::store::manual::ManualReading;
-use crate::store::manual::samples as manual_samples;
 use crate::store::{self, Resolution};
-use rusqlite::Connection;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -105,6 +104,10 @@ pub struct SiteRegister {
     /// (IT and building services), kW: the EnEfG scope (300 kW).
     #[serde(default)]
     pub non_redundant_power_kw: Option<f64>,
+    /// Type of data centre (EED Delegated Regulation 2024/1364 Annex I:
+    /// `enterprise`, `colocation` or `co-hosting`, as its Art. 2 defines them).
+    #[serde(default)]
+    pub data_centre_type: Option<String>,
     /// Redundancy level of the power supply (`N`, `N+1`, `2N`...).
     #[serde(default)]
     pub redundancy_power: Option<String>,
@@ -127,6 +130,10 @@ pub struct SiteRegister {
     /// EnEfG § 12 energy or environmental management system.
     #[serde(default)]
     pub management_system: Option<ManagementSystem>,
+    /// Owned by or operated for a public body (EnEfG § 12(3): certified
+    /// from 300 kW instead of 1 MW); not declared: taken as not public.
+    #[serde(default)]
+    pub public_owner: Option<bool>,
 }
 
 /// An energy or environmental management system as attested.
@@ -254,6 +261,14 @@ pub enum Role {
     WaterNonPotable,
     /// Back-up generator output, kWh (part of E_DC; reported, EED).
     Generator,
+    /// Energy content of the fuels used on site (generators, CHP,
+    /// boilers), kWh: part of E_DC (EED Delegated Regulation 2024/1364);
+    /// with it, electricity made from fuel on site (generator output,
+    /// on-site generation not declared renewable) is not added again.
+    Fuel,
+    /// Of the water input, freshwater, litres (the WUE input of the 2026
+    /// amendment of Delegated Regulation 2024/1364).
+    Freshwater,
     /// Electricity fed into the grid, kWh (reported, EnEfG Anlage 3).
     GridExport,
     /// Electricity of plant used only to upgrade waste heat (heat pumps),
@@ -280,6 +295,8 @@ impl Role {
             Role::WaterPotable => "water-potable",
             Role::WaterNonPotable => "water-non-potable",
             Role::Generator => "generator",
+            Role::Fuel => "fuel",
+            Role::Freshwater => "freshwater",
             Role::GridExport => "grid-export",
             Role::HeatUpgrade => "heat-upgrade",
             Role::ZoneTotal => "zone-total",
@@ -291,7 +308,7 @@ impl Role {
     pub fn is_water(self) -> bool {
         matches!(
             self,
-            Role::Water | Role::WaterPotable | Role::WaterNonPotable
+            Role::Water | Role::WaterPotable | Role::WaterNonPotable | Role::Freshwater
         )
     }
 }
@@ -360,16 +377,16 @@ impl MeterConfig {
 /// estimated)` in µJ (heat) or litres (volume). A step backwards (meter
 /// reset or replaced) leaves that interval out.
 fn register_samples(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     r: &RegisterRef,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<(i64, i64, u64, bool)>, rusqlite::Error> {
+) -> Result<Vec<(i64, i64, u64, bool)>, LedgerError> {
     let (quantity, scale) = match r.quantity {
         RegisterQuantity::HeatEnergyKwh => (vigie_protocol::GaugeQuantity::HeatEnergyKwh, 3.6e12),
         RegisterQuantity::VolumeM3 => (vigie_protocol::GaugeQuantity::VolumeCubicMetres, 1000.0),
     };
-    let values = store::registers(conn, &r.host, &r.sensor, quantity.as_str(), from_ms, to_ms)?;
+    let values = conn.registers(&r.host, &r.sensor, quantity.as_str(), from_ms, to_ms)?;
     Ok(values
         .windows(2)
         .filter_map(|w| {
@@ -386,7 +403,7 @@ fn register_samples(
 pub enum SiteError {
     /// The store.
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// Samples that do not form a series (overlapping manual readings).
     #[error("meter {meter}: {source}")]
     Series {
@@ -403,24 +420,20 @@ pub enum SiteError {
     Config(String),
 }
 
-/// Creates the manual-readings table (see [`store::manual`]).
-pub fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
-    store::manual::init(conn)
-}
-
 /// Stores manual readings of `meter` in one transaction; refuses them all
 /// if any overlaps a stored one or another in the same call (see
 /// [`store::manual::add`]).
 pub fn add_manual(
-    conn: &mut Connection,
+    conn: &mut dyn LedgerWrite,
     meter: &str,
     readings: &[ManualReading],
     now_ms: i64,
 ) -> Result<(), SiteError> {
-    store::manual::add(conn, meter, readings, now_ms).map_err(|e| match e {
-        store::manual::ManualError::Store(e) => SiteError::Store(e),
-        store::manual::ManualError::Refused(why) => SiteError::Config(why),
-    })
+    conn.add_manual(meter, readings, now_ms)
+        .map_err(|e| match e {
+            LedgerError::Refused(why) => SiteError::Config(why),
+            e => SiteError::Store(e),
+        })
 }
 
 /// Parses a CSV of manual readings: a header line, then
@@ -482,9 +495,9 @@ pub fn parse_readings_csv(
     }
 }
 
-/// When the ledger's data starts (see [`store::first_data_ms`]).
-pub fn first_data_ms(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    store::first_data_ms(conn)
+/// When the ledger's data starts (see [`LedgerRead::first_data_ms`]).
+pub fn first_data_ms(conn: &dyn LedgerRead) -> Result<Option<i64>, LedgerError> {
+    conn.first_data_ms()
 }
 
 /// Energy of a time slot summed over a meter's sensors.
@@ -513,11 +526,11 @@ struct Acc {
 /// covered. Hours cut by the period's edges use minute buckets only, so
 /// that no hour amount is pro-rated. Sums are exact integer µJ.
 fn ledger_samples(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     sensors: &[SensorRef],
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<RawSample>, rusqlite::Error> {
+) -> Result<Vec<RawSample>, LedgerError> {
     if sensors.is_empty() || to_ms <= from_ms {
         return Ok(Vec::new());
     }
@@ -536,8 +549,7 @@ fn ledger_samples(
     // Minutes every sensor read so far has: a sorted intersection.
     let mut minutes: Vec<(i64, Acc)> = Vec::new();
     for (i, s) in sensors.iter().enumerate() {
-        let rows =
-            store::sensor_buckets(conn, Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
+        let rows = conn.sensor_buckets(Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
         for (t, a) in &rows {
             if let Some(h) = hour_of(*t) {
                 let acc = &mut hour_acc[h];
@@ -568,7 +580,7 @@ fn ledger_samples(
         if hours == 0 {
             continue;
         }
-        for (t, a) in store::sensor_buckets(conn, Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
+        for (t, a) in conn.sensor_buckets(Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
             let Some(h) = hour_of(t) else { continue };
             if minutes_of[h] == i {
                 // Its minutes are already summed into this hour.
@@ -634,15 +646,15 @@ type RawSample = (i64, i64, u64, bool);
 /// A meter's samples, from its register, its hand readings or its ledger
 /// sensors.
 fn meter_samples(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     m: &MeterConfig,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Vec<RawSample>, rusqlite::Error> {
+) -> Result<Vec<RawSample>, LedgerError> {
     if let Some(r) = &m.register {
         register_samples(conn, r, from_ms, to_ms)
     } else if m.sensors.is_empty() {
-        manual_samples(conn, &m.name, from_ms, to_ms)
+        conn.manual_samples(&m.name, from_ms, to_ms)
     } else {
         ledger_samples(conn, &m.sensors, from_ms, to_ms)
     }
@@ -668,6 +680,39 @@ fn to_series<A: vigie_energy::Amount>(
         meter: meter.to_owned(),
         source,
     })
+}
+
+/// Spreads `samples` (a meter read over intervals of any length, such as
+/// fuel read by hand) over the `buckets` (sorted, not overlapping) pro
+/// rata to their overlap, exactly: the amount given up to a bucket is the
+/// sample's amount times the share of the sample covered so far, rounded
+/// down, so a sample wholly covered by buckets is given out to the
+/// microjoule. Returns, per bucket it reaches: (amount, estimated, ms of
+/// the bucket covered by samples).
+fn spread(buckets: &[(i64, i64)], samples: &[RawSample]) -> BTreeMap<(i64, i64), (u64, bool, i64)> {
+    let mut out: BTreeMap<(i64, i64), (u64, bool, i64)> = BTreeMap::new();
+    for &(fs, fe, a, est) in samples {
+        let len = fe - fs;
+        if len <= 0 {
+            continue;
+        }
+        let first = buckets.partition_point(|b| b.1 <= fs);
+        let (mut covered, mut given) = (0i64, 0u64);
+        for &(s, e) in buckets[first..].iter().take_while(|b| b.0 < fe) {
+            let ov = e.min(fe) - s.max(fs);
+            if ov <= 0 {
+                continue;
+            }
+            covered += ov;
+            let upto = (u128::from(a) * covered as u128 / len as u128) as u64;
+            let x = out.entry((s, e)).or_default();
+            x.0 = x.0.saturating_add(upto - given);
+            x.1 |= est;
+            x.2 += ov;
+            given = upto;
+        }
+    }
+    out
 }
 
 /// The figures of the site over a period.
@@ -762,7 +807,7 @@ impl SiteConfig {
 
 /// Computes every indicator whose meters are configured.
 pub fn figures(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     market: &MarketConfig,
     from_ms: i64,
@@ -779,7 +824,7 @@ pub fn figures(
         .iter()
         .map(|m| meter_samples(conn, m, from_ms, to_ms))
         .collect::<Result<_, _>>()?;
-    let raw = |m: &MeterConfig| -> Result<Vec<RawSample>, rusqlite::Error> {
+    let raw = |m: &MeterConfig| -> Result<Vec<RawSample>, LedgerError> {
         Ok(site
             .meters
             .iter()
@@ -805,15 +850,31 @@ pub fn figures(
         None => None,
     };
     // E_DC: every energy input the boundary counts: grid import, on-site
-    // generation used on site and back-up generator output, minute by
-    // minute where several are metered (a minute counts when all have it).
-    let generator = energy(Role::Generator)?;
-    let e_dc = match (&grid, &onsite, &generator) {
-        (Some(g), None, None) => Some(g.clone()),
-        (Some(_), _, _) => {
-            let parts = [Role::GridImport, Role::OnsiteGeneration, Role::Generator]
-                .into_iter()
-                .filter_map(|r| by_role.get(&r))
+    // generation used on site, back-up generator output and, where
+    // metered, the fuels used on site (EED Delegated Regulation
+    // 2024/1364: the data centre's total energy, not only electricity).
+    // With a fuel meter, electricity made from that fuel on site
+    // (generator output, on-site generation not declared renewable) is
+    // an internal conversion and is not added again. Minute by minute
+    // where several are metered (a minute counts when all have it); fuel
+    // read over longer intervals (by hand) is spread over those minutes
+    // pro rata, exactly (see `spread`).
+    let fuel = by_role.get(&Role::Fuel);
+    let electric: Vec<Role> = [Role::GridImport, Role::OnsiteGeneration, Role::Generator]
+        .into_iter()
+        .filter(|r| match r {
+            Role::Generator => fuel.is_none(),
+            Role::OnsiteGeneration => fuel.is_none() || site.register.onsite_generation_renewable,
+            _ => true,
+        })
+        .filter(|r| by_role.contains_key(r))
+        .collect();
+    let e_dc = match &grid {
+        Some(g) if electric.len() == 1 && fuel.is_none() => Some(g.clone()),
+        Some(_) => {
+            let parts = electric
+                .iter()
+                .filter_map(|r| by_role.get(r))
                 .map(|m| raw(m))
                 .collect::<Result<Vec<_>, _>>()?;
             let n = parts.len();
@@ -824,14 +885,25 @@ pub fn figures(
                 x.1 |= est;
                 x.2 += 1;
             }
-            let all = sum
+            let mut all: Vec<RawSample> = sum
                 .into_iter()
                 .filter(|(_, x)| x.2 == n)
                 .map(|((s, e), (a, est, _))| (s, e, a, est))
                 .collect();
+            if let Some(f) = fuel {
+                let keys: Vec<(i64, i64)> = all.iter().map(|x| (x.0, x.1)).collect();
+                let shares = spread(&keys, &raw(f)?);
+                all = all
+                    .into_iter()
+                    .filter_map(|(s, e, a, est)| {
+                        let (fa, fest, covered) = shares.get(&(s, e))?;
+                        (*covered == e - s).then(|| (s, e, a.saturating_add(*fa), est || *fest))
+                    })
+                    .collect();
+            }
             Some(to_series("E_DC", all, Microjoules)?)
         }
-        _ => None,
+        None => None,
     };
     // On-site generation is renewable energy only where declared so.
     let onsite_renewable = onsite
@@ -845,10 +917,7 @@ pub fn figures(
     let mut totals = Vec::new();
     for m in &site.meters {
         let samples = raw(m)?;
-        let input = if matches!(
-            m.role,
-            Role::Water | Role::WaterPotable | Role::WaterNonPotable
-        ) {
+        let input = if m.role.is_water() {
             to_series(&m.name, samples, Litres)?.input("total", period, rule)
         } else {
             to_series(&m.name, samples, Microjoules)?.input("total", period, rule)
@@ -912,96 +981,121 @@ pub fn figures(
     })
 }
 
-/// Measured heat over a period: delivered (from the `heat-delivered`
-/// meter, which must be a register so that its supply and return
-/// temperatures come with it) and rejected, energy-weighted mean
-/// temperatures, and ERF.
+/// Measured heat over a period, from the one computation of the site's
+/// figures ([`figures`], which `/api/v1/kpi`, the exports and the dossier
+/// read): the `heat-delivered` and `heat-rejected` meters' totals and
+/// coverage, the recovered share, and ERF, under the site's gap rule. The
+/// energy-weighted mean supply and return temperatures come with a
+/// register heat meter's temperature registers: they weight the heat of
+/// the intervals that have both (`temperatures_kwh` says how much of the
+/// delivered heat that is); a heat meter without them gives the heat and
+/// ERF all the same.
 pub fn measured_heat(
-    conn: &Connection,
+    conn: &dyn LedgerRead,
     site: &SiteConfig,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<serde_json::Value, SiteError> {
     let period = Period::new(from_ms, to_ms).map_err(SiteError::Period)?;
-    let rule: GapRule = site.gap_rule.into();
     let meter = |role: Role| site.meters.iter().find(|m| m.role == role);
-    let delivered = meter(Role::HeatDelivered)
-        .and_then(|m| m.register.as_ref())
-        .ok_or_else(|| {
-            SiteError::Config(
-                "measured heat needs a heat-delivered meter with a register (its temperatures come with it)".into(),
-            )
-        })?;
-    let temps = |q: vigie_protocol::GaugeQuantity| {
-        store::registers(
-            conn,
-            &delivered.host,
-            &delivered.sensor,
-            q.as_str(),
-            from_ms,
-            to_ms,
-        )
-    };
-    let supply = temps(vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius)?;
-    let ret = temps(vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius)?;
-    // The temperature of an interval: the mean of the values read in it,
-    // else the last one before its end.
-    let at = |v: &[(i64, f64)], s: i64, e: i64| -> Option<f64> {
-        let inside: Vec<f64> = v
+    let delivered_meter = meter(Role::HeatDelivered).ok_or_else(|| {
+        SiteError::Config("measured heat needs a [[site.meters]] with role heat-delivered".into())
+    })?;
+    // ERF and the meters' totals do not depend on the market instruments.
+    let f = figures(conn, site, &MarketConfig::default(), from_ms, to_ms)?;
+    let total = |role: Role| {
+        f.totals
             .iter()
-            .filter(|(t, _)| *t > s && *t <= e)
-            .map(|x| x.1)
-            .collect();
-        if inside.is_empty() {
-            v.iter().rev().find(|(t, _)| *t <= e).map(|x| x.1)
-        } else {
-            Some(inside.iter().sum::<f64>() / inside.len() as f64)
-        }
+            .find(|(_, r, _)| *r == role)
+            .map(|(_, _, i)| i)
     };
-    let samples: Vec<vigie_energy::HeatMeterSample> =
-        register_samples(conn, delivered, from_ms, to_ms)?
-            .into_iter()
-            .filter_map(|(s, e, uj, _)| {
-                Some(vigie_energy::HeatMeterSample {
-                    start_ms: s,
-                    end_ms: e,
-                    heat: Microjoules(uj),
-                    supply: vigie_energy::Celsius(at(&supply, s, e)?),
-                    return_temperature: vigie_energy::Celsius(at(&ret, s, e)?),
-                    quality: Quality::Measured,
-                })
-            })
-            .collect();
-    let series = |role: Role| -> Result<Series<Microjoules>, SiteError> {
-        let Some(m) = meter(role) else {
-            return Ok(Series::default());
+    let delivered = total(Role::HeatDelivered);
+    let rejected = total(Role::HeatRejected);
+    let recovered_share = match (
+        delivered.and_then(|d| d.total),
+        rejected.and_then(|r| r.total),
+    ) {
+        (Some(d), Some(r)) if d + r > 0.0 => Some(d / (d + r)),
+        _ => None,
+    };
+    let erf = f
+        .figures
+        .iter()
+        .find(|x| matches!(x.indicator, vigie_energy::Indicator::Erf));
+    // Temperatures: the intervals of a register heat meter that have both.
+    let (mut mean_supply, mut mean_return, mut with_temps) = (None, None, 0.0);
+    if let Some(r) = &delivered_meter.register {
+        let temps = |q: vigie_protocol::GaugeQuantity| {
+            conn.registers(&r.host, &r.sensor, q.as_str(), from_ms, to_ms)
         };
-        to_series(
-            &m.name,
-            meter_samples(conn, m, from_ms, to_ms)?,
-            Microjoules,
-        )
-    };
-    let rejected = series(Role::HeatRejected)?;
-    let e_dc = series(Role::GridImport)?;
-    let h = vigie_energy::measured_heat(period, rule, &samples, &rejected, None, &e_dc)
-        .map_err(|e| SiteError::Config(e.to_string()))?;
-    let input = |i: &vigie_energy::InputUsed| {
-        serde_json::json!({
-            "measured_kwh": i.measured,
-            "estimated_kwh": i.estimated,
-            "total_kwh": i.total,
-            "missing_share": i.coverage.map(|c| c.missing_share()),
+        let supply = temps(vigie_protocol::GaugeQuantity::SupplyTemperatureCelsius)?;
+        let ret = temps(vigie_protocol::GaugeQuantity::ReturnTemperatureCelsius)?;
+        // The temperature of an interval: the mean of the values read in
+        // it, else the last one before its end.
+        let at = |v: &[(i64, f64)], s: i64, e: i64| -> Option<f64> {
+            let inside: Vec<f64> = v
+                .iter()
+                .filter(|(t, _)| *t > s && *t <= e)
+                .map(|x| x.1)
+                .collect();
+            if inside.is_empty() {
+                v.iter().rev().find(|(t, _)| *t <= e).map(|x| x.1)
+            } else {
+                Some(inside.iter().sum::<f64>() / inside.len() as f64)
+            }
+        };
+        let samples: Vec<vigie_energy::HeatMeterSample> =
+            register_samples(conn, r, from_ms, to_ms)?
+                .into_iter()
+                .filter_map(|(s, e, uj, _)| {
+                    Some(vigie_energy::HeatMeterSample {
+                        start_ms: s,
+                        end_ms: e,
+                        heat: Microjoules(uj),
+                        supply: vigie_energy::Celsius(at(&supply, s, e)?),
+                        return_temperature: vigie_energy::Celsius(at(&ret, s, e)?),
+                        quality: Quality::Measured,
+                    })
+                })
+                .collect();
+        if !samples.is_empty() {
+            let h = vigie_energy::measured_heat(
+                period,
+                site.gap_rule.into(),
+                &samples,
+                &Series::default(),
+                None,
+                &Series::default(),
+            )
+            .map_err(|e| SiteError::Config(e.to_string()))?;
+            mean_supply = h.mean_supply.map(|c| c.0);
+            mean_return = h.mean_return.map(|c| c.0);
+            with_temps = h.delivered.measured + h.delivered.estimated;
+        }
+    }
+    let input = |i: Option<&vigie_energy::InputUsed>| {
+        i.map(|i| {
+            serde_json::json!({
+                "measured_kwh": i.measured + 0.0,
+                "estimated_kwh": i.estimated + 0.0,
+                "filled_kwh": i.filled + 0.0,
+                "total_kwh": i.total.map(|t| t + 0.0),
+                "missing_share": i.coverage.map(|c| c.missing_share()),
+            })
         })
     };
     Ok(serde_json::json!({
-        "delivered": input(&h.delivered),
-        "rejected": input(&h.rejected),
-        "recovered_share": h.recovered_share,
-        "mean_supply_c": h.mean_supply.map(|c| c.0),
-        "mean_return_c": h.mean_return.map(|c| c.0),
-        "erf": figure_json(&h.erf),
-        "temperature_weighting": "energy-weighted over the delivered heat",
+        "delivered": input(delivered),
+        "rejected": input(rejected),
+        "recovered_share": recovered_share,
+        "mean_supply_c": mean_supply,
+        "mean_return_c": mean_return,
+        // Temperatures come with a register heat meter only.
+        "temperatures_metered": delivered_meter.register.is_some(),
+        "temperatures_kwh": with_temps,
+        "erf": erf.map(figure_json),
+        "temperature_weighting": "energy-weighted over the delivered heat of the intervals with supply and return temperatures (temperatures_kwh)",
+        "computation": "the site figures of /api/v1/kpi, the exports and the dossier, over the same period and gap rule",
     }))
 }
 
@@ -1032,10 +1126,11 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
             serde_json::json!({
                 "name": i.name,
                 "unit": i.unit,
-                "measured": i.measured,
-                "estimated": i.estimated,
-                "filled": i.filled,
-                "total": i.total,
+                // `+ 0.0`: a -0.0 (a sum of nothing, negated) reads 0.
+                "measured": i.measured + 0.0,
+                "estimated": i.estimated + 0.0,
+                "filled": i.filled + 0.0,
+                "total": i.total.map(|t| t + 0.0),
                 "coverage": i.coverage.map(|c| serde_json::json!({
                     "measured_share": c.measured_share(),
                     "estimated_share": c.estimated_share(),
@@ -1053,7 +1148,7 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
         "zone": zone,
         "unit": f.indicator.unit(),
         "measurement_category": category,
-        "value": f.value,
+        "value": f.value.map(|v| v + 0.0),
         "status": status,
         "complete": f.is_complete(),
         "gap_rule": match f.rule {
@@ -1070,7 +1165,28 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::store::manual::MAX_PIECE;
-    use rusqlite::params;
+    use rusqlite::{Connection, params};
+
+    #[test]
+    fn fuel_read_by_hand_is_spread_over_the_minutes_exactly() {
+        let m = MINUTE_MS;
+        let buckets = [(0, m), (m, 2 * m), (2 * m, 3 * m)];
+        // 1000 uJ over three minutes: 333, 333, 334 (every microjoule).
+        let s = spread(&buckets, &[(0, 3 * m, 1000, false)]);
+        let got: Vec<u64> = s.values().map(|x| x.0).collect();
+        assert_eq!(got, vec![333, 333, 334]);
+        assert!(s.values().all(|x| x.2 == m));
+        // Two readings meeting mid-minute cover that minute together.
+        let s = spread(
+            &buckets,
+            &[(0, m + m / 2, 30, false), (m + m / 2, 3 * m, 30, true)],
+        );
+        assert_eq!(s.values().map(|x| x.0).sum::<u64>(), 60);
+        assert_eq!(s[&(m, 2 * m)], (10 + 10, true, m));
+        // A reading beyond the buckets gives only the covered share.
+        let s = spread(&buckets[..1], &[(0, 2 * m, 100, false)]);
+        assert_eq!(s[&(0, m)], (50, false, m));
+    }
 
     fn site(extra: &str) -> SiteConfig {
         toml::from_str(&format!(
@@ -1366,7 +1482,6 @@ mod tests {
     #[test]
     fn scope2_refuses_periods_longer_than_its_limit() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         let year = 366 * 24 * 3_600_000;
         let carbon = crate::config::CarbonConfig::default();
@@ -1378,7 +1493,6 @@ mod tests {
     #[test]
     fn heat_and_water_from_registers() {
         let mut conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         add(&conn, "meter:mains", 0, 3_600_000_000_000); // 1 kWh of E_DC in minute 0
         add(&conn, "pdu-a:total", 0, 1);
         add(&conn, "pdu-b:total", 0, 1);
@@ -1426,9 +1540,77 @@ mod tests {
     }
 
     #[test]
+    fn measured_heat_is_the_kpi_figures_heat_with_or_without_temperatures() {
+        // Two hours of grid import (10 kWh each, hour buckets, as a ledger
+        // keeps after pruning) and a heat register read each hour without
+        // temperatures, then a third hour with them: /api/v1/heat used to
+        // drop the intervals without temperatures (no heat, ERF
+        // incomplete) while /api/v1/kpi counted them.
+        let conn = store::open_in_memory().unwrap();
+        use vigie_protocol::GaugeQuantity::{
+            HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
+        };
+        const H: i64 = 3_600_000;
+        for h in 0..3 {
+            put(
+                &conn,
+                Resolution::Hour,
+                "facility",
+                "meter:mains",
+                h * H,
+                36_000_000_000_000,
+                0,
+            );
+        }
+        let g = |q, t, v| vigie_protocol::Gauge {
+            sensor: "hm:1".into(),
+            quantity: q,
+            value: v,
+            at_ms: t,
+        };
+        let tx = conn.unchecked_transaction().unwrap();
+        store::record_registers(
+            &tx,
+            "facility",
+            &[
+                g(HeatEnergyKwh, 0, 100.0),
+                g(HeatEnergyKwh, H, 102.0),
+                g(HeatEnergyKwh, 2 * H, 103.0),
+                g(SupplyTemperatureCelsius, 2 * H + 1, 50.0),
+                g(ReturnTemperatureCelsius, 2 * H + 1, 30.0),
+                g(HeatEnergyKwh, 3 * H, 104.0),
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let s: SiteConfig = toml::from_str(
+            "[[meters]]\nname = \"grid\"\nrole = \"grid-import\"\nsensors = [{ host = \"facility\", sensor = \"meter:mains\" }]\n[[meters]]\nname = \"heat\"\nrole = \"heat-delivered\"\nregister = { host = \"facility\", sensor = \"hm:1\", quantity = \"heat-energy-kwh\" }\n",
+        )
+        .unwrap();
+        let kpi = figures(&conn, &s, &MarketConfig::default(), 0, 3 * H).unwrap();
+        let kpi_erf = kpi
+            .figures
+            .iter()
+            .find(|f| f.indicator.symbol() == "ERF")
+            .unwrap();
+        assert_eq!(kpi_erf.value, Some(4.0 / 30.0));
+        let v = measured_heat(&conn, &s, 0, 3 * H).unwrap();
+        assert_eq!(v["erf"], figure_json(kpi_erf), "{v}");
+        assert_eq!(v["delivered"]["total_kwh"], 4.0, "{v}");
+        // The temperatures weight the one hour that has them.
+        assert_eq!(v["temperatures_kwh"], 1.0, "{v}");
+        assert_eq!(v["mean_supply_c"], 50.0, "{v}");
+        // Over the first two hours: no temperature, the heat all the same.
+        let v = measured_heat(&conn, &s, 0, 2 * H).unwrap();
+        assert_eq!(v["delivered"]["total_kwh"], 3.0, "{v}");
+        assert_eq!(v["erf"]["value"], 3.0 / 20.0, "{v}");
+        assert_eq!(v["erf"]["status"], "measured", "{v}");
+        assert!(v["mean_supply_c"].is_null(), "{v}");
+    }
+
+    #[test]
     fn measured_heat_weights_temperatures_by_energy() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         use vigie_protocol::GaugeQuantity::{
             HeatEnergyKwh, ReturnTemperatureCelsius, SupplyTemperatureCelsius,
         };
@@ -1471,7 +1653,6 @@ mod tests {
     #[test]
     fn partial_pue_per_zone() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         add(&conn, "hall-a:total", 0, 1_200);
         add(&conn, "hall-a:it", 0, 1_000);
         let s = site(
@@ -1494,7 +1675,6 @@ mod tests {
     #[test]
     fn an_hourly_ppa_counts_for_cfe() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         for m in 0..120 {
             add(&conn, "meter:mains", m, 1_000_000_000);
@@ -1561,7 +1741,6 @@ mod tests {
     #[test]
     fn scope2_location_and_market_with_a_certificate_and_the_residual_mix() {
         let conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         crate::grid::store::init(&conn).unwrap();
         // Two hours of grid import, 1e9 µJ (1 kJ) per minute.
         for m in 0..120 {
@@ -1599,7 +1778,6 @@ mod tests {
     #[test]
     fn a_large_facilitys_monthly_reading_is_stored_whole_and_exact() {
         let mut conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         // 30 days of a 4 MW facility: 2,880 MWh = 1.0368e19 µJ, past
         // SQLite's i64, plus 7 µJ; and a 100 GWh year, past u64 too.
         let month = 30 * 86_400_000i64;
@@ -1620,7 +1798,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let rows = manual_samples(&conn, "grid", 0, month + year).unwrap();
+        let rows = conn.manual_samples("grid", 0, month + year).unwrap();
         assert!(rows.len() > 2, "stored in pieces: {rows:?}");
         // Contiguous pieces, each within a row's limit.
         for w in rows.windows(2) {
@@ -1644,7 +1822,6 @@ mod tests {
     #[test]
     fn pue_from_ledger_meters_with_coverage_and_water_from_manual_readings() {
         let mut conn = store::open_in_memory().unwrap();
-        init(&conn).unwrap();
         // Two minutes. Minute 0: grid 1500 µJ, IT from both PDUs (600 +
         // 400). Minute 1: grid 1500, only PDU a: the IT meter misses it.
         for m in 0..2 {
@@ -1897,7 +2074,7 @@ pub const SCOPE2_MAX_YEARS: i64 = 10;
 /// Site Scope 2 over whole hours: E_DC's grid import, location- and
 /// market-based, with CUE against E_IT.
 pub fn scope2(
-    conn: &Connection,
+    conn: &dyn Db,
     site: &SiteConfig,
     carbon: &crate::config::CarbonConfig,
     from_ms: i64,

@@ -106,6 +106,7 @@ fn location_based_emissions_over_the_real_eco2mix_series() {
         seq: 0,
         readings,
         gauges: Vec::new(),
+        workloads: Vec::new(),
     };
     let mut ing = Ingestor::new(store::open(&path).unwrap(), Limits::default());
     let out = ing

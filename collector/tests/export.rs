@@ -75,7 +75,7 @@ role = "heat-delivered"
     std::fs::write(&cfg_path, &text).unwrap();
     let cfg = CollectorConfig::from_toml(&text).unwrap();
     let mut conn = store::open(&db).unwrap();
-    site::init(&conn).unwrap();
+    vigie_collector::grid::store::init(&conn).unwrap();
     let (from, to) = period();
     for m in [from, from + MIN] {
         add(&conn, "meter:mains", m, 3 * KWH / 2);
@@ -148,7 +148,7 @@ fn eed_export_of_a_small_site_field_by_field() {
     assert_eq!(d["period"]["to"], "2028-01-01T00:00:00Z");
     assert_eq!(d["regime"]["site_in_scope"], true);
     // (id, value or None, status, missing share)
-    let expect: [(&str, Option<f64>, &str); 33] = [
+    let expect: [(&str, Option<f64>, &str); 36] = [
         ("name", None, "not-declared"),
         ("owner", None, "not-declared"),
         ("operators", None, "not-declared"),
@@ -183,7 +183,12 @@ fn eed_export_of_a_small_site_field_by_field() {
         ("storage_capacity", None, "not-declared"),
         ("server_capacity", None, "not-declared"),
         ("pue", Some(1.5), "measured"),
-        ("wue", Some(150.0), "measured"),
+        // Data year 2027: WUE on freshwater input (the 2026 amending
+        // act), which this site does not meter.
+        ("wue", None, "not-metered"),
+        ("fuel_energy", None, "not-metered"),
+        ("data_centre_type", None, "not-declared"),
+        ("freshwater_input", None, "not-metered"),
         ("erf", Some(0.1), "measured"),
         ("ref", Some(0.0), "measured"),
     ];
@@ -334,6 +339,7 @@ contact_name = "A. Martin"
 contact_email = "dc@example.org"
 non_redundant_power_kw = 1400.0
 redundancy_power = "2N"
+data_centre_type = "colocation"
 redundancy_cooling = "N+1"
 waste_heat_max_kw = 900.0
 waste_heat_control = "supply temperature set by the network operator"
@@ -480,6 +486,151 @@ fn enefg_scope_powers_anlage_3_items_heat_pump_pue_and_exemption() {
     let d = export_of(&cfg, Regime::Fr, None);
     assert_eq!(field(&d, "siret")["value"], "12345678900011");
     assert_eq!(field(&d, "contact_email")["value"], "dc@example.org");
+}
+
+/// [`full_site`] with fuel read by hand (2.4 kWh over the period: the
+/// generator's fuel), 150 L of freshwater, 0.6 kWh of heat released and
+/// a certified management system.
+fn fuel_site() -> (tempfile::TempDir, CollectorConfig) {
+    let (dir, mut cfg) = full_site(true, false);
+    let extra: CollectorConfig = CollectorConfig::from_toml(&format!(
+        "[store]\npath = \"{}\"\n[carbon]\nzone = \"FR\"\nintensity_g_per_kwh = 33.0\nsource = \"t\"\n[[site.meters]]\nname = \"diesel\"\nrole = \"fuel\"\n[[site.meters]]\nname = \"fresh\"\nrole = \"freshwater\"\n[[site.meters]]\nname = \"dry-coolers\"\nrole = \"heat-rejected\"\n[site.register]\nmanagement_system = {{ kind = \"iso-50001\", since = \"2025-03-01\", certified_until = \"2028-02-29\", certificate = \"DE-50001-42\" }}\n",
+        cfg.store.path.display()
+    ))
+    .unwrap();
+    cfg.site.meters.extend(extra.site.meters);
+    cfg.site.register.management_system = extra.site.register.management_system;
+    let mut conn = store::open(&cfg.store.path).unwrap();
+    let (from, to) = period();
+    let reading = |amount| site::ManualReading {
+        start_ms: from,
+        end_ms: to,
+        amount,
+        estimated: false,
+        note: None,
+    };
+    site::add_manual(&mut conn, "diesel", &[reading(u128::from(12 * KWH / 5))], 0).unwrap();
+    site::add_manual(&mut conn, "fresh", &[reading(150)], 0).unwrap();
+    site::add_manual(
+        &mut conn,
+        "dry-coolers",
+        &[reading(u128::from(3 * KWH / 5))],
+        0,
+    )
+    .unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn e_dc_counts_fuel_in_place_of_the_electricity_made_from_it() {
+    let (_d, cfg) = fuel_site();
+    let d = export_of(&cfg, Regime::Eed, None);
+    let v = |id| field(&d, id)["value"].clone();
+    // Grid 3 + on-site PV 0.5 (declared renewable) + fuel 2.4 kWh; the
+    // generator's 1 kWh of electricity is made from that fuel.
+    assert!(close(&v("fuel_energy"), 2.4), "{}", v("fuel_energy"));
+    assert!(
+        close(&v("total_energy_consumption"), 5.9),
+        "{}",
+        v("total_energy_consumption")
+    );
+    // PUE and ERF over that E_DC, fuel read by hand spread over the
+    // metered minutes: not 4.5 / 2.
+    assert!(close(&v("pue"), 2.95), "{}", v("pue"));
+    assert!(close(&v("erf"), 0.3 / 5.9), "{}", v("erf"));
+    assert!(close(&v("ref"), 0.5 / 5.9), "{}", v("ref"));
+    // EnEfG Anlage 3 Nr. 2 a is electricity including own generation,
+    // without the fuel; its PUE takes the whole E_DC, less the heat pump.
+    let d = export_of(&cfg, Regime::Enefg, Some("2026-07-01"));
+    let v = |id| field(&d, id)["value"].clone();
+    assert!(
+        close(&v("total_electricity"), 4.5),
+        "{}",
+        v("total_electricity")
+    );
+    assert!(close(&v("pue"), (5.9 - 0.4) / 2.0), "{}", v("pue"));
+}
+
+#[test]
+fn eed_wue_takes_freshwater_from_data_year_2026() {
+    let (_d, cfg) = fuel_site();
+    let d = export_of(&cfg, Regime::Eed, None);
+    let wue = field(&d, "wue");
+    // 2027: 150 L of freshwater over 2 kWh of IT, not the 300 L of water.
+    assert!(close(&wue["value"], 75.0), "{wue}");
+    assert!(
+        wue["note"].as_str().unwrap().contains("freshwater"),
+        "{wue}"
+    );
+    assert!(close(&field(&d, "freshwater_input")["value"], 0.15));
+    // Without a freshwater meter: not metered, saying why.
+    let d = build(Regime::Eed, None).doc;
+    let wue = field(&d, "wue");
+    assert_eq!(wue["status"], "not-metered", "{wue}");
+    assert!(
+        wue["note"].as_str().unwrap().contains("freshwater"),
+        "{wue}"
+    );
+    // Before 2026: total water input, as the KPI computes it.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cfg) = small_site(dir.path());
+    let conn = store::open(&cfg.store.path).unwrap();
+    let d = export::build(
+        &conn,
+        &cfg.site,
+        &cfg.carbon,
+        &ExportRequest {
+            regime: Regime::Eed,
+            from_ms: Date::parse("2025-12-31").unwrap().start_ms(),
+            to_ms: Date::parse("2026-01-01").unwrap().start_ms(),
+            commissioned: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .doc;
+    let wue = field(&d, "wue");
+    assert!(
+        wue["note"].as_str().unwrap().contains("total water input"),
+        "{wue}"
+    );
+    assert_eq!(d["due_by"], "2026-05-15");
+}
+
+#[test]
+fn enefg_management_system_load_profile_and_due_date() {
+    let (_d, mut cfg) = fuel_site();
+    let d = export_of(&cfg, Regime::Enefg, Some("2026-07-01"));
+    assert_eq!(d["due_by"], "2028-03-31");
+    let o = d["obligations"].as_array().unwrap();
+    assert_eq!(
+        (o[0]["id"].as_str(), o[0]["result"].as_str()),
+        (Some("ems_in_place"), Some("met"))
+    );
+    assert_eq!(o[0]["deadline"], "2025-07-01");
+    // 1400 kW, certified until 2028-02-29: met on 2027-12-31.
+    assert_eq!(o[1]["result"], "met", "{}", o[1]);
+    assert!(o[1]["evidence"].as_str().unwrap().contains("DE-50001-42"));
+    // The § 17 load profile: the one month of the period.
+    let p = d["waste_heat_platform"]["fields"].as_array().unwrap();
+    let prof = p.iter().find(|f| f["id"] == "annual_load_profile").unwrap();
+    let months = prof["value"].as_array().unwrap();
+    assert_eq!(months.len(), 1, "{prof}");
+    assert_eq!(months[0]["month"], "2027-12");
+    assert!(close(&months[0]["heat_kwh"], 0.6), "{prof}");
+    // 0.6 kWh over two minutes: 18 kW on average.
+    assert!(close(&months[0]["mean_kw"], 18.0), "{prof}");
+    assert_eq!(prof["status"], "measured");
+    // CSV: the obligations and the profile.
+    let csv = String::from_utf8(export::Export { doc: d }.render(Format::Csv)).unwrap();
+    assert!(csv.contains("obligation,ems_certified,"), "{csv}");
+    assert!(csv.contains("2027-12=0.6"), "{csv}");
+    // Not certified: not met for a 1.4 MW site.
+    if let Some(m) = cfg.site.register.management_system.as_mut() {
+        m.certified_until = None;
+    }
+    let d = export_of(&cfg, Regime::Enefg, Some("2026-07-01"));
+    assert_eq!(d["obligations"][1]["result"], "not-met");
 }
 
 #[test]
@@ -636,7 +787,13 @@ fn csv_has_one_line_per_field_and_target() {
         "section,id,label,value,unit,status,missing_share,source,legal_ref"
     );
     let t = Regime::Enefg.table().unwrap();
-    assert_eq!(lines.len(), 2 + t.fields.len() + t.platform.len() + 3);
+    // Fields, platform rows, three targets and two § 12 obligations.
+    assert_eq!(lines.len(), 2 + t.fields.len() + t.platform.len() + 3 + 2);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("obligation,ems_in_place,"))
+    );
     assert!(
         lines
             .iter()

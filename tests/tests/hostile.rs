@@ -32,8 +32,8 @@ use std::time::Duration;
 use vigie_e2e::client::TestClient;
 use vigie_e2e::{Proc, binary};
 use vigie_protocol::{
-    Quality, Reading, Rejection, SCHEMA_VERSION, SIGNATURE_TRAILER_LEN, TelemetryBatch, key_hex,
-    samples, sign_payload,
+    ActivityBasis, Quality, Reading, Rejection, SCHEMA_VERSION, SIGNATURE_TRAILER_LEN,
+    TelemetryBatch, WorkloadEnergy, WorkloadKind, WorkloadSplit, key_hex, samples, sign_payload,
 };
 use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 
@@ -42,6 +42,8 @@ use vigie_testkit::{Mosquitto, free_addr, http_get, wait_for};
 const MAX_PAYLOAD: usize = 16 * 1024;
 const MAX_READINGS: usize = 8;
 const MAX_MINUTE_BUCKETS: u64 = 50_000;
+/// Workload lines per message: a split and five workloads.
+const MAX_WORKLOADS: usize = 6;
 /// good-01 reaches it exactly: rapl:package-0, rapl:dram-0 and gpu:0 to 7.
 const MAX_SENSORS: usize = 10;
 /// good-01 is the one host admitted.
@@ -97,6 +99,32 @@ fn batch(host: &str, seq: u64, readings: Vec<Reading>) -> TelemetryBatch {
         seq,
         readings,
         gauges: Vec::new(),
+        workloads: Vec::new(),
+    }
+}
+
+/// `r`'s energy split evenly among `n` services, exact: the odd µJ idle.
+fn split_of(r: &Reading, n: usize) -> WorkloadSplit {
+    let each = r.energy_uj / n as u64;
+    WorkloadSplit {
+        sensor: r.sensor.clone(),
+        start_ms: r.start_ms,
+        end_ms: r.end_ms,
+        energy_uj: r.energy_uj,
+        idle_uj: r.energy_uj - each * n as u64,
+        unattributed_uj: 0,
+        other_uj: 0,
+        other_count: 0,
+        quality: r.quality,
+        basis: ActivityBasis::CpuTime,
+        workloads: (0..n)
+            .map(|i| WorkloadEnergy {
+                kind: WorkloadKind::Service,
+                id: format!("s{i}.service"),
+                labels: BTreeMap::new(),
+                energy_uj: each,
+            })
+            .collect(),
     }
 }
 
@@ -607,6 +635,38 @@ fn hostile_kinds(t0: i64) -> Vec<Hostile> {
             "invalid_field",
             "epoch 9223372036854775808 is above 9223372036854775807",
         ),
+        // Energy per workload.
+        (
+            "more workload lines than max_workloads",
+            TOPIC.into(),
+            with(&|b| {
+                b.workloads = vec![split_of(&b.readings[0], MAX_WORKLOADS)];
+            }),
+            "too_many_workloads",
+            "batch has 7 workload lines, limit 6",
+        ),
+        (
+            "a workload with an empty id",
+            TOPIC.into(),
+            with(&|b| {
+                let mut s = split_of(&b.readings[0], 2);
+                s.workloads[1].id.clear();
+                b.workloads = vec![s];
+            }),
+            "bad_workload",
+            "workload split 0: workload id is empty",
+        ),
+        (
+            "workload energies that do not add up to the reading split",
+            TOPIC.into(),
+            with(&|b| {
+                let mut s = split_of(&b.readings[0], 2);
+                s.idle_uj += 1;
+                b.workloads = vec![s];
+            }),
+            "workload_sum_mismatch",
+            "add up to 1000001 µJ, not the 1000000 µJ split",
+        ),
         // Cardinality. Last, so that good-01's batches before it have
         // brought it to exactly max_sensors_per_host (all accepted).
         (
@@ -793,7 +853,7 @@ async fn hostile_inputs_are_refused_with_their_reason_while_good_batches_flow() 
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\nmax_hosts = {MAX_HOSTS}\n[ingest.keys]\ngood-01 = \"{}\"\nmallory = \"{}\"\nintruder = \"{}\"\n",
+            "[mqtt]\nport = {port}\nclient_id = \"e2e-hostile-collector\"\n[store]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n[ingest]\nmax_payload_bytes = {MAX_PAYLOAD}\nmax_readings = {MAX_READINGS}\nmax_sensors_per_host = {MAX_SENSORS}\nmax_minute_buckets = {MAX_MINUTE_BUCKETS}\nmax_workloads = {MAX_WORKLOADS}\nmax_hosts = {MAX_HOSTS}\n[ingest.keys]\ngood-01 = \"{}\"\nmallory = \"{}\"\nintruder = \"{}\"\n",
             d.join("ledger.sqlite").display(),
             key_hex(&good_key().verifying_key()),
             key_hex(&mallory_key().verifying_key()),

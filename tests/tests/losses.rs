@@ -38,6 +38,7 @@ fn batch(seq: u64) -> TelemetryBatch {
             reading("rapl:dram-0", 250_000),
         ],
         gauges: Vec::new(),
+        workloads: Vec::new(),
     }
 }
 

@@ -54,6 +54,7 @@ fn scripted_batch(seq: u64, start_ms: i64, energy_uj: u64, cumulative_uj: u64) -
             quality: Quality::Measured,
         }],
         gauges: Vec::new(),
+        workloads: Vec::new(),
     }
 }
 

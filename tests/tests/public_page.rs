@@ -283,6 +283,7 @@ role = "water"
             quality: Quality::Measured,
         }],
         gauges: Vec::new(),
+        workloads: Vec::new(),
     };
     let client = TestClient::connect(broker.port(), "public-host", None)
         .await

@@ -95,6 +95,7 @@ fn batch(host: &str, seq: u64, rng: &mut Lcg) -> (TelemetryBatch, u64) {
             seq,
             readings,
             gauges: Vec::new(),
+            workloads: Vec::new(),
         },
         energy,
     )

@@ -59,6 +59,7 @@ fn forged(host_in_payload: &str) -> Vec<u8> {
             quality: Quality::Measured,
         }],
         gauges: Vec::new(),
+        workloads: Vec::new(),
     })
     .unwrap()
 }
@@ -365,6 +366,7 @@ fn batch_of(host: &str, epoch: u64, seq: u64, energy_uj: u64) -> Vec<u8> {
             quality: Quality::Measured,
         }],
         gauges: Vec::new(),
+        workloads: Vec::new(),
     })
     .unwrap()
 }

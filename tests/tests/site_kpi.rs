@@ -90,6 +90,7 @@ role = "heat-delivered"
         seq: 0,
         readings,
         gauges: Vec::new(),
+        workloads: Vec::new(),
     };
     let client = TestClient::connect(port, "facility-meters", None)
         .await

@@ -7,6 +7,13 @@
 //! sensor per scope (an energy register first, then a power reading) and
 //! marks the others as alternatives (the same whole) or components (parts
 //! of it), so the collector's totals add each energy once.
+//!
+//! A host's totals add the host's own energy only. The boundary of a
+//! device configured `counts_in = "site"` (a facility meter, a PDU
+//! feeding other hosts) is the site's, not the polling host's:
+//! [`off_host`] makes every one of its energy points a part of the site,
+//! so none of them is in the host's totals while each still reaches the
+//! ledger and the site figures.
 
 use vigie_protocol::{EnergyScope, ScopeRole};
 
@@ -152,6 +159,38 @@ pub fn assign(
     out
 }
 
+/// The scopes of a device whose energy is not the polling host's: each
+/// energy point of `energy` becomes a [`ScopeRole::Component`], a part of
+/// the site, whatever [`assign`] made it. A boundary keeps its scope name
+/// and loses its role (no `of`: the whole it is part of is the site);
+/// components and alternatives stay as they are; a point without a place
+/// gets a scope of its own (`{device}:{point}`).
+pub fn off_host(
+    device: &str,
+    energy: &[(&str, bool)],
+    mut scopes: Vec<(String, EnergyScope)>,
+) -> Vec<(String, EnergyScope)> {
+    for (_, s) in &mut scopes {
+        if s.role == ScopeRole::Boundary {
+            s.role = ScopeRole::Component;
+            s.of = None;
+        }
+    }
+    for (point, _) in energy {
+        if !scopes.iter().any(|(p, _)| p == point) {
+            scopes.push((
+                (*point).to_owned(),
+                EnergyScope {
+                    scope: format!("{device}:{point}"),
+                    role: ScopeRole::Component,
+                    of: None,
+                },
+            ));
+        }
+    }
+    scopes
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -238,5 +277,28 @@ mod tests {
         let dotted = by_name(&["pdu-2.outlet-3"]);
         assert_eq!(dotted[0].scope, "pdu-2");
         assert_eq!(dotted[0].tier, 3);
+    }
+
+    #[test]
+    fn a_site_device_has_no_boundary_for_the_host_and_every_energy_point_a_scope() {
+        let names = ["device", "outlet-1", "outlet-2", "grid"];
+        let energy: Vec<(&str, bool)> = names.iter().map(|n| (*n, true)).collect();
+        let host = assign("pdu", &by_name(&names), &energy);
+        assert_eq!(role(&host, "device"), Some(ScopeRole::Boundary));
+        assert_eq!(role(&host, "grid"), None, "counted as it is");
+        let site = off_host("pdu", &energy, host.clone());
+        for p in names {
+            assert_eq!(role(&site, p), Some(ScopeRole::Component), "{p}");
+        }
+        let device = &site.iter().find(|(p, _)| p == "device").unwrap().1;
+        assert_eq!((device.scope.as_str(), device.of.as_deref()), ("pdu", None));
+        let outlet = &site.iter().find(|(p, _)| p == "outlet-1").unwrap().1;
+        assert_eq!(
+            outlet.of.as_deref(),
+            Some("pdu:device"),
+            "still a part of it"
+        );
+        let grid = &site.iter().find(|(p, _)| p == "grid").unwrap().1;
+        assert_eq!(grid.scope, "pdu:grid");
     }
 }

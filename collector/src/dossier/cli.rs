@@ -52,7 +52,7 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
     let conn = crate::export::cli::open_ledger(&cfg)?;
     let mut progress = |s: &str| step(s);
     let bytes = super::build(
-        &conn,
+        &*conn,
         &super::Settings::from_config(&cfg),
         req,
         format,

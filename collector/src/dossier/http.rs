@@ -44,8 +44,8 @@ pub async fn http_handler(
         return error(StatusCode::BAD_REQUEST, "format must be html or pdf".into());
     };
     let result = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open(&db_path).map_err(|e| (false, e.to_string()))?;
-        build(&conn, &cfg, req, format, now, &mut |_| {})
+        let conn = crate::backend::open(&db_path).map_err(|e| (false, e.to_string()))?;
+        build(&*conn, &cfg, req, format, now, &mut |_| {})
             .map_err(|e| (matches!(e, super::DossierError::Request(_)), e.to_string()))
     })
     .await;

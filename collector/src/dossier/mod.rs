@@ -8,6 +8,7 @@
 //! [`Dossier::to_pdf`] render the blocks. Nothing here reads the clock:
 //! the generation time is an argument.
 
+use crate::backend::Db;
 use crate::charts::{Chart, Drawing, Kind, SeriesData, escape};
 use crate::config::CollectorConfig;
 use crate::export::date::{self, Date};
@@ -15,7 +16,6 @@ use crate::export::targets::{self, TargetCheck};
 use crate::heat_api::PotentialRequest;
 use crate::report::{self, Span, Summary};
 use crate::site::{self, MeterConfig, Role, SiteError};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::fmt::Write as _;
@@ -283,7 +283,7 @@ fn meter_source(m: &MeterConfig) -> String {
 /// Reads the ledger and configuration for the period. `progress` hears
 /// each step (the CLI prints them).
 pub fn gather(
-    conn: &Connection,
+    conn: &dyn Db,
     cfg: &Settings,
     req: DossierRequest,
     now_ms: i64,
@@ -351,8 +351,31 @@ pub fn gather(
         None => Study::NotConfigured,
         Some(s) => {
             progress("heat-reuse potential study");
-            match crate::heat_api::study(s) {
-                Ok(result) => Study::Done { result },
+            // Neither a PUE nor E_DC given: the period's measured PUE, not
+            // the study's default, beside the measured figures.
+            let measured = t
+                .pue
+                .value
+                .filter(|p| p.is_finite() && *p >= 1.0)
+                .filter(|_| s.assumed_pue.is_none() && s.annual_e_dc_kwh.is_none());
+            let mut s = s.clone();
+            if let Some(p) = measured {
+                s.assumed_pue = Some((p * 1000.0).round() / 1000.0);
+            }
+            match crate::heat_api::study(&s) {
+                Ok(mut result) => {
+                    if measured.is_some()
+                        && let Some(a) = result["assumptions"].as_array_mut()
+                    {
+                        for x in a.iter_mut().filter(|x| x["name"] == "PUE") {
+                            x["basis"] = Json::String(format!(
+                                "measured: the period's PUE ({}, section 1), no assumed_pue or annual_e_dc_kwh configured; E_DC = E_IT × PUE",
+                                t.pue.status
+                            ));
+                        }
+                    }
+                    Study::Done { result }
+                }
                 Err(e) => Study::Failed(e),
             }
         }
@@ -468,7 +491,10 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 }
 
 fn pct(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{:.1} %", v * 100.0))
+    match v {
+        Some(v) if v.is_finite() => format!("{} %", num(Some(v * 100.0), 1)),
+        _ => "n/a".into(),
+    }
 }
 
 fn mwh(kwh: Option<f64>) -> Option<f64> {
@@ -662,6 +688,16 @@ pub fn content(f: &Facts) -> Dossier {
     b.push(Block::Note(
         "Each energy row carries the status and coverage of its own meters; each indicator those of the least trustworthy of its inputs. Coverage is the share of the period covered by samples (of the least covered input).".into(),
     ));
+    if let (Some(r), Some(dc)) = (t.renewable_kwh.value, t.facility_kwh.value)
+        && r > dc
+    {
+        // As the KPI API's note on the figure.
+        b.push(Block::Note(format!(
+            "REF capped at 100 %: the renewable supply ({} MWh) exceeds E_DC ({} MWh); the excess is not energy used by the site.",
+            num(mwh(Some(r)), 3),
+            num(mwh(Some(dc)), 3)
+        )));
+    }
     // Water: input, potable share, WUE.
     b.push(Block::Heading(3, "Water".into()));
     let litres = |role: &str| {
@@ -785,24 +821,39 @@ pub fn content(f: &Facts) -> Dossier {
     });
     // 4. PUE.
     b.push(Block::Heading(2, "4 PUE over time".into()));
+    // The chart draws the limit only where the targets table has one in
+    // force for the period: the two never disagree.
     let pue_check = f.targets.iter().find(|c| c.id == "pue_max");
-    let pue_targets = match pue_check.and_then(|c| c.limit.map(|l| (l, c.applies_from.clone()))) {
-        Some((l, from)) => vec![(
-            format!("EnEfG limit {l} (from {})", from.unwrap_or_default()),
-            l,
-        )],
-        None => match f.commissioned {
-            Some(c)
-                if c >= (Date {
-                    y: 2026,
-                    m: 7,
-                    d: 1,
-                }) =>
-            {
-                vec![("EnEfG 1.2 (reference)".to_owned(), 1.2)]
-            }
-            _ => vec![("EnEfG 1.5 from 2027-07-01 (reference)".to_owned(), 1.5)],
-        },
+    let pue_targets: Vec<(String, f64)> = pue_check
+        .and_then(|c| c.limit.map(|l| (l, c.applies_from.clone())))
+        .map(|(l, from)| {
+            vec![(
+                format!("EnEfG limit {l} (from {})", from.unwrap_or_default()),
+                l,
+            )]
+        })
+        .unwrap_or_default();
+    let pue_line_note = if pue_targets.is_empty() {
+        match pue_check {
+            Some(c) => match (c.upcoming, &c.applies_from) {
+                (Some(u), Some(from)) => format!(
+                    "no EnEfG PUE limit is in force for this period ({}), so none is drawn; {} applies from {from}",
+                    c.result,
+                    num(Some(u), 1)
+                ),
+                _ => format!(
+                    "no EnEfG PUE limit is in force for this period ({}), so none is drawn",
+                    c.result
+                ),
+            },
+            None => "no EnEfG PUE limit is checked".into(),
+        }
+    } else {
+        pue_targets
+            .iter()
+            .map(|x| x.0.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let pue_chart = Chart {
         title: "PUE, monthly".into(),
@@ -840,13 +891,8 @@ pub fn content(f: &Facts) -> Dossier {
         },
     });
     b.push(Block::Note(format!(
-        "Period PUE: {}. Reference line: {}.",
+        "Period PUE: {}. Reference line: {pue_line_note}.",
         flagged(&t.pue, 3, 1.0),
-        pue_targets
-            .iter()
-            .map(|x| x.0.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
     )));
     b.push(Block::PageBreak);
     // 5. Heat profile.
@@ -1311,7 +1357,10 @@ fn study_blocks(study: &Study, t: &Span, b: &mut Vec<Block>) {
             ],
             vec![
                 "Homes heated (equivalent)".into(),
-                num(g("homes_heated"), 0),
+                num(
+                    g("homes_heated"),
+                    crate::heat_api::homes_decimals(g("homes_heated").unwrap_or(0.0)),
+                ),
                 "homes".into(),
             ],
         ],
@@ -1547,7 +1596,7 @@ impl Dossier {
 
 /// Reads, lays out and renders in one call (CLI and HTTP).
 pub fn build(
-    conn: &Connection,
+    conn: &dyn Db,
     cfg: &Settings,
     req: DossierRequest,
     format: Format,
@@ -1566,6 +1615,15 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::report::Value;
+
+    #[test]
+    fn zero_reads_0_never_minus_0() {
+        assert_eq!(pct(Some(-0.0)), "0.0 %");
+        assert_eq!(pct(Some(-0.000_01)), "0.0 %");
+        assert_eq!(num(Some(-0.0), 1), "0.0");
+        assert_eq!(pct(Some(0.5)), "50.0 %");
+        assert_eq!(pct(Some(-0.5)), "-50.0 %");
+    }
 
     fn v(value: Option<f64>, status: &'static str) -> Value {
         Value {

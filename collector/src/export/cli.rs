@@ -96,7 +96,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     ));
     let conn = open_ledger(&cfg)?;
     let mut progress = |s: &str| step(s);
-    let export = super::build(&conn, &cfg.site, &cfg.carbon, &req, &mut progress)?;
+    let export = super::build(&*conn, &cfg.site, &cfg.carbon, &req, &mut progress)?;
     let bytes = export.render(format);
     match &a.out {
         None => {
@@ -111,18 +111,18 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
 
 /// Opens the configured ledger for a report: an existing one only
 /// (opening would create an empty ledger and report zeros), with the site
-/// and grid tables a ledger filled only by hand readings may lack.
-pub fn open_ledger(cfg: &crate::config::CollectorConfig) -> anyhow::Result<rusqlite::Connection> {
+/// and grid tables a ledger filled only by hand readings may lack (both
+/// created by [`crate::backend::open`]).
+pub fn open_ledger(
+    cfg: &crate::config::CollectorConfig,
+) -> anyhow::Result<crate::backend::Backend> {
     let path = &cfg.store.path;
     anyhow::ensure!(
         path.exists(),
         "no ledger at {}: give the collector's configuration with --config",
         path.display()
     );
-    let conn = crate::store::open(path).with_context(|| format!("opening {}", path.display()))?;
-    crate::site::init(&conn)?;
-    crate::grid::store::init(&conn)?;
-    Ok(conn)
+    crate::backend::open(path).with_context(|| format!("opening {}", path.display()))
 }
 
 /// Writes `bytes` to `out` with `out.sha256` and, with a key, `out.sig`,

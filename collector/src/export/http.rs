@@ -90,8 +90,8 @@ pub async fn http_handler(
         None => return bad("format must be json or csv".into()),
     };
     let result = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open(&db_path)?;
-        build(&conn, &site, &carbon, &req, &mut |_| {}).map(|e| e.render(format))
+        let conn = crate::backend::open(&db_path)?;
+        build(&*conn, &site, &carbon, &req, &mut |_| {}).map(|e| e.render(format))
     })
     .await;
     let bytes = match result {

@@ -10,7 +10,11 @@
 //!   declared in `[site]`;
 //! - `meter.<role>.total`: the period total of the meter with that role
 //!   (kWh, or litres for water roles), with its coverage;
-//! - `derived.e_dc`: grid import plus on-site generation;
+//! - `derived.e_dc`: grid import, on-site generation, back-up generator
+//!   output and fuels (with a fuel meter, electricity made from it on
+//!   site is not added again); `derived.electricity_total`: the
+//!   electricity alone; `derived.wue_eed`: the EED WUE of the data year;
+//!   `derived.heat_rejected_monthly`: the monthly waste-heat profile;
 //! - `kpi.<SYMBOL>.value`: PUE, REF, ERF, CER, WUE as `site::figures` computes them;
 //! - `heat.mean_supply_c`, `heat.mean_return_c`: energy-weighted
 //!   temperatures of the heat delivered (needs a register heat meter);
@@ -26,9 +30,9 @@ pub mod targets;
 
 pub use http::http_handler;
 
+use crate::backend::{Db, LedgerError};
 use crate::config::CarbonConfig;
 use crate::site::{self, Role, SiteConfig};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -124,6 +128,11 @@ pub struct FieldTable {
     pub threshold_kw: f64,
     /// When and where.
     pub deadline: String,
+    /// The day of the year after the period by which the data set is due,
+    /// `MM-DD` (EnEfG § 13(1): 31 March; EED and France: 15 May): the
+    /// export names the date (`regime.due_by`).
+    #[serde(default)]
+    pub due: Option<String>,
     /// The acts and the versions the table was checked against, listed in
     /// the export's methodology.
     #[serde(default)]
@@ -191,7 +200,7 @@ pub enum ExportError {
     Site(#[from] site::SiteError),
     /// The ledger.
     #[error("ledger: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] LedgerError),
     /// A bad request (period, regime, date).
     #[error("{0}")]
     Request(String),
@@ -219,6 +228,9 @@ enum Source {
     PueEnefg,
     Meter(Role),
     EDc,
+    ElectricityTotal,
+    WueEed,
+    HeatRejectedMonthly,
     Kpi(String),
     Heat(&'static str),
     Renewable(&'static str),
@@ -237,7 +249,7 @@ const KPIS: [&str; 5] = ["PUE", "REF", "ERF", "CER", "WUE"];
 
 /// `register.<key>`: facts of `[site.register]` (and the commissioning
 /// date, the EnEfG size class derived from the installed IT power).
-const REGISTER_KEYS: [&str; 20] = [
+const REGISTER_KEYS: [&str; 22] = [
     "name",
     "owner",
     "operators",
@@ -258,6 +270,8 @@ const REGISTER_KEYS: [&str; 20] = [
     "size_class",
     "management_system",
     "management_system_certified_until",
+    "public_owner",
+    "data_centre_type",
 ];
 
 /// `yearly.<key>`: facts of the `[[site.yearly]]` entry of the period's year.
@@ -297,6 +311,15 @@ fn parse_source(s: &str) -> Option<Source> {
     }
     if s == "derived.pue_enefg" {
         return Some(Source::PueEnefg);
+    }
+    if s == "derived.electricity_total" {
+        return Some(Source::ElectricityTotal);
+    }
+    if s == "derived.wue_eed" {
+        return Some(Source::WueEed);
+    }
+    if s == "derived.heat_rejected_monthly" {
+        return Some(Source::HeatRejectedMonthly);
     }
     let (ns, rest) = s.split_once('.')?;
     match ns {
@@ -344,13 +367,17 @@ pub fn check_table(t: &FieldTable) -> Vec<String> {
 }
 
 /// A resolved field.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 struct Resolved {
     value: Option<f64>,
     status: &'static str,
     missing_share: Option<f64>,
     /// A text value (names, codes, dates) in place of a number.
     text: Option<String>,
+    /// A structured value (a load profile) in place of a number.
+    series: Option<Value>,
+    /// Which definition gave the value (WUE by reporting year).
+    note: Option<String>,
 }
 
 impl Resolved {
@@ -360,6 +387,7 @@ impl Resolved {
             status,
             missing_share: None,
             text: None,
+            ..Resolved::default()
         }
     }
 
@@ -373,6 +401,7 @@ impl Resolved {
             },
             missing_share: None,
             text: None,
+            ..Resolved::default()
         }
     }
 
@@ -398,10 +427,12 @@ fn input_status(i: &vigie_energy::InputUsed) -> Resolved {
         (Some(_), _) => "measured",
     };
     Resolved {
-        value: i.total,
+        // `+ 0.0`: a sum of nothing is -0.0, read as 0.
+        value: i.total.map(|t| t + 0.0),
         status,
         missing_share: missing,
         text: None,
+        ..Resolved::default()
     }
 }
 
@@ -423,6 +454,7 @@ fn figure_status(f: &vigie_energy::Figure) -> Resolved {
         status,
         missing_share: missing,
         text: None,
+        ..Resolved::default()
     }
 }
 
@@ -435,6 +467,8 @@ struct Inputs<'a> {
     figures: site::SiteFigures,
     heat: Option<Value>,
     market: vigie_energy::MarketInputs,
+    /// Monthly totals of the `heat-rejected` meter, when a field asks.
+    heat_rejected_monthly: Option<Vec<MonthTotal>>,
 }
 
 fn worst(a: &'static str, b: &'static str) -> &'static str {
@@ -466,7 +500,80 @@ fn instruments_kwh(
         .sum()
 }
 
+/// The first data year whose EED WUE is freshwater input over E_IT: the
+/// Commission's delegated act amending Delegated Regulation (EU) 2024/1364
+/// (C(2026) 3472, adopted 21 September 2026) replaces Annex III point (b)
+/// with WUE = W_IN-FRE / E_IT. Its publication in the Official Journal and
+/// the first reporting it governs were not verified: assumed to be the
+/// reporting of 2027, on the calendar year 2026.
+pub const WUE_FRESHWATER_FROM_YEAR: i64 = 2026;
+
 impl Inputs<'_> {
+    /// Grid import plus the metered `roles` present, period totals; not
+    /// metered without a grid meter.
+    fn grid_plus(&self, roles: &[Role]) -> Resolved {
+        let Some(g) = self.meter(Role::GridImport).map(input_status) else {
+            return Resolved::none("not-metered");
+        };
+        roles
+            .iter()
+            .filter_map(|r| self.meter(*r).map(input_status))
+            .fold(g, |a, o| Resolved {
+                value: a.value.zip(o.value).map(|(a, b)| a + b),
+                status: worst(a.status, o.status),
+                missing_share: match (a.missing_share, o.missing_share) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                },
+                ..Resolved::default()
+            })
+    }
+
+    /// EED WUE by data year: total water input / E_IT (Delegated
+    /// Regulation 2024/1364 Annex III (b)) before
+    /// [`WUE_FRESHWATER_FROM_YEAR`], freshwater input / E_IT (as amended)
+    /// from it.
+    fn wue_eed(&self) -> Resolved {
+        if self.year < WUE_FRESHWATER_FROM_YEAR {
+            return Resolved {
+                note: Some(format!(
+                    "data year {}: WUE = total water input / E_IT (Delegated Regulation (EU) 2024/1364 Annex III (b))",
+                    self.year
+                )),
+                ..self.resolve(&Source::Kpi("WUE".into()))
+            };
+        }
+        let note = Some(format!(
+            "data year {}: WUE = freshwater input / E_IT (Annex III (b) as replaced by the amending act C(2026) 3472, adopted 21 September 2026; not verified in the Official Journal)",
+            self.year
+        ));
+        let (Some(fw), Some(it)) = (
+            self.meter(Role::Freshwater).map(input_status),
+            self.meter(Role::It).map(input_status),
+        ) else {
+            return Resolved {
+                note,
+                ..Resolved::none("not-metered")
+            };
+        };
+        Resolved {
+            value: match (fw.value, it.value) {
+                (Some(w), Some(e)) if e > 0.0 => Some(w / e),
+                _ => None,
+            },
+            status: match (fw.value, it.value) {
+                (Some(_), Some(e)) if e <= 0.0 => "undefined",
+                _ => worst(fw.status, it.status),
+            },
+            missing_share: match (fw.missing_share, it.missing_share) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+            note,
+            ..Resolved::default()
+        }
+    }
+
     fn meter(&self, role: Role) -> Option<&vigie_energy::InputUsed> {
         self.figures
             .totals
@@ -509,6 +616,7 @@ impl Inputs<'_> {
                     "contact_email" => text(&r.contact_email),
                     "non_redundant_power_kw" => Resolved::declared(r.non_redundant_power_kw),
                     "redundancy_power" => text(&r.redundancy_power),
+                    "data_centre_type" => text(&r.data_centre_type),
                     "redundancy_cooling" => text(&r.redundancy_cooling),
                     "waste_heat_max_kw" => Resolved::declared(r.waste_heat_max_kw),
                     "waste_heat_control" => text(&r.waste_heat_control),
@@ -519,6 +627,10 @@ impl Inputs<'_> {
                         self.site
                             .installed_it_kw
                             .map(|kw| size_class(kw).to_owned()),
+                    ),
+                    "public_owner" => Resolved::declared_text(
+                        r.public_owner
+                            .map(|p| if p { "yes" } else { "no" }.to_owned()),
                     ),
                     "management_system" => {
                         Resolved::declared_text(r.management_system.as_ref().map(|m| {
@@ -585,29 +697,65 @@ impl Inputs<'_> {
                         .flatten()
                         .fold(None, |a: Option<f64>, m| Some(a.map_or(m, |a| a.max(m)))),
                     text: None,
+                    ..Resolved::default()
                 }
             }
             Source::Meter(role) => self
                 .meter(*role)
                 .map_or(Resolved::none("not-metered"), input_status),
             Source::EDc => {
-                // Every energy input: grid import, on-site generation used
-                // on site, back-up generator output.
-                let Some(g) = self.meter(Role::GridImport).map(input_status) else {
+                // Every energy input (EED Delegated Regulation 2024/1364,
+                // E_DC): grid import, on-site generation used on site,
+                // back-up generator output, and the fuels used on site.
+                // With a fuel meter, electricity made from that fuel on
+                // site (generator output, on-site generation not declared
+                // renewable) is not added again.
+                let fuel = self.meter(Role::Fuel).is_some();
+                let renewable = self.site.register.onsite_generation_renewable;
+                let mut parts = Vec::new();
+                if !fuel || renewable {
+                    parts.push(Role::OnsiteGeneration);
+                }
+                if !fuel {
+                    parts.push(Role::Generator);
+                }
+                parts.push(Role::Fuel);
+                self.grid_plus(&parts)
+            }
+            Source::ElectricityTotal => {
+                // EnEfG Anlage 3 Nr. 2: electricity, own generation
+                // included (no fuels).
+                self.grid_plus(&[Role::OnsiteGeneration, Role::Generator])
+            }
+            Source::WueEed => self.wue_eed(),
+            Source::HeatRejectedMonthly => {
+                let Some(months) = &self.heat_rejected_monthly else {
                     return Resolved::none("not-metered");
                 };
-                [Role::OnsiteGeneration, Role::Generator]
-                    .into_iter()
-                    .filter_map(|r| self.meter(r).map(input_status))
-                    .fold(g, |a, o| Resolved {
-                        value: a.value.zip(o.value).map(|(a, b)| a + b),
-                        status: worst(a.status, o.status),
-                        missing_share: match (a.missing_share, o.missing_share) {
-                            (Some(a), Some(b)) => Some(a.max(b)),
-                            (a, b) => a.or(b),
-                        },
-                        text: None,
-                    })
+                let status = months.iter().fold("measured", |a, m| worst(a, m.2.status));
+                let missing = months
+                    .iter()
+                    .filter_map(|m| m.2.missing_share)
+                    .fold(None, |a: Option<f64>, m| Some(a.map_or(m, |a| a.max(m))));
+                Resolved {
+                    status,
+                    missing_share: missing,
+                    series: Some(Value::Array(
+                        months
+                            .iter()
+                            .map(|(month, hours, r)| {
+                                json!({
+                                    "month": month,
+                                    "heat_kwh": r.value,
+                                    "mean_kw": r.value.filter(|_| *hours > 0.0).map(|v| v / hours),
+                                    "status": r.status,
+                                    "missing_share": r.missing_share,
+                                })
+                            })
+                            .collect(),
+                    )),
+                    ..Resolved::default()
+                }
             }
             Source::Kpi(sym) => self
                 .figures
@@ -619,12 +767,16 @@ impl Inputs<'_> {
                 let v = self.heat.as_ref().and_then(|h| h[*k].as_f64());
                 match (&self.heat, v) {
                     (None, _) => Resolved::none("not-metered"),
+                    (Some(h), None) if h["temperatures_metered"] == false => {
+                        Resolved::none("not-metered")
+                    }
                     (Some(_), None) => Resolved::none("incomplete"),
                     (Some(h), Some(v)) => Resolved {
                         value: Some(v),
                         status: "measured",
                         missing_share: h["delivered"]["missing_share"].as_f64(),
                         text: None,
+                        ..Resolved::default()
                     },
                 }
             }
@@ -640,6 +792,7 @@ impl Inputs<'_> {
                     status: "contractual",
                     missing_share: None,
                     text: None,
+                    ..Resolved::default()
                 };
                 match *k {
                     "certificates" => contractual(Some(InstrumentKind::Certificate)),
@@ -657,6 +810,7 @@ impl Inputs<'_> {
                                 status: o.status,
                                 missing_share: o.missing_share,
                                 text: None,
+                                ..Resolved::default()
                             },
                             None => Resolved {
                                 value: Some(
@@ -669,6 +823,7 @@ impl Inputs<'_> {
                                 status: "contractual",
                                 missing_share: None,
                                 text: None,
+                                ..Resolved::default()
                             },
                         }
                     }
@@ -687,7 +842,7 @@ pub struct Export {
 
 /// Builds the export of `req`, calling `progress` at each step.
 pub fn build(
-    conn: &Connection,
+    conn: &dyn Db,
     site_cfg: &SiteConfig,
     carbon: &CarbonConfig,
     req: &ExportRequest,
@@ -707,13 +862,30 @@ pub fn build(
         )));
     }
     progress("reading meters and computing figures");
-    site::init(conn)?;
     let figures = site::figures(conn, site_cfg, &carbon.market, req.from_ms, req.to_ms)?;
     let heat = site::measured_heat(conn, site_cfg, req.from_ms, req.to_ms).ok();
     let market = site::market_inputs(&carbon.market, figures.period);
     progress("reading emission factors");
     let factors = factor_provenance(conn, carbon, req.from_ms, req.to_ms)?;
     let commissioned = req.commissioned.or(site_cfg.commissioned);
+    let wants_profile = table
+        .fields
+        .iter()
+        .chain(&table.platform)
+        .any(|f| parse_source(&f.source) == Some(Source::HeatRejectedMonthly));
+    let heat_rejected_monthly = if wants_profile {
+        progress("reading the monthly waste-heat profile");
+        monthly_totals(
+            conn,
+            site_cfg,
+            carbon,
+            Role::HeatRejected,
+            req.from_ms,
+            req.to_ms,
+        )?
+    } else {
+        None
+    };
     let inputs = Inputs {
         site: site_cfg,
         year: date::Date::from_ms(req.from_ms).y,
@@ -721,6 +893,7 @@ pub fn build(
         figures,
         heat,
         market,
+        heat_rejected_monthly,
     };
     progress("resolving fields");
     let mut resolved = std::collections::BTreeMap::new();
@@ -736,20 +909,25 @@ pub fn build(
             }
             // No "-0" in a regulator's file.
             r.value = r.value.map(|v| v + 0.0);
-            out.push(json!({
+            let mut row = json!({
                 "id": f.id,
                 "label": f.label,
                 "unit": f.unit,
-                "value": match &r.text {
-                    Some(t) => json!(t),
-                    None => json!(r.value),
+                "value": match (&r.text, &r.series) {
+                    (Some(t), _) => json!(t),
+                    (None, Some(v)) => v.clone(),
+                    (None, None) => json!(r.value),
                 },
                 "status": r.status,
                 "missing_share": r.missing_share,
                 "source": f.source,
                 "legal_ref": f.legal_ref,
                 "legal_ref_status": if f.verified { "verified" } else { "not verified" },
-            }));
+            });
+            if let Some(n) = &r.note {
+                row["note"] = json!(n);
+            }
+            out.push(row);
             resolved.insert(f.id.clone(), r);
         }
         Ok(out)
@@ -774,6 +952,7 @@ pub fn build(
             "scope_source": scope_src,
             "site_in_scope": scope.map(|kw| kw >= table.threshold_kw),
         },
+        "due_by": table.due.as_deref().map(|md| format!("{}-{md}", date::Date::from_ms(req.to_ms - 1).y + 1)),
         "period": {
             "from": date::rfc3339(req.from_ms),
             "to": date::rfc3339(req.to_ms),
@@ -816,6 +995,23 @@ pub fn build(
             ),
         };
         doc["targets"] = serde_json::to_value(&checks).unwrap_or(Value::Null);
+        let reg = &site_cfg.register;
+        let ems = reg
+            .management_system
+            .as_ref()
+            .map(|m| targets::EmsAttestation {
+                kind: &m.kind,
+                since: m.since,
+                certified_until: m.certified_until,
+                certificate: m.certificate.as_deref(),
+            });
+        let obligations = targets::management_system(
+            date::Date::from_ms(req.to_ms - 1),
+            reg.non_redundant_power_kw,
+            reg.public_owner.unwrap_or(false),
+            ems.as_ref(),
+        );
+        doc["obligations"] = serde_json::to_value(&obligations).unwrap_or(Value::Null);
     }
     if !table.platform.is_empty() {
         doc["waste_heat_platform"] = json!({
@@ -825,6 +1021,59 @@ pub fn build(
     }
     no_negative_zero(&mut doc);
     Ok(Export { doc })
+}
+
+/// A month's total: (`YYYY-MM`, hours of the period in it, the total).
+type MonthTotal = (String, f64, Resolved);
+
+/// The totals of the meter with `role` in each calendar month (UTC) of
+/// `[from_ms, to_ms)`, cut at the period's bounds: (`YYYY-MM`, hours,
+/// total). `None` without such a meter. Reads that meter alone.
+fn monthly_totals(
+    conn: &dyn Db,
+    site_cfg: &SiteConfig,
+    carbon: &CarbonConfig,
+    role: Role,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Option<Vec<MonthTotal>>, ExportError> {
+    let mut only = site_cfg.clone();
+    only.meters.retain(|m| m.role == role);
+    if only.meters.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    let mut a = from_ms;
+    while a < to_ms {
+        let d = date::Date::from_ms(a);
+        let next = if d.m == 12 {
+            date::Date {
+                y: d.y + 1,
+                m: 1,
+                d: 1,
+            }
+        } else {
+            date::Date {
+                y: d.y,
+                m: d.m + 1,
+                d: 1,
+            }
+        };
+        let b = next.start_ms().min(to_ms);
+        let f = site::figures(conn, &only, &carbon.market, a, b)?;
+        let total = f
+            .totals
+            .iter()
+            .find(|(_, r, _)| *r == role)
+            .map_or(Resolved::none("not-metered"), |x| input_status(&x.2));
+        out.push((
+            format!("{:04}-{:02}", d.y, d.m),
+            (b - a) as f64 / vigie_energy::HOUR_MS as f64,
+            total,
+        ));
+        a = b;
+    }
+    Ok(Some(out))
 }
 
 /// `-0.0` (from `0 x -1` in the figures) reads as a sign error in a
@@ -865,13 +1114,12 @@ fn meter_provenance(m: &site::MeterConfig, inputs: &Inputs<'_>) -> Value {
 }
 
 fn factor_provenance(
-    conn: &Connection,
+    conn: &dyn Db,
     carbon: &CarbonConfig,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Value, ExportError> {
     use vigie_energy::HOUR_MS;
-    crate::grid::store::init(conn)?;
     let from = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
     let to = (to_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS;
     let hours = crate::carbon::hourly_factors(
@@ -920,11 +1168,12 @@ fn factor_provenance(
 fn methodology(site_cfg: &SiteConfig, carbon: &CarbonConfig) -> Value {
     json!({
         "formulas": {
-            "E_DC": "grid import + on-site generation used on site, minute by minute where both are metered",
+            "E_DC": "grid import + on-site generation used on site + back-up generator output + fuels used on site (energy content, `fuel` meter); with a fuel meter, electricity made from that fuel on site (generator output, on-site generation not declared renewable) is not added again; minute by minute where several are metered, fuel read by hand spread over the minutes pro rata",
+            "electricity_total": "grid import + on-site generation + back-up generator output (EnEfG Anlage 3: electricity including own generation)",
             "PUE": "E_DC / E_IT (ISO/IEC 30134-2)",
             "ERF": "heat delivered for reuse / E_DC (ISO/IEC 30134-6)",
             "REF": "renewable energy (on-site generation + renewable certificates and PPAs pro rata to the period) / E_DC (ISO/IEC 30134-3)",
-            "WUE": "water input (L) / E_IT (kWh) (ISO/IEC 30134-9)",
+            "WUE": "water input (L) / E_IT (kWh) (ISO/IEC 30134-9); EED from data year 2026: freshwater input (L) / E_IT (the 2026 amending act, see the wue field's note)",
             "CER": "heat removed / cooling electricity (ISO/IEC 30134-7)",
             "average heat temperature": "energy-weighted mean of the supply temperature over the heat delivered",
         },
@@ -984,6 +1233,21 @@ impl Export {
         out.push_str("section,id,label,value,unit,status,missing_share,source,legal_ref\n");
         let num = |v: &Value| match v {
             Value::String(t) => t.clone(),
+            // A load profile: month=kWh pairs.
+            Value::Array(a) => a
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}={}",
+                        m["month"].as_str().unwrap_or(""),
+                        m["heat_kwh"]
+                            .as_f64()
+                            .map(|x| x.to_string())
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
             _ => v.as_f64().map(|x| x.to_string()).unwrap_or_default(),
         };
         let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
@@ -1021,6 +1285,19 @@ impl Export {
                 String::new(),
                 s(&t["basis"]),
                 s(&t["legal_ref"]),
+            ]));
+        }
+        for o in d["obligations"].as_array().into_iter().flatten() {
+            out.push_str(&csv_line(&[
+                "obligation".into(),
+                s(&o["id"]),
+                s(&o["label"]),
+                s(&o["deadline"]),
+                "date".into(),
+                s(&o["result"]),
+                String::new(),
+                s(&o["basis"]),
+                s(&o["legal_ref"]),
             ]));
         }
         out

@@ -252,6 +252,127 @@ pub fn check_with(
     vec![pue_check, erf_check, ren_check]
 }
 
+/// One dated obligation (EnEfG § 12) and whether the configured
+/// attestation meets it on the checked day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObligationCheck {
+    /// `ems_in_place` or `ems_certified`.
+    pub id: &'static str,
+    /// What it is.
+    pub label: &'static str,
+    /// The day from which the obligation applies (`YYYY-MM-DD`).
+    pub deadline: String,
+    /// `met`, `not-met`, `not-yet-due`, `not-applicable` or
+    /// `unknown-power` (the size the obligation depends on not declared).
+    pub result: &'static str,
+    /// The rule, in words.
+    pub basis: String,
+    /// The provision.
+    pub legal_ref: &'static str,
+    /// The attestation the result rests on, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+}
+
+/// The attestation of an energy or environmental management system, as
+/// configured (`[site.register] management_system`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EmsAttestation<'a> {
+    /// `iso-50001`, `emas`...
+    pub kind: &'a str,
+    /// In place since.
+    pub since: Option<Date>,
+    /// Certified or validated until (none: not certified).
+    pub certified_until: Option<Date>,
+    /// The certificate or registration reference.
+    pub certificate: Option<&'a str>,
+}
+
+/// EnEfG § 12(1): every data centre operator has an energy or
+/// environmental management system by 1 July 2025.
+pub const EMS_DUE: Date = Date {
+    y: 2025,
+    m: 7,
+    d: 1,
+};
+/// EnEfG § 12(3): validated or certified from 1 January 2026.
+pub const EMS_CERTIFIED_DUE: Date = Date {
+    y: 2026,
+    m: 1,
+    d: 1,
+};
+
+/// Checks EnEfG § 12 on day `at` (the period's last day) for a data
+/// centre of `non_redundant_kw` (the whole site's non-redundant rated
+/// connection power), publicly owned or operated for a public body or
+/// not. Text read (buzer.de copy of § 12 as promulgated, BGBl. 2023 I
+/// Nr. 309): (1) a system "bis zum 1. Juli 2025"; (3) validation or
+/// certification "ab dem 1. Januar 2026" from 1 MW of non-redundant rated
+/// connection power, from 300 kW for data centres owned by or operated for
+/// public bodies. The § 12(4) exemption (at least 50 % of the reused
+/// energy taken up by a heat network and at most 7.5 GWh a year over the
+/// last three calendar years) is not evaluated: such a site reads
+/// `not-met` with the basis saying so.
+pub fn management_system(
+    at: Date,
+    non_redundant_kw: Option<f64>,
+    public: bool,
+    ems: Option<&EmsAttestation<'_>>,
+) -> Vec<ObligationCheck> {
+    let evidence = ems.map(|e| {
+        format!(
+            "{} in place since {}{}{}",
+            e.kind,
+            e.since
+                .map_or("an undeclared date".into(), |d| d.to_string()),
+            e.certified_until.map_or(String::new(), |d| format!(
+                ", certified or validated until {d}"
+            )),
+            e.certificate
+                .map_or(String::new(), |c| format!(", certificate {c}"))
+        )
+    });
+    // In place on the checked day: a system whose start is declared and
+    // not after that day.
+    let in_place = ems.is_some_and(|e| e.since.is_some_and(|s| s <= at));
+    let in_place_check = ObligationCheck {
+        id: "ems_in_place",
+        label: "Energy or environmental management system in place",
+        deadline: EMS_DUE.to_string(),
+        result: if at < EMS_DUE {
+            "not-yet-due"
+        } else if in_place {
+            "met"
+        } else {
+            "not-met"
+        },
+        basis: "EnEfG § 12(1): data centre operators set up an energy or environmental management system by 1 July 2025 (checked on the period's last day: in place since that day or earlier); § 12(4) exemption for heat-network sites up to 7.5 GWh a year not evaluated".into(),
+        legal_ref: "EnEfG § 12 Abs. 1, Abs. 4",
+        evidence: evidence.clone(),
+    };
+    let threshold = if public { 300.0 } else { 1_000.0 };
+    let certified = ems.is_some_and(|e| e.certified_until.is_some_and(|u| u >= at)) && in_place;
+    let cert_check = ObligationCheck {
+        id: "ems_certified",
+        label: "Management system validated or certified",
+        deadline: EMS_CERTIFIED_DUE.to_string(),
+        result: match non_redundant_kw {
+            None => "unknown-power",
+            Some(kw) if kw < threshold => "not-applicable",
+            Some(_) if at < EMS_CERTIFIED_DUE => "not-yet-due",
+            Some(_) if certified => "met",
+            Some(_) => "not-met",
+        },
+        basis: format!(
+            "EnEfG § 12(3): from 1 January 2026, validated or certified for data centres from 1 MW of non-redundant rated connection power, from 300 kW where owned by or operated for public bodies (this site: {}, threshold {threshold} kW; a certificate counts while valid on the period's last day)",
+            if public { "public" } else { "not public" }
+        ),
+        legal_ref: "EnEfG § 12 Abs. 3",
+        evidence,
+    };
+    vec![in_place_check, cert_check]
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -439,5 +560,64 @@ mod tests {
             Some(&e),
         );
         assert_eq!(c[1].result, "not-applicable");
+    }
+    #[test]
+    fn management_system_deadlines_at_their_boundary_days() {
+        let ems = |since: &str, until: Option<&str>| EmsAttestation {
+            kind: "iso-50001",
+            since: Some(d(since)),
+            certified_until: until.map(d),
+            certificate: Some("DE-50001-42"),
+        };
+        let e = ems("2025-06-30", Some("2028-12-31"));
+        let r = |at: &str, kw: Option<f64>, public: bool, e: Option<&EmsAttestation<'_>>| {
+            let c = management_system(d(at), kw, public, e);
+            (c[0].result, c[1].result)
+        };
+        // § 12(1): due 2025-07-01; the day before, not yet due even
+        // without a system.
+        assert_eq!(r("2025-06-30", Some(2_000.0), false, None).0, "not-yet-due");
+        assert_eq!(r("2025-07-01", Some(2_000.0), false, None).0, "not-met");
+        assert_eq!(r("2025-07-01", Some(2_000.0), false, Some(&e)).0, "met");
+        // A system set up after the checked day does not count.
+        let late = ems("2025-09-01", Some("2028-12-31"));
+        assert_eq!(
+            r("2025-07-01", Some(2_000.0), false, Some(&late)).0,
+            "not-met"
+        );
+        assert_eq!(r("2025-12-31", Some(2_000.0), false, Some(&late)).0, "met");
+        // § 12(3): certification from 2026-01-01 at 1 MW and more.
+        assert_eq!(r("2025-12-31", Some(2_000.0), false, None).1, "not-yet-due");
+        assert_eq!(r("2026-01-01", Some(2_000.0), false, None).1, "not-met");
+        assert_eq!(r("2026-01-01", Some(2_000.0), false, Some(&e)).1, "met");
+        assert_eq!(r("2026-01-01", Some(1_000.0), false, Some(&e)).1, "met");
+        assert_eq!(
+            r("2026-01-01", Some(999.9), false, None).1,
+            "not-applicable"
+        );
+        // Publicly owned: from 300 kW.
+        assert_eq!(r("2026-01-01", Some(300.0), true, None).1, "not-met");
+        assert_eq!(r("2026-01-01", Some(299.9), true, None).1, "not-applicable");
+        assert_eq!(r("2026-01-01", None, false, None).1, "unknown-power");
+        // An expired certificate: valid through its last day only.
+        let expired = ems("2024-01-01", Some("2026-03-31"));
+        assert_eq!(
+            r("2026-03-31", Some(2_000.0), false, Some(&expired)).1,
+            "met"
+        );
+        assert_eq!(
+            r("2026-04-01", Some(2_000.0), false, Some(&expired)).1,
+            "not-met"
+        );
+        // In place but never certified.
+        let plain = ems("2024-01-01", None);
+        assert_eq!(
+            r("2026-06-30", Some(2_000.0), false, Some(&plain)),
+            ("met", "not-met")
+        );
+        let c = management_system(d("2026-06-30"), Some(2_000.0), false, Some(&e));
+        assert_eq!(c[0].deadline, "2025-07-01");
+        assert_eq!(c[1].deadline, "2026-01-01");
+        assert!(c[1].evidence.as_deref().unwrap().contains("DE-50001-42"));
     }
 }

@@ -8,8 +8,13 @@
 //!   [`GramsPerKwh`]) and the conversions between them;
 //! - [`counter`]: differences of hardware energy counters that wrap (RAPL,
 //!   NVML, SNMP Counter32), as a pure function and a stateful wrapper;
+//! - [`integrate`]: energy from power samples (the trapezoid rule), for
+//!   sources without an energy register;
 //! - [`split`]: exact, energy-conserving apportioning of an interval's energy
 //!   over aligned time buckets;
+//! - [`attribution`]: one interval's energy split into idle, workloads
+//!   (by CPU or GPU activity), `other` past a cardinality bound and
+//!   unattributed, exactly;
 //! - [`ledger`]: the reference in-memory model of the collector's ledger,
 //!   deduplicating batches and summing energy per key and bucket;
 //! - [`coverage`]: series over time and how much of a period they cover
@@ -30,11 +35,13 @@
 //! an argument, as `i64` Unix milliseconds. Energy is integer microjoules so
 //! that sums are exact and independent of order.
 
+pub mod attribution;
 pub mod calendar;
 pub mod counter;
 pub mod coverage;
 pub mod heat;
 pub mod heat_cba;
+pub mod integrate;
 pub mod kpi;
 pub mod ledger;
 pub mod quantities;
@@ -42,6 +49,7 @@ pub mod scope2;
 pub mod split;
 pub mod units;
 
+pub use attribution::{Attribution, IdleBaseline, LearnedIdle, attribute};
 pub use counter::{CounterError, CounterStep, Judged, WrappingCounter, counter_delta, judge_step};
 pub use coverage::{
     Amount, Coverage, GapRule, InputUsed, Period, Quality, Sample, Series, SeriesError, Status,
@@ -51,6 +59,7 @@ pub use heat::{
     HeatMeterSample, HeatPump, HeatStudy, HeatStudyInput, MeasuredHeat, Offtaker, heat_potential,
     measured_heat,
 };
+pub use integrate::integrate_power;
 pub use kpi::{
     Figure, Indicator, PueCategory, carbon_usage_effectiveness, cooling_efficiency_ratio,
     energy_reuse_factor, partial_pue, pue, renewable_energy_factor, water_usage_effectiveness,
@@ -62,7 +71,7 @@ pub use scope2::{
     InstrumentUse, MAX_HOURS, MarginalFactor, MarketInputs, MarketSource, Origin, Scope2Basis,
     Scope2Error, Scope2Hour, Scope2Report, SupplierFactor, Tranche, Volume, scope2,
 };
-pub use split::{HOUR_MS, MAX_BUCKETS, MINUTE_MS, SplitError, split_interval};
+pub use split::{HOUR_MS, MAX_BUCKETS, MINUTE_MS, SplitError, apportion, split_interval};
 pub use units::{
     GramsCo2e, GramsPerKwh, Microjoules, MicrojoulesSum, Watts, average_power, emissions,
 };

@@ -148,6 +148,50 @@ pub fn split_interval(
     Ok(shares)
 }
 
+/// Apportions `energy` over `weights` in proportion, exactly: the shares
+/// sum to `energy` (when any weight is positive) and each is within 1 µJ
+/// of its real share. The same cumulative rule as [`split_interval`]:
+/// share *i* is `floor(E·cumᵢ/W) − floor(E·cumᵢ₋₁/W)`, so the result depends
+/// on the order of `weights` only through where the odd microjoules land;
+/// callers that need order independence sort first. All weights zero (or
+/// none) gives all-zero shares: the caller decides where that energy goes.
+///
+/// ```
+/// use vigie_energy::{split::apportion, Microjoules};
+/// assert_eq!(
+///     apportion(Microjoules(10), &[1, 1, 1]),
+///     vec![Microjoules(3), Microjoules(3), Microjoules(4)]
+/// );
+/// ```
+pub fn apportion(energy: Microjoules, weights: &[u64]) -> Vec<Microjoules> {
+    let mut total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
+    if total == 0 {
+        return vec![Microjoules::ZERO; weights.len()];
+    }
+    // E · cum must fit in u128: E < 2^64, so keep the total below 2^64 by
+    // scaling the weights down (only past 2^64 µs of CPU time, never in
+    // practice; the shares stay exact, only their proportions coarsen).
+    let mut shift = 0;
+    while total > u128::from(u64::MAX) {
+        shift += 1;
+        total = weights.iter().map(|&w| u128::from(w >> shift)).sum();
+    }
+    let e = u128::from(energy.0);
+    let mut cum: u128 = 0;
+    let mut allotted: u128 = 0;
+    weights
+        .iter()
+        .map(|&w| {
+            cum += u128::from(w >> shift);
+            let upto = e * cum / total;
+            let share = upto - allotted;
+            allotted = upto;
+            // share <= E.
+            Microjoules(share as u64)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,9 +106,9 @@ impl LiveConfig {
 }
 
 /// One refresh: fetch and store. Returns the points written.
-pub async fn refresh(
+pub async fn refresh<W: grid::store::GridWrite + ?Sized>(
     provider: &dyn Provider,
-    conn: &std::sync::Mutex<rusqlite::Connection>,
+    conn: &std::sync::Mutex<W>,
     zone: &str,
     backfill: Duration,
     horizon: Duration,
@@ -119,10 +119,11 @@ pub async fn refresh(
         .fetch(zone, now_ms - ms(backfill), now_ms + ms(horizon), now_ms)
         .await?;
     let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-    grid::store::upsert_all(&mut c, &points).map_err(|e| grid::GridError::Io {
-        path: "grid table".into(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    c.upsert_grid_points(&points)
+        .map_err(|e| grid::GridError::Io {
+            path: "grid table".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
 }
 
 #[cfg(test)]

@@ -212,6 +212,89 @@ pub fn latest(
     rows.next().transpose()
 }
 
+/// Why a read or write of the grid points failed: the backend's own
+/// error, boxed so that no caller names the backend.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct GridStoreError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl From<rusqlite::Error> for GridStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        GridStoreError(Box::new(e))
+    }
+}
+
+/// The grid points as their readers see them (carbon accounting, the
+/// signals, the gauges): what a backend of the grid table implements.
+/// Object safe; SQLite's is a `rusqlite::Connection` with [`init`] run.
+pub trait GridRead {
+    /// The zones with at least one point, in order.
+    fn grid_zones(&self) -> Result<Vec<String>, GridStoreError>;
+
+    /// Points of `zone` meeting `[from_ms, to_ms)` that pass `filter`, by
+    /// start, then source, factor and basis.
+    fn grid_points(
+        &self,
+        zone: &str,
+        from_ms: i64,
+        to_ms: i64,
+        filter: &Filter,
+    ) -> Result<Vec<IntensityPoint>, GridStoreError>;
+
+    /// The point of `zone` passing `filter` in force at `at_ms` (latest
+    /// start not after it; ties to the latest retrieved).
+    fn grid_latest(
+        &self,
+        zone: &str,
+        at_ms: i64,
+        filter: &Filter,
+    ) -> Result<Option<IntensityPoint>, GridStoreError>;
+}
+
+/// Writes of grid points.
+pub trait GridWrite {
+    /// Writes `points` in one transaction, all or none, each replacing its
+    /// row under the module's rule; returns the rows written or replaced.
+    fn upsert_grid_points(&mut self, points: &[IntensityPoint]) -> Result<usize, GridStoreError>;
+}
+
+impl GridRead for Connection {
+    fn grid_zones(&self) -> Result<Vec<String>, GridStoreError> {
+        Ok(zones(self)?)
+    }
+
+    fn grid_points(
+        &self,
+        zone: &str,
+        from_ms: i64,
+        to_ms: i64,
+        filter: &Filter,
+    ) -> Result<Vec<IntensityPoint>, GridStoreError> {
+        Ok(overlapping(self, zone, from_ms, to_ms, filter)?)
+    }
+
+    fn grid_latest(
+        &self,
+        zone: &str,
+        at_ms: i64,
+        filter: &Filter,
+    ) -> Result<Option<IntensityPoint>, GridStoreError> {
+        Ok(latest(self, zone, at_ms, filter)?)
+    }
+}
+
+impl GridWrite for Connection {
+    fn upsert_grid_points(&mut self, points: &[IntensityPoint]) -> Result<usize, GridStoreError> {
+        Ok(upsert_all(self, points)?)
+    }
+}
+
+impl<T: GridWrite + ?Sized> GridWrite for Box<T> {
+    fn upsert_grid_points(&mut self, points: &[IntensityPoint]) -> Result<usize, GridStoreError> {
+        (**self).upsert_grid_points(points)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -237,6 +320,36 @@ mod tests {
             source: "rte-eco2mix".into(),
             retrieved_ms,
         }
+    }
+
+    #[test]
+    fn the_traits_read_and_write_the_same_table() {
+        let mut conn = db();
+        let w: &mut dyn GridWrite = &mut conn;
+        assert_eq!(
+            w.upsert_grid_points(&[pt(0, 50.0, false, 1), pt(900_000, 60.0, true, 1)])
+                .unwrap(),
+            2
+        );
+        let mut other = pt(0, 70.0, false, 1);
+        other.zone = "DE".into();
+        let mut boxed: Box<dyn GridWrite> = Box::new(db());
+        assert_eq!(boxed.upsert_grid_points(&[other.clone()]).unwrap(), 1);
+        conn.upsert_grid_points(&[other]).unwrap();
+        let r: &dyn GridRead = &conn;
+        assert_eq!(
+            r.grid_zones().unwrap(),
+            vec!["DE".to_owned(), "FR".to_owned()]
+        );
+        let fr = r
+            .grid_points("FR", 0, 1_800_000, &Filter::default())
+            .unwrap();
+        assert_eq!(fr, vec![pt(0, 50.0, false, 1), pt(900_000, 60.0, true, 1)]);
+        assert_eq!(
+            r.grid_latest("FR", 1_000_000, &Filter::default()).unwrap(),
+            Some(pt(900_000, 60.0, true, 1))
+        );
+        assert_eq!(r.grid_latest("FR", -1, &Filter::default()).unwrap(), None);
     }
 
     fn all(conn: &Connection) -> Vec<IntensityPoint> {

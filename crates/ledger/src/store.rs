@@ -82,6 +82,7 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(losses::SCHEMA)?;
+    manual::init(conn)?;
     losses::migrate(conn)?;
     migrate(conn)
 }

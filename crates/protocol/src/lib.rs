@@ -17,8 +17,9 @@ mod validate;
 
 pub use ids::{IdError, is_valid_host_or_site, is_valid_sensor};
 pub use payload::{
-    EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
-    ScopeRole, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch, Topology,
+    ActivityBasis, EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality,
+    RackPosition, Reading, ScopeRole, SensorMeta, SpoolHealth, Status, StatusMessage,
+    TelemetryBatch, Topology, WorkloadEnergy, WorkloadKind, WorkloadSplit,
 };
 pub use sign::{
     SIGNATURE_SCHEME, SIGNATURE_TRAILER_LEN, Split, key_hex, parse_key_hex, sign_payload,
@@ -26,7 +27,9 @@ pub use sign::{
 };
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{
-    DEFAULT_MAX_MINUTE_BUCKETS, Limits, Rejection, decode_telemetry, minute_buckets,
+    DEFAULT_MAX_MINUTE_BUCKETS, DEFAULT_MAX_WORKLOADS, Limits, MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES, MAX_WORKLOAD_ID_BYTES, MAX_WORKLOAD_LABELS, Rejection, decode_telemetry,
+    minute_buckets,
 };
 
 /// Version of the payload schema this crate reads and writes.

@@ -2,6 +2,7 @@
 //! schema is a visible rejection, never silently dropped data.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Whether an energy figure was measured by a meter or estimated by a model.
 /// Estimates stay flagged end to end: the collector keeps them apart in
@@ -59,6 +60,120 @@ pub struct TelemetryBatch {
     /// limits); they never enter the energy ledger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gauges: Vec<Gauge>,
+    /// Energy per workload: each entry splits one reading's interval (or a
+    /// part of it) among the workloads that ran. Absent from older agents
+    /// and when attribution is off, so older collectors read such batches
+    /// as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadSplit>,
+}
+
+/// What a workload is, from where the agent found it. A closed list: the
+/// collector exports it as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// A systemd service or scope (`system.slice/nginx.service`).
+    Service,
+    /// A systemd slice with no finer unit the agent tells apart.
+    Slice,
+    /// A user's login session or user manager (`user-1000.slice`).
+    Session,
+    /// A Kubernetes pod; the id is its uid.
+    Pod,
+    /// A container in a pod; the id is the container id.
+    Container,
+    /// A virtual machine (libvirt/QEMU machine scope).
+    Vm,
+    /// A Slurm job; the id is the job id.
+    SlurmJob,
+    /// A step of a Slurm job; the id is `<job>.<step>`.
+    SlurmStep,
+    /// A process; the id is its pid.
+    Process,
+    /// A cgroup none of the above describes; the id is its path.
+    Cgroup,
+}
+
+impl WorkloadKind {
+    /// The snake_case label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Service => "service",
+            WorkloadKind::Slice => "slice",
+            WorkloadKind::Session => "session",
+            WorkloadKind::Pod => "pod",
+            WorkloadKind::Container => "container",
+            WorkloadKind::Vm => "vm",
+            WorkloadKind::SlurmJob => "slurm_job",
+            WorkloadKind::SlurmStep => "slurm_step",
+            WorkloadKind::Process => "process",
+            WorkloadKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+/// What the active energy of a [`WorkloadSplit`] was apportioned by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityBasis {
+    /// CPU time (cgroup `cpu.stat` `usage_usec`, or `/proc/<pid>/stat`).
+    CpuTime,
+    /// GPU use per process (NVML process utilisation samples).
+    GpuUse,
+}
+
+/// One workload's share of a [`WorkloadSplit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadEnergy {
+    /// What it is.
+    pub kind: WorkloadKind,
+    /// Its id within the kind on this host (a unit name, a pod uid, a job
+    /// id, a pid): at most 256 bytes, no control characters.
+    pub id: String,
+    /// Descriptive labels (`namespace`, `pod`, `user`, `comm`): at most 8,
+    /// keys `[a-z0-9_]` up to 64 bytes, values up to 256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Its share of the active energy, µJ.
+    pub energy_uj: u64,
+}
+
+/// One sensor's energy over one interval, split among workloads. Exactly:
+/// `Σ workloads + other_uj + idle_uj + unattributed_uj == energy_uj`, and
+/// `energy_uj` is the energy of the reading of `sensor` over the same
+/// interval (or a part of it when readings were merged). The split is a
+/// model (activity shares); `quality` is that of the energy split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSplit {
+    /// The sensor whose energy is split, as in readings.
+    pub sensor: String,
+    /// Interval start, Unix milliseconds (inclusive).
+    pub start_ms: i64,
+    /// Interval end, Unix milliseconds (exclusive).
+    pub end_ms: i64,
+    /// The sensor's energy over the interval, µJ: the sum of every line.
+    pub energy_uj: u64,
+    /// The idle baseline's part, which stays with the host, µJ.
+    pub idle_uj: u64,
+    /// Active energy no workload accounts for (kernel, root cgroup,
+    /// cgroups gone before their last read; all of it when no workload
+    /// had activity), µJ.
+    pub unattributed_uj: u64,
+    /// Workloads past the agent's cardinality bound, summed, µJ.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other_uj: u64,
+    /// How many workloads `other_uj` sums.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other_count: u64,
+    /// Measured or estimated, as the reading split.
+    pub quality: Quality,
+    /// What the active energy was apportioned by.
+    pub basis: ActivityBasis,
+    /// The workloads kept, most energy first.
+    pub workloads: Vec<WorkloadEnergy>,
 }
 
 /// What a [`Gauge`] measures, with its unit. A closed list: the collector

@@ -2,10 +2,11 @@
 //! A test fails when the types and the files disagree.
 
 use crate::{
-    EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality, RackPosition, Reading,
-    SCHEMA_VERSION, ScopeRole, SensorMeta, SpoolHealth, Status, StatusMessage, TelemetryBatch,
-    Topology,
+    ActivityBasis, EnergyScope, Gauge, GaugeQuantity, GpuMeta, HostMeta, Method, Quality,
+    RackPosition, Reading, SCHEMA_VERSION, ScopeRole, SensorMeta, SpoolHealth, Status,
+    StatusMessage, TelemetryBatch, Topology, WorkloadEnergy, WorkloadKind, WorkloadSplit,
 };
+use std::collections::BTreeMap;
 
 /// A two-sensor telemetry batch.
 pub fn telemetry() -> TelemetryBatch {
@@ -42,6 +43,53 @@ pub fn telemetry() -> TelemetryBatch {
             value: 61.0,
             at_ms: 1_795_000_011_000,
         }],
+        workloads: Vec::new(),
+    }
+}
+
+/// The two-sensor batch with its package energy split among workloads
+/// (`golden/telemetry-workloads-v1.json`): a pod, a service and a Slurm
+/// job by CPU time, two more summed into `other`, 20 W idle.
+pub fn telemetry_with_workloads() -> TelemetryBatch {
+    let labels = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    TelemetryBatch {
+        workloads: vec![WorkloadSplit {
+            sensor: "rapl:package-0".into(),
+            start_ms: 1_795_000_010_000,
+            end_ms: 1_795_000_011_000,
+            energy_uj: 85_250_113,
+            idle_uj: 20_000_000,
+            unattributed_uj: 1_250_113,
+            other_uj: 4_000_000,
+            other_count: 2,
+            quality: Quality::Measured,
+            basis: ActivityBasis::CpuTime,
+            workloads: vec![
+                WorkloadEnergy {
+                    kind: WorkloadKind::Pod,
+                    id: "7f3c2a51-94d2-4c8e-b1a0-3e5d2c9f0a11".into(),
+                    labels: labels(&[("namespace", "shop"), ("pod", "cart-5d9f7")]),
+                    energy_uj: 30_000_000,
+                },
+                WorkloadEnergy {
+                    kind: WorkloadKind::SlurmJob,
+                    id: "1234".into(),
+                    labels: labels(&[("user", "1001")]),
+                    energy_uj: 20_000_000,
+                },
+                WorkloadEnergy {
+                    kind: WorkloadKind::Service,
+                    id: "postgresql.service".into(),
+                    labels: BTreeMap::new(),
+                    energy_uj: 10_000_000,
+                },
+            ],
+        }],
+        ..telemetry()
     }
 }
 

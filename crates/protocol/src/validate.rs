@@ -2,7 +2,7 @@
 
 use crate::{
     Gauge, IdError, Reading, SCHEMA_VERSION, SIGNATURE_SCHEME, TelemetryBatch, Topic, TopicError,
-    is_valid_host_or_site, is_valid_sensor,
+    WorkloadEnergy, WorkloadSplit, is_valid_host_or_site, is_valid_sensor,
 };
 use serde::Deserialize;
 use std::fmt;
@@ -28,7 +28,22 @@ pub struct Limits {
     /// [`minute_buckets`]): the work its commit costs, bounded before
     /// anything is written.
     pub max_minute_buckets: u64,
+    /// Most workload lines in one batch: every split and every workload
+    /// in it counts one (each is ledger rows and metric series).
+    pub max_workloads: usize,
 }
+
+/// Default of [`Limits::max_workloads`]: a minute of 1 Hz splits of two
+/// sensors with 15 workloads each, with room.
+pub const DEFAULT_MAX_WORKLOADS: usize = 4_000;
+/// Longest workload id, bytes.
+pub const MAX_WORKLOAD_ID_BYTES: usize = 256;
+/// Most labels on one workload.
+pub const MAX_WORKLOAD_LABELS: usize = 8;
+/// Longest label key, bytes (`[a-z0-9_]`).
+pub const MAX_LABEL_KEY_BYTES: usize = 64;
+/// Longest label value, bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
 
 /// Default of [`Limits::max_minute_buckets`]: 200,000, about 20 sensors
 /// bridging a 7-day downtime, or 2,000 sensors merged over 100 minutes;
@@ -70,6 +85,7 @@ impl Default for Limits {
             // 2020-01-01T00:00:00Z: nothing older is live telemetry.
             min_timestamp_ms: 1_577_836_800_000,
             max_minute_buckets: DEFAULT_MAX_MINUTE_BUCKETS,
+            max_workloads: DEFAULT_MAX_WORKLOADS,
         }
     }
 }
@@ -269,6 +285,35 @@ pub enum Rejection {
         /// Digest of this one, hex.
         received: String,
     },
+    /// More workload lines (splits and the workloads in them) than allowed.
+    #[error("batch has {count} workload lines, limit {max}")]
+    TooManyWorkloads {
+        /// Splits plus workloads in the batch.
+        count: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// A workload split that cannot be accounted: an id or label out of
+    /// bounds, a duplicate workload, no reading of its sensor around its
+    /// interval, or splits of one sensor that overlap.
+    #[error("workload split {index}: {detail}")]
+    BadWorkload {
+        /// Split index.
+        index: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A split whose lines do not add up to its energy, or whose energy is
+    /// not the reading's it splits.
+    #[error("workload split {index} ({sensor}): {detail}")]
+    WorkloadSumMismatch {
+        /// Split index.
+        index: usize,
+        /// Sensor split.
+        sensor: String,
+        /// The sums that disagree.
+        detail: String,
+    },
     /// Interval starts before the earliest accepted time.
     #[error("reading {index}: starts at {start_ms}, before {min_ms}")]
     AncientTimestamp {
@@ -309,6 +354,9 @@ impl Rejection {
             Rejection::BadSignature(_) => "bad_signature",
             Rejection::UnknownKey { .. } => "unknown_key",
             Rejection::ConflictingDuplicate { .. } => "conflicting_duplicate",
+            Rejection::TooManyWorkloads { .. } => "too_many_workloads",
+            Rejection::BadWorkload { .. } => "bad_workload",
+            Rejection::WorkloadSumMismatch { .. } => "workload_sum_mismatch",
         }
     }
 
@@ -350,6 +398,9 @@ impl Rejection {
         "bad_signature",
         "unknown_key",
         "conflicting_duplicate",
+        "too_many_workloads",
+        "bad_workload",
+        "workload_sum_mismatch",
     ];
 }
 
@@ -403,6 +454,45 @@ struct WireBatch {
     readings: Vec<Object<Reading>>,
     #[serde(default)]
     gauges: Vec<Object<Gauge>>,
+    #[serde(default)]
+    workloads: Vec<Object<WireSplit>>,
+}
+
+/// [`WorkloadSplit`] as read from the wire, each workload an [`Object`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSplit {
+    sensor: String,
+    start_ms: i64,
+    end_ms: i64,
+    energy_uj: u64,
+    idle_uj: u64,
+    unattributed_uj: u64,
+    #[serde(default)]
+    other_uj: u64,
+    #[serde(default)]
+    other_count: u64,
+    quality: crate::Quality,
+    basis: crate::ActivityBasis,
+    workloads: Vec<Object<WorkloadEnergy>>,
+}
+
+impl From<WireSplit> for WorkloadSplit {
+    fn from(w: WireSplit) -> Self {
+        WorkloadSplit {
+            sensor: w.sensor,
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+            energy_uj: w.energy_uj,
+            idle_uj: w.idle_uj,
+            unattributed_uj: w.unattributed_uj,
+            other_uj: w.other_uj,
+            other_count: w.other_count,
+            quality: w.quality,
+            basis: w.basis,
+            workloads: w.workloads.into_iter().map(|x| x.0).collect(),
+        }
+    }
 }
 
 impl From<WireBatch> for TelemetryBatch {
@@ -417,6 +507,7 @@ impl From<WireBatch> for TelemetryBatch {
             // Same layout: collected in place, no new allocation.
             readings: w.readings.into_iter().map(|r| r.0).collect(),
             gauges: w.gauges.into_iter().map(|g| g.0).collect(),
+            workloads: w.workloads.into_iter().map(|s| s.0.into()).collect(),
         }
     }
 }
@@ -603,6 +694,150 @@ fn validate(
                 now_ms,
                 max_future_ms: limits.max_future_ms,
             });
+        }
+    }
+    validate_workloads(batch, limits)
+}
+
+/// Whether `s` is a usable workload id or label value: not empty (ids),
+/// at most `max` bytes, no control characters.
+fn check_text(what: &str, s: &str, max: usize, empty_ok: bool) -> Result<(), String> {
+    if s.is_empty() && !empty_ok {
+        return Err(format!("{what} is empty"));
+    }
+    if s.len() > max {
+        return Err(format!("{what} is {} bytes, at most {max}", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{what} has a control character"));
+    }
+    Ok(())
+}
+
+fn check_workload(w: &WorkloadEnergy) -> Result<(), String> {
+    check_text("workload id", &w.id, MAX_WORKLOAD_ID_BYTES, false)?;
+    if w.labels.len() > MAX_WORKLOAD_LABELS {
+        return Err(format!(
+            "workload {:?} has {} labels, at most {MAX_WORKLOAD_LABELS}",
+            w.id,
+            w.labels.len()
+        ));
+    }
+    for (k, v) in &w.labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY_BYTES
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !key_ok {
+            return Err(format!(
+                "label key {:?} must be [a-z0-9_], 1 to {MAX_LABEL_KEY_BYTES} bytes",
+                k.chars().take(80).collect::<String>()
+            ));
+        }
+        check_text("label value", v, MAX_LABEL_VALUE_BYTES, true)?;
+    }
+    Ok(())
+}
+
+/// The workload splits: bounded, well-formed, each adding up to its energy
+/// and that energy being the reading's (or within a merged reading's).
+fn validate_workloads(batch: &TelemetryBatch, limits: &Limits) -> Result<(), Rejection> {
+    if batch.workloads.is_empty() {
+        return Ok(());
+    }
+    let count = batch
+        .workloads
+        .iter()
+        .map(|s| 1 + s.workloads.len())
+        .fold(0usize, usize::saturating_add);
+    if count > limits.max_workloads {
+        return Err(Rejection::TooManyWorkloads {
+            count,
+            max: limits.max_workloads,
+        });
+    }
+    // Energy of the splits inside each reading, to compare with it.
+    let mut inside: Vec<u128> = vec![0; batch.readings.len()];
+    let mut last_end: Vec<(&str, i64)> = Vec::new();
+    for (index, s) in batch.workloads.iter().enumerate() {
+        let bad = |detail: String| Rejection::BadWorkload { index, detail };
+        let mismatch = |detail: String| Rejection::WorkloadSumMismatch {
+            index,
+            sensor: s.sensor.clone(),
+            detail,
+        };
+        is_valid_sensor(&s.sensor).map_err(|source| Rejection::BadIdentifier {
+            field: "workload sensor",
+            source,
+        })?;
+        for w in &s.workloads {
+            check_workload(w).map_err(bad)?;
+        }
+        let mut ids: Vec<(crate::WorkloadKind, &str)> = s
+            .workloads
+            .iter()
+            .map(|w| (w.kind, w.id.as_str()))
+            .collect();
+        ids.sort_unstable();
+        if let Some(d) = ids.windows(2).find(|p| p[0] == p[1]) {
+            return Err(bad(format!(
+                "workload {} {:?} appears twice",
+                d[0].0.as_str(),
+                d[0].1
+            )));
+        }
+        let lines: u128 = s
+            .workloads
+            .iter()
+            .map(|w| u128::from(w.energy_uj))
+            .chain([s.other_uj, s.idle_uj, s.unattributed_uj].map(u128::from))
+            .sum();
+        if lines != u128::from(s.energy_uj) {
+            return Err(mismatch(format!(
+                "workloads, other, idle and unattributed add up to {lines} µJ, not the {} µJ split",
+                s.energy_uj
+            )));
+        }
+        if s.end_ms < s.start_ms {
+            return Err(bad(format!(
+                "interval [{}, {}) ends before it starts",
+                s.start_ms, s.end_ms
+            )));
+        }
+        match last_end.iter_mut().find(|(x, _)| *x == s.sensor) {
+            Some((_, end)) if s.start_ms < *end => {
+                return Err(bad(format!(
+                    "overlaps or precedes the previous split of {}",
+                    s.sensor
+                )));
+            }
+            Some((_, end)) => *end = s.end_ms,
+            None => last_end.push((&s.sensor, s.end_ms)),
+        }
+        let Some((r, reading)) = batch.readings.iter().enumerate().find(|(_, r)| {
+            r.sensor == s.sensor
+                && r.quality == s.quality
+                && r.start_ms <= s.start_ms
+                && s.end_ms <= r.end_ms
+        }) else {
+            return Err(bad(format!(
+                "no {:?} reading of {} in the batch covers [{}, {})",
+                s.quality, s.sensor, s.start_ms, s.end_ms
+            )));
+        };
+        let exact = reading.start_ms == s.start_ms && reading.end_ms == s.end_ms;
+        if exact && reading.energy_uj != s.energy_uj {
+            return Err(mismatch(format!(
+                "splits {} µJ, the reading over the same interval has {} µJ",
+                s.energy_uj, reading.energy_uj
+            )));
+        }
+        inside[r] += u128::from(s.energy_uj);
+        if inside[r] > u128::from(reading.energy_uj) {
+            return Err(mismatch(format!(
+                "splits inside reading {r} add up to {} µJ, more than its {} µJ",
+                inside[r], reading.energy_uj
+            )));
         }
     }
     Ok(())
@@ -821,6 +1056,173 @@ mod tests {
         let payload = with(|_| ());
         let err = decode_telemetry(&topic(), &payload, NOW, &few).unwrap_err();
         assert_eq!(err.reason(), "too_many_readings");
+    }
+
+    fn split_with(f: impl FnOnce(&mut TelemetryBatch)) -> Vec<u8> {
+        let mut b = samples::telemetry_with_workloads();
+        f(&mut b);
+        serde_json::to_vec(&b).unwrap()
+    }
+
+    #[test]
+    fn accepts_workload_splits_that_add_up_and_refuses_those_that_do_not() {
+        let payload = split_with(|_| ());
+        let b = decode_telemetry(&topic(), &payload, NOW, &Limits::default()).unwrap();
+        assert_eq!(b, samples::telemetry_with_workloads());
+        // Split over two halves of a merged reading: each within it, the
+        // sum at most the reading's.
+        let halves = split_with(|b| {
+            let whole = b.workloads[0].clone();
+            let half = |start_ms, end_ms, uj| WorkloadSplit {
+                start_ms,
+                end_ms,
+                energy_uj: uj,
+                idle_uj: uj,
+                unattributed_uj: 0,
+                other_uj: 0,
+                other_count: 0,
+                workloads: Vec::new(),
+                ..whole.clone()
+            };
+            let mid = whole.start_ms + 500;
+            b.workloads = vec![
+                half(whole.start_ms, mid, 40_000_000),
+                half(mid, whole.end_ms, 45_250_113),
+            ];
+        });
+        assert!(decode_telemetry(&topic(), &halves, NOW, &Limits::default()).is_ok());
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "workload_sum_mismatch",
+                split_with(|b| b.workloads[0].idle_uj += 1),
+            ),
+            (
+                "workload_sum_mismatch",
+                split_with(|b| b.workloads[0].workloads[0].energy_uj -= 1),
+            ),
+            (
+                // Adds up, but not to the reading it splits.
+                "workload_sum_mismatch",
+                split_with(|b| {
+                    b.workloads[0].energy_uj += 1;
+                    b.workloads[0].unattributed_uj += 1;
+                }),
+            ),
+            (
+                // Two halves each claiming the whole reading.
+                "workload_sum_mismatch",
+                split_with(|b| {
+                    let mut first = b.workloads[0].clone();
+                    first.end_ms = first.start_ms + 500;
+                    let mut second = first.clone();
+                    (second.start_ms, second.end_ms) = (first.end_ms, b.workloads[0].end_ms);
+                    b.workloads = vec![first, second];
+                }),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| b.workloads[0].workloads[1].id = "x".repeat(257)),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| b.workloads[0].workloads[1].id = String::new()),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| b.workloads[0].workloads[1].id = "a\nb".into()),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| {
+                    b.workloads[0].workloads[1]
+                        .labels
+                        .insert("Bad-Key".into(), "v".into());
+                }),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| {
+                    b.workloads[0].workloads[1]
+                        .labels
+                        .insert("k".into(), "v".repeat(257));
+                }),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| {
+                    let l = &mut b.workloads[0].workloads[1].labels;
+                    for i in 0..9 {
+                        l.insert(format!("k{i}"), "v".into());
+                    }
+                }),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| {
+                    let w = &mut b.workloads[0].workloads;
+                    w[1].id = w[2].id.clone();
+                    w[1].kind = w[2].kind;
+                }),
+            ),
+            (
+                // No reading of that sensor.
+                "bad_workload",
+                split_with(|b| {
+                    b.readings.remove(0);
+                }),
+            ),
+            (
+                "bad_workload",
+                split_with(|b| b.workloads[0].quality = crate::Quality::Estimated),
+            ),
+            ("bad_workload", split_with(|b| b.workloads[0].end_ms += 1)),
+            (
+                "bad_workload",
+                split_with(|b| {
+                    let again = b.workloads[0].clone();
+                    b.workloads.push(again);
+                }),
+            ),
+            (
+                "bad_identifier",
+                split_with(|b| b.workloads[0].sensor = "a b".into()),
+            ),
+            (
+                "invalid_field",
+                split_with(|_| ()).replace_str("\"kind\":\"pod\"", "\"kind\":\"lambda\""),
+            ),
+            (
+                "invalid_field",
+                split_with(|_| ())
+                    .replace_str("\"basis\":\"cpu_time\"", "\"basis\":\"cpu_time\",\"x\":1"),
+            ),
+        ];
+        for (want, payload) in cases {
+            assert_eq!(
+                reason_of(&payload),
+                want,
+                "{}",
+                String::from_utf8_lossy(&payload[payload.len().saturating_sub(600)..])
+            );
+        }
+        // The sample has 1 split and 3 workloads: 4 lines.
+        let few = Limits {
+            max_workloads: 3,
+            ..Limits::default()
+        };
+        let err = decode_telemetry(&topic(), &payload, NOW, &few).unwrap_err();
+        assert_eq!(err.reason(), "too_many_workloads");
+        let enough = Limits {
+            max_workloads: 4,
+            ..Limits::default()
+        };
+        assert!(decode_telemetry(&topic(), &payload, NOW, &enough).is_ok());
+        // Positional workloads are not the wire format.
+        let positional = split_with(|_| ()).replace_str(
+            "{\"kind\":\"service\",\"id\":\"postgresql.service\",\"energy_uj\":10000000}",
+            "[\"service\",\"postgresql.service\",{},10000000]",
+        );
+        assert_eq!(reason_of(&positional), "invalid_field");
     }
 
     #[test]

@@ -29,6 +29,22 @@ fn telemetry() {
 }
 
 #[test]
+fn telemetry_with_workloads() {
+    check(
+        "telemetry-workloads-v1.json",
+        samples::telemetry_with_workloads(),
+    );
+}
+
+#[test]
+fn batches_without_workloads_keep_their_bytes() {
+    // Older collectors refuse unknown fields: a batch with no split must
+    // not name the field at all.
+    let text = serde_json::to_string(&samples::telemetry()).unwrap();
+    assert!(!text.contains("workloads"), "{text}");
+}
+
+#[test]
 fn status() {
     check("status-online-v1.json", samples::status_online());
     check("status-offline-v1.json", samples::status_offline());

@@ -1,18 +1,23 @@
 //! Fakes for tests and the demo: a powercap sysfs tree in a directory,
-//! a Mosquitto broker on loopback, a minimal HTTP client, bounded waits,
+//! a cgroup v2 tree and `/proc` with CPU time per workload,
+//! a Mosquitto broker and a VictoriaMetrics server on loopback, a minimal HTTP client, bounded waits,
 //! and the external tools some tests need (found, or skipped loudly).
 //! Nothing here touches real hardware or leaves 127.0.0.1.
 
+mod cgroup;
 mod http;
 mod mosquitto;
 pub mod pki;
 mod powercap;
 mod tools;
+mod victoria;
 
+pub use cgroup::FakeCgroups;
 pub use http::{HttpResponse, http_get, http_get_with, http_post_json, https_get};
 pub use mosquitto::Mosquitto;
 pub use powercap::{FakePowercap, ZoneSpec};
 pub use tools::{find_tool, home_dir, required, skip};
+pub use victoria::{Exported, REQUIRE_VICTORIA, VictoriaMetrics};
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};

@@ -75,11 +75,11 @@ impl HistoryWriter<'_> {
 }
 
 /// Runs `f` with a [`HistoryWriter`] in one transaction, committed when
-/// `f` returns `Ok`.
-pub fn write<T>(
+/// `f` returns `Ok` (rolled back otherwise).
+pub fn write<T, E: From<StoreError>>(
     conn: &mut Connection,
-    f: impl FnOnce(&mut HistoryWriter<'_>) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    f: impl FnOnce(&mut HistoryWriter<'_>) -> Result<T, E>,
+) -> Result<T, E> {
     let tx = conn.transaction()?;
     let out = {
         let mut w = HistoryWriter {

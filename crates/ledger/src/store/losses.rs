@@ -397,6 +397,7 @@ mod tests {
                 })
                 .collect(),
             gauges: Vec::new(),
+            workloads: Vec::new(),
         }
     }
 
