@@ -14,6 +14,15 @@
 //! - (f) full ingest of the same batches signed, with every host's key
 //!   registered (`Ingestor::with_keys`), in memory and on disk.
 //!
+//! And the two halves the collector runs on different threads (issue 12.5):
+//!
+//! - (g) prepare only: `Preparer::prepare` of each message (decode,
+//!   validate, verify when signed, digest, per-batch sums), what the
+//!   collector's prepare threads do;
+//! - (h) commit only: `Ingestor::commit_group` of groups prepared
+//!   beforehand (untimed), what the one ledger-writer thread does;
+//! - (i) `Metrics::accepted_group` of each group's batches, after commit.
+//!
 //! Run with `cargo bench -p vigie-collector --bench ingest`.
 //! `VIGIE_BENCH_SLICES` (default 10) sets how many 10 s slices of the 1,000
 //! hosts are generated; `VIGIE_BENCH_REPS` (default 5) the repetitions.
@@ -24,7 +33,8 @@ use ed25519_dalek::SigningKey;
 use sha2::Digest;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use vigie_collector::ingest::{Ingestor, KeyRing, Message, Outcome};
+use vigie_collector::ingest::{Ingestor, KeyRing, Message, Outcome, Prepared};
+use vigie_collector::metrics::Metrics;
 use vigie_collector::store;
 use vigie_protocol::{
     Limits, Quality, Reading, SCHEMA_VERSION, TelemetryBatch, Topic, decode_telemetry,
@@ -330,6 +340,117 @@ fn bench_ingest(
     }
 }
 
+/// `Preparer::prepare` alone over every message, group after group.
+fn bench_prepare(name: &'static str, data: &[Msg], reps: usize, keys: Option<&KeyRing>) -> Row {
+    let gs = groups(data);
+    let ing = Ingestor::new(store::open_in_memory().unwrap(), Limits::default())
+        .with_keys(keys.cloned().unwrap_or_default());
+    let p = ing.preparer();
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for (msgs, now) in &gs {
+            for m in msgs {
+                black_box(p.prepare(m, *now));
+            }
+        }
+        times.push(t.elapsed());
+    }
+    Row {
+        name,
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
+/// `Ingestor::commit_group` alone (the writer thread's part): each group
+/// is prepared beforehand, untimed, then committed, timed.
+fn bench_commit(
+    name: &'static str,
+    data: &[Msg],
+    reps: usize,
+    on_disk: bool,
+    expected_total_uj: u64,
+    keys: Option<&KeyRing>,
+) -> Row {
+    let gs = groups(data);
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = if on_disk {
+            store::open(&dir.path().join("ledger.sqlite")).unwrap()
+        } else {
+            store::open_in_memory().unwrap()
+        };
+        let mut ing =
+            Ingestor::new(conn, Limits::default()).with_keys(keys.cloned().unwrap_or_default());
+        let p = ing.preparer();
+        let mut elapsed = Duration::ZERO;
+        let mut accepted = 0usize;
+        for (msgs, now) in &gs {
+            let mut prepared: Vec<Prepared> = msgs.iter().map(|m| p.prepare(m, *now)).collect();
+            let t = Instant::now();
+            let out = ing.commit_group(msgs, &mut prepared, *now).unwrap();
+            elapsed += t.elapsed();
+            accepted += out
+                .iter()
+                .filter(|o| matches!(o, Outcome::Accepted(_)))
+                .count();
+        }
+        times.push(elapsed);
+        assert_eq!(accepted, data.iter().filter(|m| !m.duplicate).count());
+        let total: u128 = store::totals(ing.conn())
+            .unwrap()
+            .iter()
+            .map(|(_, _, a)| a.measured + a.estimated)
+            .sum();
+        assert_eq!(total, u128::from(expected_total_uj));
+    }
+    Row {
+        name,
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
+/// `Metrics::accepted_group` of each group's accepted batches (the
+/// writer's work after each commit), timed alone.
+fn bench_metrics(data: &[Msg], reps: usize) -> Row {
+    let gs = groups(data);
+    let mut ing = Ingestor::new(store::open_in_memory().unwrap(), Limits::default());
+    let batches: Vec<(Vec<vigie_protocol::TelemetryBatch>, i64)> = gs
+        .iter()
+        .map(|(msgs, now)| {
+            let out = ing.ingest_group(msgs, *now).unwrap();
+            let b = out
+                .into_iter()
+                .filter_map(|o| match o {
+                    Outcome::Accepted(b) => Some(b),
+                    _ => None,
+                })
+                .collect();
+            (b, *now)
+        })
+        .collect();
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let m = Metrics::new("FR", vigie_energy::GramsPerKwh(50.0));
+        let t = Instant::now();
+        for (b, now) in &batches {
+            m.accepted_group(b, *now);
+        }
+        times.push(t.elapsed());
+    }
+    Row {
+        name: "metrics (accepted_group)",
+        messages: data.len(),
+        readings: data.iter().map(|m| m.readings).sum(),
+        times,
+    }
+}
+
 fn main() {
     let slices = env_usize("VIGIE_BENCH_SLICES", 10);
     let reps = env_usize("VIGIE_BENCH_REPS", 5).max(1);
@@ -414,6 +535,26 @@ fn main() {
             total_uj,
             Some(&ring),
         ),
+        bench_prepare("prepare only", &data, reps, None),
+        bench_prepare("prepare only, signed", &signed_data, reps, Some(&ring)),
+        bench_commit("commit only, in-memory", &data, reps, false, total_uj, None),
+        bench_commit(
+            "commit only, on-disk",
+            &data,
+            disk_reps,
+            true,
+            total_uj,
+            None,
+        ),
+        bench_commit(
+            "commit only, on-disk, signed",
+            &signed_data,
+            disk_reps,
+            true,
+            total_uj,
+            Some(&ring),
+        ),
+        bench_metrics(&data, reps),
     ];
 
     println!(
@@ -455,8 +596,14 @@ fn main() {
         "ingest, in-memory, signed",
         "ingest, on-disk WAL FULL",
         "ingest, on-disk, signed",
+        "prepare only",
+        "prepare only, signed",
+        "commit only, in-memory",
+        "commit only, on-disk",
+        "commit only, on-disk, signed",
+        "metrics (accepted_group)",
     ] {
-        println!("  {n:<27} {:>8.2}", per_msg(by_name(n)));
+        println!("  {n:<28} {:>8.2}", per_msg(by_name(n)));
     }
     for (plain, signed) in [
         ("ingest, in-memory", "ingest, in-memory, signed"),

@@ -222,6 +222,11 @@ pub struct IngestConfig {
     /// Most messages committed in one transaction.
     #[serde(default = "d_group")]
     pub max_group: usize,
+    /// Threads decoding, validating and verifying messages before the
+    /// ledger writer commits them (0: the available cores less one, at
+    /// least 1).
+    #[serde(default)]
+    pub prepare_threads: usize,
     /// Most distinct sensors one host may have in the ledger: a batch
     /// that would add more is refused (`too_many_sensors`), so a faulty
     /// or hostile agent cannot grow the ledger and the metrics without
@@ -317,6 +322,17 @@ pub enum KeysError {
 }
 
 impl IngestConfig {
+    /// The threads preparing messages: `prepare_threads`, or, when 0,
+    /// the available cores less the writer's, at least 1.
+    pub fn prepare_threads(&self) -> usize {
+        match self.prepare_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+            n => n,
+        }
+    }
+
     /// Every host's verified public keys, from `keys` and `keys_dir`.
     /// Empty when none is configured (messages are then not checked).
     pub fn key_ring(&self) -> Result<crate::ingest::KeyRing, KeysError> {

@@ -41,7 +41,7 @@ pub mod site_kpi;
 pub use vigie_ledger::store;
 
 use config::CollectorConfig;
-use ingest::{Ingestor, Message, Outcome};
+use ingest::{Ingestor, Message, Outcome, Prepared, Preparer};
 use metrics::Metrics;
 use std::future::Future;
 use std::sync::Arc;
@@ -242,18 +242,34 @@ pub async fn run(
     // HTTP while nothing reaches the ledger; unacknowledged messages stay
     // with the broker for the restarted collector.
     let (writer_alive_tx, mut writer_dead) = tokio::sync::oneshot::channel::<()>();
+    // Decoding, validation and signatures on their own thread(s), a group
+    // ahead of the writer; one prepared group waits between them.
+    let (groups_tx, groups_rx) = std::sync::mpsc::sync_channel::<Group>(1);
+    let preparing = {
+        let preparer = ingestor.preparer();
+        let max_group = cfg.ingest.max_group.max(1);
+        let threads = cfg.ingest.prepare_threads();
+        tracing::info!(threads, "ledger prepare threads");
+        std::thread::Builder::new()
+            .name("ledger-prepare".into())
+            .spawn(move || prepare_loop(&preparer, rx, &groups_tx, max_group, threads))
+            .map_err(|source| CollectorError::Io {
+                context: "starting the ledger prepare thread".into(),
+                source,
+            })?
+    };
     let writer = {
         let metrics = metrics.clone();
         let stopping = stopping.clone();
         let busy_since = busy_since.clone();
-        let max_group = cfg.ingest.max_group.max(1);
         let alive = writer_alive_tx;
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                // Dropped when the thread ends, by return or by panic.
+                // Dropped when the thread ends, by return or by panic
+                // (the prepare thread ending ends it too).
                 let _alive = alive;
-                writer_loop(ingestor, rx, &metrics, max_group, &stopping, &busy_since)
+                writer_loop(ingestor, groups_rx, &metrics, &stopping, &busy_since)
             })
             .map_err(|source| CollectorError::Io {
                 context: "starting the ledger writer".into(),
@@ -430,8 +446,13 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
         Ok(Ok(())) => {}
     }
-    // The channel is closed now; the writer commits what it holds and exits.
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    // The channel is closed now; the prepare thread hands on what it
+    // holds, and the writer commits it and exits.
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = preparing.join();
+        writer.join()
+    })
+    .await;
     if writer_died {
         return Err(CollectorError::WriterDied);
     }
@@ -478,12 +499,15 @@ fn refresh_signal_gauges(
 
 /// Shows a committed group's outcomes in the metrics. Only what was
 /// applied makes per-host series: a refused message (a new host past
-/// `ingest.max_hosts` among them) only counts its reason.
+/// `ingest.max_hosts` among them) only counts its reason. The accepted
+/// batches are accounted together ([`Metrics::accepted_group`]), those
+/// before an inventory change with the inventory they were committed under.
 fn record(metrics: &Metrics, outcomes: &[Outcome], now: i64) {
+    let mut accepted: Vec<&vigie_protocol::TelemetryBatch> = Vec::new();
     for o in outcomes {
         metrics.message();
         match o {
-            Outcome::Accepted(batch) => metrics.accepted(batch, now),
+            Outcome::Accepted(batch) => accepted.push(batch),
             Outcome::Duplicate => metrics.duplicate(),
             Outcome::Rejected { reason, .. } => metrics.rejected(reason),
             Outcome::Status {
@@ -497,63 +521,134 @@ fn record(metrics: &Metrics, outcomes: &[Outcome], now: i64) {
                 }
             }
             Outcome::Meta { host, uncounted } => {
+                metrics.accepted_group(accepted.drain(..), now);
                 metrics.set_uncounted(host, uncounted.clone());
             }
             Outcome::Cleared | Outcome::Deferred => {}
         }
     }
+    metrics.accepted_group(accepted, now);
 }
 
-/// Commits groups of deliveries and acknowledges them after each commit.
-/// A failed commit is retried (nothing is acknowledged, nothing dropped)
-/// until it succeeds or the collector stops, in which case the broker
-/// redelivers the messages to the next run.
-fn writer_loop(
-    mut ingestor: Ingestor,
+/// A group of deliveries and their prepared work, from the preparing
+/// thread to the writer.
+#[derive(Default)]
+struct Group {
+    messages: Vec<Message>,
+    prepared: Vec<Prepared>,
+    acks: Vec<mqtt::Ack>,
+    received: Vec<i64>,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn push(&mut self, d: mqtt::Delivery) {
+        self.messages.push(d.message);
+        self.acks.push(d.ack);
+        self.received.push(d.received_ms);
+    }
+}
+
+/// Forms groups of at most `max_group` deliveries as they come, prepares
+/// each ([`Preparer::prepare`]: decoding, validation, signatures, sums)
+/// on `threads` threads (this one and `threads - 1` others), and hands
+/// it to the writer. While the writer commits one group, the next is
+/// being prepared; `out` holds one more, so at most three groups are
+/// past the receive channel and the broker holds the rest.
+fn prepare_loop(
+    preparer: &Preparer,
     mut rx: mpsc::Receiver<mqtt::Delivery>,
-    metrics: &Metrics,
+    out: &std::sync::mpsc::SyncSender<Group>,
     max_group: usize,
-    stopping: &AtomicBool,
-    busy_since: &AtomicI64,
+    threads: usize,
 ) {
-    let mut messages: Vec<Message> = Vec::with_capacity(max_group);
-    let mut acks: Vec<mqtt::Ack> = Vec::with_capacity(max_group);
-    let mut received: Vec<i64> = Vec::with_capacity(max_group);
-    // Deferred by the group's bucket bound: first in the next group, so
-    // each is committed (and only then acknowledged) in its turn.
-    let mut carried: Vec<(Message, mqtt::Ack, i64)> = Vec::new();
     loop {
-        messages.clear();
-        acks.clear();
-        received.clear();
-        for (m, a, r) in carried.drain(..) {
-            messages.push(m);
-            acks.push(a);
-            received.push(r);
-        }
-        if messages.is_empty() {
-            let Some(d) = rx.blocking_recv() else {
-                break;
-            };
-            messages.push(d.message);
-            acks.push(d.ack);
-            received.push(d.received_ms);
-        }
-        while messages.len() < max_group {
+        let mut group = Group::default();
+        let Some(d) = rx.blocking_recv() else {
+            break;
+        };
+        group.push(d);
+        while group.len() < max_group {
             let Ok(d) = rx.try_recv() else {
                 break;
             };
-            messages.push(d.message);
-            acks.push(d.ack);
-            received.push(d.received_ms);
+            group.push(d);
         }
+        group.prepared = prepare_all(preparer, &group.messages, now_ms(), threads);
+        if out.send(group).is_err() {
+            // The writer is gone: nothing more can be committed.
+            break;
+        }
+    }
+}
+
+/// [`Preparer::prepare`] of each message, in order, split over `threads`
+/// threads.
+fn prepare_all(
+    preparer: &Preparer,
+    messages: &[Message],
+    now: i64,
+    threads: usize,
+) -> Vec<Prepared> {
+    let one =
+        |ms: &[Message]| -> Vec<Prepared> { ms.iter().map(|m| preparer.prepare(m, now)).collect() };
+    if threads <= 1 || messages.len() < 2 {
+        return one(messages);
+    }
+    let chunk = messages.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let others: Vec<_> = messages
+            .chunks(chunk)
+            .skip(1)
+            .map(|c| s.spawn(move || one(c)))
+            .collect();
+        let mut all = one(&messages[..chunk.min(messages.len())]);
+        for h in others {
+            match h.join() {
+                Ok(p) => all.extend(p),
+                // A panic while preparing is a bug: let it end this
+                // thread as it would have ended the writer.
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        all
+    })
+}
+
+/// Commits groups of prepared deliveries and acknowledges them after each
+/// commit. A failed commit is retried (nothing is acknowledged, nothing
+/// dropped) until it succeeds or the collector stops, in which case the
+/// broker redelivers the messages to the next run.
+fn writer_loop(
+    mut ingestor: Ingestor,
+    groups: std::sync::mpsc::Receiver<Group>,
+    metrics: &Metrics,
+    stopping: &AtomicBool,
+    busy_since: &AtomicI64,
+) {
+    // Deferred by the group's bucket bound, with their prepared work:
+    // committed first, on their own, so each is committed (and only then
+    // acknowledged) in its turn.
+    let mut carried = Group::default();
+    loop {
+        let mut group = if carried.len() > 0 {
+            std::mem::take(&mut carried)
+        } else {
+            let Ok(g) = groups.recv() else {
+                break;
+            };
+            g
+        };
         // Until this group commits, the lag gauges grow with its wait.
-        metrics.set_pending_since(received.iter().copied().min());
+        metrics.set_pending_since(group.received.iter().copied().min());
         loop {
             let started = Instant::now();
             let now = now_ms();
             busy_since.store(now, Ordering::Relaxed);
-            let result = ingestor.ingest_group(&messages, now);
+            let result = ingestor.commit_group(&group.messages, &mut group.prepared, now);
             busy_since.store(0, Ordering::Relaxed);
             match result {
                 Ok(outcomes) => {
@@ -570,23 +665,35 @@ fn writer_loop(
                             "group at its minute-bucket bound; the rest waits for the next commit"
                         );
                     }
-                    for (((ack, message), r), o) in acks
-                        .drain(..)
-                        .zip(messages.drain(..))
-                        .zip(received.drain(..))
+                    let Group {
+                        messages,
+                        prepared,
+                        acks,
+                        received,
+                    } = group;
+                    for ((((ack, message), p), r), o) in acks
+                        .into_iter()
+                        .zip(messages)
+                        .zip(prepared)
+                        .zip(received)
                         .zip(&outcomes)
                     {
                         if matches!(o, Outcome::Deferred) {
-                            carried.push((message, ack, r));
+                            carried.messages.push(message);
+                            carried.prepared.push(p);
+                            carried.acks.push(ack);
+                            carried.received.push(r);
                         } else {
                             ack();
                         }
                     }
-                    metrics.set_pending_since(carried.iter().map(|c| c.2).min());
+                    metrics.set_pending_since(carried.received.iter().copied().min());
                     break;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, messages = messages.len(), "ledger commit failed; retrying, nothing acknowledged");
+                    // The prepared work it used up is prepared again by
+                    // the next try.
+                    tracing::error!(error = %e, messages = group.len(), "ledger commit failed; retrying, nothing acknowledged");
                     if stopping.load(Ordering::SeqCst) {
                         return;
                     }
@@ -648,5 +755,41 @@ mod tests {
             "{text}"
         );
         assert_eq!(store::hosts(ing.conn()).unwrap().len(), 3);
+    }
+    #[test]
+    fn a_group_prepared_on_several_threads_commits_as_on_one() {
+        let msgs: Vec<Message> = (0..37u64)
+            .map(|seq| {
+                let mut b = samples::telemetry();
+                // Every third one a redelivery of the one before.
+                b.seq = seq - seq / 3;
+                Message {
+                    topic: "vigie/v1/par1/node-01/telemetry".into(),
+                    payload: serde_json::to_vec(&b).unwrap(),
+                }
+            })
+            .collect();
+        let now = 1_795_000_020_000;
+        let outcomes = |threads: usize| {
+            let mut ing = Ingestor::new(
+                store::open_in_memory().unwrap(),
+                vigie_protocol::Limits::default(),
+            );
+            let mut p = prepare_all(&ing.preparer(), &msgs, now, threads);
+            assert_eq!(p.len(), msgs.len());
+            let out = ing.commit_group(&msgs, &mut p, now).unwrap();
+            (out, store::totals(ing.conn()).unwrap())
+        };
+        let one = outcomes(1);
+        assert_eq!(
+            one.0
+                .iter()
+                .filter(|o| matches!(o, Outcome::Duplicate))
+                .count(),
+            12
+        );
+        for threads in [2, 3, 8, 64] {
+            assert_eq!(outcomes(threads), one, "{threads} threads");
+        }
     }
 }

@@ -295,6 +295,8 @@ pub struct Metrics {
     /// Each host's lag at its latest commit, in seconds: what the lag
     /// gauge shows while the writer keeps up.
     lag_at_commit: std::sync::Mutex<HashMap<String, f64>>,
+    /// Handles on each accepted host's series (see `accepted_group`).
+    series: std::sync::Mutex<HashMap<String, HostSeries>>,
     /// Receive time (Unix ms) of the oldest message not committed yet;
     /// 0 while the writer has nothing pending.
     pending_since_ms: std::sync::atomic::AtomicI64,
@@ -639,6 +641,7 @@ impl Metrics {
             uncounted: std::sync::RwLock::new(HashMap::new()),
             lag,
             lag_at_commit: std::sync::Mutex::new(HashMap::new()),
+            series: std::sync::Mutex::new(HashMap::new()),
             pending_since_ms: std::sync::atomic::AtomicI64::new(0),
             last_batch,
             online,
@@ -741,19 +744,15 @@ impl Metrics {
         *self.meter_index.write().unwrap_or_else(|p| p.into_inner()) = index;
     }
 
-    fn add_meter_energy(
-        &self,
-        meters: &[(String, &'static str)],
-        host: &str,
-        r: &vigie_protocol::Reading,
-    ) {
-        let e = Microjoules(r.energy_uj);
+    /// Adds a group's energy of one meter sensor and quality to its
+    /// meters' counters (the grid import's grams follow as hours close).
+    fn add_meter_energy(&self, meters: &[(String, &'static str)], q: Quality, e: Microjoules) {
         for (meter, role) in meters {
             self.meter_energy
                 .get_or_create(&MeterEnergyLabels {
                     meter: meter.clone(),
                     role: (*role).to_owned(),
-                    quality: quality_label(r.quality).to_owned(),
+                    quality: quality_label(q).to_owned(),
                 })
                 .inc_by(e.as_joules());
             if *role == "grid-import" {
@@ -763,9 +762,22 @@ impl Metrics {
                 drop(self.site_emissions.get_or_create(&MeterLabels {
                     meter: meter.clone(),
                 }));
-                self.site_emissions_dirty_from
-                    .fetch_min(r.start_ms, std::sync::atomic::Ordering::AcqRel);
             }
+        }
+    }
+
+    /// Notes one reading of a meter sensor: the hour from which the site
+    /// emission counter must recount (grid import), and the reading in the
+    /// sensor's power window.
+    fn note_meter_reading(
+        &self,
+        meters: &[(String, &'static str)],
+        host: &str,
+        r: &vigie_protocol::Reading,
+    ) {
+        if meters.iter().any(|(_, role)| *role == "grid-import") {
+            self.site_emissions_dirty_from
+                .fetch_min(r.start_ms, std::sync::atomic::Ordering::AcqRel);
         }
         self.meter_readings
             .lock()
@@ -1106,96 +1118,198 @@ impl Metrics {
     }
 
     /// Accounts a batch committed at `now_ms`: energy, emissions, latest
-    /// power, lag, and the host's last batch time.
+    /// power, lag, and the host's last batch time. The same as
+    /// [`Metrics::accepted_group`] of this one batch.
     pub fn accepted(&self, batch: &TelemetryBatch, now_ms: i64) {
-        let host = &batch.host;
-        let mut latest_end = i64::MIN;
-        let mut host_counted = false;
+        self.accepted_group([batch], now_ms);
+    }
+
+    /// Accounts the batches of one group committed at `now_ms`, in their
+    /// order: energy, emissions, latest power, lag, and each host's last
+    /// batch time. The readings are first summed per (host, sensor,
+    /// quality) in exact microjoules, on borrowed names; each series is
+    /// then updated once per group through a handle kept per (host,
+    /// sensor), so no label is built or looked up per reading. The handles
+    /// are as many as the series themselves: bounded by the ingest limits
+    /// (`ingest.max_hosts` x `ingest.max_sensors_per_host`).
+    pub fn accepted_group<'a>(
+        &self,
+        batches: impl IntoIterator<Item = &'a TelemetryBatch>,
+        now_ms: i64,
+    ) {
+        let mut hosts: Vec<HostSums<'a>> = Vec::new();
+        let mut host_at: HashMap<&'a str, usize> = HashMap::new();
+        let mut readings = 0u64;
+        let mut first_start = i64::MAX;
         let index = self.meter_index.read().unwrap_or_else(|p| p.into_inner());
-        let host_meters = index.get(host);
-        let uncounted = self.uncounted.read().unwrap_or_else(|p| p.into_inner());
-        let uncounted = uncounted.get(host);
-        for r in &batch.readings {
-            let e = Microjoules(r.energy_uj);
-            if let Some(meters) = host_meters.and_then(|h| h.get(&r.sensor)) {
-                self.add_meter_energy(meters, host, r);
+        for batch in batches {
+            let i = *host_at.entry(batch.host.as_str()).or_insert_with(|| {
+                hosts.push(HostSums::new(&batch.host));
+                hosts.len() - 1
+            });
+            let h = &mut hosts[i];
+            readings += batch.readings.len() as u64;
+            let mut latest_end = i64::MIN;
+            for r in &batch.readings {
+                let s = h.sensor(&r.sensor);
+                let e = Microjoules(r.energy_uj);
+                let q = usize::from(r.quality == Quality::Estimated);
+                s.uj[q] = s.uj[q].saturating_add(u128::from(r.energy_uj));
+                s.seen[q] = true;
+                let power = r
+                    .power_w
+                    .or_else(|| vigie_energy::average_power(e, r.end_ms - r.start_ms).map(|w| w.0));
+                if power.is_some() {
+                    s.power = power;
+                }
+                latest_end = latest_end.max(r.end_ms);
+                first_start = first_start.min(r.start_ms);
+                if let Some(meters) = index
+                    .get(batch.host.as_str())
+                    .and_then(|m| m.get(&r.sensor))
+                {
+                    self.note_meter_reading(meters, &batch.host, r);
+                }
             }
-            self.energy
-                .get_or_create(&EnergyLabels {
-                    host: host.clone(),
-                    sensor: r.sensor.clone(),
-                    quality: quality_label(r.quality).to_owned(),
-                })
-                .inc_by(e.as_joules());
-            let counted = uncounted.is_none_or(|s| !s.contains(&r.sensor));
-            self.in_total
-                .get_or_create(&SensorLabels {
-                    host: host.clone(),
-                    sensor: r.sensor.clone(),
-                })
-                .set(i64::from(counted));
-            if counted {
-                self.host_energy
-                    .get_or_create(&HostQualityLabels {
-                        host: host.clone(),
-                        quality: quality_label(r.quality).to_owned(),
-                    })
-                    .inc_by(e.as_joules());
-                host_counted = true;
-            }
-            let power = r
-                .power_w
-                .or_else(|| vigie_energy::average_power(e, r.end_ms - r.start_ms).map(|w| w.0));
-            if let Some(p) = power {
-                self.power
-                    .get_or_create(&SensorLabels {
-                        host: host.clone(),
-                        sensor: r.sensor.clone(),
-                    })
-                    .set(p);
-            }
-            latest_end = latest_end.max(r.end_ms);
-        }
-        for g in &batch.gauges {
-            // Latest by time: batches may arrive out of order.
-            let labels = GaugeLabels {
-                host: host.clone(),
-                sensor: g.sensor.clone(),
-                quantity: g.quantity.as_str().to_owned(),
-            };
-            let mut seen = self.gauge_times.lock().unwrap_or_else(|p| p.into_inner());
-            let t = seen.entry(labels.clone()).or_insert(i64::MIN);
-            if g.at_ms >= *t {
-                *t = g.at_ms;
-                self.gauges.get_or_create(&labels).set(g.value);
+            h.gauges.extend(&batch.gauges);
+            // The lag is that of the host's last batch with readings.
+            if !batch.readings.is_empty() {
+                h.latest_end = Some(latest_end);
             }
         }
-        self.last_batch(host, now_ms);
-        self.readings.inc_by(batch.readings.len() as u64);
-        if batch.readings.is_empty() {
+        if hosts.is_empty() {
             return;
         }
-        // The grams follow as the hours close (`set_host_emissions`); the
-        // series shows from the host's first counted energy.
-        if host_counted {
-            drop(
-                self.emissions
-                    .get_or_create(&HostLabels { host: host.clone() }),
-            );
+        let uncounted = self.uncounted.read().unwrap_or_else(|p| p.into_inner());
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for h in &hosts {
+            let host_meters = index.get(h.host);
+            let uncounted = uncounted.get(h.host);
+            let hs = match series.get_mut(h.host) {
+                Some(hs) => hs,
+                None => series
+                    .entry(h.host.to_owned())
+                    .or_insert_with(|| HostSeries::new(self, h.host)),
+            };
+            let mut host_uj = [0u128; 2];
+            let mut host_seen = [false; 2];
+            for s in &h.sensors {
+                let ss = match hs.sensors.get_mut(s.sensor) {
+                    Some(ss) => ss,
+                    None => hs
+                        .sensors
+                        .entry(s.sensor.to_owned())
+                        .or_insert_with(|| SensorSeries::new(self, h.host, s.sensor)),
+                };
+                let counted = uncounted.is_none_or(|u| !u.contains(s.sensor));
+                ss.in_total.set(i64::from(counted));
+                for (q, quality) in [Quality::Measured, Quality::Estimated]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if !s.seen[q] {
+                        continue;
+                    }
+                    let joules = s.uj[q] as f64 / 1e6;
+                    if let Some(meters) = host_meters.and_then(|m| m.get(s.sensor)) {
+                        let e = Microjoules(u64::try_from(s.uj[q]).unwrap_or(u64::MAX));
+                        self.add_meter_energy(meters, quality, e);
+                    }
+                    ss.energy[q]
+                        .get_or_insert_with(|| {
+                            self.energy
+                                .get_or_create(&EnergyLabels {
+                                    host: h.host.to_owned(),
+                                    sensor: s.sensor.to_owned(),
+                                    quality: quality_label(quality).to_owned(),
+                                })
+                                .clone()
+                        })
+                        .inc_by(joules);
+                    if counted {
+                        host_uj[q] = host_uj[q].saturating_add(s.uj[q]);
+                        host_seen[q] = true;
+                    }
+                }
+                if let Some(p) = s.power {
+                    ss.power
+                        .get_or_insert_with(|| {
+                            self.power
+                                .get_or_create(&SensorLabels {
+                                    host: h.host.to_owned(),
+                                    sensor: s.sensor.to_owned(),
+                                })
+                                .clone()
+                        })
+                        .set(p);
+                }
+            }
+            for (q, quality) in [Quality::Measured, Quality::Estimated]
+                .into_iter()
+                .enumerate()
+            {
+                if host_seen[q] {
+                    hs.host_energy[q]
+                        .get_or_insert_with(|| {
+                            self.host_energy
+                                .get_or_create(&HostQualityLabels {
+                                    host: h.host.to_owned(),
+                                    quality: quality_label(quality).to_owned(),
+                                })
+                                .clone()
+                        })
+                        .inc_by(host_uj[q] as f64 / 1e6);
+                }
+            }
+            for g in &h.gauges {
+                // Latest by time: batches may arrive out of order.
+                let labels = GaugeLabels {
+                    host: h.host.to_owned(),
+                    sensor: g.sensor.clone(),
+                    quantity: g.quantity.as_str().to_owned(),
+                };
+                let mut seen = self.gauge_times.lock().unwrap_or_else(|p| p.into_inner());
+                let t = seen.entry(labels.clone()).or_insert(i64::MIN);
+                if g.at_ms >= *t {
+                    *t = g.at_ms;
+                    self.gauges.get_or_create(&labels).set(g.value);
+                }
+            }
+            hs.last_batch.set(now_ms as f64 / 1e3);
+            let Some(latest_end) = h.latest_end else {
+                continue;
+            };
+            // The grams follow as the hours close (`set_host_emissions`);
+            // the series shows from the host's first counted energy.
+            if !hs.emissions_shown && host_seen.iter().any(|s| *s) {
+                drop(self.emissions.get_or_create(&HostLabels {
+                    host: h.host.to_owned(),
+                }));
+                hs.emissions_shown = true;
+            }
+            let lag = (now_ms - latest_end) as f64 / 1000.0;
+            let mut at_commit = self.lag_at_commit.lock().unwrap_or_else(|p| p.into_inner());
+            match at_commit.get_mut(h.host) {
+                Some(l) => *l = lag,
+                None => {
+                    at_commit.insert(h.host.to_owned(), lag);
+                }
+            }
+            hs.lag
+                .get_or_insert_with(|| {
+                    self.lag
+                        .get_or_create(&HostLabels {
+                            host: h.host.to_owned(),
+                        })
+                        .clone()
+                })
+                .set(lag);
         }
-        let first = batch.readings.iter().map(|r| r.start_ms).min();
-        if let Some(first) = first {
+        self.readings.inc_by(readings);
+        if first_start != i64::MAX {
             self.emissions_dirty_from
-                .fetch_min(first, std::sync::atomic::Ordering::AcqRel);
+                .fetch_min(first_start, std::sync::atomic::Ordering::AcqRel);
         }
-        let lag = (now_ms - latest_end) as f64 / 1000.0;
-        self.lag_at_commit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host.clone(), lag);
-        self.lag
-            .get_or_create(&HostLabels { host: host.clone() })
-            .set(lag);
     }
 
     /// How long the oldest received message has waited uncommitted at
@@ -1264,6 +1378,117 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One host's readings in a group, summed per sensor on borrowed names
+/// ([`Metrics::accepted_group`]).
+struct HostSums<'a> {
+    host: &'a str,
+    sensors: Vec<SensorSums<'a>>,
+    /// Position of each sensor in `sensors`.
+    at: HashMap<&'a str, usize>,
+    /// Where the next reading's sensor is looked for first: a batch
+    /// holds its sensors tick after tick, or in runs.
+    guess: usize,
+    gauges: Vec<&'a vigie_protocol::Gauge>,
+    /// Latest reading end of the host's last batch with readings.
+    latest_end: Option<i64>,
+}
+
+/// One sensor's readings in a group: µJ per quality (measured,
+/// estimated), whether any reading had that quality, the latest power.
+struct SensorSums<'a> {
+    sensor: &'a str,
+    uj: [u128; 2],
+    seen: [bool; 2],
+    power: Option<f64>,
+}
+
+impl<'a> HostSums<'a> {
+    fn new(host: &'a str) -> Self {
+        HostSums {
+            host,
+            sensors: Vec::new(),
+            at: HashMap::new(),
+            guess: 0,
+            gauges: Vec::new(),
+            latest_end: None,
+        }
+    }
+
+    fn sensor(&mut self, sensor: &'a str) -> &mut SensorSums<'a> {
+        let i = match self.sensors.get(self.guess) {
+            Some(s) if s.sensor == sensor => self.guess,
+            _ => match self.at.get(sensor) {
+                Some(&i) => i,
+                None => {
+                    self.sensors.push(SensorSums {
+                        sensor,
+                        uj: [0; 2],
+                        seen: [false; 2],
+                        power: None,
+                    });
+                    self.at.insert(sensor, self.sensors.len() - 1);
+                    self.sensors.len() - 1
+                }
+            },
+        };
+        self.guess = if i + 1 < self.sensors.len() { i + 1 } else { 0 };
+        &mut self.sensors[i]
+    }
+}
+
+/// Handles on one host's series, kept so that a commit updates them
+/// without building labels ([`Metrics::accepted_group`]).
+struct HostSeries {
+    /// Per quality (measured, estimated); made at the first energy.
+    host_energy: [Option<FloatCounter>; 2],
+    /// Made at the first batch with readings.
+    lag: Option<FloatGauge>,
+    last_batch: FloatGauge,
+    /// Whether the emission series has been made.
+    emissions_shown: bool,
+    sensors: HashMap<String, SensorSeries>,
+}
+
+impl HostSeries {
+    fn new(m: &Metrics, host: &str) -> Self {
+        let labels = HostLabels {
+            host: host.to_owned(),
+        };
+        HostSeries {
+            host_energy: [None, None],
+            lag: None,
+            last_batch: m.last_batch.get_or_create(&labels).clone(),
+            emissions_shown: false,
+            sensors: HashMap::new(),
+        }
+    }
+}
+
+/// Handles on one (host, sensor)'s series.
+struct SensorSeries {
+    /// Per quality (measured, estimated); made at the first reading.
+    energy: [Option<FloatCounter>; 2],
+    /// Made at the first power figure.
+    power: Option<FloatGauge>,
+    in_total: Gauge,
+}
+
+impl SensorSeries {
+    fn new(m: &Metrics, host: &str, sensor: &str) -> Self {
+        SensorSeries {
+            energy: [None, None],
+            power: None,
+            in_total: m
+                .in_total
+                .get_or_create(&SensorLabels {
+                    host: host.to_owned(),
+                    sensor: sensor.to_owned(),
+                })
+                .clone(),
+        }
     }
 }
 
@@ -1531,5 +1756,86 @@ mod tests {
             !m.encode()
                 .contains(r#"vigie_ingest_lag_seconds{host="gauge-only"}"#)
         );
+    }
+    /// Every series of `text` and its value.
+    fn values(text: &str) -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, v) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_shows_the_same_figures_as_its_batches_one_by_one() {
+        // Two hosts, several batches each in arrival order (one older
+        // than the one before it, one with gauges only), a metered sensor
+        // and an uncounted one.
+        let mut batches = Vec::new();
+        for (h, host) in ["node-01", "node-02"].into_iter().enumerate() {
+            for k in 0..4i64 {
+                let mut b = samples::telemetry();
+                b.host = host.into();
+                b.seq = k as u64;
+                let shift = if k == 2 { -30_000 } else { k * 10_000 };
+                for (i, r) in b.readings.iter_mut().enumerate() {
+                    r.start_ms += shift;
+                    r.end_ms += shift;
+                    r.energy_uj += (h as u64 + 1) * 1_000 + k as u64 * 7 + i as u64;
+                    if k == 1 && i == 0 {
+                        r.power_w = None;
+                    }
+                }
+                for g in &mut b.gauges {
+                    g.at_ms += shift;
+                    g.value += k as f64;
+                }
+                if k == 3 && h == 1 {
+                    b.readings.clear();
+                }
+                batches.push(b);
+            }
+        }
+        let part = samples::telemetry().readings[1].sensor.clone();
+        let metered = samples::telemetry().readings[0].sensor.clone();
+        let setup = || {
+            let m = Metrics::new("FR", GramsPerKwh(3_600_000.0));
+            m.set_uncounted("node-02", HashSet::from([part.clone()]));
+            m.set_meter_sensors(vec![(
+                "node-01".into(),
+                metered.clone(),
+                "grid".into(),
+                "grid-import",
+            )]);
+            m
+        };
+        let now = 1_795_000_100_000;
+        let (one_by_one, grouped) = (setup(), setup());
+        for b in &batches {
+            one_by_one.accepted(b, now);
+        }
+        grouped.accepted_group(&batches, now);
+        let (want, got) = (
+            values(&one_by_one.encode_at(now)),
+            values(&grouped.encode_at(now)),
+        );
+        assert_eq!(
+            want.keys().collect::<Vec<_>>(),
+            got.keys().collect::<Vec<_>>()
+        );
+        for (k, w) in &want {
+            let g = got[k];
+            assert!((w - g).abs() <= 1e-9 * w.abs().max(1.0), "{k}: {w} != {g}");
+        }
+        // And the figures are there: the meter, the lag of node-01's
+        // last batch, node-02's host energy without its part.
+        assert!(
+            got.keys()
+                .any(|k| k.starts_with("vigie_meter_energy_joules_total"))
+        );
+        assert_eq!(got[r#"vigie_ingest_lag_seconds{host="node-01"}"#], 59.0);
+        assert_eq!(got["vigie_ingest_readings_total"], 14.0);
     }
 }

@@ -8,6 +8,7 @@ use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use vigie_energy::{HOUR_MS, MINUTE_MS, Microjoules, split_interval};
 use vigie_protocol::{
     HostMeta, Limits, Quality, Rejection, Status, StatusMessage, TelemetryBatch, Topic, TopicKind,
@@ -75,7 +76,8 @@ pub const DEFAULT_MAX_HOSTS: usize = 10_000;
 /// Owns the ledger's write connection.
 pub struct Ingestor {
     conn: Connection,
-    limits: Limits,
+    /// Limits and keys: what is checked before the ledger.
+    preparer: Preparer,
     pending: Pending,
     /// Distinct sensors per host in the ledger (committed).
     sensors: HashMap<String, HashSet<String>>,
@@ -94,9 +96,6 @@ pub struct Ingestor {
     cumulative: BTreeMap<(String, u64, String), Cumulative>,
     /// Hosts whose known losses changed in the last committed group.
     losses_changed: HashSet<String>,
-    /// Keys per host; when not empty every message must be signed by its
-    /// topic host's key.
-    keys: KeyRing,
 }
 
 impl Ingestor {
@@ -106,7 +105,10 @@ impl Ingestor {
     pub fn new(conn: Connection, limits: Limits) -> Self {
         Ingestor {
             conn,
-            limits,
+            preparer: Preparer {
+                keys: Arc::new(KeyRing::new()),
+                limits: Arc::new(limits),
+            },
             pending: Pending::default(),
             sensors: HashMap::new(),
             staged: HashMap::new(),
@@ -120,7 +122,6 @@ impl Ingestor {
             max_group_buckets: u64::MAX,
             cumulative: BTreeMap::new(),
             losses_changed: HashSet::new(),
-            keys: KeyRing::new(),
         }
     }
 
@@ -130,7 +131,7 @@ impl Ingestor {
     /// ring changes nothing: signed messages are then taken without
     /// checking their trailer, as unsigned ones are.
     pub fn with_keys(mut self, keys: KeyRing) -> Self {
-        self.keys = keys;
+        self.preparer.keys = Arc::new(keys);
         self
     }
 
@@ -203,9 +204,44 @@ impl Ingestor {
     /// clock. On `Err` nothing was committed and the messages must not be
     /// acknowledged; on `Ok` every message is settled (accepted, duplicate,
     /// rejected into quarantine, or applied) and may be acknowledged.
+    ///
+    /// The same as [`Preparer::prepare`] on each message, then
+    /// [`Ingestor::commit_group`], on this thread.
     pub fn ingest_group(
         &mut self,
         msgs: &[Message],
+        now_ms: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut prepared: Vec<Prepared> = msgs
+            .iter()
+            .map(|m| self.preparer.prepare(m, now_ms))
+            .collect();
+        self.commit_group(msgs, &mut prepared, now_ms)
+    }
+
+    /// What works out, on any thread, the part of ingest that needs no
+    /// ledger: decoding, validation, signatures, the payload digest and
+    /// the batch's minute, hour and per-sensor sums.
+    pub fn preparer(&self) -> Preparer {
+        self.preparer.clone()
+    }
+
+    /// Commits `msgs` in one transaction, `prepared[i]` being
+    /// [`Preparer::prepare`] of `msgs[i]` (a slice of another length is
+    /// a caller's bug: the extra entries are left out). What needs the
+    /// ledger and the group's state happens here, in message order: the
+    /// sensor and host limits, the group's bucket bound, the dedupe key,
+    /// the energy and every other write, and the quarantine of rejected
+    /// messages. Same contract as [`Ingestor::ingest_group`].
+    ///
+    /// The prepared work of each settled message is used up; that of a
+    /// [`Outcome::Deferred`] one is left for the group that takes it. A
+    /// used-up entry (after an `Err`, say) is prepared again here, so a
+    /// failed commit is retried by calling this again with the same slices.
+    pub fn commit_group(
+        &mut self,
+        msgs: &[Message],
+        prepared: &mut [Prepared],
         now_ms: i64,
     ) -> Result<Vec<Outcome>, StoreError> {
         self.pending.clear();
@@ -216,158 +252,138 @@ impl Ingestor {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(msgs.len());
         let mut group_buckets = 0u64;
-        for m in msgs {
-            let outcome = match Topic::parse(&m.topic) {
-                Err(e) => reject(Rejection::BadTopic(e)),
-                Ok(topic) if m.payload.is_empty() && topic.kind != TopicKind::Telemetry => {
-                    Outcome::Cleared
-                }
-                Ok(topic) => match authenticate(&self.keys, &self.limits, &topic, &m.payload) {
-                    Err(r) => reject(r),
-                    Ok(body) => match topic.kind {
-                        TopicKind::Telemetry => {
-                            let decoded = decode_telemetry(&topic, body, now_ms, &self.limits)
-                                .and_then(|b| {
-                                    let new = new_sensors(
-                                        &self.sensors,
-                                        &self.staged,
-                                        self.max_sensors_per_host,
-                                        &b,
-                                    )?;
-                                    self.hosts.admit(&b.host)?;
-                                    Ok((b, new))
-                                });
-                            let buckets = decoded
-                                .as_ref()
-                                .map_or(0, |(b, _)| minute_buckets(&b.readings));
-                            match decoded {
-                                Err(r) => reject(r),
-                                Ok(_)
-                                    if group_buckets > 0
-                                        && group_buckets.saturating_add(buckets)
-                                            > self.max_group_buckets =>
-                                {
-                                    Outcome::Deferred
-                                }
-                                Ok((batch, new)) => {
-                                    let digest: [u8; 32] = Sha256::digest(body).into();
-                                    match store::insert_batch_key(
+        for (m, p) in msgs.iter().zip(prepared.iter_mut()) {
+            let prep = match std::mem::replace(&mut p.0, Prep::Spent) {
+                Prep::Spent => self.preparer.prepare(m, now_ms).0,
+                prep => prep,
+            };
+            let outcome = match prep {
+                Prep::Spent | Prep::Cleared => Outcome::Cleared,
+                Prep::Rejected { reason, detail } => Outcome::Rejected { reason, detail },
+                Prep::Telemetry(ready) => {
+                    let checked = new_sensors(
+                        &self.sensors,
+                        &self.staged,
+                        self.max_sensors_per_host,
+                        &ready.batch,
+                    )
+                    .and_then(|new| {
+                        self.hosts.admit(&ready.batch.host)?;
+                        Ok(new)
+                    });
+                    match checked {
+                        Err(r) => reject(r),
+                        Ok(_)
+                            if group_buckets > 0
+                                && group_buckets.saturating_add(ready.buckets)
+                                    > self.max_group_buckets =>
+                        {
+                            // Kept as prepared, for the group that takes it.
+                            p.0 = Prep::Telemetry(ready);
+                            Outcome::Deferred
+                        }
+                        Ok(new) => {
+                            let Ready {
+                                batch,
+                                digest,
+                                buckets,
+                                minutes,
+                                hours,
+                                span,
+                                cumulative,
+                            } = *ready;
+                            match store::insert_batch_key(
+                                &tx,
+                                &batch.host,
+                                batch.epoch,
+                                batch.seq,
+                                &batch.boot_id,
+                                now_ms,
+                                batch.readings.len(),
+                                &digest,
+                            )? {
+                                KeyInsert::New => {
+                                    self.hosts.stage(&batch.host);
+                                    if !new.is_empty() {
+                                        self.staged
+                                            .entry(batch.host.clone())
+                                            .or_default()
+                                            .extend(new);
+                                    }
+                                    group_buckets = group_buckets.saturating_add(buckets);
+                                    accumulate(&mut self.pending, &batch.host, minutes, hours);
+                                    let holes = losses::record_span(
                                         &tx,
                                         &batch.host,
                                         batch.epoch,
                                         batch.seq,
-                                        &batch.boot_id,
-                                        now_ms,
-                                        batch.readings.len(),
-                                        &digest,
-                                    )? {
-                                        KeyInsert::New => {
-                                            self.hosts.stage(&batch.host);
-                                            if !new.is_empty() {
-                                                self.staged
-                                                    .entry(batch.host.clone())
-                                                    .or_default()
-                                                    .extend(new);
-                                            }
-                                            group_buckets = group_buckets.saturating_add(buckets);
-                                            accumulate(&mut self.pending, &batch);
-                                            let holes = losses::record_span(
-                                                &tx,
-                                                &batch.host,
-                                                batch.epoch,
-                                                batch.seq,
-                                                span(&batch),
-                                            )?;
-                                            if !holes.is_zero() {
-                                                losses_changed.insert(batch.host.clone());
-                                            }
-                                            cumulate(&mut self.cumulative, &batch);
-                                            store::record_registers(
-                                                &tx,
-                                                &batch.host,
-                                                &batch.gauges,
-                                            )?;
-                                            store::touch_host(
-                                                &tx,
-                                                &batch.site,
-                                                &batch.host,
-                                                &batch.boot_id,
-                                                batch.epoch,
-                                                batch.seq,
-                                                now_ms,
-                                            )?;
-                                            Outcome::Accepted(batch)
-                                        }
-                                        KeyInsert::Same | KeyInsert::Unknown => Outcome::Duplicate,
-                                        KeyInsert::Conflict { stored } => {
-                                            reject(Rejection::ConflictingDuplicate {
-                                                host: batch.host,
-                                                epoch: batch.epoch,
-                                                seq: batch.seq,
-                                                stored: hex(&stored),
-                                                received: hex(&digest),
-                                            })
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        TopicKind::Status => {
-                            match decode_small::<StatusMessage>(body, &self.limits)
-                                .and_then(|s| self.hosts.admit(&topic.host).map(|()| s))
-                            {
-                                Err(r) => reject(r),
-                                Ok(s) => {
-                                    self.hosts.stage(&topic.host);
-                                    let online = s.state == Status::Online;
-                                    store::set_status(
-                                        &tx,
-                                        &topic.site,
-                                        &topic.host,
-                                        online,
-                                        s.since_ms.unwrap_or(now_ms),
+                                        span,
                                     )?;
-                                    Outcome::Status {
-                                        host: topic.host,
-                                        online,
-                                        spool: s.spool,
+                                    if !holes.is_zero() {
+                                        losses_changed.insert(batch.host.clone());
                                     }
+                                    for (sensor, c) in cumulative {
+                                        self.cumulative
+                                            .entry((batch.host.clone(), batch.epoch, sensor))
+                                            .or_default()
+                                            .join(c);
+                                    }
+                                    store::record_registers(&tx, &batch.host, &batch.gauges)?;
+                                    store::touch_host(
+                                        &tx,
+                                        &batch.site,
+                                        &batch.host,
+                                        &batch.boot_id,
+                                        batch.epoch,
+                                        batch.seq,
+                                        now_ms,
+                                    )?;
+                                    Outcome::Accepted(batch)
+                                }
+                                KeyInsert::Same | KeyInsert::Unknown => Outcome::Duplicate,
+                                KeyInsert::Conflict { stored } => {
+                                    reject(Rejection::ConflictingDuplicate {
+                                        host: batch.host,
+                                        epoch: batch.epoch,
+                                        seq: batch.seq,
+                                        stored: hex(&stored),
+                                        received: hex(&digest),
+                                    })
                                 }
                             }
                         }
-                        TopicKind::Meta => match decode_small::<HostMeta>(body, &self.limits) {
-                            Err(r) => reject(r),
-                            Ok(meta) if meta.host != topic.host => {
-                                reject(Rejection::HostMismatch {
-                                    topic: topic.host,
-                                    payload: meta.host,
-                                })
-                            }
-                            Ok(meta) if meta.site != topic.site => {
-                                reject(Rejection::SiteMismatch {
-                                    topic: topic.site,
-                                    payload: meta.site,
-                                })
-                            }
-                            Ok(meta) => match self.hosts.admit(&topic.host) {
-                                Err(r) => reject(r),
-                                Ok(()) => {
-                                    self.hosts.stage(&topic.host);
-                                    let text = String::from_utf8_lossy(body);
-                                    store::set_meta(&tx, &topic.site, &topic.host, &text)?;
-                                    Outcome::Meta {
-                                        host: topic.host,
-                                        uncounted: meta
-                                            .sensors
-                                            .into_iter()
-                                            .filter(|s| !s.in_totals())
-                                            .map(|s| s.name)
-                                            .collect(),
-                                    }
-                                }
-                            },
-                        },
-                    },
+                    }
+                }
+                Prep::Status {
+                    site,
+                    host,
+                    online,
+                    since_ms,
+                    spool,
+                } => match self.hosts.admit(&host) {
+                    Err(r) => reject(r),
+                    Ok(()) => {
+                        self.hosts.stage(&host);
+                        store::set_status(&tx, &site, &host, online, since_ms.unwrap_or(now_ms))?;
+                        Outcome::Status {
+                            host,
+                            online,
+                            spool,
+                        }
+                    }
+                },
+                Prep::Meta {
+                    site,
+                    host,
+                    text,
+                    uncounted,
+                } => match self.hosts.admit(&host) {
+                    Err(r) => reject(r),
+                    Ok(()) => {
+                        self.hosts.stage(&host);
+                        store::set_meta(&tx, &site, &host, &text)?;
+                        Outcome::Meta { host, uncounted }
+                    }
                 },
             };
             if let Outcome::Rejected { reason, detail } = &outcome {
@@ -404,6 +420,145 @@ impl Ingestor {
         let staged = std::mem::take(&mut self.hosts.staged);
         self.hosts.known.extend(staged);
         Ok(outcomes)
+    }
+}
+
+/// The part of ingest that needs neither the ledger nor the group under
+/// way: shareable between threads (cheap to clone), so that decoding,
+/// validation and signature checks run on other cores than the one
+/// committing.
+#[derive(Clone)]
+pub struct Preparer {
+    keys: Arc<KeyRing>,
+    limits: Arc<Limits>,
+}
+
+/// A message's prepared work (see [`Preparer::prepare`]), for
+/// [`Ingestor::commit_group`].
+#[derive(Debug)]
+pub struct Prepared(Prep);
+
+#[derive(Debug)]
+enum Prep {
+    /// Used up by a commit.
+    Spent,
+    Cleared,
+    Rejected {
+        reason: &'static str,
+        detail: String,
+    },
+    Telemetry(Box<Ready>),
+    Status {
+        site: String,
+        host: String,
+        online: bool,
+        since_ms: Option<i64>,
+        spool: Option<vigie_protocol::SpoolHealth>,
+    },
+    Meta {
+        site: String,
+        host: String,
+        /// The inventory's JSON as kept.
+        text: String,
+        uncounted: HashSet<String>,
+    },
+}
+
+/// A valid batch and what its commit adds, worked out beforehand.
+#[derive(Debug)]
+struct Ready {
+    batch: TelemetryBatch,
+    /// SHA-256 of its JSON (kept with its dedupe key).
+    digest: [u8; 32],
+    /// Minute buckets it touches (the group bound's unit).
+    buckets: u64,
+    /// Its energy per (sensor, minute).
+    minutes: Vec<(String, i64, Amount)>,
+    /// Its energy per (sensor, hour), the sums of those minutes.
+    hours: Vec<(String, i64, Amount)>,
+    /// Earliest reading start and latest end.
+    span: Option<(i64, i64)>,
+    /// Per sensor, received energy and latest cumulative counter.
+    cumulative: Vec<(String, Cumulative)>,
+}
+
+impl Preparer {
+    /// Decodes, authenticates and validates `m` with `now_ms` the
+    /// collector's clock, and, for a valid batch, digests its JSON and
+    /// sums its energy per minute, hour and sensor. Reads no ledger.
+    pub fn prepare(&self, m: &Message, now_ms: i64) -> Prepared {
+        let rejected = |r: Rejection| Prep::Rejected {
+            reason: r.reason(),
+            detail: r.to_string(),
+        };
+        let prep = match Topic::parse(&m.topic) {
+            Err(e) => rejected(Rejection::BadTopic(e)),
+            Ok(topic) if m.payload.is_empty() && topic.kind != TopicKind::Telemetry => {
+                Prep::Cleared
+            }
+            Ok(topic) => match authenticate(&self.keys, &self.limits, &topic, &m.payload) {
+                Err(r) => rejected(r),
+                Ok(body) => match topic.kind {
+                    TopicKind::Telemetry => {
+                        match decode_telemetry(&topic, body, now_ms, &self.limits) {
+                            Err(r) => rejected(r),
+                            Ok(batch) => Prep::Telemetry(Box::new(ready(batch, body))),
+                        }
+                    }
+                    TopicKind::Status => match decode_small::<StatusMessage>(body, &self.limits) {
+                        Err(r) => rejected(r),
+                        Ok(s) => Prep::Status {
+                            site: topic.site,
+                            host: topic.host,
+                            online: s.state == Status::Online,
+                            since_ms: s.since_ms,
+                            spool: s.spool,
+                        },
+                    },
+                    TopicKind::Meta => match decode_small::<HostMeta>(body, &self.limits) {
+                        Err(r) => rejected(r),
+                        Ok(meta) if meta.host != topic.host => rejected(Rejection::HostMismatch {
+                            topic: topic.host,
+                            payload: meta.host,
+                        }),
+                        Ok(meta) if meta.site != topic.site => rejected(Rejection::SiteMismatch {
+                            topic: topic.site,
+                            payload: meta.site,
+                        }),
+                        Ok(meta) => Prep::Meta {
+                            site: topic.site,
+                            host: topic.host,
+                            text: String::from_utf8_lossy(body).into_owned(),
+                            uncounted: meta
+                                .sensors
+                                .into_iter()
+                                .filter(|s| !s.in_totals())
+                                .map(|s| s.name)
+                                .collect(),
+                        },
+                    },
+                },
+            },
+        };
+        Prepared(prep)
+    }
+}
+
+/// A valid batch with its digest and sums (see [`Ready`]).
+fn ready(batch: TelemetryBatch, body: &[u8]) -> Ready {
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    let buckets = minute_buckets(&batch.readings);
+    let (minutes, hours) = sums(&batch);
+    let span = span(&batch);
+    let cumulative = cumulate(&batch);
+    Ready {
+        batch,
+        digest,
+        buckets,
+        minutes,
+        hours,
+        span,
+        cumulative,
     }
 }
 
@@ -567,16 +722,16 @@ fn decode_small<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(payload).map_err(|e| Rejection::from_json_error(&e))
 }
 
-/// Adds a batch's readings into minute buckets, and each minute share into
-/// its hour, so an hour is always exactly the sum of its minutes.
-///
-/// The batch is first summed per (sensor, minute) on borrowed names, then
-/// each sum is added to the group's maps: a batch of one host's 10 s of 1 s
-/// samples touches a handful of buckets, so this clones the host and sensor
-/// names per bucket instead of per reading. Saturating addition of
-/// non-negative amounts is `min(sum, u64::MAX)` whatever the grouping, so
-/// the totals are the same as adding reading by reading.
-fn accumulate(p: &mut Pending, batch: &TelemetryBatch) {
+/// A batch's energy per (sensor, minute) and per (sensor, hour), each
+/// minute share going into its hour, so an hour is always exactly the sum
+/// of its minutes. Summed on borrowed names (a batch of one host's 10 s of
+/// 1 s samples touches a handful of buckets), so names are cloned per
+/// bucket, not per reading. Saturating addition of non-negative amounts
+/// is `min(sum, u64::MAX)` whatever the grouping, so the totals are the
+/// same as adding reading by reading.
+type Sums = Vec<(String, i64, Amount)>;
+
+fn sums(batch: &TelemetryBatch) -> (Sums, Sums) {
     let mut minutes: HashMap<(&str, i64), Amount> = HashMap::new();
     for r in &batch.readings {
         // Validation bounded the interval and energy, so splitting succeeds.
@@ -592,16 +747,35 @@ fn accumulate(p: &mut Pending, batch: &TelemetryBatch) {
             );
         }
     }
-    for ((sensor, minute), a) in minutes {
-        let hour = minute.div_euclid(HOUR_MS) * HOUR_MS;
-        for (map, bucket) in [(&mut p.minute, minute), (&mut p.hour, hour)] {
-            let t: &mut Amount = map
-                .entry((batch.host.clone(), sensor.to_owned(), bucket))
-                .or_default();
-            t.measured = t.measured.saturating_add(a.measured);
-            t.estimated = t.estimated.saturating_add(a.estimated);
+    let mut hours: HashMap<(&str, i64), Amount> = HashMap::new();
+    for (&(sensor, minute), a) in &minutes {
+        join(
+            hours
+                .entry((sensor, minute.div_euclid(HOUR_MS) * HOUR_MS))
+                .or_default(),
+            *a,
+        );
+    }
+    let owned = |m: HashMap<(&str, i64), Amount>| -> Sums {
+        m.into_iter()
+            .map(|((sensor, bucket), a)| (sensor.to_owned(), bucket, a))
+            .collect()
+    };
+    (owned(minutes), owned(hours))
+}
+
+/// Adds a batch's sums (see [`sums`]) into the group's buckets.
+fn accumulate(p: &mut Pending, host: &str, minutes: Sums, hours: Sums) {
+    for (map, sums) in [(&mut p.minute, minutes), (&mut p.hour, hours)] {
+        for (sensor, bucket, a) in sums {
+            join(map.entry((host.to_owned(), sensor, bucket)).or_default(), a);
         }
     }
+}
+
+fn join(t: &mut Amount, a: Amount) {
+    t.measured = t.measured.saturating_add(a.measured);
+    t.estimated = t.estimated.saturating_add(a.estimated);
 }
 
 /// Earliest start and latest end of a batch's readings.
@@ -611,9 +785,9 @@ fn span(batch: &TelemetryBatch) -> Option<(i64, i64)> {
     Some((start, end))
 }
 
-/// Joins a batch's readings into the group's per-(host, epoch, sensor)
-/// received energy and latest cumulative counter.
-fn cumulate(parts: &mut BTreeMap<(String, u64, String), Cumulative>, batch: &TelemetryBatch) {
+/// A batch's per-sensor received energy and latest cumulative counter,
+/// joined into the group's per-(host, epoch, sensor) figures on commit.
+fn cumulate(batch: &TelemetryBatch) -> Vec<(String, Cumulative)> {
     let mut mine: BTreeMap<&str, Cumulative> = BTreeMap::new();
     for r in &batch.readings {
         mine.entry(r.sensor.as_str()).or_default().join(Cumulative {
@@ -622,12 +796,9 @@ fn cumulate(parts: &mut BTreeMap<(String, u64, String), Cumulative>, batch: &Tel
             last_cum_uj: r.cumulative_uj,
         });
     }
-    for (sensor, c) in mine {
-        parts
-            .entry((batch.host.clone(), batch.epoch, sensor.to_owned()))
-            .or_default()
-            .join(c);
-    }
+    mine.into_iter()
+        .map(|(sensor, c)| (sensor.to_owned(), c))
+        .collect()
 }
 
 fn add(a: &mut Amount, quality: Quality, uj: u64) {
@@ -724,6 +895,143 @@ mod tests {
         let out = tight.ingest_group(&msgs[..2], NOW).unwrap();
         assert!(matches!(out[0], Outcome::Accepted(_)));
         assert_eq!(out[1], Outcome::Deferred);
+    }
+
+    /// Every row of `table`, in order, as text.
+    fn rows(c: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = c
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            let cols: Vec<String> = (0..n)
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect();
+            Ok(cols.join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn prepared_on_other_threads_and_committed_is_ingest_group() {
+        // A mixed group: batches of three hosts straddling an hour, a
+        // redelivery, a conflicting duplicate, bad input, status and
+        // inventory, and a host past the limit.
+        let mut msgs = Vec::new();
+        for (i, host) in ["node-01", "node-02", "node-03"].into_iter().enumerate() {
+            for seq in 0..4u64 {
+                let mut b = with_sensors(host, seq, &["rapl:package-0", "nvml:gpu-0"]);
+                for (k, r) in b.readings.iter_mut().enumerate() {
+                    r.start_ms = 1_795_003_170_000 + (seq as i64) * 20_000 + k as i64;
+                    r.end_ms = r.start_ms + 20_000;
+                    r.energy_uj = 1_000_003 * (i as u64 + 1) + seq + k as u64;
+                    if k == 1 {
+                        r.quality = Quality::Estimated;
+                    }
+                }
+                msgs.push(msg(&b));
+            }
+        }
+        msgs.push(msgs[1].clone());
+        let mut other = with_sensors("node-01", 2, &["rapl:package-0"]);
+        other.readings[0].energy_uj += 1;
+        msgs.push(msg(&other));
+        msgs.push(Message {
+            topic: "vigie/v1/par1/node-02/telemetry".into(),
+            payload: b"{not json".to_vec(),
+        });
+        msgs.push(status_of(
+            "node-01",
+            &serde_json::to_vec(&samples::status_online()).unwrap(),
+        ));
+        msgs.push(meta_of("node-01"));
+        msgs.push(msg(&with_sensors("node-04", 1, &["rapl:package-0"])));
+        let now = 1_795_003_300_000;
+        let fresh = || ingestor().with_max_hosts(3);
+
+        let mut whole = fresh();
+        let want = whole.ingest_group(&msgs, now).unwrap();
+
+        // Prepared in three parts on three threads, the last part first.
+        let mut split = fresh();
+        let preparer = split.preparer();
+        let parts: Vec<Vec<Prepared>> = std::thread::scope(|s| {
+            let handles: Vec<_> = msgs
+                .chunks(msgs.len().div_ceil(3))
+                .rev()
+                .map(|c| {
+                    let p = preparer.clone();
+                    s.spawn(move || c.iter().map(|m| p.prepare(m, now)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut prepared: Vec<Prepared> = parts.into_iter().rev().flatten().collect();
+        let got = split.commit_group(&msgs, &mut prepared, now).unwrap();
+        assert_eq!(got, want);
+        let reasons: Vec<_> = got.iter().map(reason).collect();
+        assert_eq!(reasons.iter().filter(|r| **r == "accepted").count(), 12);
+        assert!(reasons.contains(&"duplicate"));
+        assert!(reasons.contains(&"conflicting_duplicate"));
+        assert!(reasons.contains(&"malformed"));
+        assert!(reasons.contains(&"too_many_hosts"));
+        for table in [
+            "energy_minute",
+            "energy_hour",
+            "batches",
+            "hosts",
+            "epoch_sensors",
+            "quarantine",
+        ] {
+            assert_eq!(
+                rows(split.conn(), table),
+                rows(whole.conn(), table),
+                "{table}"
+            );
+        }
+
+        // Committed again, the used-up entries are prepared again: all
+        // duplicates or refusals, nothing added twice.
+        let again = split.commit_group(&msgs, &mut prepared, now).unwrap();
+        assert!(
+            again.iter().all(|o| !matches!(o, Outcome::Accepted(_))),
+            "{again:?}"
+        );
+        assert_eq!(
+            rows(split.conn(), "energy_hour"),
+            rows(whole.conn(), "energy_hour")
+        );
+    }
+
+    #[test]
+    fn a_deferred_message_keeps_its_prepared_work_for_the_next_group() {
+        let batch = |seq: u64| {
+            let mut b = samples::telemetry();
+            b.seq = seq;
+            b.gauges.clear();
+            for r in &mut b.readings {
+                (r.start_ms, r.end_ms) = (NOW - 600_000, NOW);
+            }
+            b
+        };
+        let msgs: Vec<Message> = (0..3).map(|s| msg(&batch(s))).collect();
+        let mut ing = ingestor().with_max_group_buckets(25);
+        let p = ing.preparer();
+        let mut prepared: Vec<Prepared> = msgs.iter().map(|m| p.prepare(m, NOW)).collect();
+        let out = ing.commit_group(&msgs, &mut prepared, NOW).unwrap();
+        assert_eq!(out[1..], [Outcome::Deferred, Outcome::Deferred]);
+        assert!(matches!(prepared[0].0, Prep::Spent));
+        assert!(matches!(prepared[1].0, Prep::Telemetry(_)));
+        // The deferred ones, with their work, in the next groups.
+        for i in 1..3 {
+            let out = ing
+                .commit_group(&msgs[i..=i], &mut prepared[i..=i], NOW)
+                .unwrap();
+            assert!(matches!(out[0], Outcome::Accepted(_)), "{out:?}");
+        }
+        assert_eq!(measured(&ing), 3 * (85_250_113 + 9_870_004));
     }
 
     /// A batch of `host` (seq `seq`) with one reading per sensor and no
