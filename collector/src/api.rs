@@ -213,11 +213,10 @@ impl AppState {
                     .iter()
                     .find(|x| matches!(x.indicator, vigie_energy::Indicator::Pue { .. }))
                     .and_then(|x| {
-                        let status = match x.status {
-                            vigie_energy::Status::Measured => "measured",
-                            vigie_energy::Status::Estimated => "estimated",
-                            _ => return None,
-                        };
+                        if !x.status.is_complete() {
+                            return None;
+                        }
+                        let status = x.status.as_str();
                         // A PUE under 1 means the meters' boundaries are
                         // wrong: not a figure to scale a signal with.
                         x.value
