@@ -213,11 +213,10 @@ impl AppState {
                     .iter()
                     .find(|x| matches!(x.indicator, vigie_energy::Indicator::Pue { .. }))
                     .and_then(|x| {
-                        let status = match x.status {
-                            vigie_energy::Status::Measured => "measured",
-                            vigie_energy::Status::Estimated => "estimated",
-                            _ => return None,
-                        };
+                        if !x.status.is_complete() {
+                            return None;
+                        }
+                        let status = x.status.as_str();
                         // A PUE under 1 means the meters' boundaries are
                         // wrong: not a figure to scale a signal with.
                         x.value
@@ -351,8 +350,17 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        (status, axum::Json(body)).into_response()
     }
+}
+
+/// The body of every error answer: `{"error": "..."}`.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: String,
 }
 
 /// Readiness: 200 once the broker has acknowledged every subscription of
@@ -888,35 +896,74 @@ async fn openapi() -> Response {
 
 /// `GET /api/v1/kpi?from=&to=`: every facility indicator whose meters
 /// are configured, each with its coverage and status.
+/// The `/api/v1/kpi` answer. Fields are declared in alphabetical order:
+/// the `json!` object this replaced sorted its keys, and the bytes stay
+/// the same.
+#[derive(Debug, Serialize)]
+struct KpiAnswer {
+    computer_room_area_m2: Option<f64>,
+    figures: Vec<Value>,
+    floor_area_m2: Option<f64>,
+    from: String,
+    installed_it_kw: Option<f64>,
+    meters: Vec<MeterTotal>,
+    roles_without_meter: Vec<&'static str>,
+    to: String,
+}
+
+/// One meter's total over the period in [`KpiAnswer`] (fields in
+/// alphabetical order, as there).
+#[derive(Debug, Serialize)]
+struct MeterTotal {
+    estimated: f64,
+    filled: f64,
+    measured: f64,
+    meter: String,
+    missing_share: Option<f64>,
+    role: &'static str,
+    total: Option<f64>,
+    unit: &'static str,
+}
+
+impl MeterTotal {
+    fn new(meter: &str, role: crate::site::Role, i: &vigie_energy::InputUsed) -> Self {
+        MeterTotal {
+            estimated: i.estimated,
+            filled: i.filled,
+            measured: i.measured,
+            meter: meter.to_owned(),
+            missing_share: i.coverage.map(|c| c.missing_share()),
+            role: role.as_str(),
+            total: i.total,
+            unit: i.unit,
+        }
+    }
+}
+
 async fn kpi(
     State(s): State<AppState>,
     Query(q): Query<EmissionsQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<KpiAnswer>, ApiError> {
     let (from, to) = s.period(q.from.as_deref(), q.to.as_deref()).await?;
     let (site, carbon) = (s.site.clone(), s.carbon.clone());
     let result = s
         .read(move |c| Ok(crate::site::figures(c, &site, &carbon.market, from, to)))
         .await?;
     let f = result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(axum::Json(json!({
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "installed_it_kw": s.site.installed_it_kw,
-        "floor_area_m2": s.site.floor_area_m2,
-        "computer_room_area_m2": s.site.computer_room_area_m2,
-        "figures": f.figures.iter().map(crate::site::figure_json).collect::<Vec<_>>(),
-        "meters": f.totals.iter().map(|(name, role, i)| json!({
-            "meter": name,
-            "role": role.as_str(),
-            "unit": i.unit,
-            "measured": i.measured,
-            "estimated": i.estimated,
-            "filled": i.filled,
-            "total": i.total,
-            "missing_share": i.coverage.map(|c| c.missing_share()),
-        })).collect::<Vec<_>>(),
-        "roles_without_meter": f.missing_roles.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>(),
-    })))
+    Ok(axum::Json(KpiAnswer {
+        computer_room_area_m2: s.site.computer_room_area_m2,
+        figures: f.figures.iter().map(crate::site::figure_json).collect(),
+        floor_area_m2: s.site.floor_area_m2,
+        from: rfc3339(from),
+        installed_it_kw: s.site.installed_it_kw,
+        meters: f
+            .totals
+            .iter()
+            .map(|(name, role, i)| MeterTotal::new(name, *role, i))
+            .collect(),
+        roles_without_meter: f.missing_roles.iter().map(|r| r.as_str()).collect(),
+        to: rfc3339(to),
+    }))
 }
 
 /// `GET /api/v1/scope2?from=&to=`: the site's location- and market-based
@@ -1047,7 +1094,7 @@ async fn post_readings(
     State(s): State<AppState>,
     axum::extract::Path(name): axum::extract::Path<String>,
     axum::Json(body): axum::Json<Vec<PostedReading>>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Stored>, ApiError> {
     let meter = s
         .site
         .meters
@@ -1099,7 +1146,13 @@ async fn post_readings(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
     result.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(axum::Json(json!({ "stored": n })))
+    Ok(axum::Json(Stored { stored: n }))
+}
+
+/// The answer to posted readings: how many were stored.
+#[derive(Debug, Serialize)]
+struct Stored {
+    stored: usize,
 }
 
 #[cfg(test)]
@@ -1489,12 +1542,16 @@ mod tests {
             to: Some((t0 + 2 * HOUR_MS).to_string()),
             group_by: None,
         };
+        // The answer as its JSON, as a client reads it.
+        let kpi_json = |v: KpiAnswer| serde_json::to_value(v).unwrap();
         let axum::Json(v) = kpi(State(state.clone()), Query(q(None))).await.unwrap();
+        let v = kpi_json(v);
         assert_eq!(v["from"], rfc3339(t0), "{v}");
         // Asked for: as asked.
         let axum::Json(v) = kpi(State(state.clone()), Query(q(Some("0"))))
             .await
             .unwrap();
+        let v = kpi_json(v);
         assert_eq!(v["from"], rfc3339(0));
         // Emissions: the site's Scope 2 is computed (it used to fail on a
         // 1970 start, reported as "no grid-import meter").
@@ -1658,5 +1715,90 @@ mod tests {
         // More than an hour old: not answered stale but recomputed first.
         state.measured_pue(later + 2 * HOUR_MS).await.unwrap();
         assert_eq!(computed(&state), 3);
+    }
+
+    /// The typed answers write the same bytes as the `json!` objects they
+    /// replaced (whose keys serde_json sorts): a field declared out of
+    /// order, renamed or skipped when empty fails here.
+    #[test]
+    fn typed_answers_keep_the_json_bytes() {
+        let bytes = |v: &dyn erased::Ser| v.bytes();
+        let cov = vigie_energy::Coverage {
+            period_ms: 1000,
+            measured_ms: 750,
+            estimated_ms: 0,
+        };
+        let i = vigie_energy::InputUsed {
+            name: "E",
+            unit: "kWh",
+            measured: 3.0,
+            estimated: 0.5,
+            filled: 0.25,
+            total: Some(3.75),
+            coverage: Some(cov),
+        };
+        let role = crate::site::Role::GridImport;
+        let meter = MeterTotal::new("mains", role, &i);
+        let old_meter = json!({
+            "meter": "mains",
+            "role": role.as_str(),
+            "unit": i.unit,
+            "measured": i.measured,
+            "estimated": i.estimated,
+            "filled": i.filled,
+            "total": i.total,
+            "missing_share": i.coverage.map(|c| c.missing_share()),
+        });
+        assert_eq!(bytes(&meter), bytes(&old_meter));
+        let none = vigie_energy::InputUsed {
+            total: None,
+            coverage: None,
+            ..i.clone()
+        };
+        let old_none = json!({
+            "meter": "m", "role": role.as_str(), "unit": "kWh", "measured": 3.0,
+            "estimated": 0.5, "filled": 0.25, "total": null, "missing_share": null,
+        });
+        assert_eq!(bytes(&MeterTotal::new("m", role, &none)), bytes(&old_none));
+
+        let answer = KpiAnswer {
+            computer_room_area_m2: None,
+            figures: vec![json!({"b": 1, "a": 2})],
+            floor_area_m2: Some(120.5),
+            from: "2026-01-01T00:00:00Z".to_owned(),
+            installed_it_kw: Some(500.0),
+            meters: vec![MeterTotal::new("mains", role, &i)],
+            roles_without_meter: vec!["it"],
+            to: "2026-02-01T00:00:00Z".to_owned(),
+        };
+        let old_answer = json!({
+            "from": "2026-01-01T00:00:00Z",
+            "to": "2026-02-01T00:00:00Z",
+            "installed_it_kw": 500.0,
+            "floor_area_m2": 120.5,
+            "computer_room_area_m2": null,
+            "figures": [json!({"b": 1, "a": 2})],
+            "meters": [old_meter],
+            "roles_without_meter": ["it".to_owned()],
+        });
+        assert_eq!(bytes(&answer), bytes(&old_answer));
+
+        let err = ErrorBody {
+            error: "bad \"from\"".to_owned(),
+        };
+        assert_eq!(bytes(&err), bytes(&json!({ "error": "bad \"from\"" })));
+        assert_eq!(bytes(&Stored { stored: 3 }), bytes(&json!({ "stored": 3 })));
+    }
+
+    /// Serializes what the byte test compares, without naming each type.
+    mod erased {
+        pub trait Ser {
+            fn bytes(&self) -> String;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn bytes(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::config::CarbonConfig;
 use crate::export::date::Date;
 use crate::site::{self, SiteConfig, SiteError};
 use serde::Serialize;
-use vigie_energy::{Figure, Indicator, InputUsed, Scope2Basis, Status};
+use vigie_energy::{Figure, Indicator, InputUsed, Scope2Basis};
 
 /// One figure as the reports show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -112,15 +112,6 @@ pub fn month_spans(from_ms: i64, to_ms: i64) -> Vec<(String, i64, i64)> {
     out
 }
 
-fn status(s: Status) -> &'static str {
-    match s {
-        Status::Measured => "measured",
-        Status::Estimated => "estimated",
-        Status::Incomplete => "incomplete",
-        Status::Undefined => "undefined",
-    }
-}
-
 fn value(f: Option<&Figure>) -> Value {
     let Some(f) = f else {
         return Value {
@@ -137,21 +128,15 @@ fn value(f: Option<&Figure>) -> Value {
         .reduce(f64::min);
     Value {
         value: f.value,
-        status: status(f.status),
+        status: f.status.as_str(),
         coverage,
     }
 }
 
-/// Status of one input: `incomplete` without a total, `measured` when it
-/// rests only on measured samples over the whole period, else `estimated`.
+/// Status of one input, by the one rule ([`InputUsed::status`]): the
+/// export resolves its meters by the same function.
 fn input_status(i: &InputUsed) -> &'static str {
-    if i.total.is_none() {
-        "incomplete"
-    } else if i.is_measured() {
-        "measured"
-    } else {
-        "estimated"
-    }
+    i.status().as_str()
 }
 
 /// An amount: the inputs `pick` selects in the first figure that has

@@ -1114,13 +1114,8 @@ pub fn measured_heat(
 /// The JSON form of a figure: value, status, gap rule, every input with
 /// its coverage, and the notes.
 pub fn figure_json(f: &Figure) -> serde_json::Value {
-    use vigie_energy::{Indicator, Status};
-    let status = match f.status {
-        Status::Measured => "measured",
-        Status::Estimated => "estimated",
-        Status::Incomplete => "incomplete",
-        Status::Undefined => "undefined",
-    };
+    use vigie_energy::Indicator;
+    let status = f.status.as_str();
     let category = match &f.indicator {
         Indicator::Pue { category } | Indicator::PartialPue { category, .. } => {
             Some(match category {

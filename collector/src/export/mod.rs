@@ -418,32 +418,21 @@ impl Resolved {
     }
 }
 
+/// One meter's total and status, by the one input rule
+/// ([`vigie_energy::InputUsed::status`], shared with the reports).
 fn input_status(i: &vigie_energy::InputUsed) -> Resolved {
-    let missing = i.coverage.map(|c| c.missing_share());
-    let status = match (i.total, i.coverage) {
-        (None, _) => "incomplete",
-        (Some(_), Some(c)) if c.missing_share() > 0.0 => "estimated",
-        (Some(_), _) if i.estimated > 0.0 || i.filled > 0.0 => "estimated",
-        (Some(_), _) => "measured",
-    };
     Resolved {
         // `+ 0.0`: a sum of nothing is -0.0, read as 0.
         value: i.total.map(|t| t + 0.0),
-        status,
-        missing_share: missing,
+        status: i.status().as_str(),
+        missing_share: i.coverage.map(|c| c.missing_share()),
         text: None,
         ..Resolved::default()
     }
 }
 
 fn figure_status(f: &vigie_energy::Figure) -> Resolved {
-    let j = site::figure_json(f);
-    let status = match j["status"].as_str() {
-        Some("measured") => "measured",
-        Some("estimated") => "estimated",
-        Some("incomplete") => "incomplete",
-        _ => "undefined",
-    };
+    let status = f.status.as_str();
     let missing = f
         .inputs
         .iter()

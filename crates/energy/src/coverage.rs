@@ -229,8 +229,11 @@ pub enum GapRule {
     ScaleToPeriod,
 }
 
-/// How far a figure can be trusted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// How far a figure can be trusted. Serialized in lower case
+/// (`"measured"`, `"estimated"`, `"incomplete"`, `"undefined"`), the
+/// names [`Status::as_str`] gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Every input measured over the whole period; nothing filled.
     Measured,
@@ -247,6 +250,22 @@ impl Status {
     /// Whether the figure covers the whole period with a value.
     pub fn is_complete(self) -> bool {
         matches!(self, Self::Measured | Self::Estimated)
+    }
+
+    /// The lower-case name used in JSON, CSV and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Measured => "measured",
+            Self::Estimated => "estimated",
+            Self::Incomplete => "incomplete",
+            Self::Undefined => "undefined",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -328,6 +347,22 @@ impl InputUsed {
             && self
                 .coverage
                 .is_none_or(|c| c.estimated_ms == 0 && c.is_complete())
+    }
+
+    /// The one status rule for a single input: [`Status::Incomplete`]
+    /// without a total, [`Status::Measured`] when the total rests only on
+    /// measured samples over the whole period ([`InputUsed::is_measured`]),
+    /// else [`Status::Estimated`] (estimated samples, estimated amounts or
+    /// filled gaps). Never [`Status::Undefined`]: an input has no
+    /// denominator. Figures built from inputs follow the same rule.
+    pub fn status(&self) -> Status {
+        if self.total.is_none() {
+            Status::Incomplete
+        } else if self.is_measured() {
+            Status::Measured
+        } else {
+            Status::Estimated
+        }
     }
 }
 
@@ -518,6 +553,112 @@ mod tests {
         let scaled = series.input("x", period, GapRule::ScaleToPeriod);
         // 50 µJ over 50 ms, 50 ms missing: 50 µJ filled.
         assert!((scaled.filled * UJ_PER_KWH - 50.0).abs() < 1e-9);
+        Ok(())
+    }
+
+    /// The one input status rule at its boundaries: a single estimated or
+    /// missing millisecond, or a single estimated or filled amount, is
+    /// enough to leave `measured`; no total is `incomplete` whatever the
+    /// shares. The cases where the collector's two former rules disagreed
+    /// (estimated time of zero energy, a negative estimated amount) are
+    /// `estimated`, as the figure rule ([`InputUsed::is_measured`]) says.
+    #[test]
+    fn input_status_at_the_share_boundaries() {
+        let cov = |measured_ms, estimated_ms| Coverage {
+            period_ms: 1000,
+            measured_ms,
+            estimated_ms,
+        };
+        let input = |estimated: f64, filled: f64, total: Option<f64>, coverage| InputUsed {
+            name: "E",
+            unit: "kWh",
+            measured: 5.0,
+            estimated,
+            filled,
+            total,
+            coverage,
+        };
+        let whole = Some(cov(1000, 0));
+        // Measured over the whole period: measured.
+        assert_eq!(input(0.0, 0.0, Some(5.0), whole).status(), Status::Measured);
+        // -0.0 (a sum of nothing, negated) is no estimate.
+        assert_eq!(
+            input(-0.0, -0.0, Some(5.0), whole).status(),
+            Status::Measured
+        );
+        // One estimated millisecond, even carrying no energy.
+        let one_est = Some(cov(999, 1));
+        assert_eq!(
+            input(0.0, 0.0, Some(5.0), one_est).status(),
+            Status::Estimated
+        );
+        // One missing millisecond, filled (or with nothing to fill).
+        let one_gap = Some(cov(999, 0));
+        assert_eq!(
+            input(0.0, 0.005, Some(5.005), one_gap).status(),
+            Status::Estimated
+        );
+        assert_eq!(
+            input(0.0, 0.0, Some(5.0), one_gap).status(),
+            Status::Estimated
+        );
+        // An estimated or filled amount on full measured time.
+        assert_eq!(
+            input(1e-9, 0.0, Some(5.0), whole).status(),
+            Status::Estimated
+        );
+        assert_eq!(
+            input(-1.0, 0.0, Some(4.0), whole).status(),
+            Status::Estimated
+        );
+        assert_eq!(
+            input(0.0, 1e-9, Some(5.0), whole).status(),
+            Status::Estimated
+        );
+        // All estimated time: estimated.
+        assert_eq!(
+            input(5.0, 0.0, Some(5.0), Some(cov(0, 1000))).status(),
+            Status::Estimated
+        );
+        // No total: incomplete, whatever the shares.
+        for c in [whole, one_gap, Some(cov(0, 0)), None] {
+            assert_eq!(input(0.0, 0.0, None, c).status(), Status::Incomplete);
+        }
+        // A declared amount (no timeline) is measured.
+        assert_eq!(
+            InputUsed::declared("REC", "MWh", 3.0).status(),
+            Status::Measured
+        );
+        // Through the gap rules: Strict leaves a gap incomplete,
+        // ScaleToPeriod fills it and says estimated.
+        let gap = cov(600, 0);
+        let strict = InputUsed::found("E", "kWh", 6.0, 0.0, gap, GapRule::Strict);
+        assert_eq!(strict.status(), Status::Incomplete);
+        let scaled = InputUsed::found("E", "kWh", 6.0, 0.0, gap, GapRule::ScaleToPeriod);
+        assert_eq!(
+            (scaled.total, scaled.status()),
+            (Some(10.0), Status::Estimated)
+        );
+        let full = InputUsed::found("E", "kWh", 6.0, 0.0, cov(1000, 0), GapRule::Strict);
+        assert_eq!(full.status(), Status::Measured);
+    }
+
+    #[test]
+    fn status_names_are_lower_case_both_ways() -> Result<(), serde_json::Error> {
+        for (s, name) in [
+            (Status::Measured, "measured"),
+            (Status::Estimated, "estimated"),
+            (Status::Incomplete, "incomplete"),
+            (Status::Undefined, "undefined"),
+        ] {
+            assert_eq!(s.as_str(), name);
+            assert_eq!(s.to_string(), name);
+            let json = serde_json::to_string(&s)?;
+            assert_eq!(json, format!("\"{name}\""));
+            let back: Status = serde_json::from_str(&json)?;
+            assert_eq!(back, s);
+        }
+        assert!(serde_json::from_str::<Status>("\"Measured\"").is_err());
         Ok(())
     }
 }
