@@ -52,9 +52,10 @@ pub enum AgentError {
     /// The MQTT link could not be set up (names, credentials).
     #[error(transparent)]
     Link(#[from] mqtt::LinkError),
-    /// The `[signing] key_file` could not be used.
-    #[error("signing key: {0}")]
-    Key(#[from] vigie_service::keys::KeyError),
+    /// The `[signing] key_file` could not be used (the setting, the file
+    /// and the cause, once: no `source` for `{:#}` to print again).
+    #[error("[signing] key_file {0}")]
+    Key(vigie_service::keys::KeyError),
     /// A remote device's configuration cannot work.
     #[error("device {name}: {source}")]
     Device {
@@ -106,7 +107,8 @@ pub async fn run_with(
         .key_file
         .as_deref()
         .map(vigie_service::keys::load_signing_key)
-        .transpose()?;
+        .transpose()
+        .map_err(AgentError::Key)?;
     if let Some(k) = &signer {
         tracing::info!(
             public_key = %vigie_protocol::key_hex(&k.verifying_key()),

@@ -362,6 +362,7 @@ fn commissioned(now_ms: i64) -> crate::export::date::Date {
 /// of `facility` and the PDU outlets as the IT meter (category 2), all
 /// polled by `host`'s agent. Gaps are scaled to the period (the demo is
 /// younger than the day and the year), so its figures are estimated.
+#[cfg(test)]
 fn demo_site(
     host: &str,
     facility: &str,
@@ -369,12 +370,20 @@ fn demo_site(
     outlets: usize,
     now_ms: i64,
 ) -> anyhow::Result<crate::site::SiteConfig> {
+    let cfg: CollectorConfig =
+        toml::from_str(&demo_site_toml(host, facility, pdu, outlets, now_ms))?;
+    Ok(cfg.site)
+}
+
+/// [`demo_site`] as the collector configuration's `[site]` tables.
+fn demo_site_toml(host: &str, facility: &str, pdu: &str, outlets: usize, now_ms: i64) -> String {
     let it = (1..=outlets)
         .map(|i| format!("{{ host = \"{host}\", sensor = \"{pdu}:outlet-{i}\" }}"))
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(toml::from_str(&format!(
+    format!(
         r#"
+[site]
 installed_it_kw = 5.0
 it_category = 2
 gap_rule = "scale-to-period"
@@ -384,7 +393,7 @@ kpi_every = "5s"
 kpi_ytd_every = "5s"
 # Plausible register facts, so the demo's exports have no gaps a real
 # site would fill.
-[register]
+[site.register]
 name = "vigie demo hall"
 owner = "Demo Immobilien GmbH"
 operators = ["Demo Compute SAS"]
@@ -401,7 +410,7 @@ redundancy_cooling = "N+1"
 waste_heat_max_kw = 4.0
 waste_heat_control = "supply temperature and flow set by the heat-network operator"
 management_system = {{ kind = "iso-50001", since = "{commissioned}" }}
-[[yearly]]
+[[site.yearly]]
 year = {year}
 traffic_in_bandwidth_gbps = 1.0
 traffic_out_bandwidth_gbps = 1.0
@@ -413,38 +422,82 @@ data_stored_tb = 5.0
 data_processed_tb = 20.0
 temperature_set_point_c = 25.0
 heat_released_mean_c = 30.0
-[[meters]]
+[[site.meters]]
 name = "mains"
 role = "grid-import"
 sensors = [{{ host = "{host}", sensor = "{facility}:grid" }}]
-[[meters]]
+[[site.meters]]
 name = "pdus"
 role = "it"
 sensors = [{it}]
-[[meters]]
+[[site.meters]]
 name = "chillers"
 role = "cooling"
 sensors = [{{ host = "{host}", sensor = "{facility}:cooling" }}]
-[[meters]]
+[[site.meters]]
 name = "district-heat"
 role = "heat-delivered"
 register = {{ host = "{host}", sensor = "{facility}:heat", quantity = "heat-energy-kwh" }}
 "#,
         commissioned = commissioned(now_ms),
         year = crate::export::date::Date::from_ms(now_ms).y,
-    ))?)
+    )
 }
 
 /// The demo site's name, on its documents and public page.
 const DEMO_SITE_NAME: &str = "vigie demo site";
 
+/// `s` as a TOML string (quoted and escaped).
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
 /// What a real site configures besides its meters, so that every document
-/// the demo produces reads without a contradiction: `[site]` (commissioned
-/// when its history starts), guarantees of origin for part of each year's
-/// grid import, `[dossier]` (name, operator, a heat-reuse study of the
-/// demo's IT load, its PUE left to the measured one) and an export signing
-/// key (made in `dir`, reused with --dir), all for `host`'s agent polling
-/// the facility and `hosts` PDU outlets.
+/// the demo produces reads without a contradiction, as collector
+/// configuration tables: `[site]` (commissioned when its history starts),
+/// guarantees of origin for part of each year's grid import, `[dossier]`
+/// (name, operator, a heat-reuse study of the demo's IT load, its PUE left
+/// to the measured one) and an export signing key (made in `dir`, reused
+/// with --dir), all for `host`'s agent polling the facility and `hosts`
+/// PDU outlets.
+fn site_toml(host: &str, hosts: usize, dir: &std::path::Path, now: i64) -> anyhow::Result<String> {
+    let mut t = demo_site_toml(host, "facility", "pdu-a1", hosts, now);
+    // Guarantees of origin for about half of each year's grid import
+    // (~18 MWh a year), so REF has a value to compare with the renewable
+    // target; the current year's enters pro rata to the part elapsed.
+    let year = crate::export::date::Date::from_ms(now).y;
+    for (y, mwh) in [(year - 1, 10.0), (year, 10.0)] {
+        t.push_str(&format!(
+            "\n[[carbon.market.instruments]]\nname = \"GO hydro {y} (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {y}\nvolume_mwh = {mwh:.1}\n"
+        ));
+    }
+    t.push_str(&format!(
+        r#"
+[dossier]
+site_name = "{DEMO_SITE_NAME}"
+operator = "Demo Compute SAS"
+[dossier.heat_study]
+it_load_kw_constant = 1.5
+cooling = "air"
+heat_pump = {{ carnot_fraction = 0.5 }}
+offtaker = {{ supply_c = 65.0 }}
+"#
+    ));
+    // Exports and dossiers signed, as a site's should be.
+    let key = dir.join("export-signing.key");
+    if !key.exists() {
+        crate::export::sign::keygen(dir)?;
+    }
+    t.push_str(&format!(
+        "\n[export]\nsigning_key = {}\n",
+        toml_str(&key.to_string_lossy())
+    ));
+    Ok(t)
+}
+
+/// Sets `cfg`'s site, instruments, dossier and export key as
+/// [`site_toml`] writes them.
+#[cfg(test)]
 fn configure_site(
     cfg: &mut CollectorConfig,
     host: &str,
@@ -452,34 +505,45 @@ fn configure_site(
     dir: &std::path::Path,
     now: i64,
 ) -> anyhow::Result<()> {
-    cfg.site = demo_site(host, "facility", "pdu-a1", hosts, now)?;
-    // Guarantees of origin for about half of each year's grid import
-    // (~18 MWh a year), so REF has a value to compare with the renewable
-    // target; the current year's enters pro rata to the part elapsed.
-    let year = crate::export::date::Date::from_ms(now).y;
-    for (y, mwh) in [(year - 1, 10.0), (year, 10.0)] {
-        cfg.carbon.market.instruments.push(toml::from_str(&format!(
-            "name = \"GO hydro {y} (demo)\"\nkind = \"certificate\"\norigin = \"renewable\"\nyear = {y}\nvolume_mwh = {mwh:.1}\n"
-        ))?);
-    }
-    cfg.dossier = toml::from_str(&format!(
-        r#"
-site_name = "{DEMO_SITE_NAME}"
-operator = "Demo Compute SAS"
-[heat_study]
-it_load_kw_constant = 1.5
-cooling = "air"
-heat_pump = {{ carnot_fraction = 0.5 }}
-offtaker = {{ supply_c = 65.0 }}
-"#
-    ))?;
-    // Exports and dossiers served signed, as a site's should be.
-    let key = dir.join("export-signing.key");
-    if !key.exists() {
-        crate::export::sign::keygen(dir)?;
-    }
-    cfg.export.signing_key = Some(key);
+    let site: CollectorConfig = toml::from_str(&site_toml(host, hosts, dir, now)?)?;
+    cfg.site = site.site;
+    cfg.carbon.market.instruments = site.carbon.market.instruments;
+    cfg.dossier = site.dossier;
+    cfg.export = site.export;
     Ok(())
+}
+
+/// The collector configuration the demo runs with, as the file it writes
+/// (`collector.toml` in its directory): broker, ledger, HTTP address, the
+/// agents' public keys (`keys`: host, hex), the public page and, with a
+/// first host, [`site_toml`]. `vigie-collector export|dossier --config`
+/// on this file read the demo's ledger and sign with its key.
+fn collector_toml(
+    opts: &DemoOptions,
+    ledger: &std::path::Path,
+    keys: &[(String, String)],
+    dir: &std::path::Path,
+    now: i64,
+) -> anyhow::Result<String> {
+    let mut t = format!(
+        "# Written by `vigie-collector demo`: the configuration it runs with.\n\
+         [mqtt]\nport = {}\nclient_id = \"vigie-collector-demo\"\n\
+         [store]\npath = {}\n\
+         [http]\nlisten = {}\n\
+         [public]\nenabled = true\nsite_name = {}\ndescription = \"Simulated hosts of the vigie demo.\"\n\
+         [ingest.keys]\n",
+        opts.mqtt_port,
+        toml_str(&ledger.to_string_lossy()),
+        toml_str(&opts.http.to_string()),
+        toml_str(DEMO_SITE_NAME),
+    );
+    for (host, hex) in keys {
+        t.push_str(&format!("{} = {}\n", toml_str(host), toml_str(hex)));
+    }
+    if let Some((host, _)) = keys.first() {
+        t.push_str(&site_toml(host, keys.len(), dir, now)?);
+    }
+    Ok(t)
 }
 
 /// Runs the demo until `shutdown` completes.
@@ -498,6 +562,17 @@ pub async fn run(
             tmp.path().to_owned()
         }
     };
+    // Both addresses first: a busy one fails before anything starts.
+    let listener = tokio::net::TcpListener::bind(opts.http)
+        .await
+        .map_err(|e| {
+            listen_error(
+                "the HTTP API and /metrics",
+                &opts.http.to_string(),
+                "--http ADDRESS:PORT",
+                &e,
+            )
+        })?;
     start_broker(opts.mqtt_port)?;
 
     // Fake hosts: RAPL ranges as on real parts, except every second host,
@@ -624,7 +699,7 @@ pub async fn run(
 
     // Each agent signs with its own key, registered with the collector
     // below: the demo runs as a site should (keys kept in --dir are reused).
-    let mut keys = std::collections::BTreeMap::new();
+    let mut keys = Vec::new();
     let mut agents = Vec::new();
     for (n, (host, root)) in hosts.iter().enumerate() {
         let key_file = dir.join(format!("agent-{host}.key"));
@@ -633,10 +708,7 @@ pub async fn run(
         } else {
             vigie_service::keys::generate_key_file(&key_file)?
         };
-        keys.insert(
-            host.clone(),
-            crate::config::HostKeys::One(vigie_protocol::key_hex(&key.verifying_key())),
-        );
+        keys.push((host.clone(), vigie_protocol::key_hex(&key.verifying_key())));
         let mut cfg = AgentConfig {
             site: "demo".into(),
             host: Some(host.clone()),
@@ -667,14 +739,14 @@ pub async fn run(
         )));
     }
 
-    let mut cfg = CollectorConfig::default();
-    cfg.mqtt.port = opts.mqtt_port;
-    cfg.mqtt.client_id = "vigie-collector-demo".into();
-    cfg.store.path = ledger;
-    cfg.ingest.keys = keys;
-    if let Some((host, _)) = hosts.first() {
-        configure_site(&mut cfg, host, hosts.len(), &dir, now)?;
-    }
+    // The collector runs with the configuration file it writes, so that
+    // the regulator's commands can be given the same one.
+    let config_file = dir.join("collector.toml");
+    std::fs::write(
+        &config_file,
+        collector_toml(&opts, &ledger, &keys, &dir, now)?,
+    )?;
+    let cfg: CollectorConfig = vigie_service::load_config(Some(&config_file))?;
     store_simulated_grid(
         &cfg.store.path,
         &cfg.carbon.zone,
@@ -682,20 +754,6 @@ pub async fn run(
         history.map(|h| h.from_ms),
         now,
     )?;
-    // The demo shows the public disclosure page (off by default elsewhere).
-    cfg.public.enabled = true;
-    cfg.public.site_name = Some(DEMO_SITE_NAME.into());
-    cfg.public.description = Some("Simulated hosts of the vigie demo.".into());
-    let listener = tokio::net::TcpListener::bind(opts.http)
-        .await
-        .map_err(|e| {
-            listen_error(
-                "the HTTP API and /metrics",
-                &opts.http.to_string(),
-                "--http ADDRESS:PORT",
-                &e,
-            )
-        })?;
     let http = listener.local_addr()?;
     let collector = tokio::spawn(crate::run(cfg.clone(), listener, stopped(stop_rx.clone())));
 
@@ -718,6 +776,19 @@ pub async fn run(
         );
     }
     println!("  ledger:    {}", cfg.store.path.display());
+    println!("  config:    {}", config_file.display());
+    println!(
+        "  regulator: vigie-collector export --regime eed --config {} --out eed.json",
+        config_file.display()
+    );
+    println!(
+        "             vigie-collector verify --public-key {} eed.json",
+        dir.join("export-signing.pub").display()
+    );
+    println!(
+        "             vigie-collector dossier --config {} --format html --out dossier.html",
+        config_file.display()
+    );
     println!("Press Ctrl-C to stop.");
 
     shutdown.await;
@@ -740,6 +811,92 @@ pub async fn run(
 #[allow(clippy::unwrap_used)]
 mod history_tests {
     use super::*;
+
+    #[test]
+    fn the_regulators_commands_run_on_the_configuration_the_demo_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.sqlite");
+        // 2026-03-10T12:34Z.
+        let now = 1_773_146_040_000;
+        store_simulated_history(&ledger, "demo-01", "facility", "pdu-a1", 2, now).unwrap();
+        let opts = DemoOptions {
+            http: "127.0.0.1:9464".parse().unwrap(),
+            mqtt_port: 11883,
+            hosts: 2,
+            dir: Some(dir.path().to_owned()),
+            history: true,
+        };
+        let keys = vec![
+            ("demo-01".to_owned(), "ab".repeat(32)),
+            ("demo-02".to_owned(), "cd".repeat(32)),
+        ];
+        let file = dir.path().join("collector.toml");
+        std::fs::write(
+            &file,
+            collector_toml(&opts, &ledger, &keys, dir.path(), now).unwrap(),
+        )
+        .unwrap();
+        // The file is the configuration the demo runs with.
+        let cfg: CollectorConfig = vigie_service::load_config(Some(&file)).unwrap();
+        assert_eq!(cfg.store.path, ledger);
+        assert_eq!(cfg.mqtt.port, 11883);
+        assert_eq!(cfg.ingest.keys.len(), 2);
+        assert!(cfg.public.enabled);
+        assert_eq!(cfg.dossier.site_name.as_deref(), Some(DEMO_SITE_NAME));
+        assert_eq!(cfg.site.meters.len(), 4);
+        assert_eq!(cfg.carbon.market.instruments.len(), 2);
+        let key = dir.path().join("export-signing.key");
+        assert_eq!(cfg.export.signing_key.as_ref(), Some(&key));
+
+        // export --config THAT --out: signed with the configured key, no --key.
+        let out = dir.path().join("eed.json");
+        crate::export::cli::export(crate::export::cli::ExportArgs {
+            sub: None,
+            regime: Some("eed".into()),
+            format: "json".into(),
+            from: Some("2025-01-01".into()),
+            to: Some("2025-02-01".into()),
+            commissioned: None,
+            config: Some(file.clone()),
+            out: Some(out.clone()),
+            key: None,
+        })
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert!(json.to_string().contains("mains"), "{json}");
+        let public = dir.path().join("export-signing.pub");
+        let verify = |file: &std::path::Path| {
+            crate::export::cli::verify(crate::export::cli::VerifyArgs {
+                public_key: public.clone(),
+                file: file.to_owned(),
+            })
+        };
+        verify(&out).unwrap();
+        // The signature is a real one: a changed byte fails.
+        let mut bytes = std::fs::read(&out).unwrap();
+        bytes[0] = b' ';
+        std::fs::write(&out, &bytes).unwrap();
+        assert!(verify(&out).is_err());
+
+        // dossier --config THAT: signed too.
+        let html = dir.path().join("dossier.html");
+        crate::dossier::cli::dossier(crate::dossier::cli::DossierArgs {
+            config: Some(file.clone()),
+            from: Some("2025-01-01".into()),
+            to: Some("2025-02-01".into()),
+            format: "html".into(),
+            out: html.clone(),
+            key: None,
+        })
+        .unwrap();
+        assert!(
+            std::fs::read_to_string(&html)
+                .unwrap()
+                .contains(DEMO_SITE_NAME)
+        );
+        verify(&html).unwrap();
+    }
 
     #[test]
     fn the_simulated_gpus_stay_under_their_power_limit() {

@@ -76,9 +76,11 @@ pub enum CollectorError {
     /// A TLS or password file named in the configuration could not be used.
     #[error("MQTT credentials: {0}")]
     Secret(#[from] vigie_service::secrets::SecretError),
-    /// The export signing key could not be used.
-    #[error("export signing key: {0}")]
-    SigningKey(#[from] export::sign::SignError),
+    /// The export signing key could not be used: the message names the
+    /// setting and the file, and gives the cause once (no `source`, which
+    /// `{:#}` would print again).
+    #[error("[export] signing_key {0}")]
+    SigningKey(export::sign::SignError),
     /// The `[influxdb]` sink could not be set up.
     #[error("InfluxDB sink: {0}")]
     Influx(#[from] influx::InfluxError),
@@ -282,7 +284,8 @@ pub async fn run(
         .signing_key
         .as_deref()
         .map(export::sign::load_signing_key)
-        .transpose()?;
+        .transpose()
+        .map_err(CollectorError::SigningKey)?;
 
     let state = api::AppState::new(
         path.clone(),

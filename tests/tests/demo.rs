@@ -177,6 +177,43 @@ fn demo_serves_energy_and_stops_on_sigint() {
     assert!(printed.contains("stopped."), "{printed}");
     // The ledger it leaves behind holds the energy it served.
     assert!(data.join("ledger.sqlite").is_file());
+
+    // The regulator's commands on the configuration the demo printed: the
+    // export is signed with the demo's key and verifies.
+    let config = data.join("collector.toml");
+    assert!(
+        printed.contains(&format!("config:    {}", config.display())),
+        "{printed}"
+    );
+    let collector = vigie_e2e::binary("vigie-collector").unwrap();
+    let out = dir.path().join("eed.json");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(&collector)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "export".as_ref(),
+        "--regime".as_ref(),
+        "eed".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(dir.path().join("eed.json.sig").is_file());
+    run(&[
+        "verify".as_ref(),
+        "--public-key".as_ref(),
+        data.join("export-signing.pub").as_os_str(),
+        out.as_os_str(),
+    ]);
 }
 
 #[test]

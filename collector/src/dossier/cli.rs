@@ -21,7 +21,8 @@ pub struct DossierArgs {
     /// Output file; FILE.sha256 (and FILE.sig with --key) go next to it.
     #[arg(long)]
     pub out: PathBuf,
-    /// Private signing key, PKCS#8 PEM (from `export keygen`).
+    /// Private signing key, PKCS#8 PEM (from `export keygen`); default:
+    /// the configuration's `[export] signing_key`.
     #[arg(long)]
     pub key: Option<PathBuf>,
 }
@@ -32,13 +33,9 @@ pub fn dossier(a: DossierArgs) -> anyhow::Result<()> {
     let now = crate::now_ms();
     let req =
         super::request(a.from.as_deref(), a.to.as_deref(), now).map_err(anyhow::Error::msg)?;
-    // Load the key first: a bad key should not cost a long report.
-    let key = a
-        .key
-        .as_deref()
-        .map(crate::export::cli::load_key)
-        .transpose()?;
     let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
+    // Load the key first: a bad key should not cost a long report.
+    let key = crate::export::cli::signing_key(a.key.as_deref(), &cfg, true)?;
     // The inventory's grams must come from factors of one basis, as `run`
     // requires.
     crate::carbon::check_basis(&cfg.carbon)?;

@@ -31,7 +31,8 @@ pub struct ExportArgs {
     /// Output file; FILE.sha256 (and FILE.sig with --key) go next to it. Default: stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Private signing key, PKCS#8 PEM (from `export keygen` or `openssl genpkey -algorithm ed25519`).
+    /// Private signing key, PKCS#8 PEM (from `export keygen` or `openssl genpkey -algorithm ed25519`);
+    /// default with --out: the configuration's `[export] signing_key`.
     #[arg(long)]
     pub key: Option<PathBuf>,
 }
@@ -81,9 +82,9 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
         crate::now_ms(),
     )
     .map_err(anyhow::Error::msg)?;
-    // Load the key first: a bad key should not cost a long export.
-    let key = a.key.as_deref().map(load_key).transpose()?;
     let cfg: crate::config::CollectorConfig = vigie_service::load_config(a.config.as_deref())?;
+    // Load the key first: a bad key should not cost a long export.
+    let key = signing_key(a.key.as_deref(), &cfg, a.out.is_some())?;
     // The inventory's grams must come from factors of one basis, as `run`
     // requires.
     crate::carbon::check_basis(&cfg.carbon)?;
@@ -147,6 +148,26 @@ pub fn write_signed(
     Ok(())
 }
 
+/// The key that signs a file written with `--out`: `--key`, else the
+/// configuration's `[export] signing_key` (none: unsigned). A key that
+/// cannot be used is an error naming the flag or setting that gave it,
+/// with its cause once.
+pub fn signing_key(
+    flag: Option<&std::path::Path>,
+    cfg: &crate::config::CollectorConfig,
+    out: bool,
+) -> anyhow::Result<Option<ed25519_dalek::SigningKey>> {
+    let (setting, path) = match (flag, &cfg.export.signing_key) {
+        (Some(k), _) => ("--key", k),
+        (None, Some(k)) if out => ("[export] signing_key", k.as_path()),
+        (None, _) => return Ok(None),
+    };
+    // The message carries the cause; no source chain to print it again.
+    load_key(path)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{setting} {e}"))
+}
+
 /// Loads a signing key, warning when others may read it.
 pub fn load_key(k: &std::path::Path) -> Result<ed25519_dalek::SigningKey, super::sign::SignError> {
     use std::os::unix::fs::PermissionsExt;
@@ -171,4 +192,45 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         a.public_key.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// How many times the OS's "not found" cause appears in `msg`.
+    fn causes(msg: &str) -> usize {
+        msg.matches("os error 2").count()
+    }
+
+    #[test]
+    fn a_missing_key_file_names_its_setting_and_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere.key");
+        let mut cfg = crate::config::CollectorConfig::default();
+        cfg.export.signing_key = Some(missing.clone());
+
+        let e = format!("{:#}", signing_key(None, &cfg, true).unwrap_err());
+        assert!(e.starts_with("[export] signing_key "), "{e}");
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert_eq!(causes(&e), 1, "{e}");
+
+        let flag = dir.path().join("flag.key");
+        let e = format!("{:#}", signing_key(Some(&flag), &cfg, true).unwrap_err());
+        assert!(e.starts_with("--key "), "{e}");
+        assert!(e.contains(&flag.display().to_string()), "{e}");
+        assert_eq!(causes(&e), 1, "{e}");
+
+        // Without --out nothing is signed: the configured key is not read.
+        assert!(signing_key(None, &cfg, false).unwrap().is_none());
+
+        // The collector daemon's message: the setting, the file, the cause once.
+        let e = crate::CollectorError::SigningKey(
+            super::super::sign::load_signing_key(&missing).unwrap_err(),
+        );
+        let e = format!("{:#}", anyhow::Error::from(e));
+        assert!(e.starts_with("[export] signing_key "), "{e}");
+        assert_eq!(causes(&e), 1, "{e}");
+    }
 }

@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 /// Why signing or checking failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The cause is in the message
+    /// and not also a `source`, so a chain printed with `{:#}` says it once.
+    #[error("{path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A key file is not a PKCS#8 PEM Ed25519 key.
     #[error("{0}: not an Ed25519 key in PKCS#8 PEM (BEGIN PRIVATE KEY / BEGIN PUBLIC KEY)")]
@@ -58,9 +59,9 @@ pub enum SignError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
-    move |source| SignError::Io {
+    move |cause| SignError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 
@@ -126,7 +127,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
             } else {
                 SignError::Io {
                     path: path.to_owned(),
-                    source: e,
+                    cause: e,
                 }
             }
         })?;

@@ -385,9 +385,20 @@ pub fn carbon_usage_effectiveness(
             Scope2Basis::LocationBased => h.location.0,
             Scope2Basis::MarketBased => h.market.0,
         };
-        let m = g * h.measured.0 as f64 / total as f64;
+        // From the integer energies: an hour with no estimated energy
+        // gives exactly no estimated grams (a float split would leave
+        // round-off, 1e-17 g, and mark the figure estimated), and one with
+        // no measured energy exactly no measured grams.
+        let (m, e) = match (h.measured.0, h.estimated.0) {
+            (_, 0) => (g, 0.0),
+            (0, _) => (0.0, g),
+            (mu, _) => {
+                let m = g * mu as f64 / total as f64;
+                (m, g - m)
+            }
+        };
         measured += m;
-        estimated += g - m;
+        estimated += e;
     }
     let inputs = vec![
         InputUsed::found(

@@ -227,6 +227,31 @@ fn grid(values: &[f64]) -> Result<GridFactors, Scope2Error> {
 }
 
 #[test]
+fn cue_of_measured_energy_is_measured_without_round_off() -> TestResult {
+    // 1 234 567 891 uJ at 45.3 g/kWh: splitting the grams by a float
+    // share, g * T / T, leaves 1.7e-18 g "estimated" (found in the demo:
+    // CUE estimated beside a measured location-based figure).
+    let amount = Microjoules(1_234_567_891);
+    let sample = |quality| Sample {
+        start_ms: 0,
+        end_ms: H,
+        amount,
+        quality,
+    };
+    let e_dc = Series::new([sample(Quality::Measured)])?;
+    let report = scope2(hours(1)?, &e_dc, &grid(&[45.3])?, &MarketInputs::default())?;
+    let it = hourly(&[1], Quality::Measured)?;
+    let f = carbon_usage_effectiveness(GapRule::Strict, &report, Scope2Basis::LocationBased, &it);
+    assert_eq!(f.status, Status::Measured, "{f:?}");
+    // All estimated energy: all grams estimated, none measured.
+    let e_dc = Series::new([sample(Quality::Estimated)])?;
+    let report = scope2(hours(1)?, &e_dc, &grid(&[45.3])?, &MarketInputs::default())?;
+    let f = carbon_usage_effectiveness(GapRule::Strict, &report, Scope2Basis::LocationBased, &it);
+    assert_eq!(f.status, Status::Estimated, "{f:?}");
+    Ok(())
+}
+
+#[test]
 fn cue_and_location_based_worked_example() -> TestResult {
     // E_DC 300 kWh at 200 g/kWh then 300 kWh at 100 g/kWh:
     // location-based = 60 000 + 30 000 = 90 000 g = 90 kg.

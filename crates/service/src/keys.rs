@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 /// Why a key file could not be made or used. Never shows key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    /// The file could not be read or written (the cause in the message
+    /// only, so that `{:#}` says it once).
+    #[error("{path}: {cause}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The key file could not be read.
     #[error(transparent)]
@@ -77,9 +78,9 @@ fn vigie_hex(bytes: &[u8]) -> String {
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| KeyError::Io {
+    let io = |cause| KeyError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -102,6 +103,18 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_missing_key_file_gives_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere.key");
+        let e = format!(
+            "{:#}",
+            anyhow::Error::from(load_signing_key(&missing).unwrap_err())
+        );
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+    }
 
     #[test]
     fn a_generated_key_reads_back_and_is_not_overwritten() {

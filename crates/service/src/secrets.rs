@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 /// never its contents.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    /// The file could not be read. The cause is in the message and not
+    /// also a `source`, so a chain printed with `{:#}` says it once.
+    #[error("reading {path}: {cause}")]
     Read {
         /// File.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is empty.
     #[error("{path} is empty")]
@@ -76,9 +77,9 @@ impl TlsFiles {
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, SecretError> {
-    let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| SecretError::Read {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(SecretError::Empty {
