@@ -500,6 +500,47 @@ pub fn first_data_ms(conn: &dyn LedgerRead) -> Result<Option<i64>, LedgerError> 
     conn.first_data_ms()
 }
 
+/// The hours of a period that have data, as one dense run from the
+/// earliest to the latest hour seen: its memory follows the data's span,
+/// not the period's (a period may reach centuries ahead), and each hour is
+/// found by an index, not a search.
+#[derive(Default)]
+struct HourSlots {
+    /// Hour index (from the period's first whole hour) of `slots[0]`.
+    base: usize,
+    slots: Vec<HourSlot>,
+}
+
+impl HourSlots {
+    /// The slot of hour `h`, made (with the hours between) when new.
+    fn slot(&mut self, h: usize) -> &mut HourSlot {
+        if self.slots.is_empty() {
+            self.base = h;
+        } else if h < self.base {
+            let grow = self.base - h;
+            self.slots
+                .splice(0..0, std::iter::repeat_n(HourSlot::default(), grow));
+            self.base = h;
+        }
+        let i = h - self.base;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, HourSlot::default());
+        }
+        &mut self.slots[i]
+    }
+
+    fn get(&self, h: usize) -> Option<&HourSlot> {
+        h.checked_sub(self.base).and_then(|i| self.slots.get(i))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &HourSlot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (self.base + i, x))
+    }
+}
+
 /// One hour of a meter's sensors with data in it.
 #[derive(Clone, Copy, Default)]
 struct HourSlot {
@@ -555,15 +596,14 @@ fn ledger_samples(
     // with buckets cost memory): the hour's sum, whether it is evaluated
     // as one sample (some sensor has only its hour bucket), and the last
     // sensor seen with minute buckets in it.
-    let mut per_hour: std::collections::BTreeMap<usize, HourSlot> =
-        std::collections::BTreeMap::new();
+    let mut per_hour = HourSlots::default();
     // Minutes every sensor read so far has: a sorted intersection.
     let mut minutes: Vec<(i64, Acc)> = Vec::new();
     for (i, s) in sensors.iter().enumerate() {
         let rows = conn.sensor_buckets(Resolution::Minute, &s.host, &s.sensor, from_ms, to_ms)?;
         for (t, a) in &rows {
             if let Some(h) = hour_of(*t) {
-                let slot = per_hour.entry(h).or_default();
+                let slot = per_hour.slot(h);
                 if slot.minutes_of != Some(i) {
                     slot.minutes_of = Some(i);
                     slot.acc.sensors += 1;
@@ -594,7 +634,7 @@ fn ledger_samples(
         }
         for (t, a) in conn.sensor_buckets(Resolution::Hour, &s.host, &s.sensor, h0, h1)? {
             let Some(h) = hour_of(t) else { continue };
-            let slot = per_hour.entry(h).or_default();
+            let slot = per_hour.slot(h);
             if slot.minutes_of == Some(i) {
                 // Its minutes are already summed into this hour.
                 continue;
@@ -610,7 +650,7 @@ fn ledger_samples(
     }
     let mut out: Vec<RawSample> = minutes
         .into_iter()
-        .filter(|(t, _)| hour_of(*t).is_none_or(|h| !per_hour.get(&h).is_some_and(|x| x.level)))
+        .filter(|(t, _)| hour_of(*t).is_none_or(|h| !per_hour.get(h).is_some_and(|x| x.level)))
         .map(|(t, a)| (t, t + MINUTE_MS, a.amount, a.estimated))
         .collect();
     out.extend(
@@ -618,7 +658,7 @@ fn ledger_samples(
             .iter()
             .filter(|(_, x)| x.level && x.acc.sensors == sensors.len())
             .map(|(h, x)| {
-                let t = h0 + *h as i64 * HOUR_MS;
+                let t = h0 + h as i64 * HOUR_MS;
                 (t, t + HOUR_MS, x.acc.amount, x.acc.estimated)
             }),
     );
@@ -1171,6 +1211,29 @@ pub fn figure_json(f: &Figure) -> serde_json::Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hour_slots_span_the_data_seen_not_the_period() {
+        // Hours of a period starting centuries before the data: only the
+        // span between the earliest and latest hour seen is kept, grown at
+        // either end, and every hour keeps its sum.
+        let mut h = HourSlots::default();
+        let far = 20_000_000;
+        h.slot(far + 5).acc.amount = 5;
+        h.slot(far + 9).acc.amount = 9;
+        h.slot(far + 2).acc.amount = 2;
+        h.slot(far + 5).acc.amount += 1;
+        assert_eq!(h.slots.len(), 8, "hours far+2 to far+9");
+        assert_eq!(h.get(far + 5).map(|x| x.acc.amount), Some(6));
+        assert_eq!(h.get(far + 3).map(|x| x.acc.amount), Some(0));
+        assert!(h.get(far + 1).is_none() && h.get(far + 10).is_none() && h.get(0).is_none());
+        let seen: Vec<(usize, u64)> = h
+            .iter()
+            .filter(|(_, x)| x.acc.amount > 0)
+            .map(|(i, x)| (i, x.acc.amount))
+            .collect();
+        assert_eq!(seen, vec![(far + 2, 2), (far + 5, 6), (far + 9, 9)]);
+    }
     use crate::store::manual::MAX_PIECE;
     use rusqlite::{Connection, params};
 
