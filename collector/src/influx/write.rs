@@ -4,7 +4,6 @@
 
 use super::{InfluxConfig, InfluxError};
 use reqwest::header::HeaderValue;
-use std::sync::Arc;
 use vigie_service::errors::chain;
 
 /// Most bytes of an error answer kept for the log.
@@ -118,38 +117,5 @@ impl Writer {
 }
 
 fn tls_config(cfg: &InfluxConfig) -> Result<rustls::ClientConfig, InfluxError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &cfg.ca_file {
-        Some(file) => {
-            let bad = |e: &dyn std::fmt::Display| {
-                InfluxError::Config(format!("influxdb.ca_file {}: {e}", file.display()))
-            };
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(&e))? {
-                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(&"no certificate in it"));
-            }
-            rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .map_err(|e| bad(&e))?
-        }
-        None => Arc::new(
-            rustls_platform_verifier::Verifier::new(provider.clone())
-                .map_err(|e| InfluxError::Config(format!("system trust store: {e}")))?,
-        ),
-    };
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| InfluxError::Config(format!("TLS: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+    vigie_grid::client_tls(cfg.ca_file.as_deref(), "influxdb.ca_file").map_err(InfluxError::Config)
 }

@@ -189,15 +189,24 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(
 }
 
 fn tls_config(cfg: &HttpConfig) -> Result<rustls::ClientConfig, GridError> {
+    client_tls(cfg.ca_file.as_deref(), "ca_file").map_err(GridError::Config)
+}
+
+/// The TLS set-up of vigie's HTTPS clients (the live grid APIs, the
+/// collector's InfluxDB sink): rustls with the ring provider, the
+/// certificates of `ca_file` (PEM) as the only roots when given, else the
+/// system's trust store. An error names `setting` and the file.
+pub fn client_tls(
+    ca_file: Option<&std::path::Path>,
+    setting: &str,
+) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &cfg.ca_file {
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match ca_file {
         Some(file) => {
-            let bad = |e: &dyn std::fmt::Display| {
-                GridError::Config(format!("ca_file {}: {e}", file.display()))
-            };
+            let bad = |e: &dyn std::fmt::Display| format!("{setting} {}: {e}", file.display());
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(&e))? {
                 roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
@@ -214,12 +223,12 @@ fn tls_config(cfg: &HttpConfig) -> Result<rustls::ClientConfig, GridError> {
         }
         None => Arc::new(
             rustls_platform_verifier::Verifier::new(provider.clone())
-                .map_err(|e| GridError::Config(format!("system trust store: {e}")))?,
+                .map_err(|e| format!("system trust store: {e}"))?,
         ),
     };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| GridError::Config(format!("TLS: {e}")))?
+        .map_err(|e| format!("TLS: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())

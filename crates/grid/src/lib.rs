@@ -30,6 +30,7 @@ pub mod electricity_maps;
 pub mod files;
 pub mod fixed;
 mod http;
+pub use http::client_tls;
 pub mod live;
 pub mod odre;
 pub mod store;
